@@ -1,0 +1,3 @@
+//! Configuration: files and variables in, a validated pipeline out.
+
+pub mod policy;

@@ -1,0 +1,62 @@
+//! The validated, immutable result of loading: what the rest of the program runs on.
+//!
+//! Nothing here reads files or the environment; `load` and `validate` build these.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::retry::RetryPolicy;
+
+/// How a command is run.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum CommandLine {
+    /// A string, run as `sh -c STRING`.
+    Shell(String),
+    /// An argv, run directly (the first element is looked up on `PATH`).
+    Argv(Vec<String>),
+}
+
+impl CommandLine {
+    /// The program and its arguments as they will be executed.
+    pub fn argv(&self) -> Vec<String> {
+        match self {
+            CommandLine::Shell(s) => vec!["sh".into(), "-c".into(), s.clone()],
+            CommandLine::Argv(v) => v.clone(),
+        }
+    }
+}
+
+/// Per-spec policy: every key a spec may override.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    pub retry: RetryPolicy,
+    pub retry_log_dir: PathBuf,
+    pub timeout: Option<Duration>,
+    pub activity_timeout: Option<Duration>,
+    pub terminate_grace: Duration,
+    pub on_exhausted: Option<CommandLine>,
+}
+
+/// Run-wide policy: keys that only make sense once per run.
+#[derive(Clone, Debug)]
+pub struct RunPolicy {
+    pub jobs: usize,
+    pub fail_fast: bool,
+    pub retry_budget: Option<u32>,
+    pub state_dir: PathBuf,
+    pub junit_path: Option<PathBuf>,
+}
+
+/// One spec, ready to run.
+#[derive(Clone, Debug)]
+pub struct Spec {
+    pub name: String,
+    pub command: CommandLine,
+    /// Absolute (resolved against the pipeline file's folder).
+    pub cwd: PathBuf,
+    pub env: BTreeMap<String, String>,
+    /// Indices into `Pipeline::specs`.
+    pub depends_on: Vec<usize>,
+    pub policy: Policy,
+}

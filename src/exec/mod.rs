@@ -1,0 +1,82 @@
+//! Running one attempt of one spec as a real process group.
+//!
+//! The interface is deliberately narrow — start an attempt, stream its output to its
+//! log, tell how it ended, terminate it on request — so that another backend (Slurm)
+//! can slot in beside local processes. `exec` never prints and never decides retries.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::config::policy::CommandLine;
+
+/// Everything needed to run one attempt.
+#[derive(Clone, Debug)]
+pub struct AttemptSpec {
+    pub command: CommandLine,
+    pub cwd: PathBuf,
+    /// Added to the runner's own environment.
+    pub env: Vec<(OsString, OsString)>,
+    /// A new file: created, never overwritten (fails if it exists).
+    pub log_path: PathBuf,
+    pub timeout: Option<Duration>,
+    pub activity_timeout: Option<Duration>,
+    pub terminate_grace: Duration,
+}
+
+/// A request from the runner to a live attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Control {
+    /// SIGTERM the group, SIGKILL after the grace period.
+    Terminate,
+    /// SIGKILL the group now.
+    Kill,
+}
+
+/// Why an attempt ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EndCause {
+    /// The leader exited or was killed by a signal on its own.
+    Exited,
+    /// `timeout` elapsed; the group was terminated.
+    TimedOut,
+    /// No output for `activity_timeout`; the group was terminated.
+    Hung,
+    /// The runner asked (Control); the group was terminated.
+    Stopped,
+    /// The command could not be started (not found, cwd missing, …).
+    SpawnFailed(String),
+    /// The log could not be written; the group was terminated.
+    LogFailed(String),
+}
+
+/// What the runner learns when an attempt is over (the whole group is gone).
+#[derive(Clone, Debug)]
+pub struct AttemptEnd {
+    pub cause: EndCause,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub duration: Duration,
+    /// The last (at most) 64 KiB of output, bytes as written.
+    pub tail: Vec<u8>,
+}
+
+/// Identity of a started attempt's leader, for the state file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Started {
+    pub pid: u32,
+    pub pgid: u32,
+    /// Start time in clock ticks since boot (`/proc/<pid>/stat` field 22), to tell a
+    /// reused pid from ours.
+    pub start_time: Option<u64>,
+}
+
+/// Live view of a running attempt's output, read by progress reporters.
+#[derive(Debug, Default)]
+pub struct LiveOutput {
+    pub last_line: Mutex<String>,
+}
+
+pub type SharedLive = Arc<LiveOutput>;
