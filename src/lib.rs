@@ -1,5 +1,15 @@
 //! spec-runner: run a declarative pipeline of long, crash-prone commands reliably.
+//!
+//! Data flows one way: files → `config` → `plan` → `runner` → `exec`; the runner
+//! emits events to `report` and `state`. `run` is the command-line entry point.
 
+pub mod cli;
 pub mod config;
 pub mod exec;
+pub mod exit;
+pub mod plan;
 pub mod retry;
+mod run;
+mod starter;
+
+pub use run::run;

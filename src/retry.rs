@@ -8,7 +8,17 @@ use std::time::Duration;
 use regex::bytes::Regex;
 
 /// How a delay is randomised (the AWS "Exponential Backoff And Jitter" formulas).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Jitter {
     /// The delay as computed.
@@ -23,7 +33,9 @@ pub enum Jitter {
 }
 
 /// Which kind of timeout a rule matches.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum TimeoutKind {
     /// No output for `activity_timeout_seconds` (a hang).
@@ -35,7 +47,9 @@ pub enum TimeoutKind {
 }
 
 /// What a rule does when it matches.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum RuleAction {
     /// Retry (still bounded by the retry limits).
@@ -80,4 +94,36 @@ pub struct RetryPolicy {
     pub max_total: Option<Duration>,
     /// The spec's own rules first, then the global ones: first match wins.
     pub rules: Vec<RetryRule>,
+}
+
+// TEMPORARY until the retry branch lands.
+pub fn signal_number(name: &str) -> Option<i32> {
+    let n = name.trim().to_ascii_uppercase();
+    let n = n.strip_prefix("SIG").unwrap_or(&n);
+    [
+        "HUP", "INT", "QUIT", "ILL", "TRAP", "ABRT", "BUS", "FPE", "KILL", "USR1", "SEGV", "USR2",
+        "PIPE", "ALRM", "TERM",
+    ]
+    .iter()
+    .position(|s| *s == n)
+    .map(|i| i as i32 + 1)
+}
+// TEMPORARY until the retry branch lands.
+pub fn schedule(policy: &RetryPolicy) -> Vec<Duration> {
+    (1..=policy.max_retries.min(10_000))
+        .map(|n| {
+            policy
+                .backoff
+                .mul_f64(policy.multiplier.powi(n as i32 - 1))
+                .min(policy.max_backoff)
+        })
+        .collect()
+}
+pub fn signal_name(n: i32) -> Option<&'static str> {
+    [
+        "SIGHUP", "SIGINT", "SIGQUIT", "SIGILL", "SIGTRAP", "SIGABRT", "SIGBUS", "SIGFPE",
+        "SIGKILL", "SIGUSR1", "SIGSEGV", "SIGUSR2", "SIGPIPE", "SIGALRM", "SIGTERM",
+    ]
+    .get((n - 1) as usize)
+    .copied()
 }

@@ -59,4 +59,34 @@ pub struct Spec {
     /// Indices into `Pipeline::specs`.
     pub depends_on: Vec<usize>,
     pub policy: Policy,
+    /// For each effective key, where its value came from (`default`, a file and key,
+    /// a variable name or a flag).
+    pub origins: BTreeMap<&'static str, String>,
+}
+
+/// A loaded, validated pipeline.
+#[derive(Clone, Debug)]
+pub struct Pipeline {
+    /// The pipeline file, absolute.
+    pub file: PathBuf,
+    /// Its folder: relative paths resolve against it.
+    pub dir: PathBuf,
+    pub run: RunPolicy,
+    /// Where each run-wide value came from.
+    pub run_origins: BTreeMap<&'static str, String>,
+    /// Sorted by name.
+    pub specs: Vec<Spec>,
+    /// Dependency order: each wave holds specs whose dependencies are all in earlier waves.
+    pub waves: Vec<Vec<usize>>,
+    /// Non-fatal findings (ignored keys of the original tool), one line each.
+    pub warnings: Vec<String>,
+}
+
+impl Pipeline {
+    /// The index of the spec called `name`.
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.specs
+            .binary_search_by(|s| s.name.as_str().cmp(name))
+            .ok()
+    }
 }

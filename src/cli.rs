@@ -1,0 +1,97 @@
+//! Command-line arguments (clap). Parsing only: `run` acts on them.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Run a pipeline of long, crash-prone commands reliably: retries with backoff, hang
+/// detection, process-group kills, resumable state.
+#[derive(Debug, Parser)]
+#[command(name = "spec-runner", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// The pipeline file [default: spec-runner.toml]
+    #[arg(
+        short = 'f',
+        long = "file",
+        env = "SPEC_RUNNER_FILE",
+        global = true,
+        value_name = "PATH"
+    )]
+    pub file: Option<PathBuf>,
+    /// Policy defaults in the original tool's format [default: config.json next to the pipeline file]
+    #[arg(
+        long = "config",
+        env = "SPEC_RUNNER_CONFIG",
+        global = true,
+        value_name = "PATH"
+    )]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Load, merge and validate the pipeline; print every problem
+    #[command(
+        after_help = "Examples:\n  spec-runner validate\n  SPEC_RUNNER_RETRY_MAX_RETRIES=7 spec-runner validate -f ci/spec-runner.toml"
+    )]
+    Validate(OverrideArgs),
+    /// Show the order, each spec's effective policy and backoff schedule
+    #[command(
+        after_help = "Examples:\n  spec-runner plan\n  spec-runner plan --explain\n  SPEC_RUNNER_RETRY_MAX_RETRIES=7 spec-runner plan --format json"
+    )]
+    Plan {
+        /// Print every effective value with where it came from
+        #[arg(long)]
+        explain: bool,
+        #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+        format: PlanFormat,
+        #[command(flatten)]
+        overrides: OverrideArgs,
+    },
+    /// Write (or check) schema/spec-runner.schema.json and schema/config.schema.json
+    #[command(
+        after_help = "Examples:\n  spec-runner schema\n  spec-runner schema --check   # exit 1 when a committed schema is stale"
+    )]
+    Schema {
+        /// Exit 1 when a file differs from what this version generates; write nothing
+        #[arg(long)]
+        check: bool,
+        /// Folder of the schema files [default: schema/ next to the pipeline file]
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+    /// Write a commented starter spec-runner.toml
+    #[command(
+        after_help = "Examples:\n  spec-runner init\n  spec-runner init -f pipelines/nightly.toml"
+    )]
+    Init {
+        /// Overwrite an existing file
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// Flags that override policy (the highest layer).
+#[derive(Debug, Args, Default, Clone)]
+pub struct OverrideArgs {
+    /// Specs running at once
+    #[arg(short = 'j', long = "jobs", value_name = "N")]
+    pub jobs: Option<u32>,
+    /// Stop starting new specs after the first spec fails for good
+    #[arg(long = "fail-fast")]
+    pub fail_fast: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PlanFormat {
+    Text,
+    Json,
+}

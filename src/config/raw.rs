@@ -1,0 +1,342 @@
+//! Types that mirror the files: serde + schemars, nothing validated yet.
+//!
+//! The loader deserializes every key into these field types one by one (so that it can
+//! report every problem, not only the first), and the JSON schemas under `schema/` are
+//! generated from these same structs.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use schemars::JsonSchema;
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
+
+use crate::retry::{Jitter, RuleAction, TimeoutKind};
+
+/// A duration in seconds: a number (fractions allowed) or a string such as `"90s"`,
+/// `"5m"`, `"1h"`, `"250ms"`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[serde(transparent)]
+pub struct Seconds(pub f64);
+
+/// Largest duration we accept: about 31 years, far beyond any sane timeout, and small
+/// enough that arithmetic on it never overflows a `Duration`.
+pub const MAX_SECONDS: f64 = 1.0e9;
+
+impl Seconds {
+    /// Parses `"90s"`, `"5m"`, `"1.5h"`, `"250ms"`, `"2d"` or a bare number of seconds.
+    pub fn parse(text: &str) -> Result<Seconds, String> {
+        let t = text.trim();
+        let split = t
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let value: f64 = num.parse().map_err(|_| {
+            format!("`{text}` is not a duration (expected e.g. 30, \"90s\", \"5m\", \"1h\")")
+        })?;
+        let factor = match unit.trim() {
+            "" | "s" | "sec" | "secs" | "second" | "seconds" => 1.0,
+            "ms" => 0.001,
+            "m" | "min" | "mins" | "minute" | "minutes" => 60.0,
+            "h" | "hour" | "hours" => 3600.0,
+            "d" | "day" | "days" => 86400.0,
+            other => {
+                return Err(format!(
+                    "`{text}` has an unknown unit `{other}` (expected ms, s, m, h or d)"
+                ));
+            }
+        };
+        Seconds::from_f64(value * factor)
+    }
+
+    fn from_f64(value: f64) -> Result<Seconds, String> {
+        if !value.is_finite() || value < 0.0 {
+            return Err(format!("{value} is not a duration ≥ 0"));
+        }
+        if value > MAX_SECONDS {
+            return Err(format!(
+                "{value} seconds is too long (at most {MAX_SECONDS})"
+            ));
+        }
+        Ok(Seconds(value))
+    }
+
+    pub fn duration(self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Seconds {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Seconds;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(
+                    "a duration ≥ 0: seconds as a number, or a string like \"90s\" or \"5m\"",
+                )
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Seconds, E> {
+                Seconds::from_f64(v as f64).map_err(E::custom)
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Seconds, E> {
+                Seconds::from_f64(v as f64).map_err(E::custom)
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Seconds, E> {
+                Seconds::from_f64(v).map_err(E::custom)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Seconds, E> {
+                Seconds::parse(v).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl JsonSchema for Seconds {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Seconds".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A duration: seconds as a number (fractions allowed), or a string such as \"90s\", \"5m\", \"1h\", \"250ms\".",
+            "anyOf": [
+                { "type": "number", "minimum": 0 },
+                { "type": "string", "pattern": "^\\s*[0-9]+(\\.[0-9]+)?\\s*(ms|s|sec|secs|second|seconds|m|min|mins|minute|minutes|h|hour|hours|d|day|days)?\\s*$" }
+            ]
+        })
+    }
+}
+
+/// A command: a string runs under `sh -c`; an array of strings runs directly.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum RawCommand {
+    Shell(String),
+    Argv(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for RawCommand {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawCommand;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(
+                    "a command: a string (run with `sh -c`) or an array of strings (run directly)",
+                )
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawCommand, E> {
+                Ok(RawCommand::Shell(v.to_owned()))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawCommand, A::Error> {
+                let mut argv = Vec::new();
+                while let Some(arg) = seq.next_element::<String>()? {
+                    argv.push(arg);
+                }
+                Ok(RawCommand::Argv(argv))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl JsonSchema for RawCommand {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Command".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A command: a string runs under `sh -c`; an array of strings runs directly (the first is looked up on PATH).",
+            "anyOf": [
+                { "type": "string", "minLength": 1 },
+                { "type": "array", "items": { "type": "string" }, "minItems": 1 }
+            ]
+        })
+    }
+}
+
+/// One selective-retry rule. Every condition present must hold; the first matching
+/// rule wins (a spec's own rules before the global ones).
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetryRule {
+    /// Match when the command exited with one of these codes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_codes: Option<Vec<i32>>,
+    /// Match when the command was killed by one of these signals, e.g. `["SIGSEGV"]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signals: Option<Vec<String>>,
+    /// Match when the attempt timed out: `activity` (a hang), `total`, or `any`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<TimeoutKind>,
+    /// Match when this regular expression matches the last 64 KiB of the attempt's output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    /// `retry`, `fail` (no more retries for this spec) or `abort` (stop the whole run).
+    pub action: RuleAction,
+    /// This rule's own first delay; the multiplier and cap still apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff_seconds: Option<Seconds>,
+}
+
+/// Declares the policy structs and, from the same field list, the table of keys the
+/// loader walks: one place to add a key.
+macro_rules! policy_struct {
+    (
+        $(#[$smeta:meta])*
+        pub struct $name:ident {
+            $( $(#[$fmeta:meta])* $field:ident : $ty:ty, )*
+        }
+    ) => {
+        $(#[$smeta])*
+        #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            $(
+                $(#[$fmeta])*
+                #[serde(default, skip_serializing_if = "Option::is_none")]
+                pub $field: Option<$ty>,
+            )*
+        }
+
+        impl $name {
+            /// Every key of this struct, in declaration order.
+            pub const KEYS: &'static [&'static str] = &[$(stringify!($field)),*];
+
+            /// Deserializes `value` into the field named `key`. `None` when no such key.
+            pub fn set(
+                &mut self,
+                key: &str,
+                value: &figment::value::Value,
+            ) -> Option<Result<(), figment::Error>> {
+                match key {
+                    $(stringify!($field) => Some(value.deserialize().map(|v| self.$field = Some(v))),)*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+policy_struct! {
+    /// Policy keys a spec may override (in `[specs.NAME]` or `SPEC_RUNNER_SPECS__NAME__KEY`).
+    pub struct RawPolicy {
+        /// Retries after the first attempt (attempts = 1 + retries). Default 3.
+        retry_max_retries: u32,
+        /// Delay before the first retry. Default 5 s.
+        retry_backoff_seconds: Seconds,
+        /// Factor applied to the delay for each further retry; at least 1. Default 2.0.
+        retry_backoff_multiplier: f64,
+        /// Cap on one delay. Default 300 s.
+        retry_max_backoff_seconds: Seconds,
+        /// Randomisation of each delay: `none`, `full`, `equal` or `decorrelated` (the AWS formulas). Default `none`.
+        retry_jitter: Jitter,
+        /// Retry failed attempts at all. Default true.
+        retry_on_crash: bool,
+        /// Give up when the next retry would start later than this after the first attempt started. Default: no limit.
+        retry_max_total_seconds: Seconds,
+        /// Folder of the attempt logs, `<dir>/<spec>/task_<attempt>.log`; relative to the pipeline file. Default `.spec-runner/logs`.
+        retry_log_dir: String,
+        /// Selective retry: ordered rules, first match wins; a spec's rules come before the global ones.
+        retry_rules: Vec<RawRetryRule>,
+        /// Wall-clock limit of one attempt. Default: none.
+        timeout_seconds: Seconds,
+        /// End an attempt that printed nothing for this long (a hang). Default: none.
+        activity_timeout_seconds: Seconds,
+        /// After SIGTERM to the process group, SIGKILL it after this long. Default 10 s.
+        terminate_grace_seconds: Seconds,
+        /// A command run when a spec fails for good. Default: none.
+        on_exhausted: RawCommand,
+    }
+}
+
+policy_struct! {
+    /// Run-wide keys: global only (not inside `[specs.NAME]`).
+    pub struct RawRunPolicy {
+        /// Specs running at once; at least 1. Default: the number of CPUs.
+        jobs: u32,
+        /// Stop starting new specs after the first spec fails for good. Default false.
+        fail_fast: bool,
+        /// Run-wide cap on retries across all specs. Default: no cap.
+        retry_budget: u32,
+        /// Folder of the state file and lock, relative to the pipeline file. Default `.spec-runner`.
+        state_dir: String,
+        /// Write a JUnit XML report there after each run. Default: none.
+        junit_path: String,
+    }
+}
+
+/// One spec: `[specs.NAME]` in the pipeline file.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawSpec {
+    /// The command: a string runs under `sh -c`; an array runs directly.
+    pub command: Option<RawCommand>,
+    /// Working directory, relative to the pipeline file. Default: the pipeline file's folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    /// Variables added to the command's environment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<BTreeMap<String, String>>,
+    /// Specs that must succeed before this one starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub depends_on: Option<Vec<String>>,
+    #[serde(flatten)]
+    pub policy: RawPolicy,
+}
+
+/// Keys of a spec table besides the policy keys.
+pub const SPEC_KEYS: &[&str] = &["command", "cwd", "env", "depends_on"];
+
+/// The pipeline file, `spec-runner.toml`. Used to generate its schema; the loader walks
+/// the same field types key by key.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[schemars(title = "spec-runner pipeline file (spec-runner.toml)")]
+pub struct RawPipelineFile {
+    #[serde(flatten)]
+    pub run: RawRunPolicy,
+    #[serde(flatten)]
+    pub policy: RawPolicy,
+    /// The specs, by name (`[A-Za-z0-9][A-Za-z0-9._-]*`, no `..`).
+    #[serde(default)]
+    pub specs: BTreeMap<String, RawSpec>,
+}
+
+/// Keys of the original spec-workflow-runner's `config.json` that spec-runner accepts
+/// and ignores (named in one warning).
+pub const LEGACY_KEYS: &[&str] = &[
+    "repos_root",
+    "spec_workflow_dir_name",
+    "specs_subdir",
+    "tasks_filename",
+    "codex_command",
+    "prompt_template",
+    "pre_session_validation_prompt",
+    "enable_pre_session_validation",
+    "no_commit_limit",
+    "log_dir_name",
+    "log_file_template",
+    "ignore_dirs",
+    "monitor_refresh_seconds",
+    "cache_dir",
+    "cache_max_age_days",
+    "activity_check_interval_seconds",
+    "mcp_server_name",
+    "mcp_package",
+    "codex_config_overrides",
+    "enable_smart_completion_check",
+    "completion_check_max_probes",
+    "completion_check_probe_interval",
+    "enable_three_phase_workflow",
+    "block_commits_during_implementation",
+    "implementation_prompt",
+    "post_session_verification_prompt",
+    "tui_refresh_seconds",
+    "tui_log_tail_lines",
+    "tui_min_terminal_cols",
+    "tui_min_terminal_rows",
+    "max_retries",
+    "context_limit_wait_seconds",
+    "iteration_timeout_seconds",
+];

@@ -1,0 +1,677 @@
+//! Judging the merged values: every key typed, every range checked, specs and their
+//! dependency graph sound. Collects every problem before giving up.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use figment::value::{Dict, Value};
+use regex::bytes::Regex;
+
+use super::diag::{PathSeg, Problem, did_you_mean, path, show_value};
+use super::load::{LayerKind, Layers, known_root_keys};
+use super::policy::{CommandLine, Pipeline, Policy, RunPolicy, Spec};
+use super::raw::{LEGACY_KEYS, RawCommand, RawPolicy, RawRetryRule, RawRunPolicy, SPEC_KEYS};
+use crate::retry::{RetryPolicy, RetryRule, RuleMatch};
+
+/// Defaults of DESIGN §3.
+pub mod defaults {
+    pub const RETRY_MAX_RETRIES: u32 = 3;
+    pub const RETRY_BACKOFF_SECONDS: f64 = 5.0;
+    pub const RETRY_BACKOFF_MULTIPLIER: f64 = 2.0;
+    pub const RETRY_MAX_BACKOFF_SECONDS: f64 = 300.0;
+    pub const RETRY_ON_CRASH: bool = true;
+    pub const RETRY_LOG_DIR: &str = ".spec-runner/logs";
+    pub const TERMINATE_GRACE_SECONDS: f64 = 10.0;
+    pub const FAIL_FAST: bool = false;
+    pub const STATE_DIR: &str = ".spec-runner";
+}
+
+struct Ctx<'a> {
+    layers: &'a Layers,
+    problems: Vec<Problem>,
+}
+
+impl Ctx<'_> {
+    fn problem(&mut self, at: &[PathSeg], message: String) {
+        let source = self.layers.source_of(at);
+        self.problems
+            .push(Problem::new(source, &PathSeg::join(at), message));
+    }
+}
+
+/// Validates merged layers into a pipeline, or returns every problem found.
+pub fn validate(layers: &Layers) -> Result<Pipeline, Vec<Problem>> {
+    let mut cx = Ctx {
+        layers,
+        problems: layers.problems.clone(),
+    };
+    let mut run = RawRunPolicy::default();
+    let mut global = RawPolicy::default();
+    let mut legacy = Vec::new();
+    let mut specs_value = None;
+
+    for (key, value) in &layers.merged {
+        let at = path(&[key]);
+        if key == "specs" {
+            specs_value = Some(value);
+            continue;
+        }
+        if set_policy_key(&mut cx, &mut global, key, value, &at)
+            || set_run_key(&mut cx, &mut run, key, value, &at)
+        {
+            continue;
+        }
+        let from_json = layers.layer_of(&at).map(|l| l.kind) == Some(LayerKind::ConfigJson);
+        if from_json && LEGACY_KEYS.contains(&key.as_str()) {
+            legacy.push(key.as_str());
+            continue;
+        }
+        let hint = did_you_mean(key, known_root_keys())
+            .map(|s| format!("; did you mean `{s}`?"))
+            .unwrap_or_default();
+        cx.problem(&at, format!("unknown key{hint}"));
+    }
+
+    if let Some(json) = layers
+        .layers
+        .iter()
+        .find(|l| l.kind == LayerKind::ConfigJson)
+        && json.dict.contains_key("specs")
+    {
+        cx.problems.push(Problem::new(
+            super::diag::Source::File {
+                path: json.display.clone(),
+                location: None,
+            },
+            "specs",
+            "specs are declared only in the pipeline file; config.json holds policy defaults"
+                .into(),
+        ));
+    }
+
+    let mut raw_specs: Vec<(String, RawSpecParts)> = Vec::new();
+    match specs_value {
+        None => {}
+        Some(Value::Dict(_, specs)) => {
+            for (name, value) in specs {
+                let at = path(&["specs", name]);
+                check_spec_name(&mut cx, name, &at);
+                match value {
+                    Value::Dict(_, table) => {
+                        let parts = spec_parts(&mut cx, name, table);
+                        raw_specs.push((name.clone(), parts));
+                    }
+                    other => cx.problem(
+                        &at,
+                        format!("expected a table of spec keys, found {}", show_value(other)),
+                    ),
+                }
+            }
+        }
+        Some(other) => cx.problem(
+            &path(&["specs"]),
+            format!("expected a table of specs, found {}", show_value(other)),
+        ),
+    }
+
+    let dir = layers.pipeline_dir.clone();
+    let run_policy = run_policy(&mut cx, &run, &dir);
+    let global_rules = rules(
+        &mut cx,
+        global.retry_rules.as_deref().unwrap_or(&[]),
+        &path(&["retry_rules"]),
+    );
+
+    // Names → indices, for depends_on.
+    let names: Vec<&str> = raw_specs.iter().map(|(n, _)| n.as_str()).collect();
+    let mut specs = Vec::with_capacity(raw_specs.len());
+    for (name, parts) in &raw_specs {
+        let at = path(&["specs", name]);
+        let command = match &parts.command {
+            None => {
+                cx.problem(
+                    &at,
+                    "missing `command` (a string run with `sh -c`, or an array of strings)".into(),
+                );
+                CommandLine::Argv(Vec::new())
+            }
+            Some(RawCommand::Shell(s)) => {
+                if s.trim().is_empty() {
+                    cx.problem(
+                        &path(&["specs", name, "command"]),
+                        "empty command: expected a command to run".into(),
+                    );
+                }
+                CommandLine::Shell(s.clone())
+            }
+            Some(RawCommand::Argv(v)) => {
+                if v.first().is_none_or(|p| p.is_empty()) {
+                    cx.problem(
+                        &path(&["specs", name, "command"]),
+                        "empty command: expected a non-empty array whose first element is the program".into(),
+                    );
+                }
+                CommandLine::Argv(v.clone())
+            }
+        };
+        let mut depends_on = Vec::new();
+        for (i, dep) in parts.depends_on.iter().enumerate() {
+            match names.binary_search(&dep.as_str()) {
+                Ok(idx) => {
+                    if !depends_on.contains(&idx) {
+                        depends_on.push(idx);
+                    }
+                }
+                Err(_) => {
+                    let hint = did_you_mean(dep, names.iter().copied())
+                        .map(|s| format!("; did you mean `{s}`?"))
+                        .unwrap_or_default();
+                    let mut at = path(&["specs", name, "depends_on"]);
+                    at.push(PathSeg::Index(i));
+                    cx.problem(&at, format!("`{dep}` is not a spec of this pipeline{hint}"));
+                }
+            }
+        }
+        let spec_rules = rules(
+            &mut cx,
+            parts.policy.retry_rules.as_deref().unwrap_or(&[]),
+            &path(&["specs", name, "retry_rules"]),
+        );
+        let (policy, origins) = effective_policy(
+            &mut cx,
+            name,
+            &parts.policy,
+            &global,
+            spec_rules,
+            &global_rules,
+            &dir,
+        );
+        specs.push(Spec {
+            name: name.clone(),
+            command,
+            cwd: parts
+                .cwd
+                .as_deref()
+                .map(|c| dir.join(c))
+                .unwrap_or_else(|| dir.clone()),
+            env: parts.env.clone(),
+            depends_on,
+            policy,
+            origins,
+        });
+    }
+
+    let waves = match waves(&specs) {
+        Ok(w) => w,
+        Err(cycle) => {
+            let names: Vec<&str> = cycle.iter().map(|&i| specs[i].name.as_str()).collect();
+            cx.problem(
+                &path(&["specs", names[0], "depends_on"]),
+                format!(
+                    "dependency cycle: {} (depends_on must form a DAG)",
+                    names.join(" → ")
+                ),
+            );
+            Vec::new()
+        }
+    };
+
+    let mut warnings = Vec::new();
+    if !legacy.is_empty() {
+        let file = layers
+            .layers
+            .iter()
+            .find(|l| l.kind == LayerKind::ConfigJson)
+            .map(|l| l.display.as_str())
+            .unwrap_or("config.json");
+        warnings.push(format!(
+            "{file}: ignoring keys of the original spec-workflow-runner that spec-runner does not use: {}",
+            legacy.join(", ")
+        ));
+    }
+
+    if !cx.problems.is_empty() {
+        return Err(cx.problems);
+    }
+    let run_origins = RawRunPolicy::KEYS
+        .iter()
+        .map(|k| {
+            (
+                *k,
+                layers
+                    .origin(&path(&[k]))
+                    .unwrap_or_else(|| "default".into()),
+            )
+        })
+        .collect();
+    Ok(Pipeline {
+        file: layers.pipeline_file.clone(),
+        dir,
+        run: run_policy,
+        run_origins,
+        specs,
+        waves,
+        warnings,
+    })
+}
+
+/// A spec table's non-policy keys plus its policy overrides.
+#[derive(Default)]
+struct RawSpecParts {
+    command: Option<RawCommand>,
+    cwd: Option<String>,
+    env: BTreeMap<String, String>,
+    depends_on: Vec<String>,
+    policy: RawPolicy,
+}
+
+fn spec_parts(cx: &mut Ctx, name: &str, table: &Dict) -> RawSpecParts {
+    let mut parts = RawSpecParts::default();
+    for (key, value) in table {
+        let at = path(&["specs", name, key]);
+        let result = match key.as_str() {
+            "command" => value.deserialize().map(|v| parts.command = Some(v)),
+            "cwd" => value.deserialize().map(|v| parts.cwd = Some(v)),
+            "env" => value.deserialize().map(|v| parts.env = v),
+            "depends_on" => value.deserialize().map(|v| parts.depends_on = v),
+            _ => {
+                if set_policy_key(cx, &mut parts.policy, key, value, &at) {
+                    continue;
+                }
+                if RawRunPolicy::KEYS.contains(&key.as_str()) {
+                    cx.problem(&at, format!("`{key}` is run-wide: set it at the top of the pipeline file, not per spec"));
+                    continue;
+                }
+                let candidates = SPEC_KEYS.iter().chain(RawPolicy::KEYS).copied();
+                let hint = did_you_mean(key, candidates)
+                    .map(|s| format!("; did you mean `{s}`?"))
+                    .unwrap_or_default();
+                cx.problem(&at, format!("unknown key{hint}"));
+                continue;
+            }
+        };
+        if let Err(e) = result {
+            report_type_error(cx, &at, value, &e);
+        }
+    }
+    parts
+}
+
+/// Sets a per-spec-able policy key; `false` when `key` is not one.
+fn set_policy_key(
+    cx: &mut Ctx,
+    raw: &mut RawPolicy,
+    key: &str,
+    value: &Value,
+    at: &[PathSeg],
+) -> bool {
+    if key == "retry_rules" {
+        let Value::Array(_, items) = value else {
+            cx.problem(
+                at,
+                format!(
+                    "expected an array of rules ([[retry_rules]] tables), found {}",
+                    show_value(value)
+                ),
+            );
+            return true;
+        };
+        let mut rules = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let mut at = at.to_vec();
+            at.push(PathSeg::Index(i));
+            match item.deserialize::<RawRetryRule>() {
+                Ok(rule) => rules.push(rule),
+                Err(e) => {
+                    report_type_error(cx, &at, item, &e);
+                    // A stand-in keeps the indices of the rules after it right; the
+                    // problem is reported, so it is never run.
+                    rules.push(RawRetryRule {
+                        exit_codes: None,
+                        signals: None,
+                        timeout: None,
+                        output: None,
+                        action: crate::retry::RuleAction::Fail,
+                        backoff_seconds: None,
+                    });
+                }
+            }
+        }
+        raw.retry_rules = Some(rules);
+        return true;
+    }
+    match raw.set(key, value) {
+        None => false,
+        Some(Ok(())) => true,
+        Some(Err(e)) => {
+            report_type_error(cx, at, value, &e);
+            true
+        }
+    }
+}
+
+fn set_run_key(
+    cx: &mut Ctx,
+    raw: &mut RawRunPolicy,
+    key: &str,
+    value: &Value,
+    at: &[PathSeg],
+) -> bool {
+    match raw.set(key, value) {
+        None => false,
+        Some(Ok(())) => true,
+        Some(Err(e)) => {
+            report_type_error(cx, at, value, &e);
+            true
+        }
+    }
+}
+
+/// Reports a serde error at the deepest key it names, with the value found there.
+fn report_type_error(cx: &mut Ctx, at: &[PathSeg], value: &Value, e: &figment::Error) {
+    let mut at = at.to_vec();
+    let mut value = value;
+    for key in &e.path {
+        if let Value::Dict(_, d) = value
+            && let Some(v) = d.get(key)
+        {
+            value = v;
+        }
+        at.push(PathSeg::Key(key.clone()));
+    }
+    let mut msg = match &e.kind {
+        figment::error::Kind::UnknownVariant(found, expected) => {
+            format!(
+                "unknown value `{found}`: expected one of {}",
+                expected
+                    .iter()
+                    .map(|s| format!("`{s}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
+        figment::error::Kind::UnknownField(found, expected) => {
+            let hint = did_you_mean(found, expected.iter().copied())
+                .map(|s| format!("; did you mean `{s}`?"))
+                .unwrap_or_default();
+            format!("unknown key `{found}`{hint}")
+        }
+        kind => kind.to_string(),
+    };
+    let shown = show_value(value);
+    if !msg.contains(shown.trim_matches('"')) {
+        msg = format!("{msg} (found {shown})");
+    }
+    cx.problem(&at, msg);
+}
+
+fn check_spec_name(cx: &mut Ctx, name: &str, at: &[PathSeg]) {
+    if !valid_spec_name(name) {
+        cx.problem(
+            at,
+            format!(
+                "invalid spec name `{name}`: expected letters, digits, `.`, `_` or `-`, starting with a letter or digit, without `..`"
+            ),
+        );
+    }
+}
+
+/// `[A-Za-z0-9][A-Za-z0-9._-]*` without `..`: safe as a folder name under the log dir.
+pub fn valid_spec_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    let Some(first) = chars.next() else {
+        return false;
+    };
+    first.is_ascii_alphanumeric()
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        && !name.contains("..")
+}
+
+fn run_policy(cx: &mut Ctx, raw: &RawRunPolicy, dir: &Path) -> RunPolicy {
+    let jobs = match raw.jobs {
+        Some(0) => {
+            cx.problem(
+                &path(&["jobs"]),
+                "0 is out of range: expected at least 1".into(),
+            );
+            1
+        }
+        Some(n) => n as usize,
+        None => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+    };
+    RunPolicy {
+        jobs,
+        fail_fast: raw.fail_fast.unwrap_or(defaults::FAIL_FAST),
+        retry_budget: raw.retry_budget,
+        state_dir: dir.join(raw.state_dir.as_deref().unwrap_or(defaults::STATE_DIR)),
+        junit_path: raw.junit_path.as_deref().map(|p| dir.join(p)),
+    }
+}
+
+fn rules(cx: &mut Ctx, raw: &[RawRetryRule], at: &[PathSeg]) -> Vec<RetryRule> {
+    let origin_base = cx.layers.origin(at).unwrap_or_else(|| PathSeg::join(at));
+    let mut out = Vec::with_capacity(raw.len());
+    for (i, rule) in raw.iter().enumerate() {
+        let mut at = at.to_vec();
+        at.push(PathSeg::Index(i));
+        let mut signals = None;
+        if let Some(names) = &rule.signals {
+            let mut nums = Vec::new();
+            for name in names {
+                match crate::retry::signal_number(name) {
+                    Some(n) => nums.push(n),
+                    None => {
+                        let mut at = at.clone();
+                        at.push(PathSeg::Key("signals".into()));
+                        cx.problem(&at, format!("unknown signal `{name}`: expected a name such as SIGSEGV, SIGKILL, SIGTERM"));
+                    }
+                }
+            }
+            signals = Some(nums);
+        }
+        let output = rule.output.as_deref().and_then(|re| match Regex::new(re) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                let mut at = at.clone();
+                at.push(PathSeg::Key("output".into()));
+                let detail = e
+                    .to_string()
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+                    .trim()
+                    .to_string();
+                cx.problem(&at, format!("invalid regular expression {re:?}: {detail}"));
+                None
+            }
+        });
+        out.push(RetryRule {
+            when: RuleMatch {
+                exit_codes: rule.exit_codes.clone(),
+                signals,
+                timeout: rule.timeout,
+                output,
+            },
+            action: rule.action,
+            backoff: rule.backoff_seconds.map(|s| s.duration()),
+            origin: format!("{origin_base}[{i}]"),
+        });
+    }
+    out
+}
+
+/// The value of one key for one spec: the spec's own (whatever layer set it), else the
+/// global one (whatever layer), else the default. Scope beats layer.
+fn effective_policy(
+    cx: &mut Ctx,
+    name: &str,
+    own: &RawPolicy,
+    global: &RawPolicy,
+    spec_rules: Vec<RetryRule>,
+    global_rules: &[RetryRule],
+    dir: &Path,
+) -> (Policy, BTreeMap<&'static str, String>) {
+    let mut origins = BTreeMap::new();
+    let layers = cx.layers;
+    let mut origin_of = |key: &'static str, spec_set: bool, global_set: bool| {
+        let o = if spec_set {
+            layers.origin(&path(&["specs", name, key]))
+        } else if global_set {
+            layers.origin(&path(&[key]))
+        } else {
+            None
+        };
+        origins.insert(key, o.unwrap_or_else(|| "default".into()));
+    };
+    macro_rules! pick {
+        ($field:ident) => {{
+            origin_of(
+                stringify!($field),
+                own.$field.is_some(),
+                global.$field.is_some(),
+            );
+            own.$field.clone().or_else(|| global.$field.clone())
+        }};
+    }
+    let max_retries = pick!(retry_max_retries).unwrap_or(defaults::RETRY_MAX_RETRIES);
+    let backoff = pick!(retry_backoff_seconds).map_or(defaults::RETRY_BACKOFF_SECONDS, |s| s.0);
+    let multiplier = pick!(retry_backoff_multiplier).unwrap_or(defaults::RETRY_BACKOFF_MULTIPLIER);
+    let max_backoff =
+        pick!(retry_max_backoff_seconds).map_or(defaults::RETRY_MAX_BACKOFF_SECONDS, |s| s.0);
+    let jitter = pick!(retry_jitter).unwrap_or_default();
+    let on_crash = pick!(retry_on_crash).unwrap_or(defaults::RETRY_ON_CRASH);
+    let max_total = pick!(retry_max_total_seconds).map(|s| s.duration());
+    let log_dir = pick!(retry_log_dir);
+    let timeout = pick!(timeout_seconds).map(|s| s.duration());
+    let activity = pick!(activity_timeout_seconds).map(|s| s.duration());
+    let grace = pick!(terminate_grace_seconds).map_or(defaults::TERMINATE_GRACE_SECONDS, |s| s.0);
+    let on_exhausted = pick!(on_exhausted);
+    origin_of(
+        "retry_rules",
+        own.retry_rules.is_some(),
+        global.retry_rules.is_some(),
+    );
+    if let (Some(_), Some(_)) = (&own.retry_rules, &global.retry_rules) {
+        let both = format!(
+            "{} + {}",
+            layers
+                .origin(&path(&["specs", name, "retry_rules"]))
+                .unwrap_or_default(),
+            layers.origin(&path(&["retry_rules"])).unwrap_or_default()
+        );
+        origins.insert("retry_rules", both);
+    }
+
+    // Range checks: only for values a user wrote, reported once where written.
+    if !(multiplier.is_finite() && multiplier >= 1.0) {
+        let at = if own.retry_backoff_multiplier.is_some() {
+            path(&["specs", name, "retry_backoff_multiplier"])
+        } else {
+            path(&["retry_backoff_multiplier"])
+        };
+        if !cx.problems.iter().any(|p| p.key == PathSeg::join(&at)) {
+            cx.problem(
+                &at,
+                format!("{multiplier} is out of range: expected a number ≥ 1"),
+            );
+        }
+    }
+    let on_exhausted = on_exhausted.and_then(|c| match c {
+        RawCommand::Shell(s) if !s.trim().is_empty() => Some(CommandLine::Shell(s)),
+        RawCommand::Argv(v) if v.first().is_some_and(|p| !p.is_empty()) => {
+            Some(CommandLine::Argv(v))
+        }
+        _ => {
+            let at = if own.on_exhausted.is_some() {
+                path(&["specs", name, "on_exhausted"])
+            } else {
+                path(&["on_exhausted"])
+            };
+            if !cx.problems.iter().any(|p| p.key == PathSeg::join(&at)) {
+                cx.problem(&at, "empty command: expected a command to run".into());
+            }
+            None
+        }
+    });
+
+    let mut rules = spec_rules;
+    rules.extend(global_rules.iter().cloned());
+    let policy = Policy {
+        retry: RetryPolicy {
+            max_retries,
+            backoff: Duration::from_secs_f64(backoff),
+            multiplier: if multiplier.is_finite() {
+                multiplier.max(1.0)
+            } else {
+                1.0
+            },
+            max_backoff: Duration::from_secs_f64(max_backoff),
+            jitter,
+            on_crash,
+            max_total,
+            rules,
+        },
+        retry_log_dir: dir.join(log_dir.as_deref().unwrap_or(defaults::RETRY_LOG_DIR)),
+        timeout,
+        activity_timeout: activity,
+        terminate_grace: Duration::from_secs_f64(grace),
+        on_exhausted,
+    };
+    (policy, origins)
+}
+
+/// Kahn's algorithm in waves. On a cycle, returns one cycle as spec indices, closed
+/// (first == last).
+pub fn waves(specs: &[Spec]) -> Result<Vec<Vec<usize>>, Vec<usize>> {
+    let n = specs.len();
+    let mut indegree = vec![0usize; n];
+    let mut dependents = vec![Vec::new(); n];
+    for (i, s) in specs.iter().enumerate() {
+        indegree[i] = s.depends_on.len();
+        for &d in &s.depends_on {
+            dependents[d].push(i);
+        }
+    }
+    let mut wave: Vec<usize> = (0..n).filter(|&i| indegree[i] == 0).collect();
+    let mut out = Vec::new();
+    let mut seen = 0;
+    while !wave.is_empty() {
+        seen += wave.len();
+        let mut next = Vec::new();
+        for &i in &wave {
+            for &j in &dependents[i] {
+                indegree[j] -= 1;
+                if indegree[j] == 0 {
+                    next.push(j);
+                }
+            }
+        }
+        next.sort_unstable();
+        out.push(std::mem::replace(&mut wave, next));
+    }
+    if seen == n {
+        return Ok(out);
+    }
+    // Every spec left has a dependency left: walk dependencies until one repeats.
+    let start = (0..n).find(|&i| indegree[i] > 0).unwrap_or(0);
+    let mut order = vec![start];
+    let mut pos = vec![usize::MAX; n];
+    pos[start] = 0;
+    let mut cur = start;
+    loop {
+        let Some(&next) = specs[cur].depends_on.iter().find(|&&d| indegree[d] > 0) else {
+            return Err(order);
+        };
+        if pos[next] != usize::MAX {
+            let mut cycle = order[pos[next]..].to_vec();
+            cycle.push(next);
+            return Err(cycle);
+        }
+        pos[next] = order.len();
+        order.push(next);
+        cur = next;
+    }
+}

@@ -1,0 +1,187 @@
+//! The command-line entry point: parse, load, dispatch, map errors to exit codes.
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command, GlobalArgs, OverrideArgs, PlanFormat};
+use crate::config::load::PIPELINE_FILE;
+use crate::config::schema;
+use crate::config::{self, CliOverrides, LoadOptions, Pipeline};
+use crate::exit;
+
+/// Runs spec-runner with these arguments; returns the process exit code.
+pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::SUCCESS
+            });
+        }
+    };
+    ExitCode::from(dispatch(cli))
+}
+
+fn dispatch(cli: Cli) -> u8 {
+    let g = &cli.global;
+    match &cli.command {
+        Command::Validate(o) => match load(g, o) {
+            Ok(p) => {
+                println!("{}: {} specs, valid", p.file.display(), p.specs.len());
+                exit::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::Plan {
+            explain,
+            format,
+            overrides,
+        } => match load(g, overrides) {
+            Ok(p) => {
+                let text = match format {
+                    PlanFormat::Json => {
+                        let mut s = serde_json::to_string_pretty(&crate::plan::plan_json(&p))
+                            .unwrap_or_default();
+                        s.push('\n');
+                        s
+                    }
+                    PlanFormat::Text => crate::plan::plan_text(&p, *explain),
+                };
+                print_out(&text)
+            }
+            Err(code) => code,
+        },
+        Command::Schema { check, dir } => schema_cmd(g, *check, dir.as_deref()),
+        Command::Init { force } => init(g, *force),
+    }
+}
+
+fn print_out(text: &str) -> u8 {
+    let mut out = std::io::stdout().lock();
+    // A closed pipe (`| head`) is not an error worth a message.
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+    exit::SUCCESS
+}
+
+fn cwd() -> PathBuf {
+    std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."))
+}
+
+fn load_options(g: &GlobalArgs, o: &OverrideArgs) -> LoadOptions {
+    LoadOptions {
+        file: g.file.clone(),
+        config: g.config.clone(),
+        env: std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .collect(),
+        cli: CliOverrides {
+            jobs: o.jobs,
+            fail_fast: o.fail_fast.then_some(true),
+        },
+        cwd: cwd(),
+    }
+}
+
+/// Loads the pipeline; prints warnings, or every problem and returns exit code 2.
+fn load(g: &GlobalArgs, o: &OverrideArgs) -> Result<Pipeline, u8> {
+    match config::load(&load_options(g, o)) {
+        Ok(p) => {
+            for w in &p.warnings {
+                eprintln!("warning: {w}");
+            }
+            Ok(p)
+        }
+        Err(problems) => {
+            eprintln!("{problems}");
+            let n = problems.0.len();
+            eprintln!(
+                "{n} problem{} found; nothing was run",
+                if n == 1 { "" } else { "s" }
+            );
+            Err(exit::USAGE)
+        }
+    }
+}
+
+fn pipeline_path(g: &GlobalArgs) -> PathBuf {
+    let p = g
+        .file
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(PIPELINE_FILE));
+    if p.is_absolute() { p } else { cwd().join(p) }
+}
+
+fn schema_cmd(g: &GlobalArgs, check: bool, dir: Option<&Path>) -> u8 {
+    let dir = match dir {
+        Some(d) => d.to_path_buf(),
+        None => pipeline_path(g)
+            .parent()
+            .map(|p| p.join("schema"))
+            .unwrap_or_else(|| PathBuf::from("schema")),
+    };
+    let mut stale = Vec::new();
+    for (name, text) in schema::rendered() {
+        let path = dir.join(name);
+        let current = std::fs::read_to_string(&path).ok();
+        if current.as_deref() == Some(text.as_str()) {
+            continue;
+        }
+        if check {
+            stale.push(path);
+            continue;
+        }
+        if let Err(e) = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, &text)) {
+            eprintln!("error: cannot write `{}`: {e}", path.display());
+            return exit::USAGE;
+        }
+        eprintln!("wrote {}", path.display());
+    }
+    if stale.is_empty() {
+        if check {
+            eprintln!("schema files in {} are up to date", dir.display());
+        }
+        return exit::SUCCESS;
+    }
+    for p in &stale {
+        eprintln!(
+            "stale or missing: {} (run `spec-runner schema` to regenerate)",
+            p.display()
+        );
+    }
+    exit::FAILURE
+}
+
+fn init(g: &GlobalArgs, force: bool) -> u8 {
+    let path = pipeline_path(g);
+    if path.exists() && !force {
+        eprintln!(
+            "error: `{}` already exists (use --force to overwrite it)",
+            path.display()
+        );
+        return exit::USAGE;
+    }
+    if let Some(parent) = path.parent() {
+        let _ = std::fs::create_dir_all(parent);
+    }
+    match std::fs::write(&path, crate::starter::STARTER_PIPELINE) {
+        Ok(()) => {
+            eprintln!(
+                "wrote {}; run `spec-runner plan` to see what it does",
+                path.display()
+            );
+            exit::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: cannot write `{}`: {e}", path.display());
+            exit::USAGE
+        }
+    }
+}
