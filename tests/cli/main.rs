@@ -1,1 +1,7 @@
+//! The integration tests: the real `spec-runner` binary on temporary pipelines.
+//!
+//! One test binary (`autotests = false`), as just and nextest do: modules below share
+//! the `Test` builder.
 
+mod config;
+mod harness;
