@@ -160,6 +160,54 @@ pub fn schedule(policy: &RetryPolicy) -> Vec<Duration> {
         .collect()
 }
 
+/// Randomises `computed` (from [`base_delay`]) as `jitter` says, after AWS
+/// "Exponential Backoff And Jitter":
+///
+/// - `None`: `computed`.
+/// - `Full`: uniform in `[0, computed]`.
+/// - `Equal`: `computed / 2` plus uniform in `[0, computed − computed / 2]`, so within
+///   `[computed / 2, computed]`.
+/// - `Decorrelated`: `min(cap, uniform(base, previous × 3))`, with `previous` defaulting
+///   to `base` for the first retry. It ignores `computed`: the delay grows from the
+///   previous one instead. When `previous × 3` is below `base` (a smaller rule backoff
+///   came before) the range collapses to `base`; with `base` zero and no previous delay
+///   the result is zero. The result is within `[min(base, cap), cap]`.
+///
+/// `base` is the first delay (the policy's or the matching rule's backoff) and `cap` is
+/// `max_backoff`. Bounds are inclusive; nothing here panics for any input.
+pub fn apply_jitter(
+    jitter: Jitter,
+    computed: Duration,
+    base: Duration,
+    cap: Duration,
+    previous: Option<Duration>,
+    rng: &mut impl rand::Rng,
+) -> Duration {
+    match jitter {
+        Jitter::None => computed,
+        Jitter::Full => uniform(Duration::ZERO, computed, rng),
+        Jitter::Equal => {
+            let half = computed / 2;
+            // `computed - half` rather than `half` again, so an odd nanosecond count can
+            // still reach `computed` and the bounds stay exactly [computed / 2, computed].
+            half + uniform(Duration::ZERO, computed - half, rng)
+        }
+        Jitter::Decorrelated => {
+            let high = previous.unwrap_or(base).saturating_mul(3).max(base);
+            uniform(base, high, rng).min(cap)
+        }
+    }
+}
+
+/// A uniform random duration in `[low, high]`, to the nanosecond; `low` when the range
+/// is empty.
+fn uniform(low: Duration, high: Duration, rng: &mut impl rand::Rng) -> Duration {
+    if high <= low {
+        return low;
+    }
+    duration_from_nanos(rng.random_range(low.as_nanos()..=high.as_nanos()))
+}
+
 /// A duration of `nanos` nanoseconds, saturating at [`Duration::MAX`].
 fn duration_from_nanos(nanos: u128) -> Duration {
     const NANOS_PER_SEC: u128 = 1_000_000_000;
@@ -172,6 +220,9 @@ fn duration_from_nanos(nanos: u128) -> Duration {
 
 #[cfg(test)]
 mod tests {
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
     use super::*;
 
     fn secs(s: f64) -> Duration {
@@ -278,5 +329,157 @@ mod tests {
         );
         // Retry 0 does not exist; it gets the first delay rather than a panic.
         assert_eq!(base_delay(secs(5.0), 2.0, cap, 0), secs(5.0));
+    }
+
+    fn rng() -> StdRng {
+        StdRng::seed_from_u64(0x5EED)
+    }
+
+    /// Many jittered samples, to check bounds and that the range is actually used.
+    fn samples(
+        jitter: Jitter,
+        computed: Duration,
+        base: Duration,
+        cap: Duration,
+        previous: Option<Duration>,
+    ) -> Vec<Duration> {
+        let mut rng = rng();
+        (0..2_000)
+            .map(|_| apply_jitter(jitter, computed, base, cap, previous, &mut rng))
+            .collect()
+    }
+
+    fn min_max(v: &[Duration]) -> (Duration, Duration) {
+        let min = v.iter().min().copied().unwrap_or_default();
+        let max = v.iter().max().copied().unwrap_or_default();
+        (min, max)
+    }
+
+    #[test]
+    fn no_jitter_keeps_the_computed_delay() {
+        let v = samples(
+            Jitter::None,
+            secs(20.0),
+            secs(5.0),
+            secs(300.0),
+            Some(secs(10.0)),
+        );
+        assert!(v.iter().all(|&d| d == secs(20.0)));
+    }
+
+    #[test]
+    fn full_jitter_spans_zero_to_computed() {
+        let v = samples(Jitter::Full, secs(20.0), secs(5.0), secs(300.0), None);
+        let (min, max) = min_max(&v);
+        assert!(max <= secs(20.0));
+        // With 2000 draws the extremes come within 1 % of the bounds.
+        assert!(min < secs(0.2) && max > secs(19.8), "{min:?}..{max:?}");
+    }
+
+    #[test]
+    fn equal_jitter_spans_half_to_computed() {
+        let v = samples(Jitter::Equal, secs(20.0), secs(5.0), secs(300.0), None);
+        let (min, max) = min_max(&v);
+        assert!(min >= secs(10.0) && max <= secs(20.0), "{min:?}..{max:?}");
+        assert!(min < secs(10.1) && max > secs(19.9), "{min:?}..{max:?}");
+    }
+
+    #[test]
+    fn equal_jitter_of_an_odd_nanosecond_count_stays_in_bounds() {
+        let computed = Duration::from_nanos(3);
+        let v = samples(Jitter::Equal, computed, computed, computed, None);
+        assert!(
+            v.iter()
+                .all(|&d| Duration::from_nanos(1) <= d && d <= computed)
+        );
+        assert!(v.contains(&computed));
+    }
+
+    #[test]
+    fn decorrelated_jitter_spans_base_to_three_times_previous() {
+        let v = samples(
+            Jitter::Decorrelated,
+            secs(20.0),
+            secs(5.0),
+            secs(300.0),
+            Some(secs(10.0)),
+        );
+        let (min, max) = min_max(&v);
+        assert!(min >= secs(5.0) && max <= secs(30.0), "{min:?}..{max:?}");
+        assert!(min < secs(5.3) && max > secs(29.7), "{min:?}..{max:?}");
+    }
+
+    #[test]
+    fn decorrelated_jitter_starts_from_base() {
+        let v = samples(
+            Jitter::Decorrelated,
+            secs(5.0),
+            secs(5.0),
+            secs(300.0),
+            None,
+        );
+        let (min, max) = min_max(&v);
+        assert!(min >= secs(5.0) && max <= secs(15.0), "{min:?}..{max:?}");
+    }
+
+    #[test]
+    fn decorrelated_jitter_is_capped() {
+        let v = samples(
+            Jitter::Decorrelated,
+            secs(5.0),
+            secs(5.0),
+            secs(20.0),
+            Some(secs(100.0)),
+        );
+        let (min, max) = min_max(&v);
+        assert!(min >= secs(5.0) && max == secs(20.0), "{min:?}..{max:?}");
+    }
+
+    #[test]
+    fn decorrelated_jitter_degenerate_ranges() {
+        // previous × 3 below base: the range collapses to base.
+        let v = samples(
+            Jitter::Decorrelated,
+            secs(60.0),
+            secs(60.0),
+            secs(300.0),
+            Some(secs(1.0)),
+        );
+        assert!(v.iter().all(|&d| d == secs(60.0)));
+        // Zero base and no previous delay: zero.
+        let v = samples(
+            Jitter::Decorrelated,
+            secs(5.0),
+            Duration::ZERO,
+            secs(300.0),
+            None,
+        );
+        assert!(v.iter().all(|d| d.is_zero()));
+        // Base above the cap: the cap wins.
+        let v = samples(
+            Jitter::Decorrelated,
+            secs(5.0),
+            secs(600.0),
+            secs(300.0),
+            None,
+        );
+        assert!(v.iter().all(|&d| d == secs(300.0)));
+        // Huge previous delay: saturates instead of overflowing.
+        let v = samples(
+            Jitter::Decorrelated,
+            secs(5.0),
+            secs(5.0),
+            Duration::MAX,
+            Some(Duration::MAX),
+        );
+        assert!(v.iter().all(|&d| d >= secs(5.0)));
+    }
+
+    #[test]
+    fn jitter_of_zero_is_zero() {
+        for jitter in [Jitter::None, Jitter::Full, Jitter::Equal] {
+            let v = samples(jitter, Duration::ZERO, secs(5.0), secs(300.0), None);
+            assert!(v.iter().all(|d| d.is_zero()), "{jitter:?}");
+        }
     }
 }
