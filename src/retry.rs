@@ -199,6 +199,126 @@ pub fn apply_jitter(
     }
 }
 
+/// What is known about a failed attempt, for rule matching.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FailureFacts<'a> {
+    /// The exit code, if the process exited rather than being killed.
+    pub exit_code: Option<i32>,
+    /// The signal that killed the process, if one did.
+    pub signal: Option<i32>,
+    /// Which timeout fired (`Activity` or `Total`), `None` if none did.
+    pub timeout: Option<TimeoutKind>,
+    /// The last 64 KiB (at most) of the attempt's output.
+    pub output_tail: &'a [u8],
+}
+
+/// The first rule, with its index in `rules`, whose every present condition holds
+/// for `facts`. A rule without conditions matches every failure.
+///
+/// A list condition holds when the fact is present and in the list, so an attempt that
+/// was killed (no exit code) never matches `exit_codes`, and an empty list matches
+/// nothing. A `timeout` condition of `Any` holds for either kind of timeout; `Activity`
+/// and `Total` only for their own kind (facts are expected to name the kind that fired).
+pub fn matching_rule<'r>(
+    rules: &'r [RetryRule],
+    facts: &FailureFacts,
+) -> Option<(usize, &'r RetryRule)> {
+    rules
+        .iter()
+        .enumerate()
+        .find(|(_, rule)| rule.when.matches(facts))
+}
+
+impl RuleMatch {
+    /// Whether every present condition holds for `facts`.
+    pub fn matches(&self, facts: &FailureFacts) -> bool {
+        fn listed(list: Option<&Vec<i32>>, fact: Option<i32>) -> bool {
+            list.is_none_or(|list| fact.is_some_and(|value| list.contains(&value)))
+        }
+        let timeout = self
+            .timeout
+            .is_none_or(|wanted| match (wanted, facts.timeout) {
+                (_, None) => false,
+                (TimeoutKind::Any, Some(_)) => true,
+                (wanted, Some(fired)) => wanted == fired,
+            });
+        listed(self.exit_codes.as_ref(), facts.exit_code)
+            && listed(self.signals.as_ref(), facts.signal)
+            && timeout
+            // Last: the regex is the only costly condition.
+            && self.output.as_ref().is_none_or(|re| re.is_match(facts.output_tail))
+    }
+}
+
+/// The standard Linux signals, numbered as on x86_64 and aarch64 (which agree for 1–31).
+const SIGNALS: [(i32, &str); 31] = [
+    (1, "SIGHUP"),
+    (2, "SIGINT"),
+    (3, "SIGQUIT"),
+    (4, "SIGILL"),
+    (5, "SIGTRAP"),
+    (6, "SIGABRT"),
+    (7, "SIGBUS"),
+    (8, "SIGFPE"),
+    (9, "SIGKILL"),
+    (10, "SIGUSR1"),
+    (11, "SIGSEGV"),
+    (12, "SIGUSR2"),
+    (13, "SIGPIPE"),
+    (14, "SIGALRM"),
+    (15, "SIGTERM"),
+    (16, "SIGSTKFLT"),
+    (17, "SIGCHLD"),
+    (18, "SIGCONT"),
+    (19, "SIGSTOP"),
+    (20, "SIGTSTP"),
+    (21, "SIGTTIN"),
+    (22, "SIGTTOU"),
+    (23, "SIGURG"),
+    (24, "SIGXCPU"),
+    (25, "SIGXFSZ"),
+    (26, "SIGVTALRM"),
+    (27, "SIGPROF"),
+    (28, "SIGWINCH"),
+    (29, "SIGIO"),
+    (30, "SIGPWR"),
+    (31, "SIGSYS"),
+];
+
+/// Other names Linux accepts for the same numbers; [`signal_name`] never returns these.
+const SIGNAL_ALIASES: [(i32, &str); 3] = [(6, "SIGIOT"), (17, "SIGCLD"), (29, "SIGPOLL")];
+
+/// The Linux number of a signal name: `"SIGSEGV"`, `"SEGV"` and `"sigsegv"` all give 11.
+///
+/// Knows the standard signals 1–31 and the aliases `SIGIOT`, `SIGCLD` and `SIGPOLL`.
+/// Real-time signals and numbers written as text are not names here: they give `None`.
+pub fn signal_number(name: &str) -> Option<i32> {
+    let bare = strip_sig(name);
+    SIGNALS
+        .iter()
+        .chain(&SIGNAL_ALIASES)
+        .find(|(_, known)| strip_sig(known).eq_ignore_ascii_case(bare))
+        .map(|&(number, _)| number)
+}
+
+/// The conventional name of a Linux signal number, e.g. `"SIGSEGV"` for 11.
+pub fn signal_name(number: i32) -> Option<&'static str> {
+    SIGNALS
+        .iter()
+        .find(|&&(known, _)| known == number)
+        .map(|&(_, name)| name)
+}
+
+/// `name` without a leading `SIG` in any case.
+fn strip_sig(name: &str) -> &str {
+    // `get` because the name may start with a multi-byte character; when it succeeds,
+    // byte 3 is a character boundary and the second `get` cannot fail.
+    match (name.get(..3), name.get(3..)) {
+        (Some(prefix), Some(rest)) if prefix.eq_ignore_ascii_case("SIG") => rest,
+        _ => name,
+    }
+}
+
 /// A uniform random duration in `[low, high]`, to the nanosecond; `low` when the range
 /// is empty.
 fn uniform(low: Duration, high: Duration, rng: &mut impl rand::Rng) -> Duration {
@@ -480,6 +600,212 @@ mod tests {
         for jitter in [Jitter::None, Jitter::Full, Jitter::Equal] {
             let v = samples(jitter, Duration::ZERO, secs(5.0), secs(300.0), None);
             assert!(v.iter().all(|d| d.is_zero()), "{jitter:?}");
+        }
+    }
+
+    fn rule(when: RuleMatch, action: RuleAction, origin: &str) -> RetryRule {
+        RetryRule {
+            when,
+            action,
+            backoff: None,
+            origin: origin.to_owned(),
+        }
+    }
+
+    fn regex(pattern: &str) -> Option<Regex> {
+        // A test-only pattern written by hand: a bad one should fail the test loudly.
+        Some(Regex::new(pattern).expect("test regex is valid"))
+    }
+
+    fn exited(code: i32) -> FailureFacts<'static> {
+        FailureFacts {
+            exit_code: Some(code),
+            ..FailureFacts::default()
+        }
+    }
+
+    fn killed(signal: i32) -> FailureFacts<'static> {
+        FailureFacts {
+            signal: Some(signal),
+            ..FailureFacts::default()
+        }
+    }
+
+    fn timed_out(kind: TimeoutKind) -> FailureFacts<'static> {
+        FailureFacts {
+            timeout: Some(kind),
+            signal: Some(15),
+            ..FailureFacts::default()
+        }
+    }
+
+    fn index_of(rules: &[RetryRule], facts: &FailureFacts) -> Option<usize> {
+        matching_rule(rules, facts).map(|(i, _)| i)
+    }
+
+    #[test]
+    fn first_matching_rule_wins() {
+        let rules = [
+            rule(
+                RuleMatch {
+                    exit_codes: Some(vec![2, 64]),
+                    ..RuleMatch::default()
+                },
+                RuleAction::Fail,
+                "a",
+            ),
+            rule(
+                RuleMatch {
+                    exit_codes: Some(vec![1, 2]),
+                    ..RuleMatch::default()
+                },
+                RuleAction::Retry,
+                "b",
+            ),
+            rule(RuleMatch::default(), RuleAction::Abort, "c"),
+        ];
+        assert_eq!(index_of(&rules, &exited(2)), Some(0));
+        assert_eq!(index_of(&rules, &exited(64)), Some(0));
+        assert_eq!(index_of(&rules, &exited(1)), Some(1));
+        assert_eq!(index_of(&rules, &exited(3)), Some(2));
+        assert_eq!(index_of(&rules, &killed(9)), Some(2));
+        let found = matching_rule(&rules, &exited(1)).map(|(_, r)| r.origin.as_str());
+        assert_eq!(found, Some("b"));
+    }
+
+    #[test]
+    fn no_rules_match_nothing() {
+        assert!(matching_rule(&[], &exited(1)).is_none());
+    }
+
+    #[test]
+    fn a_rule_without_conditions_matches_everything() {
+        let when = RuleMatch::default();
+        assert!(when.matches(&exited(0)));
+        assert!(when.matches(&killed(9)));
+        assert!(when.matches(&timed_out(TimeoutKind::Total)));
+        assert!(when.matches(&FailureFacts::default()));
+    }
+
+    #[test]
+    fn exit_code_condition() {
+        let when = RuleMatch {
+            exit_codes: Some(vec![2, 64]),
+            ..RuleMatch::default()
+        };
+        assert!(when.matches(&exited(64)));
+        assert!(!when.matches(&exited(1)));
+        // Killed by a signal: there is no exit code to match.
+        assert!(!when.matches(&killed(2)));
+        let empty = RuleMatch {
+            exit_codes: Some(Vec::new()),
+            ..RuleMatch::default()
+        };
+        assert!(!empty.matches(&exited(1)));
+    }
+
+    #[test]
+    fn signal_condition() {
+        let when = RuleMatch {
+            signals: Some(vec![11, 6]),
+            ..RuleMatch::default()
+        };
+        assert!(when.matches(&killed(11)));
+        assert!(when.matches(&killed(6)));
+        assert!(!when.matches(&killed(9)));
+        // Exit code 11 is not SIGSEGV.
+        assert!(!when.matches(&exited(11)));
+    }
+
+    #[test]
+    fn timeout_condition() {
+        let kinds = [TimeoutKind::Activity, TimeoutKind::Total, TimeoutKind::Any];
+        let when = |kind| RuleMatch {
+            timeout: Some(kind),
+            ..RuleMatch::default()
+        };
+        let activity = timed_out(TimeoutKind::Activity);
+        let total = timed_out(TimeoutKind::Total);
+        assert!(when(TimeoutKind::Activity).matches(&activity));
+        assert!(!when(TimeoutKind::Activity).matches(&total));
+        assert!(when(TimeoutKind::Total).matches(&total));
+        assert!(!when(TimeoutKind::Total).matches(&activity));
+        assert!(when(TimeoutKind::Any).matches(&activity));
+        assert!(when(TimeoutKind::Any).matches(&total));
+        for kind in kinds {
+            // The same SIGTERM without a timeout is not a timeout.
+            assert!(!when(kind).matches(&killed(15)), "{kind:?}");
+            assert!(!when(kind).matches(&exited(1)), "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn output_condition() {
+        let when = RuleMatch {
+            output: regex(r"(?i)\brate limit(ed)?\b|429 Too Many Requests"),
+            ..RuleMatch::default()
+        };
+        let with_output = |tail: &'static [u8]| FailureFacts {
+            output_tail: tail,
+            ..exited(1)
+        };
+        assert!(when.matches(&with_output(b"error: Rate Limited, try later\n")));
+        assert!(when.matches(&with_output(b"HTTP 429 Too Many Requests")));
+        assert!(!when.matches(&with_output(b"ratelimiting\n")));
+        assert!(!when.matches(&with_output(b"")));
+        // Output is bytes, not necessarily UTF-8.
+        assert!(when.matches(&with_output(b"\xff\xfe rate limit \xc3")));
+    }
+
+    #[test]
+    fn every_present_condition_must_hold() {
+        let when = RuleMatch {
+            exit_codes: Some(vec![1]),
+            output: regex("OOM"),
+            ..RuleMatch::default()
+        };
+        let facts = |code, tail: &'static [u8]| FailureFacts {
+            output_tail: tail,
+            ..exited(code)
+        };
+        assert!(when.matches(&facts(1, b"killed: OOM")));
+        assert!(!when.matches(&facts(2, b"killed: OOM")));
+        assert!(!when.matches(&facts(1, b"fine")));
+    }
+
+    #[test]
+    fn signal_names_and_numbers() {
+        for name in ["SIGSEGV", "SEGV", "sigsegv", "segv", "SigSegv"] {
+            assert_eq!(signal_number(name), Some(11), "{name}");
+        }
+        assert_eq!(signal_number("SIGHUP"), Some(1));
+        assert_eq!(signal_number("KILL"), Some(9));
+        assert_eq!(signal_number("SIGTERM"), Some(15));
+        assert_eq!(signal_number("SIGSYS"), Some(31));
+        assert_eq!(signal_number("SIGIOT"), Some(6));
+        assert_eq!(signal_number("POLL"), Some(29));
+        for bad in [
+            "",
+            "SIG",
+            "11",
+            "SIGSIGSEGV",
+            "SIGRTMIN",
+            "SEGVX",
+            " SIGSEGV",
+            "ßIGSEGV",
+        ] {
+            assert_eq!(signal_number(bad), None, "{bad:?}");
+        }
+        assert_eq!(signal_name(1), Some("SIGHUP"));
+        assert_eq!(signal_name(11), Some("SIGSEGV"));
+        assert_eq!(signal_name(29), Some("SIGIO"));
+        assert_eq!(signal_name(31), Some("SIGSYS"));
+        for bad in [0, 32, 64, -1, i32::MIN, i32::MAX] {
+            assert_eq!(signal_name(bad), None, "{bad}");
+        }
+        for number in 1..=31 {
+            let name = signal_name(number);
+            assert_eq!(name.and_then(signal_number), Some(number), "{name:?}");
         }
     }
 }
