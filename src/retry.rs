@@ -250,6 +250,109 @@ impl RuleMatch {
     }
 }
 
+/// Where a spec stands when an attempt has failed: the run-wide facts [`decide`] needs
+/// besides the policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryContext {
+    /// The retry that would come next: 1 for the first retry (0 is treated as 1).
+    pub retry: u32,
+    /// Time since the spec's first attempt started (not since the run started).
+    pub elapsed_since_first_start: Duration,
+    /// Retries left in the run-wide `retry_budget`; `None` when there is no budget.
+    pub budget_left: Option<u32>,
+    /// The delay before the previous retry, for decorrelated jitter.
+    pub previous_delay: Option<Duration>,
+}
+
+/// What to do after a failed attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Start the next attempt after `delay`.
+    Retry {
+        /// The jittered delay.
+        delay: Duration,
+        /// The index, in the policy's rules, of the rule that asked for the retry;
+        /// `None` when no rule matched and `retry_on_crash` did.
+        rule: Option<usize>,
+    },
+    /// The spec has failed for good.
+    GiveUp {
+        /// Why, as a lowercase fragment for a log line.
+        reason: String,
+    },
+    /// Stop the whole run.
+    Abort {
+        /// Why, as a lowercase fragment for a log line.
+        reason: String,
+    },
+}
+
+/// Decides what follows a failed attempt.
+///
+/// The first matching rule decides: `abort` stops the run, `fail` gives up, `retry`
+/// retries. Without a matching rule the attempt is retried when `on_crash` is true. A
+/// retry still needs `ctx.retry ≤ max_retries`, room in the run-wide budget, and a start
+/// no later than `max_total` after the first attempt; otherwise the spec gives up. The
+/// delay is [`base_delay`] from the rule's own `backoff` if it has one (else the
+/// policy's), then [`apply_jitter`].
+pub fn decide(
+    policy: &RetryPolicy,
+    facts: &FailureFacts,
+    ctx: &RetryContext,
+    rng: &mut impl rand::Rng,
+) -> Decision {
+    let (rule, first_delay) = match matching_rule(&policy.rules, facts) {
+        Some((_, rule)) if rule.action == RuleAction::Abort => {
+            return Decision::Abort {
+                reason: format!("rule {} says abort", rule.origin),
+            };
+        }
+        Some((_, rule)) if rule.action == RuleAction::Fail => {
+            return give_up(format!("rule {} says fail", rule.origin));
+        }
+        Some((index, rule)) => (Some(index), rule.backoff.unwrap_or(policy.backoff)),
+        None if policy.on_crash => (None, policy.backoff),
+        None => return give_up("retry_on_crash is false".to_owned()),
+    };
+    if ctx.retry > policy.max_retries {
+        return give_up(format!(
+            "retries exhausted ({}/{})",
+            ctx.retry.saturating_sub(1),
+            policy.max_retries
+        ));
+    }
+    if ctx.budget_left == Some(0) {
+        return give_up("run-wide retry budget exhausted".to_owned());
+    }
+    let computed = base_delay(
+        first_delay,
+        policy.multiplier,
+        policy.max_backoff,
+        ctx.retry,
+    );
+    let delay = apply_jitter(
+        policy.jitter,
+        computed,
+        first_delay,
+        policy.max_backoff,
+        ctx.previous_delay,
+        rng,
+    );
+    if let Some(max_total) = policy.max_total
+        && ctx.elapsed_since_first_start.saturating_add(delay) > max_total
+    {
+        return give_up(format!(
+            "next retry would start past retry_max_total_seconds ({}s)",
+            max_total.as_secs_f64()
+        ));
+    }
+    Decision::Retry { delay, rule }
+}
+
+fn give_up(reason: String) -> Decision {
+    Decision::GiveUp { reason }
+}
+
 /// The standard Linux signals, numbered as on x86_64 and aarch64 (which agree for 1–31).
 const SIGNALS: [(i32, &str); 31] = [
     (1, "SIGHUP"),
@@ -807,5 +910,239 @@ mod tests {
             let name = signal_name(number);
             assert_eq!(name.and_then(signal_number), Some(number), "{name:?}");
         }
+    }
+
+    fn ctx(retry: u32) -> RetryContext {
+        RetryContext {
+            retry,
+            elapsed_since_first_start: Duration::ZERO,
+            budget_left: None,
+            previous_delay: None,
+        }
+    }
+
+    fn decide_once(policy: &RetryPolicy, facts: &FailureFacts, ctx: &RetryContext) -> Decision {
+        decide(policy, facts, ctx, &mut rng())
+    }
+
+    fn retry_after(delay: Duration, rule: Option<usize>) -> Decision {
+        Decision::Retry { delay, rule }
+    }
+
+    fn gave_up(reason: &str) -> Decision {
+        Decision::GiveUp {
+            reason: reason.to_owned(),
+        }
+    }
+
+    /// A policy with the rules: exit 2 fails, exit 3 aborts, exit 75 retries after 60 s.
+    fn policy_with_rules() -> RetryPolicy {
+        let exit = |code| RuleMatch {
+            exit_codes: Some(vec![code]),
+            ..RuleMatch::default()
+        };
+        let mut slow = rule(
+            exit(75),
+            RuleAction::Retry,
+            "spec-runner.toml retry_rules[2]",
+        );
+        slow.backoff = Some(secs(60.0));
+        RetryPolicy {
+            rules: vec![
+                rule(
+                    exit(2),
+                    RuleAction::Fail,
+                    "spec-runner.toml specs.a.retry_rules[0]",
+                ),
+                rule(
+                    exit(3),
+                    RuleAction::Abort,
+                    "spec-runner.toml retry_rules[1]",
+                ),
+                slow,
+            ],
+            ..policy()
+        }
+    }
+
+    #[test]
+    fn retries_on_crash_with_the_schedule() {
+        let p = policy();
+        assert_eq!(
+            decide_once(&p, &exited(1), &ctx(1)),
+            retry_after(secs(5.0), None)
+        );
+        assert_eq!(
+            decide_once(&p, &killed(9), &ctx(2)),
+            retry_after(secs(10.0), None)
+        );
+        assert_eq!(
+            decide_once(&p, &exited(1), &ctx(3)),
+            retry_after(secs(20.0), None)
+        );
+    }
+
+    #[test]
+    fn gives_up_when_retries_are_exhausted() {
+        let p = policy();
+        assert_eq!(
+            decide_once(&p, &exited(1), &ctx(4)),
+            gave_up("retries exhausted (3/3)")
+        );
+        let none = RetryPolicy {
+            max_retries: 0,
+            ..policy()
+        };
+        assert_eq!(
+            decide_once(&none, &exited(1), &ctx(1)),
+            gave_up("retries exhausted (0/0)")
+        );
+    }
+
+    #[test]
+    fn gives_up_when_retry_on_crash_is_false() {
+        let p = RetryPolicy {
+            on_crash: false,
+            ..policy()
+        };
+        assert_eq!(
+            decide_once(&p, &exited(1), &ctx(1)),
+            gave_up("retry_on_crash is false")
+        );
+    }
+
+    #[test]
+    fn a_retry_rule_overrides_retry_on_crash_false() {
+        let p = RetryPolicy {
+            on_crash: false,
+            ..policy_with_rules()
+        };
+        assert_eq!(
+            decide_once(&p, &exited(75), &ctx(1)),
+            retry_after(secs(60.0), Some(2))
+        );
+    }
+
+    #[test]
+    fn a_fail_rule_gives_up() {
+        assert_eq!(
+            decide_once(&policy_with_rules(), &exited(2), &ctx(1)),
+            gave_up("rule spec-runner.toml specs.a.retry_rules[0] says fail")
+        );
+    }
+
+    #[test]
+    fn an_abort_rule_aborts_even_with_no_retries_left() {
+        let p = policy_with_rules();
+        for retry in [1, 4] {
+            assert_eq!(
+                decide_once(&p, &exited(3), &ctx(retry)),
+                Decision::Abort {
+                    reason: "rule spec-runner.toml retry_rules[1] says abort".to_owned()
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn a_retry_rule_uses_its_own_backoff_with_the_multiplier_and_cap() {
+        let p = policy_with_rules();
+        assert_eq!(
+            decide_once(&p, &exited(75), &ctx(1)),
+            retry_after(secs(60.0), Some(2))
+        );
+        assert_eq!(
+            decide_once(&p, &exited(75), &ctx(2)),
+            retry_after(secs(120.0), Some(2))
+        );
+        assert_eq!(
+            decide_once(&p, &exited(75), &ctx(3)),
+            retry_after(secs(240.0), Some(2))
+        );
+        let capped = RetryPolicy {
+            max_retries: 10,
+            ..policy_with_rules()
+        };
+        assert_eq!(
+            decide_once(&capped, &exited(75), &ctx(4)),
+            retry_after(secs(300.0), Some(2))
+        );
+        // Other failures still follow the policy's own backoff.
+        assert_eq!(
+            decide_once(&p, &exited(1), &ctx(2)),
+            retry_after(secs(10.0), None)
+        );
+    }
+
+    #[test]
+    fn a_retry_rule_is_still_bounded_by_max_retries() {
+        assert_eq!(
+            decide_once(&policy_with_rules(), &exited(75), &ctx(4)),
+            gave_up("retries exhausted (3/3)")
+        );
+    }
+
+    #[test]
+    fn gives_up_when_the_run_wide_budget_is_spent() {
+        let p = policy();
+        let spent = RetryContext {
+            budget_left: Some(0),
+            ..ctx(1)
+        };
+        assert_eq!(
+            decide_once(&p, &exited(1), &spent),
+            gave_up("run-wide retry budget exhausted")
+        );
+        let one_left = RetryContext {
+            budget_left: Some(1),
+            ..ctx(1)
+        };
+        assert_eq!(
+            decide_once(&p, &exited(1), &one_left),
+            retry_after(secs(5.0), None)
+        );
+    }
+
+    #[test]
+    fn gives_up_when_the_next_retry_would_start_past_max_total() {
+        let p = RetryPolicy {
+            max_total: Some(secs(60.0)),
+            ..policy()
+        };
+        let at = |elapsed: f64, retry| RetryContext {
+            elapsed_since_first_start: secs(elapsed),
+            ..ctx(retry)
+        };
+        // 40 s + 20 s lands exactly on the limit: still allowed.
+        assert_eq!(
+            decide_once(&p, &exited(1), &at(40.0, 3)),
+            retry_after(secs(20.0), None)
+        );
+        assert_eq!(
+            decide_once(&p, &exited(1), &at(40.5, 3)),
+            gave_up("next retry would start past retry_max_total_seconds (60s)")
+        );
+    }
+
+    #[test]
+    fn the_delay_is_jittered() {
+        let p = RetryPolicy {
+            jitter: Jitter::Decorrelated,
+            ..policy()
+        };
+        let after_10s = RetryContext {
+            previous_delay: Some(secs(10.0)),
+            ..ctx(2)
+        };
+        let mut rng = rng();
+        let delays: Vec<Duration> = (0..200)
+            .filter_map(|_| match decide(&p, &exited(1), &after_10s, &mut rng) {
+                Decision::Retry { delay, .. } => Some(delay),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(delays.len(), 200);
+        assert!(delays.iter().all(|&d| secs(5.0) <= d && d <= secs(30.0)));
+        assert!(delays.iter().any(|&d| d != delays[0]));
     }
 }
