@@ -110,9 +110,9 @@ pub struct RetryPolicy {
 
 /// The most entries [`schedule`] returns.
 ///
-/// `retry_max_retries` may be as large as `u32::MAX`; the schedule is for display
-/// (`plan`), and past this many retries every delay has long reached its cap anyway
-/// for any multiplier > 1.
+/// `retry_max_retries` may be as large as `u32::MAX`, and a vector of that many delays
+/// would take 64 GiB. The schedule is for display (`plan`), where ten thousand entries
+/// are already more than anyone reads; [`base_delay`] answers for any retry number.
 pub const SCHEDULE_LIMIT: usize = 10_000;
 
 /// The un-jittered delay before retry `retry` (1 for the first retry):
@@ -169,8 +169,8 @@ pub fn schedule(policy: &RetryPolicy) -> Vec<Duration> {
 ///   `[computed / 2, computed]`.
 /// - `Decorrelated`: `min(cap, uniform(base, previous × 3))`, with `previous` defaulting
 ///   to `base` for the first retry. It ignores `computed`: the delay grows from the
-///   previous one instead. When `previous × 3` is below `base` (a smaller rule backoff
-///   came before) the range collapses to `base`; with `base` zero and no previous delay
+///   previous one instead. When `previous × 3` is below `base` (the previous retry
+///   used a smaller backoff, e.g. under another rule) the range collapses to `base`; with `base` zero and no previous delay
 ///   the result is zero. The result is within `[min(base, cap), cap]`.
 ///
 /// `base` is the first delay (the policy's or the matching rule's backoff) and `cap` is
@@ -1144,5 +1144,257 @@ mod tests {
         assert_eq!(delays.len(), 200);
         assert!(delays.iter().all(|&d| secs(5.0) <= d && d <= secs(30.0)));
         assert!(delays.iter().any(|&d| d != delays[0]));
+    }
+
+    /// Property tests: bounds and "never panics" over arbitrary, often absurd, inputs.
+    mod properties {
+        use proptest::prelude::*;
+        use rand::SeedableRng;
+        use rand::rngs::StdRng;
+
+        use super::super::*;
+
+        /// Everyday delays mixed with extremes: zero, `Duration::MAX` and anything between.
+        fn duration() -> impl Strategy<Value = Duration> {
+            prop_oneof![
+                4 => (0u64..=3_600_000).prop_map(Duration::from_millis),
+                2 => (any::<u64>(), 0u32..1_000_000_000).prop_map(|(s, n)| Duration::new(s, n)),
+                1 => Just(Duration::ZERO),
+                1 => Just(Duration::MAX),
+            ]
+        }
+
+        /// Any multiplier at all, NaN and negative ones included.
+        fn any_multiplier() -> impl Strategy<Value = f64> {
+            prop_oneof![
+                1.0..10.0f64,
+                any::<f64>(),
+                Just(f64::NAN),
+                Just(f64::INFINITY),
+                Just(1e300),
+            ]
+        }
+
+        /// Multipliers that validation accepts (≥ 1), up to absurd ones.
+        fn valid_multiplier() -> impl Strategy<Value = f64> {
+            prop_oneof![1.0..4.0f64, 1.0..1e300f64, Just(1.0), Just(f64::INFINITY)]
+        }
+
+        fn retry_number() -> impl Strategy<Value = u32> {
+            prop_oneof![0u32..40, any::<u32>(), Just(u32::MAX)]
+        }
+
+        fn jitter() -> impl Strategy<Value = Jitter> {
+            prop_oneof![
+                Just(Jitter::None),
+                Just(Jitter::Full),
+                Just(Jitter::Equal),
+                Just(Jitter::Decorrelated),
+            ]
+        }
+
+        fn timeout_kind() -> impl Strategy<Value = TimeoutKind> {
+            prop_oneof![
+                Just(TimeoutKind::Activity),
+                Just(TimeoutKind::Total),
+                Just(TimeoutKind::Any),
+            ]
+        }
+
+        fn small_ints() -> impl Strategy<Value = Vec<i32>> {
+            prop::collection::vec(prop_oneof![-2i32..70, any::<i32>()], 0..4)
+        }
+
+        fn rule() -> impl Strategy<Value = RetryRule> {
+            let patterns = vec![
+                "",
+                "x",
+                "(?i)rate limit",
+                "^$",
+                r"\x00",
+                "(?-u:.)$",
+                r"\bOOM\b",
+            ];
+            (
+                proptest::option::of(small_ints()),
+                proptest::option::of(small_ints()),
+                proptest::option::of(timeout_kind()),
+                proptest::option::of(prop::sample::select(patterns)),
+                prop_oneof![
+                    Just(RuleAction::Retry),
+                    Just(RuleAction::Fail),
+                    Just(RuleAction::Abort),
+                ],
+                proptest::option::of(duration()),
+                ".{0,12}",
+            )
+                .prop_map(
+                    |(exit_codes, signals, timeout, pattern, action, backoff, origin)| {
+                        RetryRule {
+                            when: RuleMatch {
+                                exit_codes,
+                                signals,
+                                timeout,
+                                // Fixed, known-good patterns: a bad one is a bug in this test.
+                                output: pattern
+                                    .map(|p| Regex::new(p).expect("test regex is valid")),
+                            },
+                            action,
+                            backoff,
+                            origin,
+                        }
+                    },
+                )
+        }
+
+        fn policy() -> impl Strategy<Value = RetryPolicy> {
+            (
+                (any::<u32>(), 0u32..6),
+                duration(),
+                any_multiplier(),
+                duration(),
+                jitter(),
+                any::<bool>(),
+                proptest::option::of(duration()),
+                prop::collection::vec(rule(), 0..4),
+            )
+                .prop_map(
+                    |(
+                        (max_any, max_small),
+                        backoff,
+                        multiplier,
+                        max_backoff,
+                        jitter,
+                        on_crash,
+                        max_total,
+                        rules,
+                    )| RetryPolicy {
+                        // Small limits make every branch of `decide` likely.
+                        max_retries: if max_any % 2 == 0 { max_small } else { max_any },
+                        backoff,
+                        multiplier,
+                        max_backoff,
+                        jitter,
+                        on_crash,
+                        max_total,
+                        rules,
+                    },
+                )
+        }
+
+        fn context() -> impl Strategy<Value = RetryContext> {
+            (
+                prop_oneof![0u32..8, any::<u32>()],
+                duration(),
+                proptest::option::of(prop_oneof![0u32..3, any::<u32>()]),
+                proptest::option::of(duration()),
+            )
+                .prop_map(|(retry, elapsed, budget_left, previous_delay)| {
+                    RetryContext {
+                        retry,
+                        elapsed_since_first_start: elapsed,
+                        budget_left,
+                        previous_delay,
+                    }
+                })
+        }
+
+        proptest! {
+            #[test]
+            fn base_delay_never_exceeds_max_backoff(
+                backoff in duration(),
+                multiplier in any_multiplier(),
+                max_backoff in duration(),
+                retry in retry_number(),
+            ) {
+                prop_assert!(base_delay(backoff, multiplier, max_backoff, retry) <= max_backoff);
+            }
+
+            #[test]
+            fn base_delay_is_monotonic_when_multiplier_is_at_least_one(
+                backoff in duration(),
+                multiplier in valid_multiplier(),
+                max_backoff in duration(),
+                retry in retry_number(),
+            ) {
+                let retry = retry.min(u32::MAX - 1);
+                let this = base_delay(backoff, multiplier, max_backoff, retry);
+                let next = base_delay(backoff, multiplier, max_backoff, retry + 1);
+                prop_assert!(this <= next, "{this:?} > {next:?}");
+            }
+
+            #[test]
+            fn schedule_is_bounded(policy in policy()) {
+                let delays = schedule(&policy);
+                prop_assert!(delays.len() <= SCHEDULE_LIMIT);
+                prop_assert!(delays.len() as u64 <= u64::from(policy.max_retries));
+                prop_assert!(delays.iter().all(|&d| d <= policy.max_backoff));
+            }
+
+            #[test]
+            fn jitter_stays_within_its_bounds(
+                computed in duration(),
+                base in duration(),
+                cap in duration(),
+                previous in proptest::option::of(duration()),
+                seed in any::<u64>(),
+            ) {
+                let mut rng = StdRng::seed_from_u64(seed);
+                let mut jittered =
+                    |jitter| apply_jitter(jitter, computed, base, cap, previous, &mut rng);
+
+                prop_assert_eq!(jittered(Jitter::None), computed);
+
+                let full = jittered(Jitter::Full);
+                prop_assert!(full <= computed, "full {full:?} > {computed:?}");
+
+                let equal = jittered(Jitter::Equal);
+                prop_assert!(computed / 2 <= equal && equal <= computed, "equal {equal:?}");
+
+                let decorrelated = jittered(Jitter::Decorrelated);
+                let high = previous.unwrap_or(base).saturating_mul(3).max(base);
+                prop_assert!(decorrelated <= cap, "decorrelated {decorrelated:?} > cap");
+                prop_assert!(
+                    base.min(cap) <= decorrelated && decorrelated <= high,
+                    "decorrelated {decorrelated:?} outside [{base:?}, {high:?}]"
+                );
+            }
+
+            #[test]
+            fn decide_never_panics_and_keeps_its_limits(
+                policy in policy(),
+                exit_code in proptest::option::of(prop_oneof![0i32..70, any::<i32>()]),
+                signal in proptest::option::of(prop_oneof![1i32..32, any::<i32>()]),
+                timeout in proptest::option::of(timeout_kind()),
+                output_tail in prop::collection::vec(any::<u8>(), 0..64),
+                ctx in context(),
+                seed in any::<u64>(),
+            ) {
+                let facts = FailureFacts { exit_code, signal, timeout, output_tail: &output_tail };
+                let mut rng = StdRng::seed_from_u64(seed);
+                match decide(&policy, &facts, &ctx, &mut rng) {
+                    Decision::Retry { delay, rule } => {
+                        prop_assert!(delay <= policy.max_backoff);
+                        prop_assert!(ctx.retry <= policy.max_retries);
+                        prop_assert_ne!(ctx.budget_left, Some(0));
+                        if let Some(max_total) = policy.max_total {
+                            let start = ctx.elapsed_since_first_start.saturating_add(delay);
+                            prop_assert!(start <= max_total);
+                        }
+                        match rule {
+                            Some(index) => {
+                                let found = matching_rule(&policy.rules, &facts).map(|(i, _)| i);
+                                prop_assert_eq!(found, Some(index));
+                                prop_assert_eq!(policy.rules[index].action, RuleAction::Retry);
+                            }
+                            None => prop_assert!(policy.on_crash),
+                        }
+                    }
+                    Decision::GiveUp { reason } | Decision::Abort { reason } => {
+                        prop_assert!(!reason.is_empty());
+                    }
+                }
+            }
+        }
     }
 }
