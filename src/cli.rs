@@ -38,6 +38,11 @@ pub struct GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the pipeline (or the named specs and what they depend on)
+    #[command(
+        after_help = "Examples:\n  spec-runner apply\n  spec-runner apply auth billing -j 2\n  SPEC_RUNNER_RETRY_MAX_RETRIES=5 spec-runner apply --format json > events.ndjson\n\nExit codes: 0 all succeeded, 1 a spec failed, 2 bad config or usage, 130 interrupted."
+    )]
+    Apply(ApplyArgs),
     /// Load, merge and validate the pipeline; print every problem
     #[command(
         after_help = "Examples:\n  spec-runner validate\n  SPEC_RUNNER_RETRY_MAX_RETRIES=7 spec-runner validate -f ci/spec-runner.toml"
@@ -94,4 +99,36 @@ pub struct OverrideArgs {
 pub enum PlanFormat {
     Text,
     Json,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ApplyArgs {
+    /// Specs to run (with the specs they depend on) [default: all]
+    #[arg(value_name = "SPEC")]
+    pub specs: Vec<String>,
+    #[command(flatten)]
+    pub overrides: OverrideArgs,
+    /// Output: human lines or bars, or NDJSON events on stdout
+    #[arg(long, value_enum, default_value_t = ApplyFormat::Human)]
+    pub format: ApplyFormat,
+    /// Bars on a terminal, plain lines otherwise (auto); or force one
+    #[arg(long, value_enum, env = "SPEC_RUNNER_PROGRESS", default_value_t = Progress::Auto)]
+    pub progress: Progress,
+    /// Print only failures and the summary
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ApplyFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Progress {
+    Auto,
+    Bar,
+    Plain,
+    None,
 }

@@ -8,8 +8,10 @@ pub mod config;
 pub mod exec;
 pub mod exit;
 pub mod plan;
+pub mod report;
 pub mod retry;
 mod run;
+pub mod runner;
 mod starter;
 
 pub use run::run;

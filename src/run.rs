@@ -7,7 +7,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command, GlobalArgs, OverrideArgs, PlanFormat};
+use crate::cli::{
+    ApplyArgs, ApplyFormat, Cli, Command, GlobalArgs, OverrideArgs, PlanFormat, Progress,
+};
 use crate::config::load::PIPELINE_FILE;
 use crate::config::schema;
 use crate::config::{self, CliOverrides, LoadOptions, Pipeline};
@@ -56,6 +58,10 @@ fn dispatch(cli: Cli) -> u8 {
                 };
                 print_out(&text)
             }
+            Err(code) => code,
+        },
+        Command::Apply(args) => match load(g, &args.overrides) {
+            Ok(p) => apply(&p, args),
             Err(code) => code,
         },
         Command::Schema { check, dir } => schema_cmd(g, *check, dir.as_deref()),
@@ -184,4 +190,94 @@ fn init(g: &GlobalArgs, force: bool) -> u8 {
             exit::USAGE
         }
     }
+}
+
+/// A run id: sortable time plus a random suffix.
+fn new_run_id() -> String {
+    format!(
+        "{}-{:04x}",
+        chrono::Utc::now().format("%Y%m%dT%H%M%SZ"),
+        rand::random::<u16>()
+    )
+}
+
+/// The named specs and everything they depend on; all specs when none are named.
+fn select(p: &Pipeline, names: &[String]) -> Result<Vec<bool>, String> {
+    if names.is_empty() {
+        return Ok(vec![true; p.specs.len()]);
+    }
+    let mut selected = vec![false; p.specs.len()];
+    let mut stack = Vec::new();
+    for name in names {
+        match p.index_of(name) {
+            Some(i) => stack.push(i),
+            None => {
+                let hint =
+                    config::diag::did_you_mean(name, p.specs.iter().map(|s| s.name.as_str()))
+                        .map(|s| format!("; did you mean `{s}`?"))
+                        .unwrap_or_default();
+                return Err(format!(
+                    "no spec named `{name}` in {}{hint}",
+                    p.file.display()
+                ));
+            }
+        }
+    }
+    while let Some(i) = stack.pop() {
+        if !selected[i] {
+            selected[i] = true;
+            stack.extend(p.specs[i].depends_on.iter().copied());
+        }
+    }
+    Ok(selected)
+}
+
+fn apply(p: &Pipeline, args: &ApplyArgs) -> u8 {
+    use std::io::IsTerminal;
+    let selected = match select(p, &args.specs) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::USAGE;
+        }
+    };
+    let signals = match crate::runner::signal::SignalListener::start() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: cannot listen for signals: {e}");
+            return exit::USAGE;
+        }
+    };
+    let mut sinks: Vec<Box<dyn crate::runner::EventSink>> = Vec::new();
+    match args.format {
+        ApplyFormat::Json => sinks.push(Box::new(crate::report::json::JsonReporter::new(
+            std::io::stdout(),
+        ))),
+        ApplyFormat::Human => {
+            let bars = match args.progress {
+                Progress::Auto => std::io::stderr().is_terminal(),
+                Progress::Bar => true,
+                Progress::Plain | Progress::None => false,
+            };
+            if bars {
+                sinks.push(Box::new(crate::report::progress::ProgressReporter::new(
+                    args.quiet,
+                )));
+            } else if args.progress != Progress::None {
+                sinks.push(Box::new(crate::report::plain::PlainReporter::new(
+                    std::io::stderr(),
+                    args.quiet,
+                )));
+            }
+        }
+    }
+    let mut sink = crate::report::Fanout(sinks);
+    let n = p.specs.len();
+    let opts = crate::runner::RunOptions {
+        run_id: new_run_id(),
+        selected,
+        initial_retries: vec![0; n],
+        next_log: vec![1; n],
+    };
+    crate::runner::dispatcher::run(p, opts, &mut sink, &signals.events)
 }

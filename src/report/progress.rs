@@ -1,0 +1,208 @@
+//! Live progress on a terminal: an overall bar and one line per live spec.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::exec::SharedLive;
+use crate::report::{human_duration, plain};
+use crate::runner::EventSink;
+use crate::runner::events::{Event, EventKind};
+
+enum Phase {
+    Running {
+        since: Instant,
+        live: Option<SharedLive>,
+        retry: u32,
+        max: u32,
+    },
+    Backoff {
+        until: Instant,
+        retry: u32,
+        max: u32,
+        why: String,
+    },
+}
+
+struct Line {
+    bar: ProgressBar,
+    phase: Phase,
+}
+
+pub struct ProgressReporter {
+    multi: MultiProgress,
+    overall: ProgressBar,
+    lines: HashMap<String, Line>,
+    failed: usize,
+    retries: u32,
+    quiet: bool,
+}
+
+impl ProgressReporter {
+    pub fn new(quiet: bool) -> Self {
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10));
+        let overall = multi.add(ProgressBar::new(0));
+        overall.set_style(
+            ProgressStyle::with_template(
+                "{elapsed_precise:.dim} [{bar:30.cyan/blue}] {pos}/{len} {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        ProgressReporter {
+            multi,
+            overall,
+            lines: HashMap::new(),
+            failed: 0,
+            retries: 0,
+            quiet,
+        }
+    }
+
+    fn overall_message(&self) {
+        self.overall
+            .set_message(format!("failed {}, retries {}", self.failed, self.retries));
+    }
+
+    fn line_for(&mut self, spec: &str) -> &mut Line {
+        let multi = &self.multi;
+        self.lines.entry(spec.to_string()).or_insert_with(|| {
+            let bar = multi.add(ProgressBar::new_spinner());
+            bar.set_style(
+                ProgressStyle::with_template("  {spinner:.green} {prefix:.bold} {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            bar.set_prefix(spec.to_string());
+            Line {
+                bar,
+                phase: Phase::Backoff {
+                    until: Instant::now(),
+                    retry: 0,
+                    max: 0,
+                    why: String::new(),
+                },
+            }
+        })
+    }
+
+    fn render(line: &Line) {
+        let msg = match &line.phase {
+            Phase::Running {
+                since,
+                live,
+                retry,
+                max,
+            } => {
+                let state = if *retry == 0 {
+                    "RUNNING".to_string()
+                } else {
+                    format!("RUNNING (retry {retry}/{max})")
+                };
+                let last = live
+                    .as_ref()
+                    .and_then(|l| l.last_line.lock().ok().map(|s| s.clone()))
+                    .unwrap_or_default();
+                let elapsed = human_duration(since.elapsed());
+                if last.is_empty() {
+                    format!("{state} {elapsed}")
+                } else {
+                    format!("{state} {elapsed} │ {last}")
+                }
+            }
+            Phase::Backoff {
+                until,
+                retry,
+                max,
+                why,
+            } => {
+                let left = until.saturating_duration_since(Instant::now());
+                format!(
+                    "BACKOFF {} (retry {retry}/{max}, {why})",
+                    human_duration(Duration::from_secs(left.as_secs_f64().ceil() as u64))
+                )
+            }
+        };
+        line.bar.set_message(msg);
+        line.bar.tick();
+    }
+}
+
+impl EventSink for ProgressReporter {
+    fn event(&mut self, event: &Event) {
+        match &event.kind {
+            EventKind::RunStarted { specs, .. } => {
+                self.overall.set_length(*specs as u64);
+                self.overall_message();
+            }
+            EventKind::AttemptStarted {
+                spec,
+                retry,
+                max_retries,
+                live,
+                ..
+            } => {
+                let (retry, max, live) = (*retry, *max_retries, live.clone());
+                let line = self.line_for(spec);
+                line.phase = Phase::Running {
+                    since: Instant::now(),
+                    live,
+                    retry,
+                    max,
+                };
+                Self::render(line);
+            }
+            EventKind::RetryScheduled {
+                spec,
+                retry,
+                max_retries,
+                delay,
+                reason,
+            } => {
+                self.retries += 1;
+                let phase = Phase::Backoff {
+                    until: Instant::now() + *delay,
+                    retry: *retry,
+                    max: *max_retries,
+                    why: reason.clone(),
+                };
+                let line = self.line_for(spec);
+                line.phase = phase;
+                Self::render(line);
+                self.overall_message();
+            }
+            EventKind::SpecFinished { spec, status, .. } => {
+                if let Some(line) = self.lines.remove(spec) {
+                    line.bar.finish_and_clear();
+                    self.multi.remove(&line.bar);
+                }
+                if *status == crate::runner::Status::Failed {
+                    self.failed += 1;
+                }
+                self.overall.inc(1);
+                self.overall_message();
+                if let Some(text) = plain::line(event, self.quiet) {
+                    let _ = self.multi.println(text);
+                }
+            }
+            EventKind::RunFinished { .. } => {
+                self.overall.finish_and_clear();
+                let _ = self.multi.clear();
+                if let Some(text) = plain::line(event, self.quiet) {
+                    eprintln!("{text}");
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn tick_interval(&self) -> Option<Duration> {
+        Some(Duration::from_millis(100))
+    }
+
+    fn tick(&mut self) {
+        for line in self.lines.values() {
+            Self::render(line);
+        }
+    }
+}

@@ -1,0 +1,558 @@
+//! The dispatcher: one thread that owns all run state.
+//!
+//! It selects over worker results, signals and its own timers (backoff waits), decides
+//! what runs next, and emits events to the reporter and the state sink. Workers and the
+//! signal thread only send it messages; nothing else mutates run state.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, select};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+use super::events::{Event, EventKind, Status};
+use super::pool::{Job, JobResult, Pool};
+use super::signal::SignalEvent;
+use crate::config::policy::Pipeline;
+use crate::exec::{Control, EndCause};
+use crate::exit;
+use crate::retry::{self, Decision, FailureFacts, RetryContext, TimeoutKind};
+
+/// Receives every event, in order, on the dispatcher thread.
+pub trait EventSink {
+    fn event(&mut self, event: &Event);
+    /// Called at least this often while the run is live (progress redraws).
+    fn tick_interval(&self) -> Option<Duration> {
+        None
+    }
+    fn tick(&mut self) {}
+}
+
+/// What a run needs besides the pipeline.
+pub struct RunOptions {
+    pub run_id: String,
+    /// Indices of the specs to run (with their dependencies already added).
+    pub selected: Vec<bool>,
+    /// Where each spec's retry count starts (carried over from saved state).
+    pub initial_retries: Vec<u32>,
+    /// The next log number of each spec (1 for a spec never run).
+    pub next_log: Vec<u32>,
+}
+
+#[derive(Debug)]
+struct SpecRun {
+    status: Status,
+    /// Attempts started in this run.
+    attempts: u32,
+    retry_count: u32,
+    deps_left: usize,
+    first_start: Option<Instant>,
+    previous_delay: Option<Duration>,
+    control: Option<Sender<Control>>,
+    next_log: u32,
+    last_log: Option<PathBuf>,
+    /// Whether a failed attempt preceded success (a flaky spec).
+    had_failure: bool,
+}
+
+/// Runs the pipeline to the end; returns the exit code.
+pub fn run(
+    pipeline: &Pipeline,
+    opts: RunOptions,
+    sink: &mut dyn EventSink,
+    signals: &Receiver<SignalEvent>,
+) -> u8 {
+    let mut d = Dispatcher::new(pipeline, opts);
+    d.run(sink, signals)
+}
+
+struct Dispatcher<'p> {
+    p: &'p Pipeline,
+    run_id: String,
+    specs: Vec<SpecRun>,
+    selected: Vec<bool>,
+    dependents: Vec<Vec<usize>>,
+    ready: VecDeque<usize>,
+    /// Backoff timers: (when, spec).
+    timers: BinaryHeap<Reverse<(Instant, usize)>>,
+    running: usize,
+    stopping: bool,
+    killed: bool,
+    aborted: bool,
+    fail_fast_tripped: bool,
+    retries_used: u32,
+    rng: StdRng,
+}
+
+impl<'p> Dispatcher<'p> {
+    fn new(p: &'p Pipeline, opts: RunOptions) -> Dispatcher<'p> {
+        let n = p.specs.len();
+        let mut dependents = vec![Vec::new(); n];
+        let mut specs = Vec::with_capacity(n);
+        for (i, s) in p.specs.iter().enumerate() {
+            for &dep in &s.depends_on {
+                dependents[dep].push(i);
+            }
+            specs.push(SpecRun {
+                status: Status::Pending,
+                attempts: 0,
+                retry_count: opts.initial_retries.get(i).copied().unwrap_or(0),
+                deps_left: s.depends_on.iter().filter(|&&d| opts.selected[d]).count(),
+                first_start: None,
+                previous_delay: None,
+                control: None,
+                next_log: opts.next_log.get(i).copied().unwrap_or(1).max(1),
+                last_log: None,
+                had_failure: false,
+            });
+        }
+        let ready = (0..n)
+            .filter(|&i| opts.selected[i] && specs[i].deps_left == 0)
+            .collect();
+        Dispatcher {
+            p,
+            run_id: opts.run_id,
+            specs,
+            selected: opts.selected,
+            dependents,
+            ready,
+            timers: BinaryHeap::new(),
+            running: 0,
+            stopping: false,
+            killed: false,
+            aborted: false,
+            fail_fast_tripped: false,
+            retries_used: 0,
+            rng: StdRng::from_os_rng(),
+        }
+    }
+
+    fn run(&mut self, sink: &mut dyn EventSink, signals: &Receiver<SignalEvent>) -> u8 {
+        let started = Instant::now();
+        let jobs = self.p.run.jobs.max(1);
+        let selected_count = self.selected.iter().filter(|s| **s).count();
+        sink.event(&Event::now(EventKind::RunStarted {
+            run_id: self.run_id.clone(),
+            specs: selected_count,
+            jobs,
+        }));
+        let pool = Pool::start(jobs.min(selected_count.max(1)));
+        let results = pool.results().clone();
+        loop {
+            self.fire_timers(sink);
+            self.dispatch(&pool, sink);
+            if self.running == 0
+                && (self.stopping || (self.ready.is_empty() && self.timers.is_empty()))
+            {
+                break;
+            }
+            let mut timeout = self
+                .timers
+                .peek()
+                .map(|Reverse((t, _))| t.saturating_duration_since(Instant::now()));
+            if let Some(tick) = sink.tick_interval() {
+                timeout = Some(timeout.map_or(tick, |t| t.min(tick)));
+            }
+            let timeout = timeout.unwrap_or(Duration::from_secs(3600));
+            select! {
+                recv(results) -> msg => match msg {
+                    Ok(JobResult::Started { spec, attempt, log, started, live }) => {
+                        let s = &self.specs[spec];
+                        sink.event(&Event::now(EventKind::AttemptStarted {
+                            spec: self.p.specs[spec].name.clone(),
+                            attempt,
+                            retry: s.retry_count,
+                            max_retries: self.p.specs[spec].policy.retry.max_retries,
+                            log,
+                            pid: started.map(|s| s.pid),
+                            live,
+                        }));
+                    }
+                    Ok(JobResult::Finished { spec, attempt, log, log_number, end }) => {
+                        self.running -= 1;
+                        self.specs[spec].control = None;
+                        self.specs[spec].next_log = log_number + 1;
+                        self.finished(spec, attempt, log, end, sink);
+                    }
+                    Err(_) => break,
+                },
+                recv(signals) -> sig => {
+                    if let Ok(sig) = sig {
+                        self.on_signal(sig, sink);
+                    }
+                }
+                default(timeout) => sink.tick(),
+            }
+        }
+        drop(pool);
+        self.finish(started, sink)
+    }
+
+    fn on_signal(&mut self, _sig: SignalEvent, sink: &mut dyn EventSink) {
+        if self.stopping {
+            // A second request: no more grace.
+            self.killed = true;
+            for s in &self.specs {
+                if let Some(c) = &s.control {
+                    let _ = c.send(Control::Kill);
+                }
+            }
+            return;
+        }
+        self.stopping = true;
+        for s in &self.specs {
+            if let Some(c) = &s.control {
+                let _ = c.send(Control::Terminate);
+            }
+        }
+        // A backoff wait ends at once: the spec is stopped, not retried.
+        let waiting: Vec<usize> = self.timers.drain().map(|Reverse((_, i))| i).collect();
+        for i in waiting {
+            self.conclude(
+                i,
+                Status::Stopped,
+                Some("stopped during backoff".into()),
+                Vec::new(),
+                sink,
+            );
+        }
+        self.ready.clear();
+    }
+
+    fn fire_timers(&mut self, sink: &mut dyn EventSink) {
+        let now = Instant::now();
+        while let Some(Reverse((when, i))) = self.timers.peek().copied() {
+            if when > now {
+                break;
+            }
+            self.timers.pop();
+            if self.stopping || self.fail_fast_tripped {
+                let reason = if self.stopping {
+                    "stopped during backoff"
+                } else {
+                    "not retried: fail_fast"
+                };
+                self.conclude(i, Status::Stopped, Some(reason.into()), Vec::new(), sink);
+                continue;
+            }
+            self.specs[i].status = Status::Pending;
+            self.ready.push_back(i);
+        }
+    }
+
+    fn dispatch(&mut self, pool: &Pool, _sink: &mut dyn EventSink) {
+        while self.running < self.p.run.jobs && !self.stopping && !self.fail_fast_tripped {
+            let Some(i) = self.ready.pop_front() else {
+                break;
+            };
+            let spec = &self.p.specs[i];
+            let s = &mut self.specs[i];
+            s.attempts += 1;
+            s.status = Status::Running;
+            s.first_start.get_or_insert_with(Instant::now);
+            let (tx, rx) = crossbeam_channel::unbounded();
+            s.control = Some(tx);
+            let max = spec.policy.retry.max_retries;
+            let env = vec![
+                ("SPEC_RUNNER_SPEC".into(), spec.name.clone().into()),
+                (
+                    "SPEC_RUNNER_ATTEMPT".into(),
+                    (s.retry_count + 1).to_string().into(),
+                ),
+                (
+                    "SPEC_RUNNER_MAX_ATTEMPTS".into(),
+                    (u64::from(max) + 1).to_string().into(),
+                ),
+                ("SPEC_RUNNER_RUN_ID".into(), self.run_id.clone().into()),
+            ];
+            self.running += 1;
+            pool.submit(Job {
+                spec: i,
+                attempt: s.retry_count + 1,
+                name: spec.name.clone(),
+                command: spec.command.clone(),
+                cwd: spec.cwd.clone(),
+                env: spec
+                    .env
+                    .iter()
+                    .map(|(k, v)| (k.into(), v.into()))
+                    .chain(env)
+                    .collect(),
+                log_dir: spec.policy.retry_log_dir.join(&spec.name),
+                first_log_number: s.next_log,
+                timeout: spec.policy.timeout,
+                activity_timeout: spec.policy.activity_timeout,
+                terminate_grace: spec.policy.terminate_grace,
+                control: rx,
+            });
+        }
+    }
+
+    fn finished(
+        &mut self,
+        i: usize,
+        attempt: u32,
+        log: PathBuf,
+        end: crate::exec::AttemptEnd,
+        sink: &mut dyn EventSink,
+    ) {
+        let spec = &self.p.specs[i];
+        let success = end.cause == EndCause::Exited && end.exit_code == Some(0);
+        let reason = if success {
+            None
+        } else {
+            Some(describe(
+                &end,
+                spec.policy.timeout,
+                spec.policy.activity_timeout,
+            ))
+        };
+        self.specs[i].last_log = Some(log.clone());
+        sink.event(&Event::now(EventKind::AttemptFinished {
+            spec: spec.name.clone(),
+            attempt,
+            exit_code: end.exit_code,
+            signal: end.signal.map(signal_text),
+            reason: reason.clone(),
+            duration: end.duration,
+            log,
+        }));
+        if success {
+            self.conclude(i, Status::Succeeded, None, Vec::new(), sink);
+            return;
+        }
+        let reason = reason.unwrap_or_default();
+        self.specs[i].had_failure = true;
+        match &end.cause {
+            EndCause::Stopped => {
+                self.conclude(i, Status::Stopped, Some(reason), end.tail, sink);
+                return;
+            }
+            EndCause::SpawnFailed(_) | EndCause::LogFailed(_) => {
+                self.conclude(i, Status::Failed, Some(reason), end.tail, sink);
+                return;
+            }
+            _ => {}
+        }
+        if self.stopping || self.fail_fast_tripped {
+            self.conclude(i, Status::Failed, Some(reason), end.tail, sink);
+            return;
+        }
+        let facts = FailureFacts {
+            exit_code: end.exit_code,
+            signal: end.signal,
+            timeout: match end.cause {
+                EndCause::TimedOut => Some(TimeoutKind::Total),
+                EndCause::Hung => Some(TimeoutKind::Activity),
+                _ => None,
+            },
+            output_tail: &end.tail,
+        };
+        let s = &self.specs[i];
+        let ctx = RetryContext {
+            retry: s.retry_count + 1,
+            elapsed_since_first_start: s.first_start.map_or(Duration::ZERO, |t| t.elapsed()),
+            budget_left: self
+                .p
+                .run
+                .retry_budget
+                .map(|b| b.saturating_sub(self.retries_used)),
+            previous_delay: s.previous_delay,
+        };
+        match retry::decide(&spec.policy.retry, &facts, &ctx, &mut self.rng) {
+            Decision::Retry { delay, .. } => {
+                let s = &mut self.specs[i];
+                s.retry_count += 1;
+                s.previous_delay = Some(delay);
+                s.status = Status::Backoff;
+                self.retries_used += 1;
+                sink.event(&Event::now(EventKind::RetryScheduled {
+                    spec: spec.name.clone(),
+                    retry: s.retry_count,
+                    max_retries: spec.policy.retry.max_retries,
+                    delay,
+                    reason,
+                }));
+                self.timers.push(Reverse((Instant::now() + delay, i)));
+            }
+            Decision::GiveUp { reason: why } => {
+                self.conclude(
+                    i,
+                    Status::Failed,
+                    Some(format!("{reason}; {why}")),
+                    end.tail,
+                    sink,
+                );
+            }
+            Decision::Abort { reason: why } => {
+                self.conclude(
+                    i,
+                    Status::Failed,
+                    Some(format!("{reason}; {why}")),
+                    end.tail,
+                    sink,
+                );
+                self.abort(sink);
+            }
+        }
+    }
+
+    /// A rule said abort: stop the whole run like a Ctrl-C, but it is a failure.
+    fn abort(&mut self, sink: &mut dyn EventSink) {
+        self.aborted = true;
+        if !self.stopping {
+            self.on_signal(SignalEvent::Abort, sink);
+        }
+    }
+
+    /// Records a spec's final status; skips its dependents when it did not succeed.
+    fn conclude(
+        &mut self,
+        i: usize,
+        status: Status,
+        reason: Option<String>,
+        tail: Vec<u8>,
+        sink: &mut dyn EventSink,
+    ) {
+        let s = &mut self.specs[i];
+        if s.status.is_final() {
+            return;
+        }
+        s.status = status;
+        sink.event(&Event::now(EventKind::SpecFinished {
+            spec: self.p.specs[i].name.clone(),
+            status,
+            attempts: s.attempts,
+            retries: s.retry_count,
+            reason,
+            log: s.last_log.clone(),
+            tail,
+        }));
+        if status == Status::Succeeded {
+            for j in self.dependents[i].clone() {
+                if !self.selected[j] {
+                    continue;
+                }
+                let d = &mut self.specs[j];
+                d.deps_left -= 1;
+                if d.deps_left == 0 && d.status == Status::Pending && !self.stopping {
+                    self.ready.push_back(j);
+                }
+            }
+            return;
+        }
+        if status == Status::Failed && self.p.run.fail_fast && !self.fail_fast_tripped {
+            self.fail_fast_tripped = true;
+            let name = self.p.specs[i].name.clone();
+            let waiting: Vec<usize> = self.ready.drain(..).collect();
+            for j in waiting {
+                self.conclude(
+                    j,
+                    Status::Skipped,
+                    Some(format!("fail_fast: `{name}` failed")),
+                    Vec::new(),
+                    sink,
+                );
+            }
+        }
+        if status == Status::Stopped && self.stopping {
+            // Dependents of a stopped spec simply never start (they stay pending for
+            // the next run), rather than being marked skipped.
+            return;
+        }
+        let name = self.p.specs[i].name.clone();
+        for j in self.dependents[i].clone() {
+            if self.selected[j]
+                && !self.specs[j].status.is_final()
+                && self.specs[j].status == Status::Pending
+            {
+                self.conclude(
+                    j,
+                    Status::Skipped,
+                    Some(format!("dependency `{name}` {}", status.as_str())),
+                    Vec::new(),
+                    sink,
+                );
+            }
+        }
+    }
+
+    fn finish(&mut self, started: Instant, sink: &mut dyn EventSink) -> u8 {
+        let mut counts = [0usize; 4];
+        let mut not_run = 0;
+        let mut flaky = Vec::new();
+        for (i, s) in self.specs.iter().enumerate() {
+            if !self.selected[i] {
+                continue;
+            }
+            match s.status {
+                Status::Succeeded => {
+                    counts[0] += 1;
+                    if s.had_failure {
+                        flaky.push(self.p.specs[i].name.clone());
+                    }
+                }
+                Status::Failed => counts[1] += 1,
+                Status::Skipped => counts[2] += 1,
+                Status::Stopped => counts[3] += 1,
+                _ => not_run += 1,
+            }
+        }
+        let code = if self.stopping && !self.aborted {
+            exit::INTERRUPTED
+        } else if counts[1] + counts[2] > 0 || self.aborted {
+            exit::FAILURE
+        } else {
+            exit::SUCCESS
+        };
+        sink.event(&Event::now(EventKind::RunFinished {
+            succeeded: counts[0],
+            failed: counts[1],
+            skipped: counts[2],
+            stopped: counts[3],
+            not_run,
+            retries: self.retries_used,
+            flaky,
+            duration: started.elapsed(),
+            exit_code: code,
+        }));
+        code
+    }
+}
+
+/// `SIGSEGV`, or the number when it has no name.
+pub fn signal_text(sig: i32) -> String {
+    retry::signal_name(sig).map_or_else(|| sig.to_string(), str::to_string)
+}
+
+fn secs(d: Option<Duration>) -> String {
+    d.map_or_else(String::new, |d| {
+        format!(" after {}s", (d.as_secs_f64() * 1000.0).round() / 1000.0)
+    })
+}
+
+/// Why an attempt failed, in words.
+pub fn describe(
+    end: &crate::exec::AttemptEnd,
+    timeout: Option<Duration>,
+    activity: Option<Duration>,
+) -> String {
+    match &end.cause {
+        EndCause::Exited => match (end.exit_code, end.signal) {
+            (Some(code), _) => format!("exit {code}"),
+            (None, Some(sig)) => format!("killed by {}", signal_text(sig)),
+            (None, None) => "ended without a status".into(),
+        },
+        EndCause::TimedOut => format!("timed out{} (timeout_seconds)", secs(timeout)),
+        EndCause::Hung => format!(
+            "hung: no output{} (activity_timeout_seconds)",
+            secs(activity)
+        ),
+        EndCause::Stopped => "stopped".into(),
+        EndCause::SpawnFailed(why) => format!("could not start: {why}"),
+        EndCause::LogFailed(why) => format!("log write failed: {why}"),
+    }
+}

@@ -1,0 +1,132 @@
+//! What happens during a run, as data: the dispatcher emits these, reporters and the
+//! state sink consume them. Field names are those of DESIGN §5 (`--format json`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Serialize, Serializer};
+
+use crate::exec::SharedLive;
+
+/// A spec's status (DESIGN §6), as persisted and reported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Pending,
+    Running,
+    Backoff,
+    Succeeded,
+    Failed,
+    Skipped,
+    Stopped,
+}
+
+impl Status {
+    /// Whether the spec is done for this run.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            Status::Succeeded | Status::Failed | Status::Skipped | Status::Stopped
+        )
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Running => "running",
+            Status::Backoff => "backoff",
+            Status::Succeeded => "succeeded",
+            Status::Failed => "failed",
+            Status::Skipped => "skipped",
+            Status::Stopped => "stopped",
+        }
+    }
+}
+
+fn ms<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_millis().min(u128::from(u64::MAX)) as u64)
+}
+
+/// One event. Serialized as `{"event": "...", "ts": "...", ...}`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Event {
+    pub ts: DateTime<Utc>,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum EventKind {
+    RunStarted {
+        run_id: String,
+        /// Specs selected for this run.
+        specs: usize,
+        jobs: usize,
+    },
+    AttemptStarted {
+        spec: String,
+        attempt: u32,
+        /// Retries so far in this spec's current cycle (0 on the first attempt).
+        retry: u32,
+        max_retries: u32,
+        log: PathBuf,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pid: Option<u32>,
+        #[serde(skip)]
+        live: Option<SharedLive>,
+    },
+    AttemptFinished {
+        spec: String,
+        attempt: u32,
+        exit_code: Option<i32>,
+        signal: Option<String>,
+        /// Why it failed; `None` on success.
+        reason: Option<String>,
+        #[serde(rename = "duration_ms", serialize_with = "ms")]
+        duration: Duration,
+        log: PathBuf,
+    },
+    RetryScheduled {
+        spec: String,
+        /// The retry that comes next: 1 for the first retry.
+        retry: u32,
+        max_retries: u32,
+        #[serde(rename = "delay_ms", serialize_with = "ms")]
+        delay: Duration,
+        reason: String,
+    },
+    SpecFinished {
+        spec: String,
+        status: Status,
+        attempts: u32,
+        retries: u32,
+        reason: Option<String>,
+        log: Option<PathBuf>,
+        /// The end of the last attempt's output, for failure reports.
+        #[serde(skip)]
+        tail: Vec<u8>,
+    },
+    RunFinished {
+        succeeded: usize,
+        failed: usize,
+        skipped: usize,
+        stopped: usize,
+        /// Specs never started (an interrupted run).
+        not_run: usize,
+        retries: u32,
+        flaky: Vec<String>,
+        #[serde(rename = "duration_ms", serialize_with = "ms")]
+        duration: Duration,
+        exit_code: u8,
+    },
+}
+
+impl Event {
+    pub fn now(kind: EventKind) -> Event {
+        Event {
+            ts: Utc::now(),
+            kind,
+        }
+    }
+}

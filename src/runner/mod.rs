@@ -1,0 +1,10 @@
+//! Running a pipeline: the dispatcher (owns run state), the worker pool, signals, and
+//! the events they produce.
+
+pub mod dispatcher;
+pub mod events;
+pub mod pool;
+pub mod signal;
+
+pub use dispatcher::{EventSink, RunOptions};
+pub use events::{Event, EventKind, Status};

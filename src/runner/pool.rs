@@ -1,0 +1,180 @@
+//! The worker pool: `jobs` threads, each running one attempt at a time through `exec`.
+//!
+//! Workers own no run state: they take a job, run it to its end, and send the result
+//! back to the dispatcher.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::config::policy::CommandLine;
+use crate::exec::{
+    self, AttemptEnd, AttemptSpec, Control, EndCause, LiveOutput, SharedLive, Started,
+};
+
+/// One attempt to run.
+pub struct Job {
+    pub spec: usize,
+    pub attempt: u32,
+    pub name: String,
+    pub command: CommandLine,
+    pub cwd: PathBuf,
+    pub env: Vec<(OsString, OsString)>,
+    /// `<retry_log_dir>/<spec>`.
+    pub log_dir: PathBuf,
+    /// The first `task_<n>.log` number to try; taken numbers are skipped, never reused.
+    pub first_log_number: u32,
+    pub timeout: Option<Duration>,
+    pub activity_timeout: Option<Duration>,
+    pub terminate_grace: Duration,
+    pub control: Receiver<Control>,
+}
+
+pub enum JobResult {
+    Started {
+        spec: usize,
+        attempt: u32,
+        log: PathBuf,
+        started: Option<Started>,
+        live: Option<SharedLive>,
+    },
+    Finished {
+        spec: usize,
+        attempt: u32,
+        log: PathBuf,
+        log_number: u32,
+        end: AttemptEnd,
+    },
+}
+
+pub struct Pool {
+    jobs: Option<Sender<Job>>,
+    results: Receiver<JobResult>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl Pool {
+    pub fn start(threads: usize) -> Pool {
+        let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded::<Job>();
+        let (results_tx, results) = crossbeam_channel::unbounded();
+        let workers = (0..threads)
+            .map(|n| {
+                let jobs = jobs_rx.clone();
+                let results = results_tx.clone();
+                std::thread::Builder::new()
+                    .name(format!("worker-{n}"))
+                    .spawn(move || {
+                        for job in jobs {
+                            run_job(job, &results);
+                        }
+                    })
+                    .expect("spawning a worker thread")
+            })
+            .collect();
+        Pool {
+            jobs: Some(jobs_tx),
+            results,
+            workers,
+        }
+    }
+
+    pub fn submit(&self, job: Job) {
+        if let Some(tx) = &self.jobs {
+            // Workers live as long as the pool: the send cannot fail.
+            let _ = tx.send(job);
+        }
+    }
+
+    pub fn results(&self) -> &Receiver<JobResult> {
+        &self.results
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.jobs = None;
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+fn log_name(n: u32) -> String {
+    format!("task_{n}.log")
+}
+
+fn run_job(job: Job, results: &Sender<JobResult>) {
+    let live: SharedLive = Arc::new(LiveOutput::default());
+    let mut n = job.first_log_number.max(1);
+    let prepared = std::fs::create_dir_all(&job.log_dir).map_err(|e| {
+        format!(
+            "cannot create the log folder `{}`: {e}",
+            job.log_dir.display()
+        )
+    });
+    while job.log_dir.join(log_name(n)).exists() {
+        n += 1;
+    }
+    let log = job.log_dir.join(log_name(n));
+    let end = match prepared {
+        Err(why) => {
+            let _ = results.send(JobResult::Started {
+                spec: job.spec,
+                attempt: job.attempt,
+                log: log.clone(),
+                started: None,
+                live: None,
+            });
+            AttemptEnd {
+                cause: EndCause::LogFailed(why),
+                exit_code: None,
+                signal: None,
+                duration: Duration::ZERO,
+                tail: Vec::new(),
+            }
+        }
+        Ok(()) => {
+            let spec = AttemptSpec {
+                command: job.command,
+                cwd: job.cwd,
+                env: job.env,
+                log_path: log.clone(),
+                timeout: job.timeout,
+                activity_timeout: job.activity_timeout,
+                terminate_grace: job.terminate_grace,
+            };
+            let mut announced = false;
+            let end = exec::run_attempt(&spec, &job.control, Some(&live), |started| {
+                announced = true;
+                let _ = results.send(JobResult::Started {
+                    spec: job.spec,
+                    attempt: job.attempt,
+                    log: log.clone(),
+                    started: Some(started),
+                    live: Some(live.clone()),
+                });
+            });
+            if !announced {
+                let _ = results.send(JobResult::Started {
+                    spec: job.spec,
+                    attempt: job.attempt,
+                    log: log.clone(),
+                    started: None,
+                    live: None,
+                });
+            }
+            end
+        }
+    };
+    let _ = results.send(JobResult::Finished {
+        spec: job.spec,
+        attempt: job.attempt,
+        log,
+        log_number: n,
+        end,
+    });
+}
