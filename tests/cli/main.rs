@@ -3,5 +3,7 @@
 //! One test binary (`autotests = false`), as just and nextest do: modules below share
 //! the `Test` builder.
 
+mod apply;
 mod config;
 mod harness;
+mod procs;
