@@ -12,6 +12,10 @@ use std::time::Duration;
 
 use crate::config::policy::CommandLine;
 
+mod unix;
+
+pub use unix::{become_child_subreaper, end_abandoned_group, process_start_time};
+
 /// Everything needed to run one attempt.
 #[derive(Clone, Debug)]
 pub struct AttemptSpec {
