@@ -12,6 +12,12 @@ use std::time::Duration;
 
 use crate::config::policy::CommandLine;
 
+mod child;
+mod unix;
+
+pub use child::run_attempt;
+pub use unix::{become_child_subreaper, end_abandoned_group, process_start_time};
+
 /// Everything needed to run one attempt.
 #[derive(Clone, Debug)]
 pub struct AttemptSpec {

@@ -1,0 +1,251 @@
+//! Unix process-group plumbing: signalling and probing groups, reaping our zombies,
+//! identifying a pid across restarts, and cleaning up after an abandoned run.
+//!
+//! Every OS-specific call of `exec` lives here (and with it any `unsafe`, of which
+//! there is none: rustix wraps the syscalls). Nothing here spawns or prints.
+
+use std::io;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rustix::io::Errno;
+use rustix::process::{Pid, Signal, WaitOptions};
+
+/// How often to look again while waiting for a group's members to vanish: they are
+/// not our children, so no exit event reaches us.
+pub(crate) const GROUP_POLL: Duration = Duration::from_millis(20);
+
+/// How long to wait for a group to disappear after SIGKILL before giving up. A killed
+/// process stops at once unless it is stuck in the kernel (D state); its zombie does
+/// not count (see [`group_alive`]).
+pub(crate) const AFTER_KILL_WAIT: Duration = Duration::from_secs(2);
+
+/// A pid or pgid as rustix wants it; `None` for 0, negative or out-of-range values,
+/// which must never reach `kill` (0 and -1 mean "my group" and "everyone").
+fn to_pid(raw: u32) -> Option<Pid> {
+    i32::try_from(raw).ok().and_then(Pid::from_raw)
+}
+
+/// Sends `sig` to every process of group `pgid`.
+///
+/// Returns `Ok(false)` if the group no longer exists (ESRCH), which is not an error
+/// when ending a group: it may have vanished on its own.
+pub(crate) fn signal_group(pgid: u32, sig: Signal) -> io::Result<bool> {
+    let Some(pgid) = to_pid(pgid) else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "invalid process group id",
+        ));
+    };
+    match rustix::process::kill_process_group(pgid, sig) {
+        Ok(()) => Ok(true),
+        Err(Errno::SRCH) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether group `pgid` still has a live member.
+///
+/// `kill(-pgid, 0)` answers first; it counts zombies, though, and an orphan's zombie
+/// lingers until init reaps it — seconds on some machines. A zombie holds no files
+/// (the output pipe included) and runs no code, so when `kill` says "alive" and
+/// `/proc` is readable, the group counts as alive only if a member is not a zombie.
+/// Callers reap the leader (and [`reap_group_zombies`]) first, which keeps zombies
+/// of our own children from piling up. EPERM means a member we may not signal
+/// exists — alive.
+pub(crate) fn group_alive(pgid: u32) -> bool {
+    let Some(pid) = to_pid(pgid) else {
+        return false;
+    };
+    if matches!(
+        rustix::process::test_kill_process_group(pid),
+        Err(Errno::SRCH)
+    ) {
+        return false;
+    }
+    group_has_running_member(pgid).unwrap_or(true)
+}
+
+/// Scans `/proc` for a member of group `pgid` that is not a zombie; `None` if `/proc`
+/// cannot be listed. Processes that vanish during the scan are skipped.
+fn group_has_running_member(pgid: u32) -> Option<bool> {
+    let entries = std::fs::read_dir("/proc").ok()?;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        if let Some(fields) = StatFields::parse(&stat)
+            && fields.pgrp == pgid
+            && !matches!(fields.state, 'Z' | 'X')
+        {
+            return Some(true);
+        }
+    }
+    Some(false)
+}
+
+/// Reaps, without blocking, every zombie of group `pgid` that is our child.
+///
+/// Group members become our children only when the runner is a child subreaper
+/// ([`become_child_subreaper`]) and their parent died; their zombies would otherwise
+/// keep the group "alive" for [`group_alive`] forever. Call this only after the
+/// group's leader has been reaped by its own waiter: reaping the leader here would
+/// steal its exit status.
+pub(crate) fn reap_group_zombies(pgid: u32) {
+    let Some(pgid) = to_pid(pgid) else {
+        return;
+    };
+    // ECHILD (none of our children in the group) or `None` (children left, none
+    // exited) both end the loop.
+    while let Ok(Some(_)) = rustix::process::waitpgid(pgid, WaitOptions::NOHANG) {}
+}
+
+/// Waits until group `pgid` has no members or `deadline` passes; returns whether it
+/// is gone. Polls, since the members are not (necessarily) our children.
+pub(crate) fn wait_group_gone(pgid: u32, deadline: Instant) -> bool {
+    loop {
+        reap_group_zombies(pgid);
+        if !group_alive(pgid) {
+            return true;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        thread::sleep(GROUP_POLL.min(deadline - now));
+    }
+}
+
+/// The start time of process `pid` in clock ticks since boot (field 22 of
+/// `/proc/<pid>/stat`), or `None` if the process does not exist or `/proc` is not
+/// available.
+///
+/// Together with the pid it identifies a process across a restart of the runner: a
+/// reused pid has a later start time.
+pub fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    parse_start_time(&stat)
+}
+
+/// Extracts field 22 from the contents of `/proc/<pid>/stat`.
+fn parse_start_time(stat: &[u8]) -> Option<u64> {
+    StatFields::parse(stat).map(|fields| fields.start_time)
+}
+
+/// The fields of `/proc/<pid>/stat` that `exec` uses.
+struct StatFields {
+    /// Field 3: `R`, `S`, `D`, `Z` (zombie), …
+    state: char,
+    /// Field 5: the process group id.
+    pgrp: u32,
+    /// Field 22: start time in clock ticks since boot.
+    start_time: u64,
+}
+
+impl StatFields {
+    /// Field 2 is the command name in parentheses and may itself contain spaces and
+    /// parentheses, so fields are counted from the last `)`: what follows it starts
+    /// with field 3.
+    fn parse(stat: &[u8]) -> Option<StatFields> {
+        let close = stat.iter().rposition(|&b| b == b')')?;
+        let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
+        let mut fields = rest.split_ascii_whitespace();
+        let state = fields.next()?.chars().next()?;
+        let pgrp = fields.nth(1)?.parse().ok()?;
+        // Fields 3 to 5 are taken, so field 22 is the 17th of the rest.
+        let start_time = fields.nth(16)?.parse().ok()?;
+        Some(StatFields {
+            state,
+            pgrp,
+            start_time,
+        })
+    }
+}
+
+/// Ends a process group left running by an earlier runner that was killed itself.
+///
+/// Only acts if process `pid` still exists with the recorded `start_time` — a pid
+/// reused by an unrelated process, or an unknown start time, is never signalled.
+/// Then SIGTERMs group `pgid`, waits up to `grace` for it to vanish (polling every
+/// 20 ms: these are not our children, so no exit event reaches us), SIGKILLs what is
+/// left and waits briefly for that to take effect.
+///
+/// Returns whether it signalled anything. Limitation: if the leader `pid` has already
+/// exited, the surviving members of its group cannot be told apart from a group that
+/// reuses the number, so they are left alone.
+pub fn end_abandoned_group(pid: u32, pgid: u32, start_time: Option<u64>, grace: Duration) -> bool {
+    let Some(expected) = start_time else {
+        return false;
+    };
+    if process_start_time(pid) != Some(expected) {
+        return false;
+    }
+    // The leader normally is its group's id; if it moved to another group since, it
+    // is still the process we started, but we only ever promised to end `pgid`.
+    if to_pid(pgid).is_none() || !matches!(signal_group(pgid, Signal::TERM), Ok(true)) {
+        return false;
+    }
+    let deadline = Instant::now() + grace;
+    if !wait_group_gone(pgid, deadline) {
+        let _ = signal_group(pgid, Signal::KILL);
+        wait_group_gone(pgid, Instant::now() + AFTER_KILL_WAIT);
+    }
+    true
+}
+
+/// Makes the runner a child subreaper (`PR_SET_CHILD_SUBREAPER`, Linux only).
+///
+/// Orphaned descendants of our attempts (a grandchild whose parent exited) are then
+/// re-parented to the runner instead of init, so they stay below it in the process
+/// tree; `exec` reaps the zombies of an attempt's group while ending it.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub fn become_child_subreaper() -> io::Result<()> {
+    // The kernel reads the argument as a flag; any non-zero value turns it on.
+    rustix::process::set_child_subreaper(Some(rustix::process::getpid()))?;
+    Ok(())
+}
+
+/// Makes the runner a child subreaper: not available on this platform.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub fn become_child_subreaper() -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "child subreaper is only available on Linux",
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_start_time_after_last_paren() {
+        // A command name with spaces and a `)` inside must not shift the fields.
+        let stat = b"1234 (we) ird (name) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10";
+        assert_eq!(parse_start_time(stat), Some(987_654));
+        let fields = StatFields::parse(stat).unwrap();
+        assert_eq!((fields.state, fields.pgrp), ('S', 1234));
+        assert_eq!(parse_start_time(b"garbage"), None);
+        assert_eq!(parse_start_time(b"1 (x) S 1 2"), None);
+    }
+
+    #[test]
+    fn own_start_time_is_known_and_stable() {
+        let me = std::process::id();
+        let first = process_start_time(me);
+        assert!(first.is_some());
+        assert_eq!(process_start_time(me), first);
+    }
+
+    #[test]
+    fn invalid_ids_are_never_signalled() {
+        // 0 would mean "my own group": it must be refused, not sent.
+        assert!(signal_group(0, Signal::TERM).is_err());
+        assert!(!group_alive(0));
+        assert!(signal_group(u32::MAX, Signal::TERM).is_err());
+    }
+}
