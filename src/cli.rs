@@ -108,6 +108,16 @@ pub struct ApplyArgs {
     pub specs: Vec<String>,
     #[command(flatten)]
     pub overrides: OverrideArgs,
+    /// Run every requested spec, even those that succeeded unchanged
+    #[arg(long)]
+    pub fresh: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// How a run reports.
+#[derive(Debug, Args, Clone)]
+pub struct OutputArgs {
     /// Output: human lines or bars, or NDJSON events on stdout
     #[arg(long, value_enum, default_value_t = ApplyFormat::Human)]
     pub format: ApplyFormat,

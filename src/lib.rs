@@ -13,5 +13,6 @@ pub mod retry;
 mod run;
 pub mod runner;
 mod starter;
+pub mod state;
 
 pub use run::run;

@@ -8,7 +8,8 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use crate::cli::{
-    ApplyArgs, ApplyFormat, Cli, Command, GlobalArgs, OverrideArgs, PlanFormat, Progress,
+    ApplyArgs, ApplyFormat, Cli, Command, GlobalArgs, OutputArgs, OverrideArgs, PlanFormat,
+    Progress,
 };
 use crate::config::load::PIPELINE_FILE;
 use crate::config::schema;
@@ -232,12 +233,63 @@ fn select(p: &Pipeline, names: &[String]) -> Result<Vec<bool>, String> {
     Ok(selected)
 }
 
+/// What to run: the requested specs, resumed or fresh.
+struct RunRequest {
+    requested: Vec<bool>,
+    mode: crate::state::resume::Mode,
+}
+
 fn apply(p: &Pipeline, args: &ApplyArgs) -> u8 {
-    use std::io::IsTerminal;
-    let selected = match select(p, &args.specs) {
+    let requested = match select(p, &args.specs) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
+            return exit::USAGE;
+        }
+    };
+    let mode = if args.fresh {
+        crate::state::resume::Mode::Fresh
+    } else {
+        crate::state::resume::Mode::Resume
+    };
+    execute(p, RunRequest { requested, mode }, &args.output)
+}
+
+fn execute(p: &Pipeline, req: RunRequest, out: &OutputArgs) -> u8 {
+    use crate::state::{resume, sink, store};
+    use std::io::IsTerminal;
+
+    let dir = &p.run.state_dir;
+    let prepared = store::prepare_dir(dir).and_then(|()| store::lock(dir));
+    let _lock = match prepared {
+        Ok(lock) => lock,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::USAGE;
+        }
+    };
+    let loaded = match store::load(dir) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::USAGE;
+        }
+    };
+    if let Some(w) = &loaded.warning {
+        eprintln!("warning: {w}");
+    }
+    let plan = resume::plan(p, &req.requested, loaded.state.as_ref(), req.mode);
+    end_abandoned(p, &plan);
+
+    let run_id = new_run_id();
+    let initial = sink::initial_state(p, loaded.state.as_ref(), &plan, &run_id);
+    let mut state_sink = match sink::StateSink::start(dir.clone(), initial) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!(
+                "error: cannot write the state file in `{}`: {e}",
+                dir.display()
+            );
             return exit::USAGE;
         }
     };
@@ -248,36 +300,64 @@ fn apply(p: &Pipeline, args: &ApplyArgs) -> u8 {
             return exit::USAGE;
         }
     };
-    let mut sinks: Vec<Box<dyn crate::runner::EventSink>> = Vec::new();
-    match args.format {
-        ApplyFormat::Json => sinks.push(Box::new(crate::report::json::JsonReporter::new(
-            std::io::stdout(),
-        ))),
+
+    let handle = state_sink.handle();
+    let mut json;
+    let mut bars;
+    let mut plain;
+    let mut sinks: Vec<&mut dyn crate::runner::EventSink> = vec![&mut state_sink];
+    match out.format {
+        ApplyFormat::Json => {
+            json = crate::report::json::JsonReporter::new(std::io::stdout());
+            sinks.push(&mut json);
+        }
         ApplyFormat::Human => {
-            let bars = match args.progress {
+            let use_bars = match out.progress {
                 Progress::Auto => std::io::stderr().is_terminal(),
                 Progress::Bar => true,
                 Progress::Plain | Progress::None => false,
             };
-            if bars {
-                sinks.push(Box::new(crate::report::progress::ProgressReporter::new(
-                    args.quiet,
-                )));
-            } else if args.progress != Progress::None {
-                sinks.push(Box::new(crate::report::plain::PlainReporter::new(
-                    std::io::stderr(),
-                    args.quiet,
-                )));
+            if use_bars {
+                bars = crate::report::progress::ProgressReporter::new(out.quiet);
+                sinks.push(&mut bars);
+            } else if out.progress != Progress::None {
+                plain = crate::report::plain::PlainReporter::new(std::io::stderr(), out.quiet);
+                sinks.push(&mut plain);
             }
         }
     }
-    let mut sink = crate::report::Fanout(sinks);
-    let n = p.specs.len();
     let opts = crate::runner::RunOptions {
-        run_id: new_run_id(),
-        selected,
-        initial_retries: vec![0; n],
-        next_log: vec![1; n],
+        run_id,
+        selected: plan.to_run.clone(),
+        initial_retries: plan.initial_retries.clone(),
+        next_log: plan.next_log.clone(),
+        up_to_date: plan.up_to_date.iter().filter(|u| **u).count(),
+        state: Some(handle),
     };
-    crate::runner::dispatcher::run(p, opts, &mut sink, &signals.events)
+    let code = {
+        let mut fan = crate::report::Fanout(sinks);
+        crate::runner::dispatcher::run(p, opts, &mut fan, &signals.events)
+    };
+    if let Some(e) = state_sink.close() {
+        eprintln!("warning: {e}");
+    }
+    code
+}
+
+/// Ends the process groups a killed runner left running (matching pid and start time,
+/// so a reused pid is never signalled).
+fn end_abandoned(p: &Pipeline, plan: &crate::state::resume::ResumePlan) {
+    for (name, proc) in &plan.abandoned {
+        let grace = p
+            .index_of(name)
+            .map_or(std::time::Duration::from_secs(10), |i| {
+                p.specs[i].policy.terminate_grace
+            });
+        if crate::exec::end_abandoned_group(proc.pid, proc.pgid, proc.start_time, grace) {
+            eprintln!(
+                "warning: ended process group {} of spec `{name}`, left running by a runner that was killed",
+                proc.pgid
+            );
+        }
+    }
 }

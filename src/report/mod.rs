@@ -9,11 +9,11 @@ use crate::runner::EventSink;
 use crate::runner::events::Event;
 
 /// Several sinks, fed in order.
-pub struct Fanout(pub Vec<Box<dyn EventSink>>);
+pub struct Fanout<'a>(pub Vec<&'a mut dyn EventSink>);
 
-impl EventSink for Fanout {
+impl EventSink for Fanout<'_> {
     fn event(&mut self, event: &Event) {
-        for s in &mut self.0 {
+        for s in self.0.iter_mut() {
             s.event(event);
         }
     }
@@ -21,7 +21,7 @@ impl EventSink for Fanout {
         self.0.iter().filter_map(|s| s.tick_interval()).min()
     }
     fn tick(&mut self) {
-        for s in &mut self.0 {
+        for s in self.0.iter_mut() {
             s.tick();
         }
     }

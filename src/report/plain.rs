@@ -27,9 +27,15 @@ pub fn line(event: &Event, quiet: bool) -> Option<String> {
         EventKind::RunStarted {
             run_id,
             specs,
+            up_to_date,
             jobs,
         } if !quiet => {
-            format!("run {run_id}: {specs} specs, {jobs} at once")
+            let skipped = if *up_to_date > 0 {
+                format!(" ({up_to_date} up to date, not run again)")
+            } else {
+                String::new()
+            };
+            format!("run {run_id}: {specs} specs to run{skipped}, {jobs} at once")
         }
         EventKind::AttemptStarted {
             spec,

@@ -20,6 +20,7 @@ use crate::config::policy::Pipeline;
 use crate::exec::{Control, EndCause};
 use crate::exit;
 use crate::retry::{self, Decision, FailureFacts, RetryContext, TimeoutKind};
+use crate::state::sink::StateHandle;
 
 /// Receives every event, in order, on the dispatcher thread.
 pub trait EventSink {
@@ -40,6 +41,10 @@ pub struct RunOptions {
     pub initial_retries: Vec<u32>,
     /// The next log number of each spec (1 for a spec never run).
     pub next_log: Vec<u32>,
+    /// Requested specs not run because they already succeeded unchanged.
+    pub up_to_date: usize,
+    /// The state sink's handle: a retry starts only once its state is on disk.
+    pub state: Option<StateHandle>,
 }
 
 #[derive(Debug)]
@@ -85,6 +90,12 @@ struct Dispatcher<'p> {
     fail_fast_tripped: bool,
     retries_used: u32,
     rng: StdRng,
+    state: Option<StateHandle>,
+    up_to_date: usize,
+    /// Per spec: the state version its scheduled retry must see on disk first.
+    needs_version: Vec<u64>,
+    /// Retries whose backoff is over, waiting for their state to reach the disk.
+    awaiting_flush: Vec<usize>,
 }
 
 impl<'p> Dispatcher<'p> {
@@ -127,6 +138,10 @@ impl<'p> Dispatcher<'p> {
             fail_fast_tripped: false,
             retries_used: 0,
             rng: StdRng::from_os_rng(),
+            state: opts.state,
+            up_to_date: opts.up_to_date,
+            needs_version: vec![0; n],
+            awaiting_flush: Vec::new(),
         }
     }
 
@@ -137,15 +152,23 @@ impl<'p> Dispatcher<'p> {
         sink.event(&Event::now(EventKind::RunStarted {
             run_id: self.run_id.clone(),
             specs: selected_count,
+            up_to_date: self.up_to_date,
             jobs,
         }));
+        let flushed = self
+            .state
+            .as_ref()
+            .map_or_else(crossbeam_channel::never, |s| s.flushed.clone());
         let pool = Pool::start(jobs.min(selected_count.max(1)));
         let results = pool.results().clone();
         loop {
             self.fire_timers(sink);
             self.dispatch(&pool, sink);
             if self.running == 0
-                && (self.stopping || (self.ready.is_empty() && self.timers.is_empty()))
+                && (self.stopping
+                    || (self.ready.is_empty()
+                        && self.timers.is_empty()
+                        && self.awaiting_flush.is_empty()))
             {
                 break;
             }
@@ -159,7 +182,7 @@ impl<'p> Dispatcher<'p> {
             let timeout = timeout.unwrap_or(Duration::from_secs(3600));
             select! {
                 recv(results) -> msg => match msg {
-                    Ok(JobResult::Started { spec, attempt, log, started, live }) => {
+                    Ok(JobResult::Started { spec, attempt, log, log_number, started, live }) => {
                         let s = &self.specs[spec];
                         sink.event(&Event::now(EventKind::AttemptStarted {
                             spec: self.p.specs[spec].name.clone(),
@@ -169,6 +192,8 @@ impl<'p> Dispatcher<'p> {
                             log,
                             pid: started.map(|s| s.pid),
                             live,
+                            log_number,
+                            started,
                         }));
                     }
                     Ok(JobResult::Finished { spec, attempt, log, log_number, end }) => {
@@ -179,6 +204,7 @@ impl<'p> Dispatcher<'p> {
                     }
                     Err(_) => break,
                 },
+                recv(flushed) -> _ => self.release_flushed(),
                 recv(signals) -> sig => {
                     if let Ok(sig) = sig {
                         self.on_signal(sig, sink);
@@ -209,7 +235,8 @@ impl<'p> Dispatcher<'p> {
             }
         }
         // A backoff wait ends at once: the spec is stopped, not retried.
-        let waiting: Vec<usize> = self.timers.drain().map(|Reverse((_, i))| i).collect();
+        let mut waiting: Vec<usize> = self.timers.drain().map(|Reverse((_, i))| i).collect();
+        waiting.append(&mut self.awaiting_flush);
         for i in waiting {
             self.conclude(
                 i,
@@ -239,8 +266,27 @@ impl<'p> Dispatcher<'p> {
                 continue;
             }
             self.specs[i].status = Status::Pending;
-            self.ready.push_back(i);
+            if self
+                .state
+                .as_ref()
+                .is_some_and(|st| !st.is_durable(self.needs_version[i]))
+            {
+                self.awaiting_flush.push(i);
+            } else {
+                self.ready.push_back(i);
+            }
         }
+    }
+
+    /// Retries whose state reached the disk may start.
+    fn release_flushed(&mut self) {
+        let Some(st) = &self.state else { return };
+        let (go, wait): (Vec<usize>, Vec<usize>) = self
+            .awaiting_flush
+            .drain(..)
+            .partition(|&i| st.is_durable(self.needs_version[i]));
+        self.awaiting_flush = wait;
+        self.ready.extend(go);
     }
 
     fn dispatch(&mut self, pool: &Pool, _sink: &mut dyn EventSink) {
@@ -376,6 +422,7 @@ impl<'p> Dispatcher<'p> {
                     delay,
                     reason,
                 }));
+                self.needs_version[i] = self.state.as_ref().map_or(0, StateHandle::version);
                 self.timers.push(Reverse((Instant::now() + delay, i)));
             }
             Decision::GiveUp { reason: why } => {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Serialize, Serializer};
 
-use crate::exec::SharedLive;
+use crate::exec::{SharedLive, Started};
 
 /// A spec's status (DESIGN §6), as persisted and reported.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -60,8 +60,10 @@ pub struct Event {
 pub enum EventKind {
     RunStarted {
         run_id: String,
-        /// Specs selected for this run.
+        /// Specs this run starts.
         specs: usize,
+        /// Requested specs skipped because they already succeeded unchanged.
+        up_to_date: usize,
         jobs: usize,
     },
     AttemptStarted {
@@ -75,6 +77,12 @@ pub enum EventKind {
         pid: Option<u32>,
         #[serde(skip)]
         live: Option<SharedLive>,
+        /// The `n` of `task_<n>.log`.
+        #[serde(skip)]
+        log_number: u32,
+        /// The leader's identity, for the state file.
+        #[serde(skip)]
+        started: Option<Started>,
     },
     AttemptFinished {
         spec: String,

@@ -39,6 +39,7 @@ pub enum JobResult {
         spec: usize,
         attempt: u32,
         log: PathBuf,
+        log_number: u32,
         started: Option<Started>,
         live: Option<SharedLive>,
     },
@@ -126,6 +127,7 @@ fn run_job(job: Job, results: &Sender<JobResult>) {
                 spec: job.spec,
                 attempt: job.attempt,
                 log: log.clone(),
+                log_number: n,
                 started: None,
                 live: None,
             });
@@ -154,6 +156,7 @@ fn run_job(job: Job, results: &Sender<JobResult>) {
                     spec: job.spec,
                     attempt: job.attempt,
                     log: log.clone(),
+                    log_number: n,
                     started: Some(started),
                     live: Some(live.clone()),
                 });
@@ -163,6 +166,7 @@ fn run_job(job: Job, results: &Sender<JobResult>) {
                     spec: job.spec,
                     attempt: job.attempt,
                     log: log.clone(),
+                    log_number: n,
                     started: None,
                     live: None,
                 });

@@ -30,16 +30,27 @@ command = ["{}", "counter", "2"]
     let dir = t.path().to_path_buf();
     let (run, ev) = apply_json(&t);
     run.code(0);
-    let delays: Vec<u64> = of(&ev, "retry_scheduled", Some("flaky")).iter().map(|e| e["delay_ms"].as_u64().unwrap()).collect();
+    let delays: Vec<u64> = of(&ev, "retry_scheduled", Some("flaky"))
+        .iter()
+        .map(|e| e["delay_ms"].as_u64().unwrap())
+        .collect();
     assert_eq!(delays, vec![200, 400]);
     let retries: Vec<(u64, u64)> = of(&ev, "retry_scheduled", None)
         .iter()
-        .map(|e| (e["retry"].as_u64().unwrap(), e["max_retries"].as_u64().unwrap()))
+        .map(|e| {
+            (
+                e["retry"].as_u64().unwrap(),
+                e["max_retries"].as_u64().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(retries, vec![(1, 3), (2, 3)]);
     let logs = dir.join(".spec-runner/logs/flaky");
     for n in 1..=3 {
-        assert!(logs.join(format!("task_{n}.log")).is_file(), "task_{n}.log missing");
+        assert!(
+            logs.join(format!("task_{n}.log")).is_file(),
+            "task_{n}.log missing"
+        );
     }
     assert!(!logs.join("task_4.log").exists());
     let log3 = std::fs::read_to_string(logs.join("task_3.log")).unwrap();
@@ -48,8 +59,14 @@ command = ["{}", "counter", "2"]
     assert_eq!(fin[0]["status"], "succeeded");
     assert_eq!(fin[0]["attempts"], 3);
     // Every failed attempt records its reason.
-    let reasons: Vec<&Value> = of(&ev, "attempt_finished", Some("flaky")).iter().map(|e| &e["reason"]).collect();
-    assert_eq!(reasons, vec![&Value::from("exit 1"), &Value::from("exit 1"), &Value::Null]);
+    let reasons: Vec<&Value> = of(&ev, "attempt_finished", Some("flaky"))
+        .iter()
+        .map(|e| &e["reason"])
+        .collect();
+    assert_eq!(
+        reasons,
+        vec![&Value::from("exit 1"), &Value::from("exit 1"), &Value::Null]
+    );
 }
 
 #[test]
@@ -110,9 +127,15 @@ cwd = "no/such/folder"
         let reason = fin[0]["reason"].as_str().unwrap();
         assert!(reason.contains("could not start"), "{reason}");
     }
-    let nocwd = of(&ev, "spec_finished", Some("nocwd"))[0]["reason"].as_str().unwrap().to_string();
+    let nocwd = of(&ev, "spec_finished", Some("nocwd"))[0]["reason"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(nocwd.contains("no/such/folder"), "{nocwd}");
-    let missing = of(&ev, "spec_finished", Some("missing"))[0]["reason"].as_str().unwrap().to_string();
+    let missing = of(&ev, "spec_finished", Some("missing"))[0]["reason"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(missing.contains("program-xyz"), "{missing}");
 }
 
@@ -132,13 +155,24 @@ command = ["{}", "pids"]
     let mut bg = Background::apply(&t);
     bg.wait_for(Duration::from_secs(30), |e| e["event"] == "attempt_started");
     let started = std::time::Instant::now();
-    let fin = bg.wait_for(Duration::from_secs(30), |e| e["event"] == "attempt_finished");
+    let fin = bg.wait_for(Duration::from_secs(30), |e| {
+        e["event"] == "attempt_finished"
+    });
     let took = started.elapsed();
     let pids = read_pids(&pidfile);
     assert_eq!(pids.len(), 2, "fixture wrote leader and grandchild pids");
-    assert!(wait_gone(&pids, Duration::from_millis(500)).is_empty(), "a process of the group survived: {pids:?}");
-    assert!(took < Duration::from_secs(4), "took {took:?}: timeout 1 s + grace 1 s");
-    assert!(fin["reason"].as_str().unwrap().contains("timed out"), "{fin}");
+    assert!(
+        wait_gone(&pids, Duration::from_millis(500)).is_empty(),
+        "a process of the group survived: {pids:?}"
+    );
+    assert!(
+        took < Duration::from_secs(4),
+        "took {took:?}: timeout 1 s + grace 1 s"
+    );
+    assert!(
+        fin["reason"].as_str().unwrap().contains("timed out"),
+        "{fin}"
+    );
     assert_eq!(fin["signal"], "SIGKILL");
     let (code, _) = bg.wait_exit(Duration::from_secs(30));
     assert_eq!(code, Some(1));
@@ -162,7 +196,12 @@ command = 'echo started; if [ "$SPEC_RUNNER_ATTEMPT" = 1 ]; then exec sleep 1000
     assert_eq!(attempts.len(), 2);
     let reason = attempts[0]["reason"].as_str().unwrap();
     assert!(reason.contains("hung"), "{reason}");
-    assert_eq!(of(&ev, "retry_scheduled", Some("silent"))[0]["reason"].as_str().unwrap(), reason);
+    assert_eq!(
+        of(&ev, "retry_scheduled", Some("silent"))[0]["reason"]
+            .as_str()
+            .unwrap(),
+        reason
+    );
 }
 
 #[test]
@@ -181,7 +220,10 @@ command = ["{}", "pid"]
     assert_eq!(code, Some(0));
     let pids = read_pids(&pidfile);
     assert_eq!(pids.len(), 1);
-    assert!(wait_gone(&pids, Duration::from_secs(2)).is_empty(), "grandchild {pids:?} outlived its attempt");
+    assert!(
+        wait_gone(&pids, Duration::from_secs(2)).is_empty(),
+        "grandchild {pids:?} outlived its attempt"
+    );
 }
 
 #[test]
@@ -204,7 +246,11 @@ command = 'echo $$ >> pids; exit 3'
     let ev = bg.rest();
     let fin = of(&ev, "spec_finished", Some("crashes"));
     assert_eq!(fin[0]["status"], "stopped");
-    assert_eq!(of(&ev, "attempt_started", None).len(), 1, "no retry after Ctrl-C");
+    assert_eq!(
+        of(&ev, "attempt_started", None).len(),
+        1,
+        "no retry after Ctrl-C"
+    );
     assert!(wait_gone(&read_pids(&pidfile), Duration::from_millis(500)).is_empty());
 }
 
@@ -229,10 +275,16 @@ command = 'trap "echo got TERM; exit 0" TERM; echo $$ > pid; while :; do sleep 0
     let (code, _) = bg.wait_exit(Duration::from_secs(30));
     assert_eq!(code, Some(130));
     let ev = bg.rest();
-    assert_eq!(of(&ev, "spec_finished", Some("long"))[0]["status"], "stopped");
+    assert_eq!(
+        of(&ev, "spec_finished", Some("long"))[0]["status"],
+        "stopped"
+    );
     assert!(of(&ev, "retry_scheduled", None).is_empty());
     let log = std::fs::read_to_string(dir.join(".spec-runner/logs/long/task_1.log")).unwrap();
-    assert!(log.contains("got TERM"), "graceful: the spec saw SIGTERM first: {log}");
+    assert!(
+        log.contains("got TERM"),
+        "graceful: the spec saw SIGTERM first: {log}"
+    );
 }
 
 #[test]
@@ -256,7 +308,10 @@ command = 'trap "" TERM; echo $$ > pid; while :; do sleep 0.1; done'
     bg.signal(Signal::INT);
     let (code, took) = bg.wait_exit(Duration::from_secs(30));
     assert_eq!(code, Some(130));
-    assert!(took < Duration::from_secs(20), "the 60 s grace was not cut short: {took:?}");
+    assert!(
+        took < Duration::from_secs(20),
+        "the 60 s grace was not cut short: {took:?}"
+    );
     assert!(wait_gone(&read_pids(&dir.join("pid")), Duration::from_secs(1)).is_empty());
 }
 
@@ -277,7 +332,14 @@ command = "true"
     let order: Vec<String> = ev
         .iter()
         .filter(|e| e["event"] == "attempt_started" || e["event"] == "retry_scheduled")
-        .map(|e| format!("{} {} {}", e["event"].as_str().unwrap(), e["spec"].as_str().unwrap(), e["attempt"]))
+        .map(|e| {
+            format!(
+                "{} {} {}",
+                e["event"].as_str().unwrap(),
+                e["spec"].as_str().unwrap(),
+                e["attempt"]
+            )
+        })
         .collect();
     assert_eq!(
         order,
@@ -309,12 +371,20 @@ command = "true"
     );
     let (run, ev) = apply_json(&t);
     run.code(1);
-    let status = |s: &str| of(&ev, "spec_finished", Some(s))[0]["status"].as_str().unwrap().to_string();
+    let status = |s: &str| {
+        of(&ev, "spec_finished", Some(s))[0]["status"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
     assert_eq!(status("base"), "failed");
     assert_eq!(status("mid"), "skipped");
     assert_eq!(status("top"), "skipped");
     assert_eq!(status("other"), "succeeded");
-    let why = of(&ev, "spec_finished", Some("mid"))[0]["reason"].as_str().unwrap().to_string();
+    let why = of(&ev, "spec_finished", Some("mid"))[0]["reason"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(why.contains("base"), "{why}");
     assert!(of(&ev, "attempt_started", Some("mid")).is_empty());
 }
@@ -335,9 +405,16 @@ command = "true"
     let run = run_in(&t, &["apply", "b", "--format", "json"]);
     run.code(0);
     let ev = events(&run.stdout);
-    let ran: Vec<&str> = of(&ev, "attempt_started", None).iter().map(|e| e["spec"].as_str().unwrap()).collect();
+    let ran: Vec<&str> = of(&ev, "attempt_started", None)
+        .iter()
+        .map(|e| e["spec"].as_str().unwrap())
+        .collect();
     assert_eq!(ran, vec!["a", "b"]);
-    Test::with_pipeline("[specs.a]\ncommand = \"true\"\n").args(&["apply", "nope"]).run().code(2).stderr_has("`nope`");
+    Test::with_pipeline("[specs.a]\ncommand = \"true\"\n")
+        .args(&["apply", "nope"])
+        .run()
+        .code(2)
+        .stderr_has("`nope`");
 }
 
 #[test]
@@ -365,11 +442,18 @@ command = 'if [ "$SPEC_RUNNER_ATTEMPT" = 1 ]; then echo "429: rate limit hit"; e
     let usage = of(&ev, "spec_finished", Some("usage"));
     assert_eq!(usage[0]["status"], "failed");
     assert_eq!(usage[0]["attempts"], 1);
-    assert!(usage[0]["reason"].as_str().unwrap().contains("says fail"), "{}", usage[0]);
+    assert!(
+        usage[0]["reason"].as_str().unwrap().contains("says fail"),
+        "{}",
+        usage[0]
+    );
     let retry = of(&ev, "retry_scheduled", Some("limited"));
     assert_eq!(retry.len(), 1);
     assert_eq!(retry[0]["delay_ms"], 300, "the rule's own backoff");
-    assert_eq!(of(&ev, "spec_finished", Some("limited"))[0]["status"], "succeeded");
+    assert_eq!(
+        of(&ev, "spec_finished", Some("limited"))[0]["status"],
+        "succeeded"
+    );
 
     let t = Test::with_pipeline(
         r#"
@@ -386,7 +470,10 @@ command = "true"
     );
     let (run, ev) = apply_json(&t);
     run.code(1);
-    assert!(of(&ev, "attempt_started", Some("b-never")).is_empty(), "abort stops the run");
+    assert!(
+        of(&ev, "attempt_started", Some("b-never")).is_empty(),
+        "abort stops the run"
+    );
 }
 
 #[test]
@@ -416,9 +503,15 @@ command = "exit 1"
     );
     let (run, ev) = apply_json(&t);
     run.code(1);
-    assert_eq!(of(&ev, "retry_scheduled", None).len(), 2, "budget of 2 retries across the run");
-    let reasons: Vec<String> =
-        of(&ev, "spec_finished", None).iter().map(|e| e["reason"].as_str().unwrap().to_string()).collect();
+    assert_eq!(
+        of(&ev, "retry_scheduled", None).len(),
+        2,
+        "budget of 2 retries across the run"
+    );
+    let reasons: Vec<String> = of(&ev, "spec_finished", None)
+        .iter()
+        .map(|e| e["reason"].as_str().unwrap().to_string())
+        .collect();
     assert!(reasons.iter().any(|r| r.contains("budget")), "{reasons:?}");
 }
 
@@ -492,7 +585,13 @@ command = "echo first line; echo the real error >&2; exit 2"
     );
     let run = run_in(&t, &["apply"]);
     run.code(1);
-    run.stderr_has("RUNNING (retry 1/1)").stderr_has("the real error").stderr_has("task_2.log");
-    assert!(!run.stderr.contains('\x1b'), "no escape codes off a terminal:\n{}", run.stderr);
+    run.stderr_has("RUNNING (retry 1/1)")
+        .stderr_has("the real error")
+        .stderr_has("task_2.log");
+    assert!(
+        !run.stderr.contains('\x1b'),
+        "no escape codes off a terminal:\n{}",
+        run.stderr
+    );
     run.stderr_has("0 succeeded, 1 failed");
 }

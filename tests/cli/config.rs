@@ -4,5 +4,12 @@ use crate::harness::*;
 
 #[test]
 fn example_pipeline_validates() {
-    Test::new().args(&["-f", &repo().join("spec-runner.toml").display().to_string(), "validate"]).run().code(0);
+    Test::new()
+        .args(&[
+            "-f",
+            &repo().join("spec-runner.toml").display().to_string(),
+            "validate",
+        ])
+        .run()
+        .code(0);
 }

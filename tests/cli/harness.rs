@@ -15,7 +15,11 @@ pub fn repo() -> PathBuf {
 
 /// A fixture script under tests/fixtures.
 pub fn fixture(name: &str) -> String {
-    repo().join("tests/fixtures").join(name).display().to_string()
+    repo()
+        .join("tests/fixtures")
+        .join(name)
+        .display()
+        .to_string()
 }
 
 pub struct Test {
@@ -32,7 +36,11 @@ pub struct Run {
 
 impl Test {
     pub fn new() -> Test {
-        Test { dir: tempfile::tempdir().expect("tempdir"), env: Vec::new(), args: Vec::new() }
+        Test {
+            dir: tempfile::tempdir().expect("tempdir"),
+            env: Vec::new(),
+            args: Vec::new(),
+        }
     }
 
     /// A test whose folder holds `spec-runner.toml` with this text.
@@ -56,7 +64,8 @@ impl Test {
     }
 
     pub fn read(&self, name: &str) -> String {
-        std::fs::read_to_string(self.path().join(name)).unwrap_or_else(|e| panic!("read {name}: {e}"))
+        std::fs::read_to_string(self.path().join(name))
+            .unwrap_or_else(|e| panic!("read {name}: {e}"))
     }
 
     pub fn env(mut self, k: &str, v: &str) -> Test {
@@ -73,7 +82,9 @@ impl Test {
     /// `SPEC_RUNNER_*`, so a developer's shell cannot change a test's outcome.
     pub fn command(&self) -> Command {
         let mut cmd = Command::new(BIN);
-        cmd.current_dir(self.path()).args(&self.args).stdin(Stdio::null());
+        cmd.current_dir(self.path())
+            .args(&self.args)
+            .stdin(Stdio::null());
         for (k, _) in std::env::vars() {
             if k.starts_with("SPEC_RUNNER_") || k == "GITHUB_ACTIONS" || k == "NO_COLOR" {
                 cmd.env_remove(k);
@@ -110,17 +121,26 @@ impl Run {
 
     #[track_caller]
     pub fn stderr_has(&self, needle: &str) -> &Run {
-        assert!(self.stderr.contains(needle), "stderr lacks {needle:?}:\n{}", self.stderr);
+        assert!(
+            self.stderr.contains(needle),
+            "stderr lacks {needle:?}:\n{}",
+            self.stderr
+        );
         self
     }
 
     #[track_caller]
     pub fn stdout_has(&self, needle: &str) -> &Run {
-        assert!(self.stdout.contains(needle), "stdout lacks {needle:?}:\n{}", self.stdout);
+        assert!(
+            self.stdout.contains(needle),
+            "stdout lacks {needle:?}:\n{}",
+            self.stdout
+        );
         self
     }
 
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
     }
 }

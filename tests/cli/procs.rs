@@ -13,7 +13,12 @@ use crate::harness::Test;
 /// Whether a process exists and is not a zombie.
 pub fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().next()) != Some("Z"),
+        Ok(stat) => {
+            stat.rsplit(')')
+                .next()
+                .and_then(|rest| rest.split_whitespace().next())
+                != Some("Z")
+        }
         Err(_) => false,
     }
 }
@@ -48,7 +53,11 @@ pub struct Background {
 
 impl Background {
     pub fn from_command(mut cmd: std::process::Command) -> Background {
-        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start spec-runner");
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start spec-runner");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, events) = crossbeam_channel::unbounded();
         std::thread::spawn(move || {
@@ -58,22 +67,33 @@ impl Background {
                 }
             }
         });
-        Background { child, events, seen: Vec::new() }
+        Background {
+            child,
+            events,
+            seen: Vec::new(),
+        }
     }
 
     /// Waits for the first event matching `pred`; panics after `within`.
     pub fn wait_for(&mut self, within: Duration, pred: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + within;
         loop {
-            match self.events.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            match self
+                .events
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
                 Ok(v) => {
                     self.seen.push(v.clone());
                     if pred(&v) {
                         return v;
                     }
                 }
-                Err(RecvTimeoutError::Timeout) => panic!("no matching event within {within:?}; saw {:#?}", self.seen),
-                Err(RecvTimeoutError::Disconnected) => panic!("runner ended first; saw {:#?}", self.seen),
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!("no matching event within {within:?}; saw {:#?}", self.seen)
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    panic!("runner ended first; saw {:#?}", self.seen)
+                }
             }
         }
     }
@@ -109,7 +129,10 @@ impl Background {
 
 /// Parses NDJSON output.
 pub fn events(stdout: &str) -> Vec<Value> {
-    stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
 }
 
 /// The events of one kind (and spec, when given).

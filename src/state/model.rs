@@ -1,0 +1,153 @@
+//! The persisted state of a pipeline: what each spec did, across runs.
+//!
+//! Plain data with serde; `store` reads and writes it, `sink` keeps it current during a
+//! run. The format is versioned: a newer file is refused, never misread.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::config::policy::{CommandLine, Pipeline, Spec};
+use crate::runner::Status;
+
+/// The version this build writes and reads.
+pub const STATE_VERSION: u32 = 1;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StateFile {
+    pub version: u32,
+    /// The run that last wrote this file.
+    pub run_id: String,
+    /// The pid of the runner that last wrote this file.
+    pub runner_pid: u32,
+    pub updated_at: DateTime<Utc>,
+    pub specs: BTreeMap<String, SpecState>,
+}
+
+impl StateFile {
+    pub fn new(run_id: &str) -> StateFile {
+        StateFile {
+            version: STATE_VERSION,
+            run_id: run_id.to_string(),
+            runner_pid: std::process::id(),
+            updated_at: Utc::now(),
+            specs: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SpecState {
+    pub status: Status,
+    /// Every attempt ever made, oldest first.
+    #[serde(default)]
+    pub attempts: Vec<AttemptRecord>,
+    /// Retries in the current cycle (a manual restart or a changed definition resets it).
+    pub retry_count: u32,
+    pub max_retries: u32,
+    pub last_retry_at: Option<DateTime<Utc>>,
+    /// Why the spec ended as it did (failed, skipped, stopped).
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// Hash of command, cwd, env and dependencies: a change means "run again".
+    pub definition_hash: String,
+    /// The live attempt's process, while one runs.
+    #[serde(default)]
+    pub running: Option<RunningProcess>,
+}
+
+impl SpecState {
+    pub fn new(definition_hash: String, max_retries: u32) -> SpecState {
+        SpecState {
+            status: Status::Pending,
+            attempts: Vec::new(),
+            retry_count: 0,
+            max_retries,
+            last_retry_at: None,
+            reason: None,
+            definition_hash,
+            running: None,
+        }
+    }
+
+    /// The highest log number used so far.
+    pub fn last_log_number(&self) -> u32 {
+        self.attempts.iter().map(|a| a.number).max().unwrap_or(0)
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct AttemptRecord {
+    /// The log number: `task_<number>.log`. Counts every attempt ever made.
+    pub number: u32,
+    /// `SPEC_RUNNER_ATTEMPT` of that attempt: 1 + retries before it in its cycle.
+    pub attempt: u32,
+    pub started_at: DateTime<Utc>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub exit_code: Option<i32>,
+    pub signal: Option<String>,
+    pub reason: Option<String>,
+    pub log: PathBuf,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RunningProcess {
+    pub pid: u32,
+    pub pgid: u32,
+    /// Clock ticks since boot when it started: tells our process from a reused pid.
+    pub start_time: Option<u64>,
+}
+
+/// A stable hash of what a spec runs: command, cwd, env, dependencies (by name).
+pub fn definition_hash(p: &Pipeline, spec: &Spec) -> String {
+    let mut h = Fnv::default();
+    match &spec.command {
+        CommandLine::Shell(s) => {
+            h.field(b"sh");
+            h.field(s.as_bytes());
+        }
+        CommandLine::Argv(v) => {
+            h.field(b"argv");
+            for a in v {
+                h.field(a.as_bytes());
+            }
+        }
+    }
+    h.field(b"cwd");
+    h.field(spec.cwd.as_os_str().as_encoded_bytes());
+    h.field(b"env");
+    for (k, v) in &spec.env {
+        h.field(k.as_bytes());
+        h.field(v.as_bytes());
+    }
+    h.field(b"deps");
+    for &d in &spec.depends_on {
+        h.field(p.specs[d].name.as_bytes());
+    }
+    format!("{:016x}", h.0)
+}
+
+/// FNV-1a, 64 bits: stable across builds and platforms, unlike std's hasher.
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    fn bytes(&mut self, b: &[u8]) {
+        for &byte in b {
+            self.0 ^= u64::from(byte);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    /// A length-prefixed field, so that ("ab","c") and ("a","bc") differ.
+    fn field(&mut self, b: &[u8]) {
+        self.bytes(&(b.len() as u64).to_le_bytes());
+        self.bytes(b);
+    }
+}

@@ -1,0 +1,81 @@
+//! Deciding, from the saved state, what a new run does: which specs are up to date,
+//! which run again and with which retry count, and which process groups a killed
+//! runner left behind. Pure: reads the state, touches nothing.
+
+use super::model::{RunningProcess, StateFile, definition_hash};
+use crate::config::Pipeline;
+use crate::runner::Status;
+
+#[derive(Debug, Clone)]
+pub struct ResumePlan {
+    /// Definition hash of every spec.
+    pub hashes: Vec<String>,
+    /// Specs this run starts.
+    pub to_run: Vec<bool>,
+    /// Requested specs skipped because they succeeded with this very definition.
+    pub up_to_date: Vec<bool>,
+    /// Retry count each spec starts from.
+    pub initial_retries: Vec<u32>,
+    /// The next log number of each spec.
+    pub next_log: Vec<u32>,
+    /// Processes recorded as running: a killed runner left them.
+    pub abandoned: Vec<(String, RunningProcess)>,
+}
+
+/// How a run treats what it finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Skip succeeded, unchanged specs; carry interrupted specs' retry counts over.
+    Resume,
+    /// Run every requested spec from scratch.
+    Fresh,
+}
+
+pub fn plan(
+    p: &Pipeline,
+    requested: &[bool],
+    previous: Option<&StateFile>,
+    mode: Mode,
+) -> ResumePlan {
+    let n = p.specs.len();
+    let hashes: Vec<String> = p.specs.iter().map(|s| definition_hash(p, s)).collect();
+    let mut plan = ResumePlan {
+        hashes,
+        to_run: vec![false; n],
+        up_to_date: vec![false; n],
+        initial_retries: vec![0; n],
+        next_log: vec![1; n],
+        abandoned: Vec::new(),
+    };
+    for (i, spec) in p.specs.iter().enumerate() {
+        let prev = previous.and_then(|f| f.specs.get(&spec.name));
+        if let Some(s) = prev {
+            plan.next_log[i] = s.last_log_number() + 1;
+            if let Some(proc) = s.running {
+                plan.abandoned.push((spec.name.clone(), proc));
+            }
+        }
+        if !requested[i] {
+            continue;
+        }
+        let unchanged = prev.is_some_and(|s| s.definition_hash == plan.hashes[i]);
+        match (mode, prev) {
+            (Mode::Resume, Some(s)) if unchanged && s.status == Status::Succeeded => {
+                plan.up_to_date[i] = true
+            }
+            (Mode::Resume, Some(s)) if unchanged => {
+                plan.to_run[i] = true;
+                // Interrupted work continues its cycle; a spec that ended (failed,
+                // skipped) starts a new one.
+                if matches!(
+                    s.status,
+                    Status::Running | Status::Backoff | Status::Stopped | Status::Pending
+                ) {
+                    plan.initial_retries[i] = s.retry_count;
+                }
+            }
+            _ => plan.to_run[i] = true,
+        }
+    }
+    plan
+}

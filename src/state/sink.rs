@@ -1,0 +1,317 @@
+//! The state sink: the one writer of the state file during a run.
+//!
+//! The dispatcher feeds it events (cheap: an in-memory update under a lock); a writer
+//! thread serializes and replaces the file, coalescing bursts so that 10,000 fast specs
+//! do not mean 10,000 serial fsyncs, and writing at once when a retry is scheduled or
+//! the run ends. The dispatcher waits for a retry's state to be on disk before starting
+//! the retry, without blocking anything else.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use crossbeam_channel::{Receiver, Sender};
+
+use super::model::{AttemptRecord, RunningProcess, SpecState, StateFile};
+use super::store;
+use crate::runner::EventSink;
+use crate::runner::events::{Event, EventKind, Status};
+
+/// Shortest time between two writes of a burst.
+const COALESCE: Duration = Duration::from_millis(50);
+
+struct Shared {
+    dir: PathBuf,
+    model: Mutex<StateFile>,
+    /// Bumped on every change.
+    version: AtomicU64,
+    /// The last version on disk.
+    written: AtomicU64,
+    /// Set when a write failed: nobody should wait for durability any more.
+    failed: AtomicBool,
+    error: Mutex<Option<String>>,
+}
+
+enum Msg {
+    Dirty,
+    Urgent,
+    Close,
+}
+
+/// What the dispatcher holds to wait for durability.
+#[derive(Clone)]
+pub struct StateHandle {
+    shared: Arc<Shared>,
+    /// Versions as they reach the disk.
+    pub flushed: Receiver<u64>,
+}
+
+impl StateHandle {
+    /// The version that includes every event so far.
+    pub fn version(&self) -> u64 {
+        self.shared.version.load(Ordering::SeqCst)
+    }
+
+    /// Whether `version` is on disk (or writes are failing, so waiting is pointless).
+    pub fn is_durable(&self, version: u64) -> bool {
+        self.shared.failed.load(Ordering::SeqCst)
+            || self.shared.written.load(Ordering::SeqCst) >= version
+    }
+}
+
+pub struct StateSink {
+    shared: Arc<Shared>,
+    tx: Sender<Msg>,
+    writer: Option<JoinHandle<()>>,
+    handle: StateHandle,
+}
+
+fn lock(m: &Mutex<StateFile>) -> MutexGuard<'_, StateFile> {
+    // A panic elsewhere must not stop the state from being saved.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl StateSink {
+    /// Writes `initial` synchronously (so an unwritable folder fails before any spec
+    /// starts), then keeps it current from events.
+    pub fn start(dir: PathBuf, initial: StateFile) -> std::io::Result<StateSink> {
+        let bytes = serde_json::to_vec_pretty(&initial).map_err(std::io::Error::other)?;
+        store::write_atomic(&dir, &bytes)?;
+        let shared = Arc::new(Shared {
+            dir,
+            model: Mutex::new(initial),
+            version: AtomicU64::new(1),
+            written: AtomicU64::new(1),
+            failed: AtomicBool::new(false),
+            error: Mutex::new(None),
+        });
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let (flushed_tx, flushed) = crossbeam_channel::unbounded();
+        let writer_shared = shared.clone();
+        let writer = std::thread::Builder::new()
+            .name("state-writer".into())
+            .spawn(move || writer_loop(&writer_shared, &rx, &flushed_tx))?;
+        Ok(StateSink {
+            handle: StateHandle {
+                shared: shared.clone(),
+                flushed,
+            },
+            shared,
+            tx,
+            writer: Some(writer),
+        })
+    }
+
+    pub fn handle(&self) -> StateHandle {
+        self.handle.clone()
+    }
+
+    /// Writes the final state and stops the writer; returns the first write error.
+    pub fn close(&mut self) -> Option<String> {
+        if let Some(w) = self.writer.take() {
+            let _ = self.tx.send(Msg::Close);
+            let _ = w.join();
+        }
+        self.shared.error.lock().ok().and_then(|e| e.clone())
+    }
+
+    fn apply(&self, event: &Event) -> bool {
+        let mut m = lock(&self.shared.model);
+        let mut urgent = false;
+        match &event.kind {
+            EventKind::RunStarted { run_id, .. } => {
+                m.run_id = run_id.clone();
+                m.runner_pid = std::process::id();
+            }
+            EventKind::AttemptStarted {
+                spec,
+                attempt,
+                log,
+                log_number,
+                started,
+                ..
+            } => {
+                if let Some(s) = m.specs.get_mut(spec) {
+                    s.status = Status::Running;
+                    s.running = started.map(|st| RunningProcess {
+                        pid: st.pid,
+                        pgid: st.pgid,
+                        start_time: st.start_time,
+                    });
+                    s.attempts.push(AttemptRecord {
+                        number: *log_number,
+                        attempt: *attempt,
+                        started_at: event.ts,
+                        ended_at: None,
+                        exit_code: None,
+                        signal: None,
+                        reason: None,
+                        log: log.clone(),
+                    });
+                }
+                // The process group must be on disk soon: a runner killed now leaves it
+                // for the next run to end.
+                urgent = true;
+            }
+            EventKind::AttemptFinished {
+                spec,
+                exit_code,
+                signal,
+                reason,
+                log,
+                ..
+            } => {
+                if let Some(s) = m.specs.get_mut(spec) {
+                    s.running = None;
+                    if let Some(a) = s.attempts.iter_mut().rev().find(|a| &a.log == log) {
+                        a.ended_at = Some(event.ts);
+                        a.exit_code = *exit_code;
+                        a.signal = signal.clone();
+                        a.reason = reason.clone();
+                    }
+                }
+            }
+            EventKind::RetryScheduled { spec, retry, .. } => {
+                if let Some(s) = m.specs.get_mut(spec) {
+                    s.status = Status::Backoff;
+                    s.retry_count = *retry;
+                    s.last_retry_at = Some(event.ts);
+                }
+                urgent = true;
+            }
+            EventKind::SpecFinished {
+                spec,
+                status,
+                reason,
+                ..
+            } => {
+                if let Some(s) = m.specs.get_mut(spec) {
+                    s.status = *status;
+                    s.reason = reason.clone();
+                    s.running = None;
+                }
+            }
+            EventKind::RunFinished { .. } => urgent = true,
+        }
+        m.updated_at = Utc::now();
+        urgent
+    }
+}
+
+impl EventSink for StateSink {
+    fn event(&mut self, event: &Event) {
+        let urgent = self.apply(event);
+        self.shared.version.fetch_add(1, Ordering::SeqCst);
+        let _ = self.tx.send(if urgent { Msg::Urgent } else { Msg::Dirty });
+    }
+}
+
+impl Drop for StateSink {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn writer_loop(shared: &Shared, rx: &Receiver<Msg>, flushed: &Sender<u64>) {
+    let mut last_write: Option<Instant> = None;
+    while let Ok(first) = rx.recv() {
+        let mut urgent = !matches!(first, Msg::Dirty);
+        let mut close = matches!(first, Msg::Close);
+        // Coalesce a burst: wait out the interval unless something urgent arrives.
+        if !urgent && let Some(t) = last_write {
+            let deadline = t + COALESCE;
+            while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+                match rx.recv_timeout(left) {
+                    Ok(Msg::Dirty) => {}
+                    Ok(Msg::Urgent) => break,
+                    Ok(Msg::Close) => {
+                        close = true;
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        for msg in rx.try_iter() {
+            urgent |= !matches!(msg, Msg::Dirty);
+            close |= matches!(msg, Msg::Close);
+        }
+        let _ = urgent;
+        write_now(shared, flushed);
+        last_write = Some(Instant::now());
+        if close {
+            break;
+        }
+    }
+}
+
+fn write_now(shared: &Shared, flushed: &Sender<u64>) {
+    let (version, bytes) = {
+        let m = lock(&shared.model);
+        let version = shared.version.load(Ordering::SeqCst);
+        if shared.written.load(Ordering::SeqCst) >= version {
+            return;
+        }
+        (version, serde_json::to_vec_pretty(&*m))
+    };
+    let result = bytes
+        .map_err(std::io::Error::other)
+        .and_then(|b| store::write_atomic(&shared.dir, &b));
+    match result {
+        Ok(()) => {
+            shared.written.store(version, Ordering::SeqCst);
+        }
+        Err(e) => {
+            shared.failed.store(true, Ordering::SeqCst);
+            if let Ok(mut slot) = shared.error.lock()
+                && slot.is_none()
+            {
+                *slot = Some(format!(
+                    "cannot write the state file in `{}`: {e}",
+                    shared.dir.display()
+                ));
+            }
+        }
+    }
+    let _ = flushed.send(version);
+}
+
+/// The state a run starts from: the previous file's history, with each spec that will
+/// run reset to pending.
+pub fn initial_state(
+    p: &crate::config::Pipeline,
+    previous: Option<&StateFile>,
+    plan: &super::resume::ResumePlan,
+    run_id: &str,
+) -> StateFile {
+    let mut file = StateFile::new(run_id);
+    for (i, spec) in p.specs.iter().enumerate() {
+        let hash = plan.hashes[i].clone();
+        let max = spec.policy.retry.max_retries;
+        let mut s = previous
+            .and_then(|prev| prev.specs.get(&spec.name).cloned())
+            .unwrap_or_else(|| SpecState::new(hash.clone(), max));
+        // An attempt cut short by the runner's death: close it, it does not count.
+        for a in s.attempts.iter_mut().filter(|a| a.ended_at.is_none()) {
+            a.ended_at = Some(Utc::now());
+            a.reason =
+                Some("interrupted: the runner itself stopped (not counted as a retry)".into());
+        }
+        s.running = None;
+        if plan.to_run[i] {
+            s.status = Status::Pending;
+            s.reason = None;
+            s.definition_hash = hash;
+            s.max_retries = max;
+            s.retry_count = plan.initial_retries[i];
+        } else if matches!(s.status, Status::Running | Status::Backoff) {
+            s.status = Status::Stopped;
+            s.reason = Some("interrupted: the runner itself stopped".into());
+        }
+        file.specs.insert(spec.name.clone(), s);
+    }
+    file
+}
