@@ -43,6 +43,42 @@ pub enum Command {
         after_help = "Examples:\n  spec-runner apply\n  spec-runner apply auth billing -j 2\n  SPEC_RUNNER_RETRY_MAX_RETRIES=5 spec-runner apply --format json > events.ndjson\n\nExit codes: 0 all succeeded, 1 a spec failed, 2 bad config or usage, 130 interrupted."
     )]
     Apply(ApplyArgs),
+    /// Show the saved state of every spec
+    #[command(
+        after_help = "Examples:\n  spec-runner status\n  spec-runner status --format json | jq '.specs'"
+    )]
+    Status {
+        #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+        format: PlanFormat,
+    },
+    /// Run specs again now, from a retry count of 0 (a manual restart does not count)
+    #[command(
+        after_help = "Examples:\n  spec-runner restart auth\n  spec-runner restart auth billing --format json"
+    )]
+    Restart {
+        /// The specs to run again
+        #[arg(value_name = "SPEC", required = true)]
+        specs: Vec<String>,
+        #[command(flatten)]
+        overrides: OverrideArgs,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Ask the running `apply` of this pipeline to stop; its running specs end as stopped
+    #[command(
+        after_help = "Examples:\n  spec-runner stop\n  spec-runner stop -f pipelines/nightly.toml"
+    )]
+    Stop,
+    /// Print the log of a spec's attempt (default: the latest)
+    #[command(
+        after_help = "Examples:\n  spec-runner logs auth\n  spec-runner logs auth --attempt 2 | less"
+    )]
+    Logs {
+        spec: String,
+        /// The attempt: the N of task_N.log
+        #[arg(long, value_name = "N")]
+        attempt: Option<u32>,
+    },
     /// Load, merge and validate the pipeline; print every problem
     #[command(
         after_help = "Examples:\n  spec-runner validate\n  SPEC_RUNNER_RETRY_MAX_RETRIES=7 spec-runner validate -f ci/spec-runner.toml"

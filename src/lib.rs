@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod config;
+mod control;
 pub mod exec;
 pub mod exit;
 pub mod plan;

@@ -65,6 +65,26 @@ fn dispatch(cli: Cli) -> u8 {
             Ok(p) => apply(&p, args),
             Err(code) => code,
         },
+        Command::Restart {
+            specs,
+            overrides,
+            output,
+        } => match load(g, overrides) {
+            Ok(p) => restart(&p, specs, output),
+            Err(code) => code,
+        },
+        Command::Status { format } => match load(g, &OverrideArgs::default()) {
+            Ok(p) => crate::control::status(&p, *format == PlanFormat::Json),
+            Err(code) => code,
+        },
+        Command::Stop => match load(g, &OverrideArgs::default()) {
+            Ok(p) => crate::control::stop(&p),
+            Err(code) => code,
+        },
+        Command::Logs { spec, attempt } => match load(g, &OverrideArgs::default()) {
+            Ok(p) => crate::control::logs(&p, spec, *attempt),
+            Err(code) => code,
+        },
         Command::Schema { check, dir } => schema_cmd(g, *check, dir.as_deref()),
         Command::Init { force } => init(g, *force),
     }
@@ -255,6 +275,35 @@ fn apply(p: &Pipeline, args: &ApplyArgs) -> u8 {
     execute(p, RunRequest { requested, mode }, &args.output)
 }
 
+fn restart(p: &Pipeline, names: &[String], out: &OutputArgs) -> u8 {
+    let mut requested = vec![false; p.specs.len()];
+    for name in names {
+        match p.index_of(name) {
+            Some(i) => requested[i] = true,
+            None => {
+                let hint =
+                    config::diag::did_you_mean(name, p.specs.iter().map(|s| s.name.as_str()))
+                        .map(|s| format!("; did you mean `{s}`?"))
+                        .unwrap_or_default();
+                eprintln!(
+                    "error: no spec named `{name}` in {}{hint}",
+                    p.file.display()
+                );
+                return exit::USAGE;
+            }
+        }
+    }
+    // Only these specs: what they depend on is taken as done.
+    execute(
+        p,
+        RunRequest {
+            requested,
+            mode: crate::state::resume::Mode::Fresh,
+        },
+        out,
+    )
+}
+
 fn execute(p: &Pipeline, req: RunRequest, out: &OutputArgs) -> u8 {
     use crate::state::{resume, sink, store};
     use std::io::IsTerminal;
@@ -279,7 +328,7 @@ fn execute(p: &Pipeline, req: RunRequest, out: &OutputArgs) -> u8 {
         eprintln!("warning: {w}");
     }
     let plan = resume::plan(p, &req.requested, loaded.state.as_ref(), req.mode);
-    end_abandoned(p, &plan);
+    end_abandoned(p, &plan, loaded.state.as_ref());
 
     let run_id = new_run_id();
     let initial = sink::initial_state(p, loaded.state.as_ref(), &plan, &run_id);
@@ -346,7 +395,11 @@ fn execute(p: &Pipeline, req: RunRequest, out: &OutputArgs) -> u8 {
 
 /// Ends the process groups a killed runner left running (matching pid and start time,
 /// so a reused pid is never signalled).
-fn end_abandoned(p: &Pipeline, plan: &crate::state::resume::ResumePlan) {
+fn end_abandoned(
+    p: &Pipeline,
+    plan: &crate::state::resume::ResumePlan,
+    previous: Option<&crate::state::model::StateFile>,
+) {
     for (name, proc) in &plan.abandoned {
         let grace = p
             .index_of(name)
@@ -357,6 +410,32 @@ fn end_abandoned(p: &Pipeline, plan: &crate::state::resume::ResumePlan) {
             eprintln!(
                 "warning: ended process group {} of spec `{name}`, left running by a runner that was killed",
                 proc.pgid
+            );
+        }
+    }
+    // A runner killed between starting an attempt and recording it, or an attempt's
+    // process that left its group, is found by the run id in its environment.
+    let Some(prev) = previous else { return };
+    let interrupted = prev.specs.values().any(|s| {
+        matches!(
+            s.status,
+            crate::runner::Status::Running
+                | crate::runner::Status::Backoff
+                | crate::runner::Status::Pending
+        )
+    });
+    if interrupted {
+        let grace = p
+            .specs
+            .iter()
+            .map(|s| s.policy.terminate_grace)
+            .max()
+            .unwrap_or_default();
+        let n = crate::exec::end_processes_of_run(&prev.run_id, grace);
+        if n > 0 {
+            eprintln!(
+                "warning: ended {n} process(es) left running by run {} of a runner that was killed",
+                prev.run_id
             );
         }
     }

@@ -16,7 +16,10 @@ mod child;
 mod unix;
 
 pub use child::run_attempt;
-pub use unix::{become_child_subreaper, end_abandoned_group, process_start_time};
+pub use unix::{
+    become_child_subreaper, end_abandoned_group, end_processes_of_run, process_start_time,
+    request_stop,
+};
 
 /// Everything needed to run one attempt.
 #[derive(Clone, Debug)]

@@ -197,6 +197,77 @@ pub fn end_abandoned_group(pid: u32, pgid: u32, start_time: Option<u64>, grace: 
     true
 }
 
+/// Asks the runner `pid` to stop, as Ctrl-C would (SIGTERM).
+pub fn request_stop(pid: u32) -> io::Result<()> {
+    let Some(p) = to_pid(pid) else {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "invalid pid"));
+    };
+    rustix::process::kill_process(p, Signal::TERM)?;
+    Ok(())
+}
+
+/// Whether `/proc/<pid>/environ` holds exactly `entry` (`NAME=value`).
+fn environ_has(pid: u32, entry: &[u8]) -> bool {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .is_ok_and(|env| env.split(|&b| b == 0).any(|e| e == entry))
+}
+
+/// Ends every process that carries `SPEC_RUNNER_RUN_ID=<run_id>` in its environment:
+/// what a killed runner's attempts left behind, including processes that escaped
+/// their group (`setsid`) or started after the state file last recorded a group.
+/// SIGTERM to each process and its group, `grace`, then SIGKILL. Returns how many
+/// processes it found. The environment is inherited, so descendants are found too;
+/// a process that cleared its environment is not.
+pub fn end_processes_of_run(run_id: &str, grace: Duration) -> usize {
+    let entry = format!("SPEC_RUNNER_RUN_ID={run_id}").into_bytes();
+    let me = std::process::id();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let found: Vec<(u32, u32)> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| pid != me && environ_has(pid, &entry))
+        .filter_map(|pid| {
+            let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+            let f = StatFields::parse(&stat)?;
+            (!matches!(f.state, 'Z' | 'X')).then_some((pid, f.pgrp))
+        })
+        .collect();
+    if found.is_empty() {
+        return 0;
+    }
+    let send = |sig: Signal| {
+        for &(pid, pgid) in &found {
+            let _ = signal_group(pgid, sig);
+            if let Some(p) = to_pid(pid) {
+                let _ = rustix::process::kill_process(p, sig);
+            }
+        }
+    };
+    send(Signal::TERM);
+    let deadline = Instant::now() + grace;
+    let gone = |pids: &[(u32, u32)]| {
+        pids.iter().all(|&(pid, _)| {
+            std::fs::read(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| StatFields::parse(&s).map(|f| matches!(f.state, 'Z' | 'X')))
+                .unwrap_or(true)
+        })
+    };
+    while !gone(&found) && Instant::now() < deadline {
+        thread::sleep(GROUP_POLL);
+    }
+    if !gone(&found) {
+        send(Signal::KILL);
+        let deadline = Instant::now() + AFTER_KILL_WAIT;
+        while !gone(&found) && Instant::now() < deadline {
+            thread::sleep(GROUP_POLL);
+        }
+    }
+    found.len()
+}
+
 /// Makes the runner a child subreaper (`PR_SET_CHILD_SUBREAPER`, Linux only).
 ///
 /// Orphaned descendants of our attempts (a grandchild whose parent exited) are then

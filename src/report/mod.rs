@@ -66,6 +66,7 @@ pub fn summary(event: &Event) -> Option<String> {
         retries,
         flaky,
         duration,
+        up_to_date,
         ..
     } = &event.kind
     else {
@@ -78,6 +79,9 @@ pub fn summary(event: &Event) -> Option<String> {
     s.push_str(&format!(
         ", {failed} failed, {skipped} skipped, {stopped} stopped"
     ));
+    if *up_to_date > 0 {
+        s.push_str(&format!(", {up_to_date} up to date"));
+    }
     if *not_run > 0 {
         s.push_str(&format!(", {not_run} not run"));
     }

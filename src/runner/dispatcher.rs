@@ -13,7 +13,7 @@ use crossbeam_channel::{Receiver, Sender, select};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
-use super::events::{Event, EventKind, Status};
+use super::events::{Event, EventKind, Status, Tail};
 use super::pool::{Job, JobResult, Pool};
 use super::signal::SignalEvent;
 use crate::config::policy::Pipeline;
@@ -242,7 +242,7 @@ impl<'p> Dispatcher<'p> {
                 i,
                 Status::Stopped,
                 Some("stopped during backoff".into()),
-                Vec::new(),
+                Tail::default(),
                 sink,
             );
         }
@@ -262,7 +262,13 @@ impl<'p> Dispatcher<'p> {
                 } else {
                     "not retried: fail_fast"
                 };
-                self.conclude(i, Status::Stopped, Some(reason.into()), Vec::new(), sink);
+                self.conclude(
+                    i,
+                    Status::Stopped,
+                    Some(reason.into()),
+                    Tail::default(),
+                    sink,
+                );
                 continue;
             }
             self.specs[i].status = Status::Pending;
@@ -347,6 +353,7 @@ impl<'p> Dispatcher<'p> {
     ) {
         let spec = &self.p.specs[i];
         let success = end.cause == EndCause::Exited && end.exit_code == Some(0);
+        let tail: Tail = end.tail.as_slice().into();
         let reason = if success {
             None
         } else {
@@ -365,26 +372,27 @@ impl<'p> Dispatcher<'p> {
             reason: reason.clone(),
             duration: end.duration,
             log,
+            tail: tail.clone(),
         }));
         if success {
-            self.conclude(i, Status::Succeeded, None, Vec::new(), sink);
+            self.conclude(i, Status::Succeeded, None, tail, sink);
             return;
         }
         let reason = reason.unwrap_or_default();
         self.specs[i].had_failure = true;
         match &end.cause {
             EndCause::Stopped => {
-                self.conclude(i, Status::Stopped, Some(reason), end.tail, sink);
+                self.conclude(i, Status::Stopped, Some(reason), tail, sink);
                 return;
             }
             EndCause::SpawnFailed(_) | EndCause::LogFailed(_) => {
-                self.conclude(i, Status::Failed, Some(reason), end.tail, sink);
+                self.conclude(i, Status::Failed, Some(reason), tail, sink);
                 return;
             }
             _ => {}
         }
         if self.stopping || self.fail_fast_tripped {
-            self.conclude(i, Status::Failed, Some(reason), end.tail, sink);
+            self.conclude(i, Status::Failed, Some(reason), tail, sink);
             return;
         }
         let facts = FailureFacts {
@@ -395,7 +403,7 @@ impl<'p> Dispatcher<'p> {
                 EndCause::Hung => Some(TimeoutKind::Activity),
                 _ => None,
             },
-            output_tail: &end.tail,
+            output_tail: &tail,
         };
         let s = &self.specs[i];
         let ctx = RetryContext {
@@ -430,7 +438,7 @@ impl<'p> Dispatcher<'p> {
                     i,
                     Status::Failed,
                     Some(format!("{reason}; {why}")),
-                    end.tail,
+                    tail,
                     sink,
                 );
             }
@@ -439,7 +447,7 @@ impl<'p> Dispatcher<'p> {
                     i,
                     Status::Failed,
                     Some(format!("{reason}; {why}")),
-                    end.tail,
+                    tail,
                     sink,
                 );
                 self.abort(sink);
@@ -461,7 +469,7 @@ impl<'p> Dispatcher<'p> {
         i: usize,
         status: Status,
         reason: Option<String>,
-        tail: Vec<u8>,
+        tail: Tail,
         sink: &mut dyn EventSink,
     ) {
         let s = &mut self.specs[i];
@@ -500,7 +508,7 @@ impl<'p> Dispatcher<'p> {
                     j,
                     Status::Skipped,
                     Some(format!("fail_fast: `{name}` failed")),
-                    Vec::new(),
+                    Tail::default(),
                     sink,
                 );
             }
@@ -520,7 +528,7 @@ impl<'p> Dispatcher<'p> {
                     j,
                     Status::Skipped,
                     Some(format!("dependency `{name}` {}", status.as_str())),
-                    Vec::new(),
+                    Tail::default(),
                     sink,
                 );
             }
@@ -560,6 +568,7 @@ impl<'p> Dispatcher<'p> {
             failed: counts[1],
             skipped: counts[2],
             stopped: counts[3],
+            up_to_date: self.up_to_date,
             not_run,
             retries: self.retries_used,
             flaky,

@@ -43,6 +43,9 @@ impl Status {
     }
 }
 
+/// Output bytes shared between events without copying.
+pub type Tail = std::sync::Arc<[u8]>;
+
 fn ms<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_u64(d.as_millis().min(u128::from(u64::MAX)) as u64)
 }
@@ -94,6 +97,9 @@ pub enum EventKind {
         #[serde(rename = "duration_ms", serialize_with = "ms")]
         duration: Duration,
         log: PathBuf,
+        /// The end of this attempt's output (at most 64 KiB).
+        #[serde(skip)]
+        tail: Tail,
     },
     RetryScheduled {
         spec: String,
@@ -113,13 +119,15 @@ pub enum EventKind {
         log: Option<PathBuf>,
         /// The end of the last attempt's output, for failure reports.
         #[serde(skip)]
-        tail: Vec<u8>,
+        tail: Tail,
     },
     RunFinished {
         succeeded: usize,
         failed: usize,
         skipped: usize,
         stopped: usize,
+        /// Requested specs not run because they succeeded unchanged before.
+        up_to_date: usize,
         /// Specs never started (an interrupted run).
         not_run: usize,
         retries: u32,

@@ -1,0 +1,221 @@
+//! The commands that look at or steer a pipeline's state: `status`, `stop`, `logs`.
+//! They read the state file (always whole: it is replaced atomically) and never write it.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use crate::config::Pipeline;
+use crate::exit;
+use crate::plan::show_path;
+use crate::state::model::StateFile;
+use crate::state::store::{self, STATE_FILE};
+
+fn read_state(p: &Pipeline) -> Result<Option<StateFile>, String> {
+    let path = p.run.state_dir.join(STATE_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| format!("cannot read the state file `{}`: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!(
+            "cannot read the state file `{}`: {e}",
+            path.display()
+        )),
+    }
+}
+
+/// `status`: a table, or the state as JSON.
+pub fn status(p: &Pipeline, json: bool) -> u8 {
+    let state = match read_state(p) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::USAGE;
+        }
+    };
+    let holder = store::holder(&p.run.state_dir).ok().flatten();
+    if json {
+        let mut v = serde_json::to_value(&state).unwrap_or_default();
+        if let Some(obj) = v.as_object_mut() {
+            obj.insert("running_pid".into(), serde_json::json!(holder));
+        }
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return exit::SUCCESS;
+    }
+    let mut out = String::new();
+    match (&state, holder) {
+        (None, _) => out.push_str("no run yet: every spec is pending\n"),
+        (Some(s), Some(pid)) => {
+            out.push_str(&format!("run {} in progress (pid {pid})\n", s.run_id))
+        }
+        (Some(s), None) => out.push_str(&format!(
+            "last run {} (updated {})\n",
+            s.run_id,
+            s.updated_at.format("%Y-%m-%d %H:%M:%SZ")
+        )),
+    }
+    let mut rows = vec![
+        [
+            "SPEC",
+            "STATUS",
+            "ATTEMPTS",
+            "RETRY",
+            "LAST RETRY",
+            "LAST EXIT",
+            "LOG",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for spec in &p.specs {
+        let s = state.as_ref().and_then(|st| st.specs.get(&spec.name));
+        let row = match s {
+            None => vec![
+                spec.name.clone(),
+                "pending".into(),
+                "0".into(),
+                format!("0/{}", spec.policy.retry.max_retries),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+            ],
+            Some(s) => {
+                let last = s.attempts.last();
+                let exit = last.map_or("-".into(), |a| {
+                    match (a.exit_code, &a.signal, &a.ended_at) {
+                        (Some(c), _, _) => c.to_string(),
+                        (None, Some(sig), _) => sig.clone(),
+                        (None, None, None) => "running".into(),
+                        (None, None, Some(_)) => "-".into(),
+                    }
+                });
+                vec![
+                    spec.name.clone(),
+                    s.status.as_str().into(),
+                    s.attempts.len().to_string(),
+                    format!("{}/{}", s.retry_count, s.max_retries),
+                    s.last_retry_at
+                        .map_or("-".into(), |t| t.format("%Y-%m-%d %H:%M:%SZ").to_string()),
+                    exit,
+                    last.map_or("-".into(), |a| show_path(&p.dir, &a.log)),
+                ]
+            }
+        };
+        rows.push(row);
+    }
+    let widths: Vec<usize> = (0..7)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    for r in &rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    let _ = std::io::stdout().write_all(out.as_bytes());
+    exit::SUCCESS
+}
+
+/// `stop`: SIGTERM to the runner holding the lock, then wait until it has let go.
+pub fn stop(p: &Pipeline) -> u8 {
+    let dir = &p.run.state_dir;
+    let pid = match store::holder(dir) {
+        Ok(Some(pid)) => pid,
+        Ok(None) => {
+            eprintln!("no apply is running for {}", p.file.display());
+            return exit::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::USAGE;
+        }
+    };
+    if let Err(e) = crate::exec::request_stop(pid) {
+        eprintln!("error: cannot signal the runner (pid {pid}): {e}");
+        return exit::USAGE;
+    }
+    eprintln!("asked the runner (pid {pid}) to stop; waiting for its specs to end");
+    match store::wait_unlocked(dir) {
+        Ok(()) => {
+            eprintln!("stopped");
+            exit::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            exit::USAGE
+        }
+    }
+}
+
+/// The log folder of a spec and the numbers of its logs, ascending.
+fn log_numbers(dir: &PathBuf) -> Vec<u32> {
+    let mut nums: Vec<u32> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| {
+                let name = e.ok()?.file_name().into_string().ok()?;
+                name.strip_prefix("task_")?
+                    .strip_suffix(".log")?
+                    .parse()
+                    .ok()
+            })
+            .collect()
+        })
+        .unwrap_or_default();
+    nums.sort_unstable();
+    nums
+}
+
+/// `logs SPEC [--attempt N]`: the log's bytes, as written.
+pub fn logs(p: &Pipeline, name: &str, attempt: Option<u32>) -> u8 {
+    let Some(i) = p.index_of(name) else {
+        let hint = crate::config::diag::did_you_mean(name, p.specs.iter().map(|s| s.name.as_str()))
+            .map(|s| format!("; did you mean `{s}`?"))
+            .unwrap_or_default();
+        eprintln!(
+            "error: no spec named `{name}` in {}{hint}",
+            p.file.display()
+        );
+        return exit::USAGE;
+    };
+    let dir = p.specs[i].policy.retry_log_dir.join(name);
+    let nums = log_numbers(&dir);
+    let n = match (attempt, nums.last()) {
+        (Some(n), _) if nums.contains(&n) => n,
+        (Some(n), _) => {
+            let have = if nums.is_empty() {
+                "none".to_string()
+            } else {
+                nums.iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            eprintln!("error: spec `{name}` has no attempt {n} (attempts with logs: {have})");
+            return exit::USAGE;
+        }
+        (None, Some(&n)) => n,
+        (None, None) => {
+            eprintln!(
+                "error: spec `{name}` has no logs yet (looked in `{}`)",
+                dir.display()
+            );
+            return exit::USAGE;
+        }
+    };
+    let path = dir.join(format!("task_{n}.log"));
+    match std::fs::File::open(&path) {
+        Ok(mut f) => {
+            let mut out = std::io::stdout().lock();
+            let _ = std::io::copy(&mut f, &mut out);
+            let _ = out.flush();
+            exit::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: cannot read `{}`: {e}", path.display());
+            exit::USAGE
+        }
+    }
+}
