@@ -7,3 +7,4 @@ mod apply;
 mod config;
 mod harness;
 mod procs;
+mod state;

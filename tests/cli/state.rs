@@ -1,0 +1,389 @@
+//! Durable state: the lock, resume, a runner killed mid-run, stop, restart, logs,
+//! corrupt and newer state files.
+
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+use rustix::process::Signal;
+use serde_json::Value;
+
+use crate::harness::*;
+use crate::procs::*;
+
+fn state(t: &Test) -> Value {
+    serde_json::from_str(&t.read(".spec-runner/state.json")).expect("state.json parses")
+}
+
+fn wait_for_file(path: &std::path::Path) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !path.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The writer may not have finished the line yet.
+    std::thread::sleep(Duration::from_millis(50));
+}
+
+const LONG: &str = r#"
+terminate_grace_seconds = 5
+[specs.long]
+command = 'trap "exit 0" TERM; echo $$ > pid; while :; do sleep 0.1; done'
+"#;
+
+#[test]
+fn a_second_apply_is_refused_naming_the_holder_and_stop_ends_the_first() {
+    let t = Test::with_pipeline(LONG);
+    let mut bg = Background::apply(&t);
+    bg.wait_for(Duration::from_secs(30), |e| e["event"] == "attempt_started");
+    wait_for_file(&t.path().join("pid"));
+
+    let second = run_in(&t, &["apply"]);
+    second.code(2).stderr_has(&format!("pid {}", bg.child.id()));
+    run_in(&t, &["restart", "long"])
+        .code(2)
+        .stderr_has(&format!("pid {}", bg.child.id()));
+
+    let stop = run_in(&t, &["stop"]);
+    stop.code(0);
+    let (code, _) = bg.wait_exit(Duration::from_secs(30));
+    assert_eq!(code, Some(130));
+    let ev = bg.rest();
+    assert_eq!(
+        of(&ev, "spec_finished", Some("long"))[0]["status"],
+        "stopped"
+    );
+    assert!(
+        of(&ev, "retry_scheduled", None).is_empty(),
+        "a stopped spec is never retried"
+    );
+    assert_eq!(state(&t)["specs"]["long"]["status"], "stopped");
+    run_in(&t, &["stop"])
+        .code(0)
+        .stderr_has("no apply is running");
+}
+
+#[test]
+fn the_lock_dies_with_a_killed_runner_and_its_group_is_ended_on_resume() {
+    let t = Test::with_pipeline(
+        r#"
+terminate_grace_seconds = 2
+[specs.sleeper]
+command = 'if [ -f done-once ]; then echo second run; exit 0; fi; touch done-once; echo $$ > pid; exec sleep 1000'
+"#,
+    );
+    let mut bg = Background::apply(&t);
+    bg.wait_for(Duration::from_secs(30), |e| e["event"] == "attempt_started");
+    wait_for_file(&t.path().join("pid"));
+    let pid = read_pids(&t.path().join("pid"))[0];
+    // The state must record the group before we kill the runner.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while state(&t)["specs"]["sleeper"]["running"].is_null() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "running process never recorded"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(state(&t)["specs"]["sleeper"]["running"]["pid"], pid);
+    bg.signal(Signal::KILL);
+    bg.wait_exit(Duration::from_secs(10));
+    assert!(
+        alive(pid),
+        "the spec outlives a kill -9 of the runner (its own group)"
+    );
+
+    let run = run_in(&t, &["apply", "--format", "json"]);
+    run.code(0).stderr_has("left running");
+    assert!(
+        wait_gone(&[pid], Duration::from_secs(5)).is_empty(),
+        "abandoned group ended"
+    );
+    let st = state(&t);
+    let attempts = st["specs"]["sleeper"]["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2);
+    assert!(
+        attempts[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not counted"),
+        "{}",
+        attempts[0]
+    );
+    assert_eq!(
+        st["specs"]["sleeper"]["retry_count"], 0,
+        "the cut-short attempt is not a retry"
+    );
+    // Logs are never overwritten: the second run wrote task_2.log.
+    assert!(
+        t.read(".spec-runner/logs/sleeper/task_2.log")
+            .contains("second run")
+    );
+}
+
+#[test]
+fn resume_skips_unchanged_successes_and_reruns_changed_and_failed_specs() {
+    let t = Test::with_pipeline(
+        r#"
+retry_max_retries = 0
+[specs.a]
+command = "echo a"
+[specs.b]
+command = "echo b"
+[specs.c]
+command = "test -f ok"
+"#,
+    );
+    let ev = events(&run_in(&t, &["apply", "--format", "json"]).code(1).stdout);
+    assert_eq!(of(&ev, "attempt_started", None).len(), 3);
+
+    // Nothing changed: only the failed spec runs again.
+    t.write("ok", "");
+    let ev = events(&run_in(&t, &["apply", "--format", "json"]).code(0).stdout);
+    let ran: Vec<&str> = of(&ev, "attempt_started", None)
+        .iter()
+        .map(|e| e["spec"].as_str().unwrap())
+        .collect();
+    assert_eq!(ran, vec!["c"]);
+    assert_eq!(ev[0]["up_to_date"], 2);
+
+    // A changed definition (here: env) runs again.
+    t.write(
+        "spec-runner.toml",
+        "retry_max_retries = 0\n[specs.a]\ncommand = \"echo a\"\nenv = { X = \"1\" }\n[specs.b]\ncommand = \"echo b\"\n[specs.c]\ncommand = \"test -f ok\"\n",
+    );
+    let ev = events(&run_in(&t, &["apply", "--format", "json"]).code(0).stdout);
+    let ran: Vec<&str> = of(&ev, "attempt_started", None)
+        .iter()
+        .map(|e| e["spec"].as_str().unwrap())
+        .collect();
+    assert_eq!(ran, vec!["a"]);
+
+    // --fresh runs everything.
+    let ev = events(
+        &run_in(&t, &["apply", "--fresh", "--format", "json"])
+            .code(0)
+            .stdout,
+    );
+    assert_eq!(of(&ev, "attempt_started", None).len(), 3);
+    assert_eq!(t.read(".spec-runner/logs/a/task_3.log"), "a\n");
+}
+
+#[test]
+fn a_killed_runner_carries_the_retry_count_over() {
+    let t = Test::with_pipeline(
+        r#"
+retry_max_retries = 3
+retry_backoff_seconds = 60
+[specs.flaky]
+command = 'echo "attempt $SPEC_RUNNER_ATTEMPT"; [ "$SPEC_RUNNER_ATTEMPT" -ge 2 ]'
+"#,
+    );
+    let mut bg = Background::apply(&t);
+    bg.wait_for(Duration::from_secs(30), |e| e["event"] == "retry_scheduled");
+    // The retry's state is written before the retry may start; wait for it on disk.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while state(&t)["specs"]["flaky"]["retry_count"] != 1 {
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bg.signal(Signal::KILL);
+    bg.wait_exit(Duration::from_secs(10));
+    assert_eq!(state(&t)["specs"]["flaky"]["status"], "backoff");
+    assert!(!state(&t)["specs"]["flaky"]["last_retry_at"].is_null());
+
+    let run = run_in(&t, &["apply", "--format", "json"]);
+    run.code(0);
+    let ev = events(&run.stdout);
+    assert_eq!(
+        of(&ev, "attempt_started", None)[0]["attempt"],
+        2,
+        "continues at attempt 2"
+    );
+    assert_eq!(t.read(".spec-runner/logs/flaky/task_2.log"), "attempt 2\n");
+}
+
+#[test]
+fn restart_runs_a_spec_again_with_a_fresh_retry_count() {
+    let t = Test::with_pipeline(
+        r#"
+retry_max_retries = 1
+retry_backoff_seconds = 0
+[specs.dep]
+command = "true"
+[specs.s]
+command = 'echo "attempt $SPEC_RUNNER_ATTEMPT"; test -f fixed'
+depends_on = ["dep"]
+"#,
+    );
+    run_in(&t, &["apply"]).code(1);
+    assert_eq!(state(&t)["specs"]["s"]["retry_count"], 1);
+    t.write("fixed", "");
+    let run = run_in(&t, &["restart", "s", "--format", "json"]);
+    run.code(0);
+    let ev = events(&run.stdout);
+    let started = of(&ev, "attempt_started", None);
+    assert_eq!(started.len(), 1, "only the named spec runs: {ev:#?}");
+    assert_eq!(started[0]["spec"], "s");
+    assert_eq!(started[0]["attempt"], 1);
+    assert_eq!(state(&t)["specs"]["s"]["retry_count"], 0);
+    assert_eq!(t.read(".spec-runner/logs/s/task_3.log"), "attempt 1\n");
+    run_in(&t, &["restart", "nope"])
+        .code(2)
+        .stderr_has("`nope`");
+}
+
+#[test]
+fn logs_prints_an_attempts_bytes_and_status_shows_the_table() {
+    let t = Test::with_pipeline(
+        r#"
+retry_max_retries = 2
+retry_backoff_seconds = 0
+[specs.s]
+command = 'printf "try %s\n" "$SPEC_RUNNER_ATTEMPT"; [ "$SPEC_RUNNER_ATTEMPT" = 3 ]'
+"#,
+    );
+    run_in(&t, &["apply"]).code(0);
+    assert_eq!(run_in(&t, &["logs", "s"]).code(0).stdout, "try 3\n");
+    assert_eq!(
+        run_in(&t, &["logs", "s", "--attempt", "1"]).code(0).stdout,
+        "try 1\n"
+    );
+    run_in(&t, &["logs", "s", "--attempt", "9"])
+        .code(2)
+        .stderr_has("1, 2, 3");
+    run_in(&t, &["logs", "nope"]).code(2);
+
+    let status = run_in(&t, &["status"]);
+    status.code(0);
+    let row = status
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("s "))
+        .expect("a row for s");
+    for cell in [
+        "succeeded",
+        "3",
+        "2/2",
+        "0",
+        ".spec-runner/logs/s/task_3.log",
+    ] {
+        assert!(row.contains(cell), "{row}");
+    }
+    let json = run_in(&t, &["status", "--format", "json"]).code(0).json();
+    assert_eq!(json["version"], 1);
+    assert_eq!(json["specs"]["s"]["attempts"].as_array().unwrap().len(), 3);
+    assert_eq!(json["specs"]["s"]["attempts"][0]["exit_code"], 1);
+}
+
+#[test]
+fn a_corrupt_state_file_is_moved_aside_and_the_run_starts_fresh() {
+    let t = Test::with_pipeline("[specs.a]\ncommand = \"true\"\n");
+    t.write(
+        ".spec-runner/state.json",
+        "{\"version\": 1, \"specs\": {\"a\": {\"stat",
+    );
+    let run = run_in(&t, &["apply"]);
+    run.code(0).stderr_has("moved it to");
+    let aside: Vec<String> = std::fs::read_dir(t.path().join(".spec-runner"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("state.json.corrupt-"))
+        .collect();
+    assert_eq!(aside.len(), 1);
+    assert_eq!(
+        t.read(&format!(".spec-runner/{}", aside[0])),
+        "{\"version\": 1, \"specs\": {\"a\": {\"stat"
+    );
+    assert_eq!(state(&t)["specs"]["a"]["status"], "succeeded");
+}
+
+#[test]
+fn a_state_file_from_a_newer_version_is_refused() {
+    let t = Test::with_pipeline("[specs.a]\ncommand = \"true\"\n");
+    let newer = "{\"version\": 99, \"run_id\": \"x\", \"specs\": {}}";
+    t.write(".spec-runner/state.json", newer);
+    run_in(&t, &["apply"])
+        .code(2)
+        .stderr_has("newer")
+        .stderr_has("state.json");
+    assert_eq!(t.read(".spec-runner/state.json"), newer, "left untouched");
+}
+
+#[test]
+fn state_and_lock_are_private_and_the_folder_ignores_itself() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = Test::with_pipeline("[specs.a]\ncommand = \"true\"\n");
+    run_in(&t, &["apply"]).code(0);
+    let mode = |p: &str| {
+        std::fs::metadata(t.path().join(p))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode(".spec-runner"), 0o700);
+    assert_eq!(mode(".spec-runner/state.json"), 0o600);
+    assert_eq!(t.read(".spec-runner/.gitignore"), "*\n");
+}
+
+/// kill -9 the runner at random moments; the state must always parse, and a final
+/// run must finish every spec with no process of any spec left alive.
+#[test]
+fn chaos_kill_the_runner_at_random_moments() {
+    let seed: u64 = std::env::var("CHAOS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    eprintln!("chaos seed: {seed} (set CHAOS_SEED to replay)");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut toml = String::from(
+        "jobs = 4\nretry_max_retries = 2\nretry_backoff_seconds = 0.05\nterminate_grace_seconds = 2\n",
+    );
+    for i in 0..30 {
+        // Some specs fail their first attempt; some sleep long enough to be cut short.
+        let sleep = [0.02, 0.1, 0.3, 1.5][i % 4];
+        let flaky = if i % 3 == 0 {
+            r#"[ "$SPEC_RUNNER_ATTEMPT" -ge 2 ] || exit 1; "#
+        } else {
+            ""
+        };
+        toml.push_str(&format!(
+            "[specs.s{i:02}]\ncommand = 'echo $$ >> \"$PIDS/$SPEC_RUNNER_SPEC\"; {flaky}sleep {sleep}; echo done'\n"
+        ));
+        if i >= 5 {
+            toml.push_str(&format!("depends_on = [\"s{:02}\"]\n", i % 5));
+        }
+    }
+    let t = Test::with_pipeline(&toml);
+    let pids_dir = t.path().join("pids");
+    std::fs::create_dir_all(&pids_dir).unwrap();
+    let t = t.env("PIDS", &pids_dir.display().to_string());
+    for round in 0..20 {
+        let mut bg = Background::apply(&t);
+        std::thread::sleep(Duration::from_millis(rng.random_range(0..400)));
+        bg.signal(Signal::KILL);
+        bg.wait_exit(Duration::from_secs(30));
+        if let Ok(text) = std::fs::read_to_string(t.path().join(".spec-runner/state.json")) {
+            let v: Value = serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("round {round}: torn state ({e}):\n{text}"));
+            assert_eq!(v["version"], 1);
+        }
+    }
+    let run = run_in(&t, &["apply", "--format", "json"]);
+    run.code(0);
+    let st = state(&t);
+    for (name, s) in st["specs"].as_object().unwrap() {
+        assert_eq!(s["status"], "succeeded", "{name}");
+    }
+    let mut pids = Vec::new();
+    for e in std::fs::read_dir(&pids_dir).unwrap() {
+        pids.extend(read_pids(&e.unwrap().path()));
+    }
+    assert!(!pids.is_empty());
+    let left = wait_gone(&pids, Duration::from_secs(10));
+    assert!(left.is_empty(), "spec processes left alive: {left:?}");
+}
