@@ -22,10 +22,21 @@ use crate::runner::events::{Event, EventKind, Status};
 
 /// Shortest time between two writes of a burst.
 const COALESCE: Duration = Duration::from_millis(50);
+/// The writer rests at least this many times as long as its last write took, so that
+/// with a huge pipeline it costs a bounded share of a core.
+const REST_FACTOR: u32 = 4;
+
+/// The state, plus each spec's serialized form, redone only when the spec changed:
+/// a write costs O(changed specs) under the lock, and a copy of bytes outside it.
+struct Model {
+    file: StateFile,
+    dirty: std::collections::BTreeSet<String>,
+    cache: std::collections::HashMap<String, Arc<str>>,
+}
 
 struct Shared {
     dir: PathBuf,
-    model: Mutex<StateFile>,
+    model: Mutex<Model>,
     /// Bumped on every change.
     version: AtomicU64,
     /// The last version on disk.
@@ -69,7 +80,7 @@ pub struct StateSink {
     handle: StateHandle,
 }
 
-fn lock(m: &Mutex<StateFile>) -> MutexGuard<'_, StateFile> {
+fn lock(m: &Mutex<Model>) -> MutexGuard<'_, Model> {
     // A panic elsewhere must not stop the state from being saved.
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -78,11 +89,16 @@ impl StateSink {
     /// Writes `initial` synchronously (so an unwritable folder fails before any spec
     /// starts), then keeps it current from events.
     pub fn start(dir: PathBuf, initial: StateFile) -> std::io::Result<StateSink> {
-        let bytes = serde_json::to_vec_pretty(&initial).map_err(std::io::Error::other)?;
-        store::write_atomic(&dir, &bytes)?;
+        let dirty = initial.specs.keys().cloned().collect();
+        let mut model = Model {
+            file: initial,
+            dirty,
+            cache: std::collections::HashMap::new(),
+        };
+        store::write_atomic(&dir, &model.render())?;
         let shared = Arc::new(Shared {
             dir,
-            model: Mutex::new(initial),
+            model: Mutex::new(model),
             version: AtomicU64::new(1),
             written: AtomicU64::new(1),
             failed: AtomicBool::new(false),
@@ -119,7 +135,12 @@ impl StateSink {
     }
 
     fn apply(&self, event: &Event) -> bool {
-        let mut m = lock(&self.shared.model);
+        let mut guard = lock(&self.shared.model);
+        let model = &mut *guard;
+        if let Some(spec) = event_spec(event) {
+            model.dirty.insert(spec.to_string());
+        }
+        let m = &mut model.file;
         let mut urgent = false;
         match &event.kind {
             EventKind::RunStarted { run_id, .. } => {
@@ -152,9 +173,8 @@ impl StateSink {
                         log: log.clone(),
                     });
                 }
-                // The process group must be on disk soon: a runner killed now leaves it
-                // for the next run to end.
-                urgent = true;
+                // Not urgent: a runner killed before this reaches the disk leaves a
+                // process the next run finds by its run id (`end_processes_of_run`).
             }
             EventKind::AttemptFinished {
                 spec,
@@ -215,14 +235,81 @@ impl Drop for StateSink {
     }
 }
 
+fn event_spec(event: &Event) -> Option<&str> {
+    match &event.kind {
+        EventKind::AttemptStarted { spec, .. }
+        | EventKind::AttemptFinished { spec, .. }
+        | EventKind::RetryScheduled { spec, .. }
+        | EventKind::SpecFinished { spec, .. } => Some(spec),
+        EventKind::RunStarted { .. } | EventKind::RunFinished { .. } => None,
+    }
+}
+
+impl Model {
+    /// Re-serializes the specs that changed; returns the pieces of the file.
+    fn pieces(&mut self) -> (String, Vec<(String, Arc<str>)>) {
+        for name in std::mem::take(&mut self.dirty) {
+            if let Some(s) = self.file.specs.get(&name) {
+                let text = serde_json::to_string(s).unwrap_or_else(|_| "null".into());
+                self.cache.insert(name, text.into());
+            }
+        }
+        let header = serde_json::json!({
+            "version": self.file.version,
+            "run_id": self.file.run_id,
+            "runner_pid": self.file.runner_pid,
+            "updated_at": self.file.updated_at,
+        })
+        .to_string();
+        let specs = self
+            .file
+            .specs
+            .keys()
+            .filter_map(|k| Some((k.clone(), self.cache.get(k)?.clone())))
+            .collect();
+        (header, specs)
+    }
+
+    fn render(&mut self) -> Vec<u8> {
+        let (header, specs) = self.pieces();
+        assemble(&header, &specs)
+    }
+}
+
+/// `{header fields…, "specs": {"name": {…}, …}}`, one spec per line.
+fn assemble(header: &str, specs: &[(String, Arc<str>)]) -> Vec<u8> {
+    let size = header.len()
+        + specs
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 8)
+            .sum::<usize>()
+        + 16;
+    let mut out = Vec::with_capacity(size);
+    out.extend_from_slice(header.trim_end_matches('}').as_bytes());
+    out.extend_from_slice(b",\"specs\":{");
+    for (i, (name, json)) in specs.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"\n");
+        // Spec names are validated ([A-Za-z0-9._-]), but quote them properly anyway.
+        out.extend_from_slice(serde_json::to_string(name).unwrap_or_default().as_bytes());
+        out.push(b':');
+        out.extend_from_slice(json.as_bytes());
+    }
+    out.extend_from_slice(b"\n}}\n");
+    out
+}
+
 fn writer_loop(shared: &Shared, rx: &Receiver<Msg>, flushed: &Sender<u64>) {
     let mut last_write: Option<Instant> = None;
+    let mut rest = COALESCE;
     while let Ok(first) = rx.recv() {
         let mut urgent = !matches!(first, Msg::Dirty);
         let mut close = matches!(first, Msg::Close);
         // Coalesce a burst: wait out the interval unless something urgent arrives.
         if !urgent && let Some(t) = last_write {
-            let deadline = t + COALESCE;
+            let deadline = t + rest;
             while let Some(left) = deadline.checked_duration_since(Instant::now()) {
                 match rx.recv_timeout(left) {
                     Ok(Msg::Dirty) => {}
@@ -240,8 +327,10 @@ fn writer_loop(shared: &Shared, rx: &Receiver<Msg>, flushed: &Sender<u64>) {
             close |= matches!(msg, Msg::Close);
         }
         let _ = urgent;
+        let began = Instant::now();
         write_now(shared, flushed);
         last_write = Some(Instant::now());
+        rest = COALESCE.max(began.elapsed() * REST_FACTOR);
         if close {
             break;
         }
@@ -249,17 +338,16 @@ fn writer_loop(shared: &Shared, rx: &Receiver<Msg>, flushed: &Sender<u64>) {
 }
 
 fn write_now(shared: &Shared, flushed: &Sender<u64>) {
-    let (version, bytes) = {
-        let m = lock(&shared.model);
+    let (version, header, specs) = {
+        let mut m = lock(&shared.model);
         let version = shared.version.load(Ordering::SeqCst);
         if shared.written.load(Ordering::SeqCst) >= version {
             return;
         }
-        (version, serde_json::to_vec_pretty(&*m))
+        let (header, specs) = m.pieces();
+        (version, header, specs)
     };
-    let result = bytes
-        .map_err(std::io::Error::other)
-        .and_then(|b| store::write_atomic(&shared.dir, &b));
+    let result = store::write_atomic(&shared.dir, &assemble(&header, &specs));
     match result {
         Ok(()) => {
             shared.written.store(version, Ordering::SeqCst);
