@@ -194,6 +194,8 @@ impl StateSink {
                     s.running = None;
                 }
             }
+            // A hook changes no spec's state.
+            EventKind::HookFinished { .. } => {}
             EventKind::RunFinished { .. } => urgent = true,
         }
         m.updated_at = Utc::now();
