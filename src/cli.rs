@@ -40,7 +40,7 @@ pub struct GlobalArgs {
 pub enum Command {
     /// Run the pipeline (or the named specs and what they depend on)
     #[command(
-        after_help = "Examples:\n  spec-runner apply\n  spec-runner apply auth billing -j 2\n  SPEC_RUNNER_RETRY_MAX_RETRIES=5 spec-runner apply --format json > events.ndjson\n\nExit codes: 0 all succeeded, 1 a spec failed, 2 bad config or usage, 130 interrupted."
+        after_help = "Examples:\n  spec-runner apply\n  spec-runner apply auth billing -j 2\n  SPEC_RUNNER_RETRY_MAX_RETRIES=5 spec-runner apply --format json > events.ndjson\n  spec-runner apply --junit target/spec-runner.xml   # in CI: plain lines, a JUnit report\n\nExit codes: 0 all succeeded, 1 a spec failed, 2 bad config or usage, 130 interrupted."
     )]
     Apply(ApplyArgs),
     /// Show the saved state of every spec
@@ -163,6 +163,9 @@ pub struct OutputArgs {
     /// Print only failures and the summary
     #[arg(short, long)]
     pub quiet: bool,
+    /// Write a JUnit XML report there after the run (overrides the `junit_path` key)
+    #[arg(long, value_name = "PATH")]
+    pub junit: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

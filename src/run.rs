@@ -354,6 +354,8 @@ fn execute(p: &Pipeline, req: RunRequest, out: &OutputArgs) -> u8 {
     let mut json;
     let mut bars;
     let mut plain;
+    let junit_path = out.junit.clone().or_else(|| p.run.junit_path.clone());
+    let mut junit = junit_path.as_ref().map(|_| junit_report(p, &plan));
     let mut sinks: Vec<&mut dyn crate::runner::EventSink> = vec![&mut state_sink];
     match out.format {
         ApplyFormat::Json => {
@@ -375,6 +377,9 @@ fn execute(p: &Pipeline, req: RunRequest, out: &OutputArgs) -> u8 {
             }
         }
     }
+    if let Some(j) = junit.as_mut() {
+        sinks.push(j);
+    }
     let opts = crate::runner::RunOptions {
         run_id,
         selected: plan.to_run.clone(),
@@ -390,7 +395,48 @@ fn execute(p: &Pipeline, req: RunRequest, out: &OutputArgs) -> u8 {
     if let Some(e) = state_sink.close() {
         eprintln!("warning: {e}");
     }
-    code
+    match (junit, junit_path) {
+        (Some(report), Some(path)) => write_junit(&report, &path, code),
+        _ => code,
+    }
+}
+
+/// The JUnit collector of a run: every requested spec, in pipeline order.
+fn junit_report(
+    p: &Pipeline,
+    plan: &crate::state::resume::ResumePlan,
+) -> crate::report::junit::JunitReport {
+    use crate::report::junit::{JunitReport, Planned};
+    let specs = p.specs.iter().enumerate().filter_map(|(i, s)| {
+        let planned = if plan.to_run[i] {
+            Planned::Run
+        } else if plan.up_to_date[i] {
+            Planned::UpToDate
+        } else {
+            return None;
+        };
+        Some((s.name.clone(), planned))
+    });
+    JunitReport::new(crate::plan::show_path(&cwd(), &p.file), specs)
+}
+
+/// Writes the report; a run that succeeded but could not write it exits 2 (a bad
+/// `--junit`/`junit_path`), any other run keeps its exit code.
+fn write_junit(report: &crate::report::junit::JunitReport, path: &Path, code: u8) -> u8 {
+    match report.write(path) {
+        Ok(()) => code,
+        Err(e) => {
+            eprintln!(
+                "error: cannot write the JUnit report `{}`: {e}",
+                path.display()
+            );
+            if code == exit::SUCCESS {
+                exit::USAGE
+            } else {
+                code
+            }
+        }
+    }
 }
 
 /// Ends the process groups a killed runner left running (matching pid and start time,

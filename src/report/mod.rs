@@ -2,6 +2,7 @@
 //! and never touch run state.
 
 pub mod json;
+pub mod junit;
 pub mod plain;
 pub mod progress;
 

@@ -1,4 +1,4 @@
-//! `apply` in CI: the `on_exhausted` hook.
+//! `apply` in CI: the JUnit report and the `on_exhausted` hook.
 
 use std::path::Path;
 use std::time::Duration;
@@ -8,6 +8,270 @@ use serde_json::Value;
 
 use crate::harness::*;
 use crate::procs::*;
+
+/// One flaky spec (passes on its third attempt), one that fails for good after two
+/// retries, and one skipped because it depends on the failing one.
+fn flaky_failed_skipped() -> Test {
+    Test::with_pipeline(&format!(
+        r#"
+retry_max_retries = 2
+retry_backoff_seconds = 0
+jobs = 1
+[specs.flaky]
+command = ["{}", "counter", "2"]
+[specs.broken]
+command = 'echo "broken on attempt $SPEC_RUNNER_ATTEMPT"; echo "::set-output name=x::injected"; exit 3'
+[specs.later]
+command = "true"
+depends_on = ["broken"]
+"#,
+        fixture("fail_then_pass.sh")
+    ))
+}
+
+/// Where an element of a JUnit report may appear: its allowed and required attributes
+/// and allowed child elements, space-separated.
+struct Shape {
+    attrs: &'static str,
+    required: &'static str,
+    children: &'static str,
+}
+
+/// The JUnit shape CI tools read: the Jenkins / Ant XSD, with Maven Surefire's
+/// `flaky*` and `rerun*` elements.
+fn junit_shape(element: &str) -> Option<Shape> {
+    let shape = |attrs, required, children| Shape {
+        attrs,
+        required,
+        children,
+    };
+    Some(match element {
+        "testsuites" => shape(
+            "name time tests failures errors skipped disabled timestamp uuid",
+            "",
+            "testsuite",
+        ),
+        "testsuite" => shape(
+            "name tests failures errors skipped disabled time timestamp hostname id package file",
+            "name tests",
+            "properties testcase system-out system-err",
+        ),
+        "properties" => shape("", "", "property"),
+        "property" => shape("name value", "name value", ""),
+        "testcase" => shape(
+            "name classname time timestamp assertions status file line",
+            "name",
+            "skipped error failure rerunFailure rerunError flakyFailure flakyError \
+             system-out system-err properties",
+        ),
+        "failure" | "error" | "skipped" => shape("message type", "", ""),
+        "rerunFailure" | "rerunError" | "flakyFailure" | "flakyError" => shape(
+            "message type timestamp time",
+            "",
+            "stackTrace system-out system-err",
+        ),
+        "stackTrace" | "system-out" | "system-err" => shape("", "", ""),
+        _ => return None,
+    })
+}
+
+fn listed(list: &str, name: &str) -> bool {
+    list.split_whitespace().any(|n| n == name)
+}
+
+/// Checks `xml` against [`junit_shape`]: every element in its place, only known
+/// attributes, required ones present, numbers and times well formed, one verdict per
+/// case, counts that add up. Returns the document for further checks.
+fn check_junit_shape(xml: &str) -> roxmltree::Document<'_> {
+    let doc = roxmltree::Document::parse(xml).unwrap_or_else(|e| panic!("not XML ({e}):\n{xml}"));
+    let root = doc.root_element();
+    assert_eq!(root.tag_name().name(), "testsuites");
+    for node in root.descendants().filter(roxmltree::Node::is_element) {
+        let name = node.tag_name().name();
+        let shape = junit_shape(name).unwrap_or_else(|| panic!("unknown <{name}>:\n{xml}"));
+        for a in node.attributes() {
+            assert!(
+                listed(shape.attrs, a.name()),
+                "<{name} {}>:\n{xml}",
+                a.name()
+            );
+            match a.name() {
+                "tests" | "failures" | "errors" | "skipped" | "disabled" => {
+                    assert!(a.value().parse::<u64>().is_ok(), "{name}@{}", a.name());
+                }
+                "time" => assert!(a.value().parse::<f64>().is_ok_and(|t| t >= 0.0)),
+                "timestamp" => {
+                    assert!(chrono::DateTime::parse_from_rfc3339(a.value()).is_ok());
+                }
+                _ => {}
+            }
+        }
+        for r in shape.required.split_whitespace() {
+            assert!(node.has_attribute(r), "<{name}> lacks {r}:\n{xml}");
+        }
+        for child in node.children().filter(roxmltree::Node::is_element) {
+            let c = child.tag_name().name();
+            assert!(listed(shape.children, c), "<{c}> inside <{name}>:\n{xml}");
+        }
+        if name == "testcase" {
+            let kinds: Vec<&str> = node.children().map(|c| c.tag_name().name()).collect();
+            let verdicts: Vec<&str> = kinds
+                .iter()
+                .copied()
+                .filter(|c| listed("failure error skipped", c))
+                .collect();
+            assert!(verdicts.len() <= 1, "{verdicts:?}:\n{xml}");
+            if kinds.iter().any(|k| k.starts_with("flaky")) {
+                assert!(verdicts.is_empty(), "flaky runs only in a pass:\n{xml}");
+            }
+            if kinds.iter().any(|k| k.starts_with("rerun")) {
+                assert!(verdicts == ["failure"] || verdicts == ["error"], "{xml}");
+            }
+        }
+    }
+    for suite in root.children().filter(|n| n.has_tag_name("testsuite")) {
+        let cases: Vec<_> = suite
+            .children()
+            .filter(|n| n.has_tag_name("testcase"))
+            .collect();
+        let tests = cases.len().to_string();
+        assert_eq!(suite.attribute("tests"), Some(tests.as_str()));
+        for (count, verdict) in [
+            ("failures", "failure"),
+            ("errors", "error"),
+            ("skipped", "skipped"),
+        ] {
+            let n = cases
+                .iter()
+                .filter(|c| c.children().any(|n| n.has_tag_name(verdict)))
+                .count()
+                .to_string();
+            assert_eq!(suite.attribute(count), Some(n.as_str()), "{count}:\n{xml}");
+        }
+    }
+    doc
+}
+
+/// The elements inside the testcase `spec`, with their `message` (or text).
+fn case_children(doc: &roxmltree::Document, spec: &str) -> Vec<(String, String)> {
+    let case = doc
+        .descendants()
+        .find(|n| n.has_tag_name("testcase") && n.attribute("name") == Some(spec))
+        .unwrap_or_else(|| panic!("no testcase `{spec}`"));
+    case.children()
+        .filter(roxmltree::Node::is_element)
+        .map(|n| {
+            let text = if n.tag_name().name() == "system-out" {
+                n.text().unwrap_or_default()
+            } else {
+                n.attribute("message").unwrap_or_default()
+            };
+            (n.tag_name().name().to_string(), text.to_string())
+        })
+        .collect()
+}
+
+/// The `system-out` of each element of `kind` in testcase `spec`.
+fn outputs_of(doc: &roxmltree::Document, spec: &str, kind: &str) -> Vec<String> {
+    doc.descendants()
+        .find(|n| n.has_tag_name("testcase") && n.attribute("name") == Some(spec))
+        .unwrap()
+        .children()
+        .filter(|n| n.has_tag_name(kind))
+        .map(|n| {
+            n.children()
+                .find(|c| c.has_tag_name("system-out"))
+                .and_then(|c| c.text())
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect()
+}
+
+fn names(list: &[(String, String)]) -> Vec<&str> {
+    list.iter().map(|(n, _)| n.as_str()).collect()
+}
+
+#[test]
+fn junit_records_a_flaky_a_failed_and_a_skipped_spec_with_every_attempt() {
+    let t = flaky_failed_skipped();
+    let run = run_in(&t, &["apply", "--junit", "reports/junit.xml"]);
+    run.code(1);
+    let xml = t.read("reports/junit.xml");
+    let doc = check_junit_shape(&xml);
+    let suites = doc.root_element();
+    assert_eq!(
+        ["tests", "failures", "errors", "skipped"].map(|a| suites.attribute(a)),
+        [Some("3"), Some("1"), Some("0"), Some("1")]
+    );
+
+    let flaky = case_children(&doc, "flaky");
+    assert_eq!(
+        names(&flaky),
+        ["flakyFailure", "flakyFailure", "system-out"],
+        "{xml}"
+    );
+    assert_eq!(flaky[0].1, "exit 1");
+    assert_eq!(
+        outputs_of(&doc, "flaky", "flakyFailure"),
+        ["attempt 1: failing\n", "attempt 2: failing\n"]
+    );
+    assert_eq!(flaky[2].1, "attempt 3: passing\n");
+
+    let broken = case_children(&doc, "broken");
+    assert_eq!(
+        names(&broken),
+        ["failure", "rerunFailure", "rerunFailure", "system-out"],
+        "{xml}"
+    );
+    assert!(broken[0].1.starts_with("exit 3"), "{}", broken[0].1);
+    assert_eq!(broken[1].1, "exit 3");
+    let reruns = outputs_of(&doc, "broken", "rerunFailure");
+    assert!(reruns[0].starts_with("broken on attempt 1"), "{reruns:?}");
+    assert!(reruns[1].starts_with("broken on attempt 2"), "{reruns:?}");
+    assert!(broken[3].1.starts_with("broken on attempt 3"), "{xml}");
+
+    let later = case_children(&doc, "later");
+    assert_eq!(names(&later), ["skipped"]);
+    assert!(later[0].1.contains("broken"), "{}", later[0].1);
+
+    let left: Vec<_> = std::fs::read_dir(t.path().join("reports"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["junit.xml"], "no temporary file is left behind");
+}
+
+#[test]
+fn junit_path_from_the_pipeline_is_written_even_when_the_run_is_interrupted() {
+    let t = Test::with_pipeline(
+        r#"
+junit_path = "out/report.xml"
+retry_max_retries = 3
+retry_backoff_seconds = 30
+[specs.waits]
+command = 'echo crashing; exit 1'
+"#,
+    );
+    let mut bg = Background::apply(&t);
+    bg.wait_for(Duration::from_secs(30), |e| e["event"] == "retry_scheduled");
+    bg.signal(Signal::INT);
+    let (code, _) = bg.wait_exit(Duration::from_secs(30));
+    assert_eq!(code, Some(130));
+    let xml = t.read("out/report.xml");
+    let doc = check_junit_shape(&xml);
+    let waits = case_children(&doc, "waits");
+    assert_eq!(names(&waits), ["error", "rerunFailure"], "{xml}");
+    assert!(waits[0].1.contains("stopped"), "{xml}");
+}
+
+#[test]
+fn a_junit_file_that_cannot_be_written_is_an_error() {
+    let t = Test::with_pipeline("[specs.ok]\ncommand = \"true\"\n");
+    t.write("blocker", "a file, not a folder");
+    let run = run_in(&t, &["apply", "--junit", "blocker/junit.xml"]);
+    run.code(2).stderr_has("cannot write the JUnit report");
+}
 
 /// A hook that records its environment and working folder in `hooks.txt`, after a
 /// pause: the run must wait for it.
