@@ -34,6 +34,23 @@ pub struct GlobalArgs {
         value_name = "PATH"
     )]
     pub config: Option<PathBuf>,
+    /// Colour: on a terminal unless NO_COLOR is set (auto), or forced on or off
+    #[arg(
+        long,
+        value_enum,
+        env = "SPEC_RUNNER_COLOR",
+        global = true,
+        default_value_t = ColorChoice::Auto,
+        value_name = "WHEN"
+    )]
+    pub color: ColorChoice,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
 }
 
 #[derive(Debug, Subcommand)]

@@ -34,6 +34,13 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
 
 fn dispatch(cli: Cli) -> u8 {
     let g = &cli.global;
+    let color = crate::report::use_color(
+        g.color,
+        std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        std::env::var_os("NO_COLOR").as_deref(),
+        std::env::var_os("TERM").as_deref(),
+    );
+    crate::report::set_color(color);
     match &cli.command {
         Command::Validate(o) => match load(g, o) {
             Ok(p) => {
@@ -62,7 +69,7 @@ fn dispatch(cli: Cli) -> u8 {
             Err(code) => code,
         },
         Command::Apply(args) => match load(g, &args.overrides) {
-            Ok(p) => apply(&p, args),
+            Ok(p) => apply(&p, args, color),
             Err(code) => code,
         },
         Command::Restart {
@@ -70,7 +77,7 @@ fn dispatch(cli: Cli) -> u8 {
             overrides,
             output,
         } => match load(g, overrides) {
-            Ok(p) => restart(&p, specs, output),
+            Ok(p) => restart(&p, specs, output, color),
             Err(code) => code,
         },
         Command::Status { format } => match load(g, &OverrideArgs::default()) {
@@ -259,7 +266,7 @@ struct RunRequest {
     mode: crate::state::resume::Mode,
 }
 
-fn apply(p: &Pipeline, args: &ApplyArgs) -> u8 {
+fn apply(p: &Pipeline, args: &ApplyArgs, color: bool) -> u8 {
     let requested = match select(p, &args.specs) {
         Ok(s) => s,
         Err(e) => {
@@ -272,10 +279,10 @@ fn apply(p: &Pipeline, args: &ApplyArgs) -> u8 {
     } else {
         crate::state::resume::Mode::Resume
     };
-    execute(p, RunRequest { requested, mode }, &args.output)
+    execute(p, RunRequest { requested, mode }, &args.output, color)
 }
 
-fn restart(p: &Pipeline, names: &[String], out: &OutputArgs) -> u8 {
+fn restart(p: &Pipeline, names: &[String], out: &OutputArgs, color: bool) -> u8 {
     let mut requested = vec![false; p.specs.len()];
     for name in names {
         match p.index_of(name) {
@@ -301,10 +308,11 @@ fn restart(p: &Pipeline, names: &[String], out: &OutputArgs) -> u8 {
             mode: crate::state::resume::Mode::Fresh,
         },
         out,
+        color,
     )
 }
 
-fn execute(p: &Pipeline, req: RunRequest, out: &OutputArgs) -> u8 {
+fn execute(p: &Pipeline, req: RunRequest, out: &OutputArgs, color: bool) -> u8 {
     use crate::state::{resume, sink, store};
     use std::io::IsTerminal;
 
@@ -351,9 +359,14 @@ fn execute(p: &Pipeline, req: RunRequest, out: &OutputArgs) -> u8 {
     };
 
     let handle = state_sink.handle();
+    let look = crate::report::plain::Look {
+        quiet: out.quiet,
+        color,
+    };
     let mut json;
     let mut bars;
     let mut plain;
+    let mut github;
     let junit_path = out.junit.clone().or_else(|| p.run.junit_path.clone());
     let mut junit = junit_path.as_ref().map(|_| junit_report(p, &plan));
     let mut sinks: Vec<&mut dyn crate::runner::EventSink> = vec![&mut state_sink];
@@ -364,18 +377,23 @@ fn execute(p: &Pipeline, req: RunRequest, out: &OutputArgs) -> u8 {
         }
         ApplyFormat::Human => {
             let use_bars = match out.progress {
-                Progress::Auto => std::io::stderr().is_terminal(),
+                // Quiet means lines: only failures and the summary.
+                Progress::Auto => !out.quiet && std::io::stderr().is_terminal(),
                 Progress::Bar => true,
                 Progress::Plain | Progress::None => false,
             };
             if use_bars {
-                bars = crate::report::progress::ProgressReporter::new(out.quiet);
+                bars = crate::report::progress::ProgressReporter::new(look);
                 sinks.push(&mut bars);
             } else if out.progress != Progress::None {
-                plain = crate::report::plain::PlainReporter::new(std::io::stderr(), out.quiet);
+                plain = crate::report::plain::PlainReporter::new(std::io::stderr(), look);
                 sinks.push(&mut plain);
             }
         }
+    }
+    if crate::report::in_github_actions(std::env::var_os("GITHUB_ACTIONS").as_deref()) {
+        github = crate::report::github::GithubReporter::new(std::io::stderr());
+        sinks.push(&mut github);
     }
     if let Some(j) = junit.as_mut() {
         sinks.push(j);

@@ -1,5 +1,7 @@
-//! `apply` in CI: the JUnit report and the `on_exhausted` hook.
+//! The CI face of `apply`: the JUnit report, GitHub Actions annotations, plain and
+//! coloured output, `--quiet`, the `on_exhausted` hook.
 
+use std::io::Read;
 use std::path::Path;
 use std::time::Duration;
 
@@ -273,6 +275,147 @@ fn a_junit_file_that_cannot_be_written_is_an_error() {
     run.code(2).stderr_has("cannot write the JUnit report");
 }
 
+#[test]
+fn github_actions_gets_an_error_with_the_log_in_a_group_and_a_flaky_warning() {
+    let t = flaky_failed_skipped().env("GITHUB_ACTIONS", "true");
+    let run = run_in(&t, &["apply"]);
+    run.code(1);
+    let err = &run.stderr;
+    run.stderr_has("::error title=spec `broken` failed::exit 3")
+        .stderr_has("::warning title=spec `flaky` is flaky::passed on attempt 3 after 2 failed: exit 1; exit 1");
+    // The log's tail sits in a group, inside a section where workflow commands are
+    // off: the spec's own `::set-output` is shown, not obeyed.
+    let group = err.find("::group::broken").expect("a group");
+    let end = err[group..].find("::endgroup::").expect("an endgroup") + group;
+    let inside = &err[group..end];
+    assert!(inside.contains("broken on attempt 3"), "{inside}");
+    let stop = inside
+        .lines()
+        .find_map(|l| l.strip_prefix("::stop-commands::"))
+        .expect("stop-commands");
+    let injected = inside.find("::set-output").expect("the output line");
+    assert!(inside.find("::stop-commands::").unwrap() < injected);
+    assert!(inside.find(&format!("::{stop}::")).unwrap() > injected);
+    assert_eq!(err.matches("::error").count(), 1, "{err}");
+
+    let plain = run_in(&flaky_failed_skipped(), &["apply"]);
+    assert!(
+        !plain.stderr.contains("::error") && !plain.stderr.contains("::warning"),
+        "annotations only in GitHub Actions:\n{}",
+        plain.stderr
+    );
+}
+
+/// Whether `s` holds an SGR (colour) escape sequence.
+fn has_colour(s: &str) -> bool {
+    regex::Regex::new("\x1b\\[[0-9;]*m").unwrap().is_match(s)
+}
+
+/// Runs `args` in `t` with stderr on a pseudo-terminal; returns what it showed there.
+fn on_terminal(t: &Test, args: &[&str], extra_env: &[(&str, &str)]) -> (Option<i32>, String) {
+    use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
+    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).expect("openpt");
+    grantpt(&master).expect("grantpt");
+    unlockpt(&master).expect("unlockpt");
+    let name = ptsname(&master, Vec::new()).expect("ptsname");
+    let slave = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(name.to_str().unwrap())
+        .expect("open the terminal");
+    let mut cmd = t.command();
+    cmd.args(args)
+        .env("TERM", "xterm-256color")
+        .stdout(std::process::Stdio::null())
+        .stderr(slave);
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("start spec-runner");
+    // The child holds the only other end now: reading ends (EIO) once it exits.
+    drop(cmd);
+    let mut master = std::fs::File::from(master);
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = master.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    });
+    let status = child.wait().expect("wait");
+    (status.code(), reader.join().expect("reader"))
+}
+
+#[test]
+fn colour_on_a_terminal_unless_no_color_or_never_and_never_off_a_terminal() {
+    let pipeline = "[specs.bad]\ncommand = \"exit 4\"\nretry_max_retries = 0\n";
+    let t = Test::with_pipeline(pipeline);
+    let plain = ["apply", "--fresh", "--progress", "plain"];
+
+    let (code, shown) = on_terminal(&t, &plain, &[]);
+    assert_eq!(code, Some(1));
+    assert!(has_colour(&shown), "colour on a terminal:\n{shown:?}");
+    assert!(shown.contains("FAILED"), "{shown:?}");
+
+    let (_, shown) = on_terminal(&t, &plain, &[("NO_COLOR", "1")]);
+    assert!(!has_colour(&shown), "NO_COLOR:\n{shown:?}");
+    assert!(shown.contains("FAILED"), "{shown:?}");
+
+    let (_, shown) = on_terminal(&t, &[&plain[..], &["--color", "never"]].concat(), &[]);
+    assert!(!has_colour(&shown), "--color never:\n{shown:?}");
+
+    // Bars on a terminal, but NO_COLOR still means no colour in them.
+    let (_, shown) = on_terminal(&t, &["apply", "--fresh"], &[("NO_COLOR", "1")]);
+    assert!(!has_colour(&shown), "bars with NO_COLOR:\n{shown:?}");
+
+    // Off a terminal: plain lines, no escape codes at all, unless forced.
+    let run = run_in(&t, &["apply", "--fresh"]);
+    assert!(!run.stderr.contains('\x1b'), "{:?}", run.stderr);
+    assert!(
+        run.stderr.lines().any(|l| l.contains("bad: FAILED")),
+        "{}",
+        run.stderr
+    );
+    let run = run_in(&t, &["apply", "--fresh", "--color", "always"]);
+    assert!(has_colour(&run.stderr), "{:?}", run.stderr);
+    let run = t
+        .command()
+        .args(["apply", "--fresh"])
+        .env("SPEC_RUNNER_COLOR", "always")
+        .output()
+        .unwrap();
+    assert!(has_colour(&String::from_utf8_lossy(&run.stderr)));
+}
+
+#[test]
+fn quiet_prints_only_failures_and_the_summary() {
+    let t = flaky_failed_skipped();
+    let run = run_in(&t, &["apply", "--quiet"]);
+    run.code(1);
+    // Each line without its timestamp; the log tail under a failure is indented.
+    let lines: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| !l.starts_with("    "))
+        .map(|l| l.split_once(' ').map_or(l, |(_, rest)| rest))
+        .collect();
+    assert_eq!(lines.len(), 3, "{}", run.stderr);
+    assert_eq!(lines[0], "broken: FAILED: exit 3; retries exhausted (2/2)");
+    assert_eq!(lines[1], "later: SKIPPED: dependency `broken` failed");
+    assert!(
+        lines[2].starts_with(
+            "1 succeeded (1 flaky: flaky), 1 failed, 1 skipped, 0 stopped; 4 retries; "
+        ),
+        "{}",
+        lines[2]
+    );
+    run.stderr_has("    | broken on attempt 3");
+}
+
 /// A hook that records its environment and working folder in `hooks.txt`, after a
 /// pause: the run must wait for it.
 const RECORDING_HOOK: &str = r#"on_exhausted = 'sleep 0.3; printf "%s|%s|%s|%s|%s\n" "$SPEC_RUNNER_SPEC" "$SPEC_RUNNER_REASON" "$SPEC_RUNNER_LOG" "$SPEC_RUNNER_ATTEMPTS" "$(pwd)" >> hooks.txt; echo notified'"#;
@@ -333,6 +476,42 @@ command = "true"
     // Hooks end before the run does, and are not specs.
     assert_eq!(ev.last().unwrap()["event"], "run_finished");
     assert_eq!(ev.last().unwrap()["failed"], 2);
+}
+
+#[test]
+fn a_failing_hook_is_reported_but_does_not_fail_the_run_again() {
+    let t = Test::with_pipeline(
+        r#"
+on_exhausted = "echo cannot notify; exit 5"
+retry_max_retries = 0
+[specs.fails]
+command = "exit 1"
+[specs.passes]
+command = "true"
+"#,
+    );
+    let run = run_in(&t, &["apply"]);
+    run.code(1)
+        .stderr_has("fails: on_exhausted FAILED: exit 5")
+        .stderr_has("1 succeeded, 1 failed");
+    let again = run_in(&t, &["apply", "passes", "--fresh", "--format", "json"]);
+    again.code(0);
+    assert!(of(&events(&again.stdout), "hook_finished", None).is_empty());
+    // A second failure of the same spec logs its hook under the next number.
+    let run = run_in(&t, &["apply", "fails", "--format", "json"]);
+    run.code(1);
+    let ev = events(&run.stdout);
+    let hook = of(&ev, "hook_finished", Some("fails"));
+    assert_eq!(hook[0]["exit_code"], 5);
+    assert_eq!(hook[0]["reason"], "exit 5");
+    assert!(
+        hook[0]["log"]
+            .as_str()
+            .unwrap()
+            .ends_with("on_exhausted_2.log"),
+        "{}",
+        hook[0]
+    );
 }
 
 #[test]
