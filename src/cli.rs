@@ -44,6 +44,9 @@ pub struct GlobalArgs {
         value_name = "WHEN"
     )]
     pub color: ColorChoice,
+    /// Diagnostics on stderr: -v what spec-runner decides, -vv also each step
+    #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -41,6 +41,7 @@ fn dispatch(cli: Cli) -> u8 {
         std::env::var_os("TERM").as_deref(),
     );
     crate::report::set_color(color);
+    init_tracing(g.verbose, color);
     match &cli.command {
         Command::Validate(o) => match load(g, o) {
             Ok(p) => {
@@ -97,6 +98,23 @@ fn dispatch(cli: Cli) -> u8 {
     }
 }
 
+/// `-v`: what spec-runner decides; `-vv`: each step; `-vvv`: everything. On stderr.
+fn init_tracing(verbose: u8, color: bool) {
+    let level = match verbose {
+        0 => return,
+        1 => tracing::Level::INFO,
+        2 => tracing::Level::DEBUG,
+        _ => tracing::Level::TRACE,
+    };
+    // `try_init`: a second call in one process (tests driving `run`) keeps the first.
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(level)
+        .with_ansi(color)
+        .with_target(false)
+        .try_init();
+}
+
 fn print_out(text: &str) -> u8 {
     let mut out = std::io::stdout().lock();
     // A closed pipe (`| head`) is not an error worth a message.
@@ -131,6 +149,7 @@ fn load(g: &GlobalArgs, o: &OverrideArgs) -> Result<Pipeline, u8> {
             for w in &p.warnings {
                 eprintln!("warning: {w}");
             }
+            tracing::info!(file = %p.file.display(), specs = p.specs.len(), "loaded the pipeline");
             Ok(p)
         }
         Err(problems) => {
@@ -358,6 +377,13 @@ fn execute(p: &Pipeline, req: RunRequest, out: &OutputArgs, color: bool) -> u8 {
         }
     };
 
+    tracing::info!(
+        run_id,
+        to_run = plan.to_run.iter().filter(|r| **r).count(),
+        up_to_date = plan.up_to_date.iter().filter(|u| **u).count(),
+        state_dir = %dir.display(),
+        "starting the run"
+    );
     let handle = state_sink.handle();
     let look = crate::report::plain::Look {
         quiet: out.quiet,
@@ -442,7 +468,10 @@ fn junit_report(
 /// `--junit`/`junit_path`), any other run keeps its exit code.
 fn write_junit(report: &crate::report::junit::JunitReport, path: &Path, code: u8) -> u8 {
     match report.write(path) {
-        Ok(()) => code,
+        Ok(()) => {
+            tracing::info!(path = %path.display(), "wrote the JUnit report");
+            code
+        }
         Err(e) => {
             eprintln!(
                 "error: cannot write the JUnit report `{}`: {e}",

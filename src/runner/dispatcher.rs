@@ -326,6 +326,7 @@ impl<'p> Dispatcher<'p> {
     fn dispatch(&mut self, pool: &Pool, _sink: &mut dyn EventSink) {
         for (i, reason) in std::mem::take(&mut self.hooks_due) {
             if let Some((job, control)) = self.hook_job(i, reason) {
+                tracing::debug!(spec = %job.name, log_dir = %job.log_dir.display(), "starting on_exhausted");
                 pool.submit(job);
                 self.hooks.push((i, control));
             }
@@ -359,6 +360,7 @@ impl<'p> Dispatcher<'p> {
                 ("SPEC_RUNNER_RUN_ID".into(), self.run_id.clone().into()),
             ];
             self.running += 1;
+            tracing::debug!(spec = %spec.name, attempt = s.retry_count + 1, "starting attempt");
             pool.submit(Job {
                 kind: JobKind::Attempt,
                 spec: i,
@@ -511,7 +513,9 @@ impl<'p> Dispatcher<'p> {
                 .map(|b| b.saturating_sub(self.retries_used)),
             previous_delay: s.previous_delay,
         };
-        match retry::decide(&spec.policy.retry, &facts, &ctx, &mut self.rng) {
+        let decision = retry::decide(&spec.policy.retry, &facts, &ctx, &mut self.rng);
+        tracing::info!(spec = %spec.name, attempt, ?decision, "decided after a failed attempt");
+        match decision {
             Decision::Retry { delay, .. } => {
                 let s = &mut self.specs[i];
                 s.retry_count += 1;

@@ -1,5 +1,5 @@
 //! The CI face of `apply`: the JUnit report, GitHub Actions annotations, plain and
-//! coloured output, `--quiet`, the `on_exhausted` hook.
+//! coloured output, `--quiet`, `-v`, the `on_exhausted` hook.
 
 use std::io::Read;
 use std::path::Path;
@@ -414,6 +414,29 @@ fn quiet_prints_only_failures_and_the_summary() {
         lines[2]
     );
     run.stderr_has("    | broken on attempt 3");
+}
+
+#[test]
+fn verbose_turns_on_diagnostics_on_stderr() {
+    let t = Test::with_pipeline(
+        "retry_backoff_seconds = 0\nretry_max_retries = 1\n[specs.once]\ncommand = \"exit 1\"\n",
+    );
+    let quiet = run_in(&t, &["apply"]);
+    assert!(
+        !quiet.stderr.contains("loaded the pipeline"),
+        "{}",
+        quiet.stderr
+    );
+    let v = run_in(&t, &["-v", "apply", "--fresh"]);
+    v.code(1)
+        .stderr_has("INFO")
+        .stderr_has("loaded the pipeline")
+        .stderr_has("decided after a failed attempt");
+    assert!(!v.stderr.contains("starting attempt"), "-v is not -vv");
+    run_in(&t, &["apply", "--fresh", "-vv"])
+        .code(1)
+        .stderr_has("DEBUG")
+        .stderr_has("starting attempt");
 }
 
 /// A hook that records its environment and working folder in `hooks.txt`, after a
