@@ -7,7 +7,14 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// Run a pipeline of long, crash-prone commands reliably: retries with backoff, hang
 /// detection, process-group kills, resumable state.
 #[derive(Debug, Parser)]
-#[command(name = "spec-runner", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "spec-runner",
+    version,
+    about,
+    long_about = None,
+    propagate_version = true,
+    after_help = "Examples:\n  spec-runner init && spec-runner plan --explain\n  spec-runner apply -j 4\n  spec-runner apply --junit target/spec-runner.xml   # in CI\n  spec-runner status\n\nEach command has its own --help; `spec-runner man` prints the manual."
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -137,6 +144,24 @@ pub enum Command {
         /// Overwrite an existing file
         #[arg(long)]
         force: bool,
+    },
+    /// Print a shell completion script
+    #[command(
+        after_help = "Examples:\n  spec-runner completions bash > ~/.local/share/bash-completion/completions/spec-runner\n  spec-runner completions zsh > ~/.zfunc/_spec-runner\n  spec-runner completions fish > ~/.config/fish/completions/spec-runner.fish"
+    )]
+    Completions {
+        /// The shell
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (or write one page per command into a folder)
+    #[command(
+        after_help = "Examples:\n  spec-runner man | man -l -\n  spec-runner man --dir /usr/local/share/man/man1"
+    )]
+    Man {
+        /// Write spec-runner.1 and a page per subcommand into this folder
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
     },
 }
 

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 use crate::cli::{
     ApplyArgs, ApplyFormat, Cli, Command, GlobalArgs, OutputArgs, OverrideArgs, PlanFormat,
@@ -95,6 +95,12 @@ fn dispatch(cli: Cli) -> u8 {
         },
         Command::Schema { check, dir } => schema_cmd(g, *check, dir.as_deref()),
         Command::Init { force } => init(g, *force),
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "spec-runner", &mut out);
+            print_out(&String::from_utf8_lossy(&out))
+        }
+        Command::Man { dir } => man(dir.as_deref()),
     }
 }
 
@@ -113,6 +119,31 @@ fn init_tracing(verbose: u8, color: bool) {
         .with_ansi(color)
         .with_target(false)
         .try_init();
+}
+
+/// The man page on stdout, or one page per command written into `dir`.
+fn man(dir: Option<&Path>) -> u8 {
+    let cmd = Cli::command();
+    let Some(dir) = dir else {
+        let mut out = Vec::new();
+        return match clap_mangen::Man::new(cmd).render(&mut out) {
+            Ok(()) => print_out(&String::from_utf8_lossy(&out)),
+            Err(e) => {
+                eprintln!("error: cannot render the man page: {e}");
+                exit::USAGE
+            }
+        };
+    };
+    match std::fs::create_dir_all(dir).and_then(|()| clap_mangen::generate_to(cmd, dir)) {
+        Ok(()) => {
+            eprintln!("wrote man pages to {}", dir.display());
+            exit::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: cannot write man pages to `{}`: {e}", dir.display());
+            exit::USAGE
+        }
+    }
 }
 
 fn print_out(text: &str) -> u8 {

@@ -1,5 +1,5 @@
 //! The CI face of `apply`: the JUnit report, GitHub Actions annotations, plain and
-//! coloured output, `--quiet`, `-v`, the `on_exhausted` hook.
+//! coloured output, `--quiet`, `-v`, the `on_exhausted` hook, completions and man page.
 
 use std::io::Read;
 use std::path::Path;
@@ -567,6 +567,46 @@ command = "exit 1"
     let ev = bg.rest();
     let hook = of(&ev, "hook_finished", Some("fails"));
     assert_eq!(hook[0]["reason"], "stopped", "{ev:#?}");
+}
+
+#[test]
+fn completions_and_man_pages_come_from_the_command_line_definition() {
+    let t = Test::new();
+    for (shell, marker) in [
+        ("bash", "complete -F _spec__runner"),
+        ("zsh", "#compdef spec-runner"),
+        ("fish", "complete -c spec-runner"),
+    ] {
+        let run = run_in(&t, &["completions", shell]);
+        run.code(0).stdout_has(marker).stdout_has("apply");
+    }
+    run_in(&t, &["completions", "tcsh"]).code(2);
+    run_in(&t, &["man"])
+        .code(0)
+        .stdout_has(".TH spec-runner")
+        .stdout_has("completions");
+    run_in(&t, &["man", "--dir", "man1"]).code(0);
+    for page in ["spec-runner.1", "spec-runner-apply.1", "spec-runner-man.1"] {
+        assert!(t.path().join("man1").join(page).is_file(), "{page}");
+    }
+}
+
+#[test]
+fn every_subcommand_help_has_examples() {
+    use clap::CommandFactory;
+    let t = Test::new();
+    let cli = spec_runner::cli::Cli::command();
+    let subcommands: Vec<String> = cli
+        .get_subcommands()
+        .map(|c| c.get_name().to_string())
+        .collect();
+    assert!(subcommands.len() >= 11, "{subcommands:?}");
+    for sub in subcommands {
+        run_in(&t, &[&sub, "--help"])
+            .code(0)
+            .stdout_has("Examples:\n  spec-runner");
+    }
+    run_in(&t, &["--help"]).code(0).stdout_has("Examples:");
 }
 
 #[test]
