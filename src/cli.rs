@@ -7,7 +7,14 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// Run a pipeline of long, crash-prone commands reliably: retries with backoff, hang
 /// detection, process-group kills, resumable state.
 #[derive(Debug, Parser)]
-#[command(name = "spec-runner", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "spec-runner",
+    version,
+    about,
+    long_about = None,
+    propagate_version = true,
+    after_help = "Examples:\n  spec-runner init && spec-runner plan --explain\n  spec-runner apply -j 4\n  spec-runner apply --junit target/spec-runner.xml   # in CI\n  spec-runner status\n\nEach command has its own --help; `spec-runner man` prints the manual."
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -34,13 +41,33 @@ pub struct GlobalArgs {
         value_name = "PATH"
     )]
     pub config: Option<PathBuf>,
+    /// Colour: on a terminal unless NO_COLOR is set (auto), or forced on or off
+    #[arg(
+        long,
+        value_enum,
+        env = "SPEC_RUNNER_COLOR",
+        global = true,
+        default_value_t = ColorChoice::Auto,
+        value_name = "WHEN"
+    )]
+    pub color: ColorChoice,
+    /// Diagnostics on stderr: -v what spec-runner decides, -vv also each step
+    #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the pipeline (or the named specs and what they depend on)
     #[command(
-        after_help = "Examples:\n  spec-runner apply\n  spec-runner apply auth billing -j 2\n  SPEC_RUNNER_RETRY_MAX_RETRIES=5 spec-runner apply --format json > events.ndjson\n\nExit codes: 0 all succeeded, 1 a spec failed, 2 bad config or usage, 130 interrupted."
+        after_help = "Examples:\n  spec-runner apply\n  spec-runner apply auth billing -j 2\n  SPEC_RUNNER_RETRY_MAX_RETRIES=5 spec-runner apply --format json > events.ndjson\n  spec-runner apply --junit target/spec-runner.xml   # in CI: plain lines, a JUnit report\n\nExit codes: 0 all succeeded, 1 a spec failed, 2 bad config or usage, 130 interrupted."
     )]
     Apply(ApplyArgs),
     /// Show the saved state of every spec
@@ -118,6 +145,24 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Print a shell completion script
+    #[command(
+        after_help = "Examples:\n  spec-runner completions bash > ~/.local/share/bash-completion/completions/spec-runner\n  spec-runner completions zsh > ~/.zfunc/_spec-runner\n  spec-runner completions fish > ~/.config/fish/completions/spec-runner.fish"
+    )]
+    Completions {
+        /// The shell
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (or write one page per command into a folder)
+    #[command(
+        after_help = "Examples:\n  spec-runner man | man -l -\n  spec-runner man --dir /usr/local/share/man/man1"
+    )]
+    Man {
+        /// Write spec-runner.1 and a page per subcommand into this folder
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 /// Flags that override policy (the highest layer).
@@ -163,6 +208,9 @@ pub struct OutputArgs {
     /// Print only failures and the summary
     #[arg(short, long)]
     pub quiet: bool,
+    /// Write a JUnit XML report there after the run (overrides the `junit_path` key)
+    #[arg(long, value_name = "PATH")]
+    pub junit: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

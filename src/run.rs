@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 use crate::cli::{
     ApplyArgs, ApplyFormat, Cli, Command, GlobalArgs, OutputArgs, OverrideArgs, PlanFormat,
@@ -34,6 +34,14 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
 
 fn dispatch(cli: Cli) -> u8 {
     let g = &cli.global;
+    let color = crate::report::use_color(
+        g.color,
+        std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        std::env::var_os("NO_COLOR").as_deref(),
+        std::env::var_os("TERM").as_deref(),
+    );
+    crate::report::set_color(color);
+    init_tracing(g.verbose, color);
     match &cli.command {
         Command::Validate(o) => match load(g, o) {
             Ok(p) => {
@@ -62,7 +70,7 @@ fn dispatch(cli: Cli) -> u8 {
             Err(code) => code,
         },
         Command::Apply(args) => match load(g, &args.overrides) {
-            Ok(p) => apply(&p, args),
+            Ok(p) => apply(&p, args, color),
             Err(code) => code,
         },
         Command::Restart {
@@ -70,7 +78,7 @@ fn dispatch(cli: Cli) -> u8 {
             overrides,
             output,
         } => match load(g, overrides) {
-            Ok(p) => restart(&p, specs, output),
+            Ok(p) => restart(&p, specs, output, color),
             Err(code) => code,
         },
         Command::Status { format } => match load(g, &OverrideArgs::default()) {
@@ -87,6 +95,54 @@ fn dispatch(cli: Cli) -> u8 {
         },
         Command::Schema { check, dir } => schema_cmd(g, *check, dir.as_deref()),
         Command::Init { force } => init(g, *force),
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "spec-runner", &mut out);
+            print_out(&String::from_utf8_lossy(&out))
+        }
+        Command::Man { dir } => man(dir.as_deref()),
+    }
+}
+
+/// `-v`: what spec-runner decides; `-vv`: each step; `-vvv`: everything. On stderr.
+fn init_tracing(verbose: u8, color: bool) {
+    let level = match verbose {
+        0 => return,
+        1 => tracing::Level::INFO,
+        2 => tracing::Level::DEBUG,
+        _ => tracing::Level::TRACE,
+    };
+    // `try_init`: a second call in one process (tests driving `run`) keeps the first.
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(level)
+        .with_ansi(color)
+        .with_target(false)
+        .try_init();
+}
+
+/// The man page on stdout, or one page per command written into `dir`.
+fn man(dir: Option<&Path>) -> u8 {
+    let cmd = Cli::command();
+    let Some(dir) = dir else {
+        let mut out = Vec::new();
+        return match clap_mangen::Man::new(cmd).render(&mut out) {
+            Ok(()) => print_out(&String::from_utf8_lossy(&out)),
+            Err(e) => {
+                eprintln!("error: cannot render the man page: {e}");
+                exit::USAGE
+            }
+        };
+    };
+    match std::fs::create_dir_all(dir).and_then(|()| clap_mangen::generate_to(cmd, dir)) {
+        Ok(()) => {
+            eprintln!("wrote man pages to {}", dir.display());
+            exit::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: cannot write man pages to `{}`: {e}", dir.display());
+            exit::USAGE
+        }
     }
 }
 
@@ -124,6 +180,7 @@ fn load(g: &GlobalArgs, o: &OverrideArgs) -> Result<Pipeline, u8> {
             for w in &p.warnings {
                 eprintln!("warning: {w}");
             }
+            tracing::info!(file = %p.file.display(), specs = p.specs.len(), "loaded the pipeline");
             Ok(p)
         }
         Err(problems) => {
@@ -259,7 +316,7 @@ struct RunRequest {
     mode: crate::state::resume::Mode,
 }
 
-fn apply(p: &Pipeline, args: &ApplyArgs) -> u8 {
+fn apply(p: &Pipeline, args: &ApplyArgs, color: bool) -> u8 {
     let requested = match select(p, &args.specs) {
         Ok(s) => s,
         Err(e) => {
@@ -272,10 +329,10 @@ fn apply(p: &Pipeline, args: &ApplyArgs) -> u8 {
     } else {
         crate::state::resume::Mode::Resume
     };
-    execute(p, RunRequest { requested, mode }, &args.output)
+    execute(p, RunRequest { requested, mode }, &args.output, color)
 }
 
-fn restart(p: &Pipeline, names: &[String], out: &OutputArgs) -> u8 {
+fn restart(p: &Pipeline, names: &[String], out: &OutputArgs, color: bool) -> u8 {
     let mut requested = vec![false; p.specs.len()];
     for name in names {
         match p.index_of(name) {
@@ -301,10 +358,11 @@ fn restart(p: &Pipeline, names: &[String], out: &OutputArgs) -> u8 {
             mode: crate::state::resume::Mode::Fresh,
         },
         out,
+        color,
     )
 }
 
-fn execute(p: &Pipeline, req: RunRequest, out: &OutputArgs) -> u8 {
+fn execute(p: &Pipeline, req: RunRequest, out: &OutputArgs, color: bool) -> u8 {
     use crate::state::{resume, sink, store};
     use std::io::IsTerminal;
 
@@ -350,10 +408,24 @@ fn execute(p: &Pipeline, req: RunRequest, out: &OutputArgs) -> u8 {
         }
     };
 
+    tracing::info!(
+        run_id,
+        to_run = plan.to_run.iter().filter(|r| **r).count(),
+        up_to_date = plan.up_to_date.iter().filter(|u| **u).count(),
+        state_dir = %dir.display(),
+        "starting the run"
+    );
     let handle = state_sink.handle();
+    let look = crate::report::plain::Look {
+        quiet: out.quiet,
+        color,
+    };
     let mut json;
     let mut bars;
     let mut plain;
+    let mut github;
+    let junit_path = out.junit.clone().or_else(|| p.run.junit_path.clone());
+    let mut junit = junit_path.as_ref().map(|_| junit_report(p, &plan));
     let mut sinks: Vec<&mut dyn crate::runner::EventSink> = vec![&mut state_sink];
     match out.format {
         ApplyFormat::Json => {
@@ -362,18 +434,26 @@ fn execute(p: &Pipeline, req: RunRequest, out: &OutputArgs) -> u8 {
         }
         ApplyFormat::Human => {
             let use_bars = match out.progress {
-                Progress::Auto => std::io::stderr().is_terminal(),
+                // Quiet means lines: only failures and the summary.
+                Progress::Auto => !out.quiet && std::io::stderr().is_terminal(),
                 Progress::Bar => true,
                 Progress::Plain | Progress::None => false,
             };
             if use_bars {
-                bars = crate::report::progress::ProgressReporter::new(out.quiet);
+                bars = crate::report::progress::ProgressReporter::new(look);
                 sinks.push(&mut bars);
             } else if out.progress != Progress::None {
-                plain = crate::report::plain::PlainReporter::new(std::io::stderr(), out.quiet);
+                plain = crate::report::plain::PlainReporter::new(std::io::stderr(), look);
                 sinks.push(&mut plain);
             }
         }
+    }
+    if crate::report::in_github_actions(std::env::var_os("GITHUB_ACTIONS").as_deref()) {
+        github = crate::report::github::GithubReporter::new(std::io::stderr());
+        sinks.push(&mut github);
+    }
+    if let Some(j) = junit.as_mut() {
+        sinks.push(j);
     }
     let opts = crate::runner::RunOptions {
         run_id,
@@ -390,7 +470,51 @@ fn execute(p: &Pipeline, req: RunRequest, out: &OutputArgs) -> u8 {
     if let Some(e) = state_sink.close() {
         eprintln!("warning: {e}");
     }
-    code
+    match (junit, junit_path) {
+        (Some(report), Some(path)) => write_junit(&report, &path, code),
+        _ => code,
+    }
+}
+
+/// The JUnit collector of a run: every requested spec, in pipeline order.
+fn junit_report(
+    p: &Pipeline,
+    plan: &crate::state::resume::ResumePlan,
+) -> crate::report::junit::JunitReport {
+    use crate::report::junit::{JunitReport, Planned};
+    let specs = p.specs.iter().enumerate().filter_map(|(i, s)| {
+        let planned = if plan.to_run[i] {
+            Planned::Run
+        } else if plan.up_to_date[i] {
+            Planned::UpToDate
+        } else {
+            return None;
+        };
+        Some((s.name.clone(), planned))
+    });
+    JunitReport::new(crate::plan::show_path(&cwd(), &p.file), specs)
+}
+
+/// Writes the report; a run that succeeded but could not write it exits 2 (a bad
+/// `--junit`/`junit_path`), any other run keeps its exit code.
+fn write_junit(report: &crate::report::junit::JunitReport, path: &Path, code: u8) -> u8 {
+    match report.write(path) {
+        Ok(()) => {
+            tracing::info!(path = %path.display(), "wrote the JUnit report");
+            code
+        }
+        Err(e) => {
+            eprintln!(
+                "error: cannot write the JUnit report `{}`: {e}",
+                path.display()
+            );
+            if code == exit::SUCCESS {
+                exit::USAGE
+            } else {
+                code
+            }
+        }
+    }
 }
 
 /// Ends the process groups a killed runner left running (matching pid and start time,

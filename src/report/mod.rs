@@ -1,7 +1,9 @@
 //! Reporters: turn run events into what a person or a program reads. They never spawn
 //! and never touch run state.
 
+pub mod github;
 pub mod json;
+pub mod junit;
 pub mod plain;
 pub mod progress;
 
@@ -25,6 +27,35 @@ impl EventSink for Fanout<'_> {
             s.tick();
         }
     }
+}
+
+/// Whether to colour output on stderr: `--color always|never` decide; `auto` colours a
+/// terminal unless `NO_COLOR` is set to something (<https://no-color.org>: the flag
+/// beats the variable) or `TERM` is `dumb`.
+pub fn use_color(
+    choice: crate::cli::ColorChoice,
+    terminal: bool,
+    no_color: Option<&std::ffi::OsStr>,
+    term: Option<&std::ffi::OsStr>,
+) -> bool {
+    match choice {
+        crate::cli::ColorChoice::Always => true,
+        crate::cli::ColorChoice::Never => false,
+        crate::cli::ColorChoice::Auto => {
+            terminal && no_color.is_none_or(|v| v.is_empty()) && term.is_none_or(|t| t != "dumb")
+        }
+    }
+}
+
+/// Turns colour on or off for everything drawn through `console` (the bars too).
+pub fn set_color(on: bool) {
+    console::set_colors_enabled(on);
+    console::set_colors_enabled_stderr(on);
+}
+
+/// Whether this process runs as a GitHub Actions step.
+pub fn in_github_actions(value: Option<&std::ffi::OsStr>) -> bool {
+    value.is_some_and(|v| v == "true")
 }
 
 /// The last `n` lines of an attempt's output, lossily decoded.
@@ -91,4 +122,44 @@ pub fn summary(event: &Event) -> Option<String> {
         human_duration(*duration)
     ));
     Some(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::ColorChoice;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn colour_follows_the_flag_then_no_color_then_the_terminal() {
+        let some = Some(OsStr::new("1"));
+        let empty = Some(OsStr::new(""));
+        let dumb = Some(OsStr::new("dumb"));
+        let xterm = Some(OsStr::new("xterm-256color"));
+        let table = [
+            (ColorChoice::Auto, true, None, xterm, true),
+            (ColorChoice::Auto, false, None, xterm, false),
+            (ColorChoice::Auto, true, some, xterm, false),
+            // NO_COLOR set but empty does not count.
+            (ColorChoice::Auto, true, empty, xterm, true),
+            (ColorChoice::Auto, true, None, dumb, false),
+            (ColorChoice::Always, false, some, dumb, true),
+            (ColorChoice::Never, true, None, xterm, false),
+        ];
+        for (choice, tty, no_color, term, expected) in table {
+            assert_eq!(
+                use_color(choice, tty, no_color, term),
+                expected,
+                "{choice:?} tty={tty} NO_COLOR={no_color:?} TERM={term:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_the_value_true_means_github_actions() {
+        assert!(in_github_actions(Some(OsStr::new("true"))));
+        assert!(!in_github_actions(Some(OsStr::new("false"))));
+        assert!(!in_github_actions(Some(OsStr::new(""))));
+        assert!(!in_github_actions(None));
+    }
 }

@@ -1,6 +1,9 @@
-//! Plain lines, one per event, with a timestamp: for CI logs and pipes.
+//! Plain lines, one per event, with a timestamp: for CI logs and pipes. Colour only
+//! when asked for (see [`crate::report::use_color`]); never cursor movement.
 
 use std::io::Write;
+
+use console::Style;
 
 use crate::report::{human_duration, summary, tail_lines};
 use crate::runner::EventSink;
@@ -9,20 +12,62 @@ use crate::runner::events::{Event, EventKind, Status};
 /// How many lines of a failed spec's log to show.
 pub const TAIL_LINES: usize = 15;
 
+/// How lines look.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Look {
+    /// Only failures and the summary.
+    pub quiet: bool,
+    /// ANSI colours.
+    pub color: bool,
+}
+
 pub struct PlainReporter<W: Write> {
     out: W,
-    /// Only failures and the summary.
-    quiet: bool,
+    look: Look,
 }
 
 impl<W: Write> PlainReporter<W> {
-    pub fn new(out: W, quiet: bool) -> Self {
-        PlainReporter { out, quiet }
+    pub fn new(out: W, look: Look) -> Self {
+        PlainReporter { out, look }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Tone {
+    Good,
+    Bad,
+    Warn,
+    Busy,
+    Dim,
+}
+
+/// `text` in `tone` when colour is on.
+fn paint(look: Look, tone: Tone, text: &str) -> String {
+    if !look.color {
+        return text.to_string();
+    }
+    let style = match tone {
+        Tone::Good => Style::new().green(),
+        Tone::Bad => Style::new().red().bold(),
+        Tone::Warn => Style::new().yellow(),
+        Tone::Busy => Style::new().cyan(),
+        Tone::Dim => Style::new().dim(),
+    };
+    style.force_styling(true).apply_to(text).to_string()
+}
+
+fn status_tone(status: Status) -> Tone {
+    match status {
+        Status::Succeeded => Tone::Good,
+        Status::Failed => Tone::Bad,
+        Status::Running => Tone::Busy,
+        _ => Tone::Warn,
     }
 }
 
 /// The line for one event, without timestamp; `None` for events not shown.
-pub fn line(event: &Event, quiet: bool) -> Option<String> {
+pub fn line(event: &Event, look: Look) -> Option<String> {
+    let quiet = look.quiet;
     Some(match &event.kind {
         EventKind::RunStarted {
             run_id,
@@ -44,14 +89,16 @@ pub fn line(event: &Event, quiet: bool) -> Option<String> {
             log,
             ..
         } if !quiet => {
-            if *retry == 0 {
-                format!("{spec}: RUNNING, log {}", log.display())
+            let state = if *retry == 0 {
+                "RUNNING".to_string()
             } else {
-                format!(
-                    "{spec}: RUNNING (retry {retry}/{max_retries}), log {}",
-                    log.display()
-                )
-            }
+                format!("RUNNING (retry {retry}/{max_retries})")
+            };
+            format!(
+                "{spec}: {}, log {}",
+                paint(look, Tone::Busy, &state),
+                log.display()
+            )
         }
         EventKind::AttemptFinished {
             spec,
@@ -61,11 +108,13 @@ pub fn line(event: &Event, quiet: bool) -> Option<String> {
             ..
         } if !quiet => match reason {
             None => format!(
-                "{spec}: attempt {attempt} passed in {}",
+                "{spec}: attempt {attempt} {} in {}",
+                paint(look, Tone::Good, "passed"),
                 human_duration(*duration)
             ),
             Some(r) => format!(
-                "{spec}: attempt {attempt} failed in {}: {r}",
+                "{spec}: attempt {attempt} {} in {}: {r}",
+                paint(look, Tone::Bad, "failed"),
                 human_duration(*duration)
             ),
         },
@@ -76,9 +125,10 @@ pub fn line(event: &Event, quiet: bool) -> Option<String> {
             delay,
             reason,
         } if !quiet => {
+            let state = format!("BACKOFF {}", human_duration(*delay));
             format!(
-                "{spec}: BACKOFF {} (retry {retry}/{max_retries}, {reason})",
-                human_duration(*delay)
+                "{spec}: {} (retry {retry}/{max_retries}, {reason})",
+                paint(look, Tone::Warn, &state)
             )
         }
         EventKind::SpecFinished {
@@ -90,23 +140,27 @@ pub fn line(event: &Event, quiet: bool) -> Option<String> {
             tail,
             ..
         } => {
+            let word = paint(look, status_tone(*status), &status.as_str().to_uppercase());
             let mut s = match status {
                 Status::Succeeded if quiet => return None,
-                Status::Succeeded => format!(
-                    "{spec}: SUCCEEDED after {attempts} attempt{}",
-                    plural(*attempts)
-                ),
-                other => {
+                Status::Succeeded => {
+                    let flaky = if *attempts > 1 { " (flaky)" } else { "" };
+                    format!(
+                        "{spec}: {word} after {attempts} attempt{}{flaky}",
+                        plural(*attempts)
+                    )
+                }
+                _ => {
                     let why = reason
                         .as_deref()
                         .map(|r| format!(": {r}"))
                         .unwrap_or_default();
-                    format!("{spec}: {}{why}", other.as_str().to_uppercase())
+                    format!("{spec}: {word}{why}")
                 }
             };
             if *status == Status::Failed {
                 for l in tail_lines(tail, TAIL_LINES) {
-                    s.push_str(&format!("\n    | {l}"));
+                    s.push_str(&format!("\n    {} {l}", paint(look, Tone::Dim, "|")));
                 }
                 if let Some(log) = log {
                     s.push_str(&format!("\n    log: {}", log.display()));
@@ -114,7 +168,34 @@ pub fn line(event: &Event, quiet: bool) -> Option<String> {
             }
             s
         }
-        EventKind::RunFinished { .. } => summary(event)?,
+        EventKind::HookFinished {
+            spec,
+            hook,
+            reason,
+            duration,
+            log,
+            ..
+        } => match reason {
+            None if quiet => return None,
+            None => format!(
+                "{spec}: {hook} ran in {}, log {}",
+                human_duration(*duration),
+                log.display()
+            ),
+            Some(r) => format!(
+                "{spec}: {hook} {}: {r}, log {}",
+                paint(look, Tone::Bad, "FAILED"),
+                log.display()
+            ),
+        },
+        EventKind::RunFinished { exit_code, .. } => {
+            let tone = if *exit_code == 0 {
+                Tone::Good
+            } else {
+                Tone::Bad
+            };
+            paint(look, tone, &summary(event)?)
+        }
         _ => return None,
     })
 }
@@ -125,10 +206,158 @@ fn plural(n: u32) -> &'static str {
 
 impl<W: Write> EventSink for PlainReporter<W> {
     fn event(&mut self, event: &Event) {
-        if let Some(l) = line(event, self.quiet) {
-            let ts = event.ts.format("%Y-%m-%dT%H:%M:%SZ");
-            let _ = writeln!(self.out, "{ts} {l}");
+        if let Some(l) = line(event, self.look) {
+            let ts = event.ts.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+            let _ = writeln!(self.out, "{} {l}", paint(self.look, Tone::Dim, &ts));
             let _ = self.out.flush();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runner::events::Tail;
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    fn ev(kind: EventKind) -> Event {
+        Event::now(kind)
+    }
+
+    fn finished(status: Status, attempts: u32, reason: Option<&str>) -> Event {
+        ev(EventKind::SpecFinished {
+            spec: "auth".into(),
+            status,
+            attempts,
+            retries: attempts.saturating_sub(1),
+            reason: reason.map(str::to_string),
+            log: Some(PathBuf::from("logs/auth/task_2.log")),
+            tail: Tail::from(&b"compiling\nerror: boom\n"[..]),
+        })
+    }
+
+    fn started() -> Event {
+        ev(EventKind::AttemptStarted {
+            spec: "auth".into(),
+            attempt: 2,
+            retry: 1,
+            max_retries: 3,
+            log: PathBuf::from("logs/auth/task_2.log"),
+            pid: None,
+            live: None,
+            log_number: 2,
+            started: None,
+        })
+    }
+
+    fn run_finished(failed: usize) -> Event {
+        ev(EventKind::RunFinished {
+            succeeded: 2,
+            failed,
+            skipped: 1,
+            stopped: 0,
+            up_to_date: 0,
+            not_run: 0,
+            retries: 3,
+            flaky: vec!["auth".into()],
+            duration: Duration::from_millis(61_500),
+            exit_code: u8::from(failed > 0),
+        })
+    }
+
+    fn hook(reason: Option<&str>) -> Event {
+        ev(EventKind::HookFinished {
+            spec: "auth".into(),
+            hook: "on_exhausted",
+            exit_code: Some(if reason.is_some() { 3 } else { 0 }),
+            signal: None,
+            reason: reason.map(str::to_string),
+            duration: Duration::from_millis(200),
+            log: PathBuf::from("logs/auth/on_exhausted_1.log"),
+        })
+    }
+
+    const PLAIN: Look = Look {
+        quiet: false,
+        color: false,
+    };
+    const QUIET: Look = Look {
+        quiet: true,
+        color: false,
+    };
+    const COLOR: Look = Look {
+        quiet: false,
+        color: true,
+    };
+
+    #[test]
+    fn a_failure_shows_its_reason_log_tail_and_path() {
+        let l = line(&finished(Status::Failed, 2, Some("exit 1; gave up")), PLAIN).unwrap();
+        assert_eq!(
+            l,
+            "auth: FAILED: exit 1; gave up\n    | compiling\n    | error: boom\n    log: logs/auth/task_2.log"
+        );
+    }
+
+    #[test]
+    fn a_pass_after_retries_is_called_flaky() {
+        let l = line(&finished(Status::Succeeded, 3, None), PLAIN).unwrap();
+        assert_eq!(l, "auth: SUCCEEDED after 3 attempts (flaky)");
+        let l = line(&finished(Status::Succeeded, 1, None), PLAIN).unwrap();
+        assert_eq!(l, "auth: SUCCEEDED after 1 attempt");
+    }
+
+    #[test]
+    fn quiet_keeps_only_failures_hook_failures_and_the_summary() {
+        assert_eq!(line(&started(), QUIET), None);
+        assert_eq!(line(&finished(Status::Succeeded, 3, None), QUIET), None);
+        assert_eq!(line(&hook(None), QUIET), None);
+        assert!(line(&finished(Status::Failed, 1, Some("exit 1")), QUIET).is_some());
+        assert!(line(&finished(Status::Skipped, 0, Some("dependency")), QUIET).is_some());
+        assert_eq!(
+            line(&hook(Some("exit 3")), QUIET).unwrap(),
+            "auth: on_exhausted FAILED: exit 3, log logs/auth/on_exhausted_1.log"
+        );
+        assert_eq!(
+            line(&run_finished(1), QUIET).unwrap(),
+            "2 succeeded (1 flaky: auth), 1 failed, 1 skipped, 0 stopped; 3 retries; 1m01s"
+        );
+    }
+
+    #[test]
+    fn a_hook_that_ran_says_so_with_its_log() {
+        assert_eq!(
+            line(&hook(None), PLAIN).unwrap(),
+            "auth: on_exhausted ran in 0.2s, log logs/auth/on_exhausted_1.log"
+        );
+    }
+
+    #[test]
+    fn colour_only_when_asked_and_the_text_is_the_same() {
+        for e in [
+            started(),
+            finished(Status::Failed, 2, Some("exit 1")),
+            run_finished(1),
+        ] {
+            let plain = line(&e, PLAIN).unwrap();
+            let colored = line(&e, COLOR).unwrap();
+            assert!(!plain.contains('\x1b'), "{plain:?}");
+            assert!(colored.contains("\x1b["), "{colored:?}");
+            assert_eq!(console::strip_ansi_codes(&colored), plain);
+        }
+    }
+
+    #[test]
+    fn the_reporter_prefixes_a_timestamp() {
+        let mut out = Vec::new();
+        PlainReporter::new(&mut out, PLAIN).event(&started());
+        let text = String::from_utf8(out).unwrap();
+        let (ts, rest) = text.split_once(' ').unwrap();
+        assert!(chrono::DateTime::parse_from_rfc3339(ts).is_ok(), "{ts}");
+        assert_eq!(
+            rest,
+            "auth: RUNNING (retry 1/3), log logs/auth/task_2.log\n"
+        );
     }
 }

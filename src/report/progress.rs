@@ -1,4 +1,5 @@
-//! Live progress on a terminal: an overall bar and one line per live spec.
+//! Live progress on a terminal: an overall bar and one line per live spec; finished
+//! specs and hooks print their plain line above the bars.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -36,11 +37,11 @@ pub struct ProgressReporter {
     lines: HashMap<String, Line>,
     failed: usize,
     retries: u32,
-    quiet: bool,
+    look: plain::Look,
 }
 
 impl ProgressReporter {
-    pub fn new(quiet: bool) -> Self {
+    pub fn new(look: plain::Look) -> Self {
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10));
         let overall = multi.add(ProgressBar::new(0));
         overall.set_style(
@@ -56,7 +57,7 @@ impl ProgressReporter {
             lines: HashMap::new(),
             failed: 0,
             retries: 0,
-            quiet,
+            look,
         }
     }
 
@@ -181,14 +182,19 @@ impl EventSink for ProgressReporter {
                 }
                 self.overall.inc(1);
                 self.overall_message();
-                if let Some(text) = plain::line(event, self.quiet) {
+                if let Some(text) = plain::line(event, self.look) {
+                    let _ = self.multi.println(text);
+                }
+            }
+            EventKind::HookFinished { .. } => {
+                if let Some(text) = plain::line(event, self.look) {
                     let _ = self.multi.println(text);
                 }
             }
             EventKind::RunFinished { .. } => {
                 self.overall.finish_and_clear();
                 let _ = self.multi.clear();
-                if let Some(text) = plain::line(event, self.quiet) {
+                if let Some(text) = plain::line(event, self.look) {
                     eprintln!("{text}");
                 }
             }

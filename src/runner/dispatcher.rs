@@ -14,7 +14,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 use super::events::{Event, EventKind, Status, Tail};
-use super::pool::{Job, JobResult, Pool};
+use super::pool::{Job, JobKind, JobResult, Pool};
 use super::signal::SignalEvent;
 use crate::config::policy::Pipeline;
 use crate::exec::{Control, EndCause};
@@ -96,6 +96,12 @@ struct Dispatcher<'p> {
     needs_version: Vec<u64>,
     /// Retries whose backoff is over, waiting for their state to reach the disk.
     awaiting_flush: Vec<usize>,
+    /// Specs that failed for good whose `on_exhausted` must start, with their reason.
+    hooks_due: Vec<(usize, String)>,
+    /// Running hooks: (spec, control).
+    hooks: Vec<(usize, Sender<Control>)>,
+    /// Ctrl-C (or SIGTERM, SIGHUP) arrived: no hook starts any more.
+    interrupted: bool,
 }
 
 impl<'p> Dispatcher<'p> {
@@ -142,6 +148,9 @@ impl<'p> Dispatcher<'p> {
             up_to_date: opts.up_to_date,
             needs_version: vec![0; n],
             awaiting_flush: Vec::new(),
+            hooks_due: Vec::new(),
+            hooks: Vec::new(),
+            interrupted: false,
         }
     }
 
@@ -165,6 +174,7 @@ impl<'p> Dispatcher<'p> {
             self.fire_timers(sink);
             self.dispatch(&pool, sink);
             if self.running == 0
+                && self.hooks.is_empty()
                 && (self.stopping
                     || (self.ready.is_empty()
                         && self.timers.is_empty()
@@ -202,6 +212,10 @@ impl<'p> Dispatcher<'p> {
                         self.specs[spec].next_log = log_number + 1;
                         self.finished(spec, attempt, log, end, sink);
                     }
+                    Ok(JobResult::HookFinished { spec, kind, log, end }) => {
+                        self.hooks.retain(|(i, _)| *i != spec);
+                        self.hook_finished(spec, kind, log, &end, sink);
+                    }
                     Err(_) => break,
                 },
                 recv(flushed) -> _ => self.release_flushed(),
@@ -217,7 +231,21 @@ impl<'p> Dispatcher<'p> {
         self.finish(started, sink)
     }
 
-    fn on_signal(&mut self, _sig: SignalEvent, sink: &mut dyn EventSink) {
+    fn on_signal(&mut self, sig: SignalEvent, sink: &mut dyn EventSink) {
+        if let SignalEvent::Interrupt(_) = sig {
+            // Hooks end like attempts (graceful first, then at once), but only on a
+            // person's request: an `abort` rule lets them finish. None starts any more.
+            let request = if self.interrupted {
+                Control::Kill
+            } else {
+                Control::Terminate
+            };
+            self.interrupted = true;
+            self.hooks_due.clear();
+            for (_, c) in &self.hooks {
+                let _ = c.send(request);
+            }
+        }
         if self.stopping {
             // A second request: no more grace.
             self.killed = true;
@@ -296,7 +324,18 @@ impl<'p> Dispatcher<'p> {
     }
 
     fn dispatch(&mut self, pool: &Pool, _sink: &mut dyn EventSink) {
-        while self.running < self.p.run.jobs && !self.stopping && !self.fail_fast_tripped {
+        for (i, reason) in std::mem::take(&mut self.hooks_due) {
+            if let Some((job, control)) = self.hook_job(i, reason) {
+                tracing::debug!(spec = %job.name, log_dir = %job.log_dir.display(), "starting on_exhausted");
+                pool.submit(job);
+                self.hooks.push((i, control));
+            }
+        }
+        // Hooks take worker threads too: attempts never queue behind them.
+        while self.running + self.hooks.len() < self.p.run.jobs
+            && !self.stopping
+            && !self.fail_fast_tripped
+        {
             let Some(i) = self.ready.pop_front() else {
                 break;
             };
@@ -321,7 +360,9 @@ impl<'p> Dispatcher<'p> {
                 ("SPEC_RUNNER_RUN_ID".into(), self.run_id.clone().into()),
             ];
             self.running += 1;
+            tracing::debug!(spec = %spec.name, attempt = s.retry_count + 1, "starting attempt");
             pool.submit(Job {
+                kind: JobKind::Attempt,
                 spec: i,
                 attempt: s.retry_count + 1,
                 name: spec.name.clone(),
@@ -341,6 +382,62 @@ impl<'p> Dispatcher<'p> {
                 control: rx,
             });
         }
+    }
+
+    /// The `on_exhausted` job of spec `i`, when it has one.
+    fn hook_job(&self, i: usize, reason: String) -> Option<(Job, Sender<Control>)> {
+        let spec = &self.p.specs[i];
+        let command = spec.policy.on_exhausted.clone()?;
+        let s = &self.specs[i];
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let attempts = s.retry_count + 1;
+        let log = s.last_log.clone().unwrap_or_default();
+        let env = vec![
+            ("SPEC_RUNNER_SPEC".into(), spec.name.clone().into()),
+            ("SPEC_RUNNER_REASON".into(), reason.into()),
+            ("SPEC_RUNNER_LOG".into(), log.into_os_string()),
+            ("SPEC_RUNNER_ATTEMPTS".into(), attempts.to_string().into()),
+            ("SPEC_RUNNER_RUN_ID".into(), self.run_id.clone().into()),
+        ];
+        let job = Job {
+            kind: JobKind::OnExhausted,
+            spec: i,
+            attempt: attempts,
+            name: spec.name.clone(),
+            command,
+            // The pipeline's folder, not the spec's `cwd`: that may be why it failed.
+            cwd: self.p.dir.clone(),
+            env,
+            log_dir: spec.policy.retry_log_dir.join(&spec.name),
+            first_log_number: 1,
+            timeout: spec.policy.timeout,
+            // A notification may well print nothing: no hang detection.
+            activity_timeout: None,
+            terminate_grace: spec.policy.terminate_grace,
+            control: rx,
+        };
+        Some((job, tx))
+    }
+
+    fn hook_finished(
+        &self,
+        i: usize,
+        kind: JobKind,
+        log: PathBuf,
+        end: &crate::exec::AttemptEnd,
+        sink: &mut dyn EventSink,
+    ) {
+        let spec = &self.p.specs[i];
+        let success = end.cause == EndCause::Exited && end.exit_code == Some(0);
+        sink.event(&Event::now(EventKind::HookFinished {
+            spec: spec.name.clone(),
+            hook: kind.key(),
+            exit_code: end.exit_code,
+            signal: end.signal.map(signal_text),
+            reason: (!success).then(|| describe(end, spec.policy.timeout, None)),
+            duration: end.duration,
+            log,
+        }));
     }
 
     fn finished(
@@ -416,7 +513,9 @@ impl<'p> Dispatcher<'p> {
                 .map(|b| b.saturating_sub(self.retries_used)),
             previous_delay: s.previous_delay,
         };
-        match retry::decide(&spec.policy.retry, &facts, &ctx, &mut self.rng) {
+        let decision = retry::decide(&spec.policy.retry, &facts, &ctx, &mut self.rng);
+        tracing::info!(spec = %spec.name, attempt, ?decision, "decided after a failed attempt");
+        match decision {
             Decision::Retry { delay, .. } => {
                 let s = &mut self.specs[i];
                 s.retry_count += 1;
@@ -477,6 +576,13 @@ impl<'p> Dispatcher<'p> {
             return;
         }
         s.status = status;
+        if status == Status::Failed
+            && !self.interrupted
+            && self.p.specs[i].policy.on_exhausted.is_some()
+        {
+            self.hooks_due
+                .push((i, reason.clone().unwrap_or_else(|| "failed".into())));
+        }
         sink.event(&Event::now(EventKind::SpecFinished {
             spec: self.p.specs[i].name.clone(),
             status,

@@ -121,6 +121,20 @@ pub enum EventKind {
         #[serde(skip)]
         tail: Tail,
     },
+    /// A hook (`on_exhausted`) ran for a spec that failed for good. Its failure is
+    /// reported, never counted against the run.
+    HookFinished {
+        spec: String,
+        /// The policy key that named the command.
+        hook: &'static str,
+        exit_code: Option<i32>,
+        signal: Option<String>,
+        /// Why it failed; `None` on success.
+        reason: Option<String>,
+        #[serde(rename = "duration_ms", serialize_with = "ms")]
+        duration: Duration,
+        log: PathBuf,
+    },
     RunFinished {
         succeeded: usize,
         failed: usize,

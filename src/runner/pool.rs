@@ -1,7 +1,7 @@
 //! The worker pool: `jobs` threads, each running one attempt at a time through `exec`.
 //!
-//! Workers own no run state: they take a job, run it to its end, and send the result
-//! back to the dispatcher.
+//! Workers own no run state: they take a job (an attempt, or a hook such as
+//! `on_exhausted`), run it to its end, and send the result back to the dispatcher.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -16,8 +16,36 @@ use crate::exec::{
     self, AttemptEnd, AttemptSpec, Control, EndCause, LiveOutput, SharedLive, Started,
 };
 
-/// One attempt to run.
+/// What a job is: a spec's attempt, or a hook run because of one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobKind {
+    /// An attempt: logged as `task_<n>.log`, announced when it starts.
+    Attempt,
+    /// The `on_exhausted` command of a spec that failed for good: logged as
+    /// `on_exhausted_<n>.log`, reported only when it ends.
+    OnExhausted,
+}
+
+impl JobKind {
+    /// The policy key of a hook (`on_exhausted`); `attempt` for an attempt.
+    pub fn key(self) -> &'static str {
+        match self {
+            JobKind::Attempt => "attempt",
+            JobKind::OnExhausted => "on_exhausted",
+        }
+    }
+
+    fn log_name(self, n: u32) -> String {
+        match self {
+            JobKind::Attempt => format!("task_{n}.log"),
+            JobKind::OnExhausted => format!("on_exhausted_{n}.log"),
+        }
+    }
+}
+
+/// One command to run: an attempt or a hook.
 pub struct Job {
+    pub kind: JobKind,
     pub spec: usize,
     pub attempt: u32,
     pub name: String,
@@ -26,7 +54,7 @@ pub struct Job {
     pub env: Vec<(OsString, OsString)>,
     /// `<retry_log_dir>/<spec>`.
     pub log_dir: PathBuf,
-    /// The first `task_<n>.log` number to try; taken numbers are skipped, never reused.
+    /// The first log number to try; taken numbers are skipped, never reused.
     pub first_log_number: u32,
     pub timeout: Option<Duration>,
     pub activity_timeout: Option<Duration>,
@@ -48,6 +76,13 @@ pub enum JobResult {
         attempt: u32,
         log: PathBuf,
         log_number: u32,
+        end: AttemptEnd,
+    },
+    /// A hook's command ended (hooks send no `Started`).
+    HookFinished {
+        spec: usize,
+        kind: JobKind,
+        log: PathBuf,
         end: AttemptEnd,
     },
 }
@@ -104,10 +139,6 @@ impl Drop for Pool {
     }
 }
 
-fn log_name(n: u32) -> String {
-    format!("task_{n}.log")
-}
-
 fn run_job(job: Job, results: &Sender<JobResult>) {
     let live: SharedLive = Arc::new(LiveOutput::default());
     let mut n = job.first_log_number.max(1);
@@ -117,20 +148,27 @@ fn run_job(job: Job, results: &Sender<JobResult>) {
             job.log_dir.display()
         )
     });
-    while job.log_dir.join(log_name(n)).exists() {
+    while job.log_dir.join(job.kind.log_name(n)).exists() {
         n += 1;
     }
-    let log = job.log_dir.join(log_name(n));
-    let end = match prepared {
-        Err(why) => {
+    let log = job.log_dir.join(job.kind.log_name(n));
+    // Only attempts are announced: the dispatcher counts them and the state file
+    // records their process groups.
+    let announce = |started: Option<Started>, live: Option<SharedLive>| {
+        if job.kind == JobKind::Attempt {
             let _ = results.send(JobResult::Started {
                 spec: job.spec,
                 attempt: job.attempt,
                 log: log.clone(),
                 log_number: n,
-                started: None,
-                live: None,
+                started,
+                live,
             });
+        }
+    };
+    let end = match prepared {
+        Err(why) => {
+            announce(None, None);
             AttemptEnd {
                 cause: EndCause::LogFailed(why),
                 exit_code: None,
@@ -152,33 +190,27 @@ fn run_job(job: Job, results: &Sender<JobResult>) {
             let mut announced = false;
             let end = exec::run_attempt(&spec, &job.control, Some(&live), |started| {
                 announced = true;
-                let _ = results.send(JobResult::Started {
-                    spec: job.spec,
-                    attempt: job.attempt,
-                    log: log.clone(),
-                    log_number: n,
-                    started: Some(started),
-                    live: Some(live.clone()),
-                });
+                announce(Some(started), Some(live.clone()));
             });
             if !announced {
-                let _ = results.send(JobResult::Started {
-                    spec: job.spec,
-                    attempt: job.attempt,
-                    log: log.clone(),
-                    log_number: n,
-                    started: None,
-                    live: None,
-                });
+                announce(None, None);
             }
             end
         }
     };
-    let _ = results.send(JobResult::Finished {
-        spec: job.spec,
-        attempt: job.attempt,
-        log,
-        log_number: n,
-        end,
+    let _ = results.send(match job.kind {
+        JobKind::Attempt => JobResult::Finished {
+            spec: job.spec,
+            attempt: job.attempt,
+            log,
+            log_number: n,
+            end,
+        },
+        kind => JobResult::HookFinished {
+            spec: job.spec,
+            kind,
+            log,
+            end,
+        },
     });
 }

@@ -214,6 +214,8 @@ impl StateSink {
                     s.running = None;
                 }
             }
+            // A hook changes no spec's state.
+            EventKind::HookFinished { .. } => {}
             EventKind::RunFinished { .. } => urgent = true,
         }
         m.updated_at = Utc::now();
@@ -241,7 +243,9 @@ fn event_spec(event: &Event) -> Option<&str> {
         | EventKind::AttemptFinished { spec, .. }
         | EventKind::RetryScheduled { spec, .. }
         | EventKind::SpecFinished { spec, .. } => Some(spec),
-        EventKind::RunStarted { .. } | EventKind::RunFinished { .. } => None,
+        EventKind::RunStarted { .. }
+        | EventKind::RunFinished { .. }
+        | EventKind::HookFinished { .. } => None,
     }
 }
 

@@ -4,6 +4,7 @@
 //! the `Test` builder.
 
 mod apply;
+mod ci;
 mod config;
 mod harness;
 mod procs;

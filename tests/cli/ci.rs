@@ -1,0 +1,632 @@
+//! The CI face of `apply`: the JUnit report, GitHub Actions annotations, plain and
+//! coloured output, `--quiet`, `-v`, the `on_exhausted` hook, completions and man page.
+
+use std::io::Read;
+use std::path::Path;
+use std::time::Duration;
+
+use rustix::process::Signal;
+use serde_json::Value;
+
+use crate::harness::*;
+use crate::procs::*;
+
+/// One flaky spec (passes on its third attempt), one that fails for good after two
+/// retries, and one skipped because it depends on the failing one.
+fn flaky_failed_skipped() -> Test {
+    Test::with_pipeline(&format!(
+        r#"
+retry_max_retries = 2
+retry_backoff_seconds = 0
+jobs = 1
+[specs.flaky]
+command = ["{}", "counter", "2"]
+[specs.broken]
+command = 'echo "broken on attempt $SPEC_RUNNER_ATTEMPT"; echo "::set-output name=x::injected"; exit 3'
+[specs.later]
+command = "true"
+depends_on = ["broken"]
+"#,
+        fixture("fail_then_pass.sh")
+    ))
+}
+
+/// Where an element of a JUnit report may appear: its allowed and required attributes
+/// and allowed child elements, space-separated.
+struct Shape {
+    attrs: &'static str,
+    required: &'static str,
+    children: &'static str,
+}
+
+/// The JUnit shape CI tools read: the Jenkins / Ant XSD, with Maven Surefire's
+/// `flaky*` and `rerun*` elements.
+fn junit_shape(element: &str) -> Option<Shape> {
+    let shape = |attrs, required, children| Shape {
+        attrs,
+        required,
+        children,
+    };
+    Some(match element {
+        "testsuites" => shape(
+            "name time tests failures errors skipped disabled timestamp uuid",
+            "",
+            "testsuite",
+        ),
+        "testsuite" => shape(
+            "name tests failures errors skipped disabled time timestamp hostname id package file",
+            "name tests",
+            "properties testcase system-out system-err",
+        ),
+        "properties" => shape("", "", "property"),
+        "property" => shape("name value", "name value", ""),
+        "testcase" => shape(
+            "name classname time timestamp assertions status file line",
+            "name",
+            "skipped error failure rerunFailure rerunError flakyFailure flakyError \
+             system-out system-err properties",
+        ),
+        "failure" | "error" | "skipped" => shape("message type", "", ""),
+        "rerunFailure" | "rerunError" | "flakyFailure" | "flakyError" => shape(
+            "message type timestamp time",
+            "",
+            "stackTrace system-out system-err",
+        ),
+        "stackTrace" | "system-out" | "system-err" => shape("", "", ""),
+        _ => return None,
+    })
+}
+
+fn listed(list: &str, name: &str) -> bool {
+    list.split_whitespace().any(|n| n == name)
+}
+
+/// Checks `xml` against [`junit_shape`]: every element in its place, only known
+/// attributes, required ones present, numbers and times well formed, one verdict per
+/// case, counts that add up. Returns the document for further checks.
+fn check_junit_shape(xml: &str) -> roxmltree::Document<'_> {
+    let doc = roxmltree::Document::parse(xml).unwrap_or_else(|e| panic!("not XML ({e}):\n{xml}"));
+    let root = doc.root_element();
+    assert_eq!(root.tag_name().name(), "testsuites");
+    for node in root.descendants().filter(roxmltree::Node::is_element) {
+        let name = node.tag_name().name();
+        let shape = junit_shape(name).unwrap_or_else(|| panic!("unknown <{name}>:\n{xml}"));
+        for a in node.attributes() {
+            assert!(
+                listed(shape.attrs, a.name()),
+                "<{name} {}>:\n{xml}",
+                a.name()
+            );
+            match a.name() {
+                "tests" | "failures" | "errors" | "skipped" | "disabled" => {
+                    assert!(a.value().parse::<u64>().is_ok(), "{name}@{}", a.name());
+                }
+                "time" => assert!(a.value().parse::<f64>().is_ok_and(|t| t >= 0.0)),
+                "timestamp" => {
+                    assert!(chrono::DateTime::parse_from_rfc3339(a.value()).is_ok());
+                }
+                _ => {}
+            }
+        }
+        for r in shape.required.split_whitespace() {
+            assert!(node.has_attribute(r), "<{name}> lacks {r}:\n{xml}");
+        }
+        for child in node.children().filter(roxmltree::Node::is_element) {
+            let c = child.tag_name().name();
+            assert!(listed(shape.children, c), "<{c}> inside <{name}>:\n{xml}");
+        }
+        if name == "testcase" {
+            let kinds: Vec<&str> = node.children().map(|c| c.tag_name().name()).collect();
+            let verdicts: Vec<&str> = kinds
+                .iter()
+                .copied()
+                .filter(|c| listed("failure error skipped", c))
+                .collect();
+            assert!(verdicts.len() <= 1, "{verdicts:?}:\n{xml}");
+            if kinds.iter().any(|k| k.starts_with("flaky")) {
+                assert!(verdicts.is_empty(), "flaky runs only in a pass:\n{xml}");
+            }
+            if kinds.iter().any(|k| k.starts_with("rerun")) {
+                assert!(verdicts == ["failure"] || verdicts == ["error"], "{xml}");
+            }
+        }
+    }
+    for suite in root.children().filter(|n| n.has_tag_name("testsuite")) {
+        let cases: Vec<_> = suite
+            .children()
+            .filter(|n| n.has_tag_name("testcase"))
+            .collect();
+        let tests = cases.len().to_string();
+        assert_eq!(suite.attribute("tests"), Some(tests.as_str()));
+        for (count, verdict) in [
+            ("failures", "failure"),
+            ("errors", "error"),
+            ("skipped", "skipped"),
+        ] {
+            let n = cases
+                .iter()
+                .filter(|c| c.children().any(|n| n.has_tag_name(verdict)))
+                .count()
+                .to_string();
+            assert_eq!(suite.attribute(count), Some(n.as_str()), "{count}:\n{xml}");
+        }
+    }
+    doc
+}
+
+/// The elements inside the testcase `spec`, with their `message` (or text).
+fn case_children(doc: &roxmltree::Document, spec: &str) -> Vec<(String, String)> {
+    let case = doc
+        .descendants()
+        .find(|n| n.has_tag_name("testcase") && n.attribute("name") == Some(spec))
+        .unwrap_or_else(|| panic!("no testcase `{spec}`"));
+    case.children()
+        .filter(roxmltree::Node::is_element)
+        .map(|n| {
+            let text = if n.tag_name().name() == "system-out" {
+                n.text().unwrap_or_default()
+            } else {
+                n.attribute("message").unwrap_or_default()
+            };
+            (n.tag_name().name().to_string(), text.to_string())
+        })
+        .collect()
+}
+
+/// The `system-out` of each element of `kind` in testcase `spec`.
+fn outputs_of(doc: &roxmltree::Document, spec: &str, kind: &str) -> Vec<String> {
+    doc.descendants()
+        .find(|n| n.has_tag_name("testcase") && n.attribute("name") == Some(spec))
+        .unwrap()
+        .children()
+        .filter(|n| n.has_tag_name(kind))
+        .map(|n| {
+            n.children()
+                .find(|c| c.has_tag_name("system-out"))
+                .and_then(|c| c.text())
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect()
+}
+
+fn names(list: &[(String, String)]) -> Vec<&str> {
+    list.iter().map(|(n, _)| n.as_str()).collect()
+}
+
+#[test]
+fn junit_records_a_flaky_a_failed_and_a_skipped_spec_with_every_attempt() {
+    let t = flaky_failed_skipped();
+    let run = run_in(&t, &["apply", "--junit", "reports/junit.xml"]);
+    run.code(1);
+    let xml = t.read("reports/junit.xml");
+    let doc = check_junit_shape(&xml);
+    let suites = doc.root_element();
+    assert_eq!(
+        ["tests", "failures", "errors", "skipped"].map(|a| suites.attribute(a)),
+        [Some("3"), Some("1"), Some("0"), Some("1")]
+    );
+
+    let flaky = case_children(&doc, "flaky");
+    assert_eq!(
+        names(&flaky),
+        ["flakyFailure", "flakyFailure", "system-out"],
+        "{xml}"
+    );
+    assert_eq!(flaky[0].1, "exit 1");
+    assert_eq!(
+        outputs_of(&doc, "flaky", "flakyFailure"),
+        ["attempt 1: failing\n", "attempt 2: failing\n"]
+    );
+    assert_eq!(flaky[2].1, "attempt 3: passing\n");
+
+    let broken = case_children(&doc, "broken");
+    assert_eq!(
+        names(&broken),
+        ["failure", "rerunFailure", "rerunFailure", "system-out"],
+        "{xml}"
+    );
+    assert!(broken[0].1.starts_with("exit 3"), "{}", broken[0].1);
+    assert_eq!(broken[1].1, "exit 3");
+    let reruns = outputs_of(&doc, "broken", "rerunFailure");
+    assert!(reruns[0].starts_with("broken on attempt 1"), "{reruns:?}");
+    assert!(reruns[1].starts_with("broken on attempt 2"), "{reruns:?}");
+    assert!(broken[3].1.starts_with("broken on attempt 3"), "{xml}");
+
+    let later = case_children(&doc, "later");
+    assert_eq!(names(&later), ["skipped"]);
+    assert!(later[0].1.contains("broken"), "{}", later[0].1);
+
+    let left: Vec<_> = std::fs::read_dir(t.path().join("reports"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["junit.xml"], "no temporary file is left behind");
+}
+
+#[test]
+fn junit_path_from_the_pipeline_is_written_even_when_the_run_is_interrupted() {
+    let t = Test::with_pipeline(
+        r#"
+junit_path = "out/report.xml"
+retry_max_retries = 3
+retry_backoff_seconds = 30
+[specs.waits]
+command = 'echo crashing; exit 1'
+"#,
+    );
+    let mut bg = Background::apply(&t);
+    bg.wait_for(Duration::from_secs(30), |e| e["event"] == "retry_scheduled");
+    bg.signal(Signal::INT);
+    let (code, _) = bg.wait_exit(Duration::from_secs(30));
+    assert_eq!(code, Some(130));
+    let xml = t.read("out/report.xml");
+    let doc = check_junit_shape(&xml);
+    let waits = case_children(&doc, "waits");
+    assert_eq!(names(&waits), ["error", "rerunFailure"], "{xml}");
+    assert!(waits[0].1.contains("stopped"), "{xml}");
+}
+
+#[test]
+fn a_junit_file_that_cannot_be_written_is_an_error() {
+    let t = Test::with_pipeline("[specs.ok]\ncommand = \"true\"\n");
+    t.write("blocker", "a file, not a folder");
+    let run = run_in(&t, &["apply", "--junit", "blocker/junit.xml"]);
+    run.code(2).stderr_has("cannot write the JUnit report");
+}
+
+#[test]
+fn github_actions_gets_an_error_with_the_log_in_a_group_and_a_flaky_warning() {
+    let t = flaky_failed_skipped().env("GITHUB_ACTIONS", "true");
+    let run = run_in(&t, &["apply"]);
+    run.code(1);
+    let err = &run.stderr;
+    run.stderr_has("::error title=spec `broken` failed::exit 3")
+        .stderr_has("::warning title=spec `flaky` is flaky::passed on attempt 3 after 2 failed: exit 1; exit 1");
+    // The log's tail sits in a group, inside a section where workflow commands are
+    // off: the spec's own `::set-output` is shown, not obeyed.
+    let group = err.find("::group::broken").expect("a group");
+    let end = err[group..].find("::endgroup::").expect("an endgroup") + group;
+    let inside = &err[group..end];
+    assert!(inside.contains("broken on attempt 3"), "{inside}");
+    let stop = inside
+        .lines()
+        .find_map(|l| l.strip_prefix("::stop-commands::"))
+        .expect("stop-commands");
+    let injected = inside.find("::set-output").expect("the output line");
+    assert!(inside.find("::stop-commands::").unwrap() < injected);
+    assert!(inside.find(&format!("::{stop}::")).unwrap() > injected);
+    assert_eq!(err.matches("::error").count(), 1, "{err}");
+
+    let plain = run_in(&flaky_failed_skipped(), &["apply"]);
+    assert!(
+        !plain.stderr.contains("::error") && !plain.stderr.contains("::warning"),
+        "annotations only in GitHub Actions:\n{}",
+        plain.stderr
+    );
+}
+
+/// Whether `s` holds an SGR (colour) escape sequence.
+fn has_colour(s: &str) -> bool {
+    regex::Regex::new("\x1b\\[[0-9;]*m").unwrap().is_match(s)
+}
+
+/// Runs `args` in `t` with stderr on a pseudo-terminal; returns what it showed there.
+fn on_terminal(t: &Test, args: &[&str], extra_env: &[(&str, &str)]) -> (Option<i32>, String) {
+    use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
+    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).expect("openpt");
+    grantpt(&master).expect("grantpt");
+    unlockpt(&master).expect("unlockpt");
+    let name = ptsname(&master, Vec::new()).expect("ptsname");
+    let slave = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(name.to_str().unwrap())
+        .expect("open the terminal");
+    let mut cmd = t.command();
+    cmd.args(args)
+        .env("TERM", "xterm-256color")
+        .stdout(std::process::Stdio::null())
+        .stderr(slave);
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("start spec-runner");
+    // The child holds the only other end now: reading ends (EIO) once it exits.
+    drop(cmd);
+    let mut master = std::fs::File::from(master);
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = master.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    });
+    let status = child.wait().expect("wait");
+    (status.code(), reader.join().expect("reader"))
+}
+
+#[test]
+fn colour_on_a_terminal_unless_no_color_or_never_and_never_off_a_terminal() {
+    let pipeline = "[specs.bad]\ncommand = \"exit 4\"\nretry_max_retries = 0\n";
+    let t = Test::with_pipeline(pipeline);
+    let plain = ["apply", "--fresh", "--progress", "plain"];
+
+    let (code, shown) = on_terminal(&t, &plain, &[]);
+    assert_eq!(code, Some(1));
+    assert!(has_colour(&shown), "colour on a terminal:\n{shown:?}");
+    assert!(shown.contains("FAILED"), "{shown:?}");
+
+    let (_, shown) = on_terminal(&t, &plain, &[("NO_COLOR", "1")]);
+    assert!(!has_colour(&shown), "NO_COLOR:\n{shown:?}");
+    assert!(shown.contains("FAILED"), "{shown:?}");
+
+    let (_, shown) = on_terminal(&t, &[&plain[..], &["--color", "never"]].concat(), &[]);
+    assert!(!has_colour(&shown), "--color never:\n{shown:?}");
+
+    // Bars on a terminal, but NO_COLOR still means no colour in them.
+    let (_, shown) = on_terminal(&t, &["apply", "--fresh"], &[("NO_COLOR", "1")]);
+    assert!(!has_colour(&shown), "bars with NO_COLOR:\n{shown:?}");
+
+    // Off a terminal: plain lines, no escape codes at all, unless forced.
+    let run = run_in(&t, &["apply", "--fresh"]);
+    assert!(!run.stderr.contains('\x1b'), "{:?}", run.stderr);
+    assert!(
+        run.stderr.lines().any(|l| l.contains("bad: FAILED")),
+        "{}",
+        run.stderr
+    );
+    let run = run_in(&t, &["apply", "--fresh", "--color", "always"]);
+    assert!(has_colour(&run.stderr), "{:?}", run.stderr);
+    let run = t
+        .command()
+        .args(["apply", "--fresh"])
+        .env("SPEC_RUNNER_COLOR", "always")
+        .output()
+        .unwrap();
+    assert!(has_colour(&String::from_utf8_lossy(&run.stderr)));
+}
+
+#[test]
+fn quiet_prints_only_failures_and_the_summary() {
+    let t = flaky_failed_skipped();
+    let run = run_in(&t, &["apply", "--quiet"]);
+    run.code(1);
+    // Each line without its timestamp; the log tail under a failure is indented.
+    let lines: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| !l.starts_with("    "))
+        .map(|l| l.split_once(' ').map_or(l, |(_, rest)| rest))
+        .collect();
+    assert_eq!(lines.len(), 3, "{}", run.stderr);
+    assert_eq!(lines[0], "broken: FAILED: exit 3; retries exhausted (2/2)");
+    assert_eq!(lines[1], "later: SKIPPED: dependency `broken` failed");
+    assert!(
+        lines[2].starts_with(
+            "1 succeeded (1 flaky: flaky), 1 failed, 1 skipped, 0 stopped; 4 retries; "
+        ),
+        "{}",
+        lines[2]
+    );
+    run.stderr_has("    | broken on attempt 3");
+}
+
+#[test]
+fn verbose_turns_on_diagnostics_on_stderr() {
+    let t = Test::with_pipeline(
+        "retry_backoff_seconds = 0\nretry_max_retries = 1\n[specs.once]\ncommand = \"exit 1\"\n",
+    );
+    let quiet = run_in(&t, &["apply"]);
+    assert!(
+        !quiet.stderr.contains("loaded the pipeline"),
+        "{}",
+        quiet.stderr
+    );
+    let v = run_in(&t, &["-v", "apply", "--fresh"]);
+    v.code(1)
+        .stderr_has("INFO")
+        .stderr_has("loaded the pipeline")
+        .stderr_has("decided after a failed attempt");
+    assert!(!v.stderr.contains("starting attempt"), "-v is not -vv");
+    run_in(&t, &["apply", "--fresh", "-vv"])
+        .code(1)
+        .stderr_has("DEBUG")
+        .stderr_has("starting attempt");
+}
+
+/// A hook that records its environment and working folder in `hooks.txt`, after a
+/// pause: the run must wait for it.
+const RECORDING_HOOK: &str = r#"on_exhausted = 'sleep 0.3; printf "%s|%s|%s|%s|%s\n" "$SPEC_RUNNER_SPEC" "$SPEC_RUNNER_REASON" "$SPEC_RUNNER_LOG" "$SPEC_RUNNER_ATTEMPTS" "$(pwd)" >> hooks.txt; echo notified'"#;
+
+#[test]
+fn on_exhausted_runs_once_per_spec_that_fails_for_good_with_its_variables() {
+    let t = Test::with_pipeline(&format!(
+        r#"
+{RECORDING_HOOK}
+retry_max_retries = 1
+retry_backoff_seconds = 0
+[specs.crashes]
+command = "exit 3"
+[specs.nocwd]
+command = "true"
+cwd = "no/such/folder"
+[specs.flaky]
+command = '[ "$SPEC_RUNNER_ATTEMPT" = 2 ]'
+[specs.fine]
+command = "true"
+"#
+    ));
+    let dir = t.path().canonicalize().unwrap();
+    let run = run_in(&t, &["apply", "--format", "json"]);
+    run.code(1);
+    let ev = events(&run.stdout);
+    let mut lines: Vec<Vec<String>> = t
+        .read("hooks.txt")
+        .lines()
+        .map(|l| l.split('|').map(str::to_string).collect())
+        .collect();
+    lines.sort();
+    assert_eq!(lines.len(), 2, "one run per failed spec: {lines:?}");
+    let crashes = &lines[0];
+    assert_eq!(crashes[0], "crashes");
+    assert!(crashes[1].starts_with("exit 3"), "{crashes:?}");
+    assert!(
+        crashes[2].ends_with(".spec-runner/logs/crashes/task_2.log"),
+        "{crashes:?}"
+    );
+    assert_eq!(crashes[3], "2");
+    assert_eq!(Path::new(&crashes[4]), dir, "runs in the pipeline's folder");
+    let nocwd = &lines[1];
+    assert_eq!(nocwd[0], "nocwd");
+    assert!(nocwd[1].contains("could not start"), "{nocwd:?}");
+    assert_eq!(nocwd[3], "1");
+
+    let hooks = of(&ev, "hook_finished", None);
+    assert_eq!(hooks.len(), 2, "{ev:#?}");
+    for h in &hooks {
+        assert_eq!(h["hook"], "on_exhausted");
+        assert_eq!(h["exit_code"], 0);
+        assert_eq!(h["reason"], Value::Null);
+        let log = h["log"].as_str().unwrap();
+        assert!(log.ends_with("on_exhausted_1.log"), "{log}");
+        assert_eq!(std::fs::read_to_string(log).unwrap(), "notified\n");
+    }
+    // Hooks end before the run does, and are not specs.
+    assert_eq!(ev.last().unwrap()["event"], "run_finished");
+    assert_eq!(ev.last().unwrap()["failed"], 2);
+}
+
+#[test]
+fn a_failing_hook_is_reported_but_does_not_fail_the_run_again() {
+    let t = Test::with_pipeline(
+        r#"
+on_exhausted = "echo cannot notify; exit 5"
+retry_max_retries = 0
+[specs.fails]
+command = "exit 1"
+[specs.passes]
+command = "true"
+"#,
+    );
+    let run = run_in(&t, &["apply"]);
+    run.code(1)
+        .stderr_has("fails: on_exhausted FAILED: exit 5")
+        .stderr_has("1 succeeded, 1 failed");
+    let again = run_in(&t, &["apply", "passes", "--fresh", "--format", "json"]);
+    again.code(0);
+    assert!(of(&events(&again.stdout), "hook_finished", None).is_empty());
+    // A second failure of the same spec logs its hook under the next number.
+    let run = run_in(&t, &["apply", "fails", "--format", "json"]);
+    run.code(1);
+    let ev = events(&run.stdout);
+    let hook = of(&ev, "hook_finished", Some("fails"));
+    assert_eq!(hook[0]["exit_code"], 5);
+    assert_eq!(hook[0]["reason"], "exit 5");
+    assert!(
+        hook[0]["log"]
+            .as_str()
+            .unwrap()
+            .ends_with("on_exhausted_2.log"),
+        "{}",
+        hook[0]
+    );
+}
+
+#[test]
+fn ctrl_c_ends_a_running_hook_like_an_attempt() {
+    let t = Test::with_pipeline(
+        r#"
+on_exhausted = 'echo $$ > hookpid; exec sleep 1000'
+retry_max_retries = 0
+terminate_grace_seconds = 1
+[specs.fails]
+command = "exit 1"
+"#,
+    );
+    let pidfile = t.path().join("hookpid");
+    let mut bg = Background::apply(&t);
+    bg.wait_for(Duration::from_secs(30), |e| e["event"] == "spec_finished");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while read_pids(&pidfile).is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pids = read_pids(&pidfile);
+    assert_eq!(pids.len(), 1, "the hook started");
+    bg.signal(Signal::INT);
+    let (code, _) = bg.wait_exit(Duration::from_secs(30));
+    assert_eq!(code, Some(130));
+    assert!(
+        wait_gone(&pids, Duration::from_secs(2)).is_empty(),
+        "hook outlived Ctrl-C"
+    );
+    let ev = bg.rest();
+    let hook = of(&ev, "hook_finished", Some("fails"));
+    assert_eq!(hook[0]["reason"], "stopped", "{ev:#?}");
+}
+
+#[test]
+fn completions_and_man_pages_come_from_the_command_line_definition() {
+    let t = Test::new();
+    for (shell, marker) in [
+        ("bash", "complete -F _spec__runner"),
+        ("zsh", "#compdef spec-runner"),
+        ("fish", "complete -c spec-runner"),
+    ] {
+        let run = run_in(&t, &["completions", shell]);
+        run.code(0).stdout_has(marker).stdout_has("apply");
+    }
+    run_in(&t, &["completions", "tcsh"]).code(2);
+    run_in(&t, &["man"])
+        .code(0)
+        .stdout_has(".TH spec-runner")
+        .stdout_has("completions");
+    run_in(&t, &["man", "--dir", "man1"]).code(0);
+    for page in ["spec-runner.1", "spec-runner-apply.1", "spec-runner-man.1"] {
+        assert!(t.path().join("man1").join(page).is_file(), "{page}");
+    }
+}
+
+#[test]
+fn every_subcommand_help_has_examples() {
+    use clap::CommandFactory;
+    let t = Test::new();
+    let cli = spec_runner::cli::Cli::command();
+    let subcommands: Vec<String> = cli
+        .get_subcommands()
+        .map(|c| c.get_name().to_string())
+        .collect();
+    assert!(subcommands.len() >= 11, "{subcommands:?}");
+    for sub in subcommands {
+        run_in(&t, &[&sub, "--help"])
+            .code(0)
+            .stdout_has("Examples:\n  spec-runner");
+    }
+    run_in(&t, &["--help"]).code(0).stdout_has("Examples:");
+}
+
+#[test]
+fn an_abort_rule_still_runs_the_hook_of_the_spec_that_aborted() {
+    let t = Test::with_pipeline(
+        r#"
+on_exhausted = "echo $SPEC_RUNNER_SPEC >> hooks.txt"
+jobs = 1
+[[retry_rules]]
+exit_codes = [9]
+action = "abort"
+[specs.a-boom]
+command = "exit 9"
+[specs.b-never]
+command = "true"
+"#,
+    );
+    let run = run_in(&t, &["apply", "--format", "json"]);
+    run.code(1);
+    let ev = events(&run.stdout);
+    assert_eq!(of(&ev, "hook_finished", Some("a-boom"))[0]["exit_code"], 0);
+    assert_eq!(t.read("hooks.txt"), "a-boom\n");
+}
