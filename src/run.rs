@@ -540,14 +540,9 @@ fn end_abandoned(
     // A runner killed between starting an attempt and recording it, or an attempt's
     // process that left its group, is found by the run id in its environment.
     let Some(prev) = previous else { return };
-    let interrupted = prev.specs.values().any(|s| {
-        matches!(
-            s.status,
-            crate::runner::Status::Running
-                | crate::runner::Status::Backoff
-                | crate::runner::Status::Pending
-        )
-    });
+    // A run that never recorded its end was cut short: its processes (attempts and
+    // hooks alike) may still be running.
+    let interrupted = prev.finished_at.is_none();
     if interrupted {
         let grace = p
             .specs

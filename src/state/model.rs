@@ -23,6 +23,9 @@ pub struct StateFile {
     /// The pid of the runner that last wrote this file.
     pub runner_pid: u32,
     pub updated_at: DateTime<Utc>,
+    /// When the run ended; `None` while it runs, or forever if the runner was killed.
+    #[serde(default)]
+    pub finished_at: Option<DateTime<Utc>>,
     pub specs: BTreeMap<String, SpecState>,
 }
 
@@ -33,6 +36,7 @@ impl StateFile {
             run_id: run_id.to_string(),
             runner_pid: std::process::id(),
             updated_at: Utc::now(),
+            finished_at: None,
             specs: BTreeMap::new(),
         }
     }

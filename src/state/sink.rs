@@ -216,7 +216,10 @@ impl StateSink {
             }
             // A hook changes no spec's state.
             EventKind::HookFinished { .. } => {}
-            EventKind::RunFinished { .. } => urgent = true,
+            EventKind::RunFinished { .. } => {
+                m.finished_at = Some(event.ts);
+                urgent = true;
+            }
         }
         m.updated_at = Utc::now();
         urgent
@@ -263,6 +266,7 @@ impl Model {
             "run_id": self.file.run_id,
             "runner_pid": self.file.runner_pid,
             "updated_at": self.file.updated_at,
+            "finished_at": self.file.finished_at,
         })
         .to_string();
         let specs = self
