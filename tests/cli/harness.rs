@@ -15,7 +15,11 @@ pub fn repo() -> PathBuf {
 
 /// A fixture script under tests/fixtures.
 pub fn fixture(name: &str) -> String {
-    repo().join("tests/fixtures").join(name).display().to_string()
+    repo()
+        .join("tests/fixtures")
+        .join(name)
+        .display()
+        .to_string()
 }
 
 pub struct Test {
@@ -32,7 +36,11 @@ pub struct Run {
 
 impl Test {
     pub fn new() -> Test {
-        Test { dir: tempfile::tempdir().expect("tempdir"), env: Vec::new(), args: Vec::new() }
+        Test {
+            dir: tempfile::tempdir().expect("tempdir"),
+            env: Vec::new(),
+            args: Vec::new(),
+        }
     }
 
     /// A test whose folder holds `spec-runner.toml` with this text.
@@ -56,11 +64,20 @@ impl Test {
     }
 
     pub fn read(&self, name: &str) -> String {
-        std::fs::read_to_string(self.path().join(name)).unwrap_or_else(|e| panic!("read {name}: {e}"))
+        std::fs::read_to_string(self.path().join(name))
+            .unwrap_or_else(|e| panic!("read {name}: {e}"))
     }
 
     pub fn env(mut self, k: &str, v: &str) -> Test {
         self.env.push((k.into(), v.into()));
+        self
+    }
+
+    /// Several variables at once.
+    pub fn envs(mut self, vars: &[(&str, &str)]) -> Test {
+        for (k, v) in vars {
+            self.env.push(((*k).into(), (*v).into()));
+        }
         self
     }
 
@@ -73,7 +90,9 @@ impl Test {
     /// `SPEC_RUNNER_*`, so a developer's shell cannot change a test's outcome.
     pub fn command(&self) -> Command {
         let mut cmd = Command::new(BIN);
-        cmd.current_dir(self.path()).args(&self.args).stdin(Stdio::null());
+        cmd.current_dir(self.path())
+            .args(&self.args)
+            .stdin(Stdio::null());
         for (k, _) in std::env::vars() {
             if k.starts_with("SPEC_RUNNER_") || k == "GITHUB_ACTIONS" || k == "NO_COLOR" {
                 cmd.env_remove(k);
@@ -110,17 +129,76 @@ impl Run {
 
     #[track_caller]
     pub fn stderr_has(&self, needle: &str) -> &Run {
-        assert!(self.stderr.contains(needle), "stderr lacks {needle:?}:\n{}", self.stderr);
+        assert!(
+            self.stderr.contains(needle),
+            "stderr lacks {needle:?}:\n{}",
+            self.stderr
+        );
         self
     }
 
     #[track_caller]
     pub fn stdout_has(&self, needle: &str) -> &Run {
-        assert!(self.stdout.contains(needle), "stdout lacks {needle:?}:\n{}", self.stdout);
+        assert!(
+            self.stdout.contains(needle),
+            "stdout lacks {needle:?}:\n{}",
+            self.stdout
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn stderr_lacks(&self, needle: &str) -> &Run {
+        assert!(
+            !self.stderr.contains(needle),
+            "stderr has {needle:?}:\n{}",
+            self.stderr
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn stdout_lacks(&self, needle: &str) -> &Run {
+        assert!(
+            !self.stdout.contains(needle),
+            "stdout has {needle:?}:\n{}",
+            self.stdout
+        );
+        self
+    }
+
+    /// The `error: SOURCE: `KEY`: MESSAGE` lines of a failed load, one per problem.
+    pub fn problems(&self) -> Vec<&str> {
+        self.stderr
+            .lines()
+            .filter(|l| l.starts_with("error: "))
+            .collect()
+    }
+
+    /// Asserts that one problem line names `source` (`spec-runner.toml:3:5`,
+    /// `config.json`, `variable SPEC_RUNNER_JOBS`, `flag --jobs`) and the key path `key`,
+    /// and that its message holds every fragment of `says`.
+    #[track_caller]
+    pub fn problem(&self, source: &str, key: &str, says: &[&str]) -> &Run {
+        let head = if key.is_empty() {
+            format!("error: {source}: ")
+        } else {
+            format!("error: {source}: `{key}`: ")
+        };
+        let found = self
+            .problems()
+            .into_iter()
+            .any(|l| l.starts_with(&head) && says.iter().all(|s| l.contains(s)));
+        assert!(
+            found,
+            "no problem line starts with {head:?} and holds {says:?}:\n{}",
+            self.stderr
+        );
         self
     }
 
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
     }
 }
