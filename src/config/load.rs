@@ -115,15 +115,24 @@ impl Layers {
         })
     }
 
-    /// Where a problem at `path` should point: the file or variable that set it.
-    pub fn source_of(&self, path: &[PathSeg]) -> Source {
+    /// Where a problem at `path` should point: the file or variable that set it. For
+    /// the pipeline file, `toml` finds the line and column of the key or its value.
+    pub fn source_of(&self, path: &[PathSeg], target: Target, toml: &TomlIndex) -> Source {
         match self.layer_of(path) {
-            Some(layer) => self.layer_source(layer, path),
+            Some(layer) => self.layer_source(layer, path, target, toml),
             None => Source::File {
                 path: self.layers_display(LayerKind::Pipeline),
                 location: None,
             },
         }
+    }
+
+    /// The pipeline file's text, when it was read.
+    pub fn pipeline_text(&self) -> Option<&str> {
+        self.layers
+            .iter()
+            .find(|l| l.kind == LayerKind::Pipeline)
+            .and_then(|l| l.text.as_deref())
     }
 
     fn layers_display(&self, kind: LayerKind) -> String {
@@ -134,7 +143,13 @@ impl Layers {
             .unwrap_or_else(|| self.pipeline_file.display().to_string())
     }
 
-    fn layer_source(&self, layer: &Layer, path: &[PathSeg]) -> Source {
+    fn layer_source(
+        &self,
+        layer: &Layer,
+        path: &[PathSeg],
+        target: Target,
+        toml: &TomlIndex,
+    ) -> Source {
         let key = PathSeg::join(path);
         match layer.kind {
             LayerKind::ConfigJson => Source::File {
@@ -143,23 +158,40 @@ impl Layers {
             },
             LayerKind::Pipeline => Source::File {
                 path: layer.display.clone(),
-                location: layer.text.as_deref().and_then(|t| toml_location(t, path)),
+                location: toml.locate(path, target),
             },
             LayerKind::Env => Source::Variable(
                 layer
                     .variables
-                    .iter()
-                    .find(|(k, _)| {
-                        key == **k
-                            || key.starts_with(&format!("{k}."))
-                            || key.starts_with(&format!("{k}["))
+                    .get(&key)
+                    .or_else(|| {
+                        // A problem inside a value a variable set (`retry_rules[0]`):
+                        // the variable of the longest key path that is a prefix.
+                        layer
+                            .variables
+                            .iter()
+                            .filter(|(k, _)| {
+                                key.strip_prefix(k.as_str())
+                                    .is_some_and(|rest| rest.starts_with(['.', '[']))
+                            })
+                            .max_by_key(|(k, _)| k.len())
+                            .map(|(_, v)| v)
                     })
-                    .map(|(_, v)| v.clone())
+                    .cloned()
                     .unwrap_or_else(|| "environment".into()),
             ),
             LayerKind::Cli => Source::Flag(layer.flags.get(&key).cloned().unwrap_or(key)),
         }
     }
+}
+
+/// What a problem's line and column point at in the pipeline file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// The value (for a table, its header): a bad value.
+    Value,
+    /// The key itself: a key that should not be there.
+    Key,
 }
 
 /// Looks a path up in a dict.
@@ -207,20 +239,20 @@ pub fn read_layers(opts: &LoadOptions) -> Result<Layers, Vec<Problem>> {
         }
     };
     match std::fs::read_to_string(&config_path) {
-        Ok(text) => match serde_json::from_str::<Dict>(&text) {
+        Ok(text) => match parse_config_json(&text) {
             Ok(dict) => layers.push(Layer::file(
                 LayerKind::ConfigJson,
                 config_display,
                 dict,
                 None,
             )),
-            Err(e) => problems.push(Problem::new(
+            Err((location, message)) => problems.push(Problem::new(
                 Source::File {
                     path: config_display,
-                    location: Some((e.line(), e.column())),
+                    location,
                 },
                 "",
-                format!("invalid JSON: {}", strip_json_position(&e.to_string())),
+                message,
             )),
         },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {}
@@ -374,6 +406,28 @@ pub fn env_spec_name(name: &str) -> String {
         .collect()
 }
 
+/// Keys whose value is a path: a variable's text is taken as it is, so that a folder
+/// called `2024` or `true` stays a string.
+const PATH_KEYS: &[&str] = &["retry_log_dir", "state_dir", "junit_path"];
+
+/// A variable's text as a value of `key`.
+fn env_value(key: &str, text: &str) -> Value {
+    if PATH_KEYS.contains(&key) {
+        return Value::from(text.to_string());
+    }
+    let parsed: Value = text
+        .parse()
+        .unwrap_or_else(|never: std::convert::Infallible| match never {});
+    match parsed {
+        // A command is a string or an array; `42` or `true` is a (strange) command
+        // name, not a number.
+        Value::Num(..) | Value::Bool(..) | Value::Char(..) if key == "on_exhausted" => {
+            Value::from(text.to_string())
+        }
+        other => other,
+    }
+}
+
 fn env_layer(
     env: &[(String, String)],
     spec_names: &[String],
@@ -387,27 +441,30 @@ fn env_layer(
             .or_default()
             .push(name);
     }
-    for (var, raw_value) in env {
-        let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
-            continue;
-        };
-        if RESERVED_VARIABLES.contains(&var.as_str()) {
-            continue;
-        }
+    // Sorted, so that problems come out in the same order whatever the environment's.
+    let mut vars: Vec<&(String, String)> = env
+        .iter()
+        .filter(|(k, _)| k.starts_with(ENV_PREFIX) && !RESERVED_VARIABLES.contains(&k.as_str()))
+        .collect();
+    vars.sort();
+    for (var, raw_value) in vars {
+        let rest = &var[ENV_PREFIX.len()..];
         let source = Source::Variable(var.clone());
         let parts: Vec<&str> = rest.split("__").collect();
         let (spec, key) = match parts.as_slice() {
             [key] => (None, key.to_ascii_lowercase()),
             [specs, spec, key] if specs.eq_ignore_ascii_case("SPECS") => {
+                let key = key.to_ascii_lowercase();
+                let written = format!("specs.{spec}.{key}");
                 match by_env_name
                     .get(&spec.to_ascii_uppercase())
                     .map(Vec::as_slice)
                 {
-                    Some([one]) => (Some(one.to_string()), key.to_ascii_lowercase()),
+                    Some([one]) => (Some(one.to_string()), key),
                     Some(many) => {
                         problems.push(Problem::new(
                             source,
-                            "",
+                            &written,
                             format!(
                                 "`{spec}` names more than one spec ({}): rename one of them to address it from a variable",
                                 many.join(", ")
@@ -416,14 +473,13 @@ fn env_layer(
                         continue;
                     }
                     None => {
-                        let known: Vec<String> = by_env_name.keys().cloned().collect();
                         let hint =
-                            super::diag::did_you_mean(spec, known.iter().map(String::as_str))
+                            super::diag::did_you_mean(spec, by_env_name.keys().map(String::as_str))
                                 .map(|s| format!("; did you mean `{s}`?"))
                                 .unwrap_or_default();
                         problems.push(Problem::new(
                             source,
-                            "",
+                            &written,
                             format!(
                                 "no spec is named `{spec}` (spec names in variables are upper-case with `-` and `.` written as `_`){hint}"
                             ),
@@ -441,10 +497,14 @@ fn env_layer(
                 continue;
             }
         };
+        let path = match &spec {
+            Some(s) => format!("specs.{s}.{key}"),
+            None => key.clone(),
+        };
         if key == "specs" || SPEC_KEYS.contains(&key.as_str()) {
             problems.push(Problem::new(
                 source,
-                &key,
+                &path,
                 format!(
                     "`{key}` can only be set in the pipeline file: variables may override policy keys only (e.g. retry_max_retries)"
                 ),
@@ -454,7 +514,7 @@ fn env_layer(
         if spec.is_some() && RawRunPolicy::KEYS.contains(&key.as_str()) {
             problems.push(Problem::new(
                 source,
-                &key,
+                &path,
                 format!(
                     "`{key}` is run-wide: set it with SPEC_RUNNER_{}, not per spec",
                     key.to_ascii_uppercase()
@@ -462,13 +522,15 @@ fn env_layer(
             ));
             continue;
         }
-        let value: Value = raw_value
-            .parse()
-            .unwrap_or_else(|never: std::convert::Infallible| match never {});
-        let path = match &spec {
-            Some(s) => format!("specs.{s}.{key}"),
-            None => key.clone(),
-        };
+        if let Some(other) = layer.variables.get(&path) {
+            problems.push(Problem::new(
+                source,
+                &path,
+                format!("also set by {other}: set it with one variable only"),
+            ));
+            continue;
+        }
+        let value = env_value(&key, raw_value);
         match spec {
             Some(s) => {
                 let Value::Dict(_, specs) = layer
@@ -521,6 +583,34 @@ fn display_path(_cwd: &Path, given: Option<&Path>, default: &str) -> String {
         .unwrap_or_else(|| default.to_string())
 }
 
+/// `config.json`'s text as a dict of keys. A key set to `null` counts as not set (JSON
+/// has no other way to say "none"). Errors carry a line and column when JSON knows one.
+fn parse_config_json(text: &str) -> Result<Dict, (Option<(usize, usize)>, String)> {
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+        let location = (e.line() > 0).then(|| (e.line(), e.column().max(1)));
+        (
+            location,
+            format!("invalid JSON: {}", strip_json_position(&e.to_string())),
+        )
+    })?;
+    let serde_json::Value::Object(mut map) = value else {
+        let found = match value {
+            serde_json::Value::Array(_) => "an array",
+            serde_json::Value::String(_) => "a string",
+            serde_json::Value::Number(_) => "a number",
+            serde_json::Value::Bool(_) => "a boolean",
+            _ => "null",
+        };
+        return Err((
+            None,
+            format!("expected a JSON object of policy keys, found {found}"),
+        ));
+    };
+    map.retain(|_, v| !v.is_null());
+    serde_json::from_value::<Dict>(serde_json::Value::Object(map))
+        .map_err(|e| (None, format!("invalid JSON: {e}")))
+}
+
 fn strip_json_position(msg: &str) -> String {
     match msg.rfind(" at line ") {
         Some(i) => msg[..i].to_string(),
@@ -528,55 +618,80 @@ fn strip_json_position(msg: &str) -> String {
     }
 }
 
-/// 1-based line and column of a byte offset.
+/// 1-based line and column (in characters) of a byte offset.
 pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
     let line = before.matches('\n').count() + 1;
-    let col = before
-        .rfind('\n')
-        .map(|i| before.len() - i)
-        .unwrap_or(before.len() + 1);
-    (line, col)
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, before[line_start..].chars().count() + 1)
+}
+
+/// Finds where key paths are written in the pipeline file. The file is parsed again
+/// with spans, once, and only when a problem needs a location: loading a valid file
+/// never pays for it.
+pub struct TomlIndex<'a> {
+    text: Option<&'a str>,
+    doc: std::cell::OnceCell<Option<toml::Spanned<toml::de::DeTable<'a>>>>,
+}
+
+impl<'a> TomlIndex<'a> {
+    /// An index of `text`; `None` when there is no pipeline text (every lookup fails).
+    pub fn new(text: Option<&'a str>) -> TomlIndex<'a> {
+        TomlIndex {
+            text,
+            doc: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// Line and column of `path`: its key or its value (for a table, the key in its
+    /// header), or failing that of the deepest part of the path that is written.
+    pub fn locate(&self, path: &[PathSeg], target: Target) -> Option<(usize, usize)> {
+        use toml::de::{DeTable, DeValue};
+        let text = self.text?;
+        let doc = self
+            .doc
+            .get_or_init(|| DeTable::parse(text).ok())
+            .as_ref()?;
+        let mut span = None;
+        let mut table = Some(doc.get_ref());
+        let mut array: Option<&toml::de::DeArray> = None;
+        for (i, seg) in path.iter().enumerate() {
+            let last = i + 1 == path.len();
+            let found = match (seg, table, array) {
+                (PathSeg::Key(k), Some(t), _) => {
+                    t.get_key_value(k.as_str()).map(|(key, v)| {
+                        // Point at the key of a table header or of a key that should
+                        // not be there, at the value of a plain key.
+                        let at_key = matches!(v.get_ref(), DeValue::Table(_))
+                            || (last && target == Target::Key);
+                        (if at_key { key.span() } else { v.span() }, v.get_ref())
+                    })
+                }
+                (PathSeg::Index(i), _, Some(a)) => a.get(*i).map(|v| (v.span(), v.get_ref())),
+                _ => None,
+            };
+            let Some((s, v)) = found else { break };
+            span = Some(s);
+            table = None;
+            array = None;
+            match v {
+                DeValue::Table(t) => table = Some(t),
+                DeValue::Array(a) => array = Some(a),
+                _ => {}
+            }
+        }
+        span.map(|s| line_col(text, s.start))
+    }
 }
 
 /// Finds where `path` is written in a TOML document (its value, or failing that the
-/// deepest table that exists).
+/// deepest table that exists). Parses `text` on every call: for one-off lookups.
 pub fn toml_location(text: &str, path: &[PathSeg]) -> Option<(usize, usize)> {
-    use toml::de::{DeTable, DeValue};
-    let doc = DeTable::parse(text).ok()?;
-    let mut span = None;
-    let mut table = Some(doc.get_ref());
-    let mut array: Option<&toml::de::DeArray> = None;
-    for seg in path {
-        let value = match (seg, table, array) {
-            (PathSeg::Key(k), Some(t), _) => t
-                .iter()
-                .find(|(key, _)| key.get_ref().as_ref() == k.as_str())
-                .map(|(key, v)| {
-                    // Point at the key of a table header, the value of a plain key.
-                    (
-                        if matches!(v.get_ref(), DeValue::Table(_)) {
-                            key.span()
-                        } else {
-                            v.span()
-                        },
-                        v.get_ref(),
-                    )
-                }),
-            (PathSeg::Index(i), _, Some(a)) => a.get(*i).map(|v| (v.span(), v.get_ref())),
-            _ => None,
-        };
-        let Some((s, v)) = value else { break };
-        span = Some(s);
-        table = None;
-        array = None;
-        match v {
-            DeValue::Table(t) => table = Some(t),
-            DeValue::Array(a) => array = Some(a),
-            _ => {}
-        }
-    }
-    span.map(|s| line_col(text, s.start))
+    TomlIndex::new(Some(text)).locate(path, Target::Value)
 }
 
 /// Keys a spec table or the root may hold, for did-you-mean.

@@ -42,20 +42,26 @@ impl Seconds {
             "d" | "day" | "days" => 86400.0,
             other => {
                 return Err(format!(
-                    "`{text}` has an unknown unit `{other}` (expected ms, s, m, h or d)"
+                    "`{text}` is not a duration: unknown unit `{other}` (expected a number followed by ms, s, m, h or d)"
                 ));
             }
         };
-        Seconds::from_f64(value * factor)
+        let seconds = value * factor;
+        Seconds::check(seconds, &format!("`{text}` ({seconds} seconds)"))
     }
 
     fn from_f64(value: f64) -> Result<Seconds, String> {
+        Seconds::check(value, &value.to_string())
+    }
+
+    /// `value` seconds when in range; `shown` names it in the error.
+    fn check(value: f64, shown: &str) -> Result<Seconds, String> {
         if !value.is_finite() || value < 0.0 {
-            return Err(format!("{value} is not a duration ≥ 0"));
+            return Err(format!("{shown} is out of range: expected a duration ≥ 0"));
         }
         if value > MAX_SECONDS {
             return Err(format!(
-                "{value} seconds is too long (at most {MAX_SECONDS})"
+                "{shown} is too long: expected at most {MAX_SECONDS} seconds (about 31 years)"
             ));
         }
         Ok(Seconds(value))
@@ -179,6 +185,16 @@ pub struct RawRetryRule {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backoff_seconds: Option<Seconds>,
 }
+
+/// Keys of a retry rule, in declaration order: the loader reads a rule key by key.
+pub const RULE_KEYS: &[&str] = &[
+    "exit_codes",
+    "signals",
+    "timeout",
+    "output",
+    "action",
+    "backoff_seconds",
+];
 
 /// Declares the policy structs and, from the same field list, the table of keys the
 /// loader walks: one place to add a key.
