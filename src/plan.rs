@@ -177,10 +177,21 @@ pub fn plan_json(p: &Pipeline) -> Value {
     json!({ "order": order, "specs": specs })
 }
 
+/// A command on one line: a multi-line script shows its first line and "…" (the JSON
+/// plan has all of it).
 fn command_text(c: &CommandLine) -> String {
-    match c {
+    let full = match c {
         CommandLine::Shell(s) => s.clone(),
         CommandLine::Argv(v) => serde_json::to_string(v).unwrap_or_default(),
+    };
+    let mut lines = full
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| !l.trim().is_empty());
+    match (lines.next(), lines.next()) {
+        (Some(first), Some(_)) => format!("{first} …"),
+        (Some(first), None) => first.to_string(),
+        (None, _) => String::new(),
     }
 }
 

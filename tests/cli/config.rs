@@ -1,10 +1,47 @@
 //! Loading, layering and validation, through the real binary (and, for the property
 //! tests, through the library in-process).
 
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
 use crate::harness::*;
 
 /// A pipeline with one spec, for tests about policy rather than specs.
 const ONE_SPEC: &str = "[specs.a]\ncommand = \"true\"\n";
+
+/// `plan --format json` of a test.
+fn plan(t: Test) -> Value {
+    plan_with(t, &[])
+}
+
+/// `plan --format json ARGS…` of a test.
+fn plan_with(t: Test, extra: &[&str]) -> Value {
+    let mut args = vec!["plan", "--format", "json"];
+    args.extend(extra);
+    let run = t.args(&args).run();
+    run.code(0);
+    run.json()
+}
+
+/// The entry of spec `name` in a `plan --format json` document.
+fn spec<'a>(plan: &'a Value, name: &str) -> &'a Value {
+    plan["specs"]
+        .as_array()
+        .expect("specs is an array")
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no spec {name} in {plan:#}"))
+}
+
+/// A spec's effective value and origin of one policy key.
+fn policy<'a>(plan: &'a Value, name: &str, key: &str) -> (&'a Value, &'a str) {
+    let s = spec(plan, name);
+    let origin = s["origins"][key]
+        .as_str()
+        .unwrap_or_else(|| panic!("no origin of {key} for {name}: {s:#}"));
+    (&s["policy"][key], origin)
+}
 
 // ---------------------------------------------------------------------------------
 // Every bad input of issue #2 item 5: exit 2, the source and the key path named.
@@ -1042,6 +1079,816 @@ fn bad_input_never_panics_or_prints_a_backtrace() {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------------
+// Layering: defaults < config.json < pipeline file < variables < flags; scope beats
+// layer.
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn env_beats_file_beats_config_json_beats_default() {
+    let t = Test::with_pipeline(
+        "retry_max_retries = 4\nretry_backoff_seconds = 3\n[specs.a]\ncommand = \"true\"\n",
+    );
+    t.write(
+        "config.json",
+        r#"{"retry_max_retries": 1, "retry_backoff_seconds": 2, "retry_max_backoff_seconds": 40}"#,
+    );
+    let p = plan(t.env("SPEC_RUNNER_RETRY_MAX_RETRIES", "6"));
+    assert_eq!(
+        policy(&p, "a", "retry_max_retries"),
+        (&json!(6), "SPEC_RUNNER_RETRY_MAX_RETRIES")
+    );
+    assert_eq!(
+        policy(&p, "a", "retry_backoff_seconds"),
+        (&json!(3.0), "spec-runner.toml: retry_backoff_seconds")
+    );
+    assert_eq!(
+        policy(&p, "a", "retry_max_backoff_seconds"),
+        (&json!(40.0), "config.json: retry_max_backoff_seconds")
+    );
+    assert_eq!(
+        policy(&p, "a", "retry_backoff_multiplier"),
+        (&json!(2.0), "default")
+    );
+    // 6 retries: 3, 6, 12, 24, then capped at config.json's 40.
+    assert_eq!(
+        spec(&p, "a")["backoff_seconds"],
+        json!([3.0, 6.0, 12.0, 24.0, 40.0, 40.0])
+    );
+}
+
+#[test]
+fn a_global_variable_reaches_every_spec_without_its_own_value() {
+    // The issue's acceptance check.
+    let t = Test::with_pipeline(
+        "[specs.a]\ncommand = \"true\"\n[specs.b]\ncommand = \"true\"\nretry_max_retries = 1\n[specs.c]\ncommand = \"true\"\n",
+    );
+    let p = plan(t.env("SPEC_RUNNER_RETRY_MAX_RETRIES", "7"));
+    for name in ["a", "c"] {
+        assert_eq!(
+            policy(&p, name, "retry_max_retries"),
+            (&json!(7), "SPEC_RUNNER_RETRY_MAX_RETRIES")
+        );
+        assert_eq!(
+            spec(&p, name)["backoff_seconds"].as_array().map(Vec::len),
+            Some(7)
+        );
+    }
+    assert_eq!(
+        policy(&p, "b", "retry_max_retries"),
+        (&json!(1), "spec-runner.toml: specs.b.retry_max_retries")
+    );
+}
+
+#[test]
+fn a_spec_key_in_a_file_beats_a_global_variable() {
+    // Scope beats layer: the spec's own key, though in a lower layer, beats the global
+    // key from a variable (and from config.json).
+    let t = Test::with_pipeline(
+        "[specs.a]\ncommand = \"true\"\ntimeout_seconds = 30\n[specs.b]\ncommand = \"true\"\n",
+    );
+    t.write("config.json", r#"{"timeout_seconds": 10}"#);
+    let p = plan(t.env("SPEC_RUNNER_TIMEOUT_SECONDS", "20"));
+    assert_eq!(
+        policy(&p, "a", "timeout_seconds"),
+        (&json!(30.0), "spec-runner.toml: specs.a.timeout_seconds")
+    );
+    assert_eq!(
+        policy(&p, "b", "timeout_seconds"),
+        (&json!(20.0), "SPEC_RUNNER_TIMEOUT_SECONDS")
+    );
+}
+
+#[test]
+fn a_per_spec_variable_beats_the_same_key_in_the_file() {
+    let t = Test::with_pipeline(
+        "[specs.a]\ncommand = \"true\"\nretry_max_retries = 1\n[specs.b]\ncommand = \"true\"\nretry_max_retries = 1\n",
+    );
+    let p = plan(t.env("SPEC_RUNNER_SPECS__A__RETRY_MAX_RETRIES", "9"));
+    assert_eq!(
+        policy(&p, "a", "retry_max_retries"),
+        (&json!(9), "SPEC_RUNNER_SPECS__A__RETRY_MAX_RETRIES")
+    );
+    assert_eq!(
+        policy(&p, "b", "retry_max_retries"),
+        (&json!(1), "spec-runner.toml: specs.b.retry_max_retries")
+    );
+}
+
+#[test]
+fn a_per_spec_variable_changes_only_that_spec() {
+    let pipeline = "retry_max_retries = 2\n[specs.my-spec]\ncommand = \"true\"\n[specs.\"v1.2\"]\ncommand = \"true\"\n[specs.other]\ncommand = \"true\"\n";
+    let before = plan(Test::with_pipeline(pipeline));
+    let after = plan(Test::with_pipeline(pipeline).envs(&[
+        ("SPEC_RUNNER_SPECS__MY_SPEC__RETRY_MAX_RETRIES", "5"),
+        ("SPEC_RUNNER_SPECS__V1_2__TIMEOUT_SECONDS", "90s"),
+        // Lower case in the spec part works too.
+        ("SPEC_RUNNER_SPECS__other__RETRY_JITTER", "full"),
+    ]));
+    assert_eq!(
+        policy(&after, "my-spec", "retry_max_retries"),
+        (&json!(5), "SPEC_RUNNER_SPECS__MY_SPEC__RETRY_MAX_RETRIES")
+    );
+    assert_eq!(
+        policy(&after, "v1.2", "timeout_seconds"),
+        (&json!(90.0), "SPEC_RUNNER_SPECS__V1_2__TIMEOUT_SECONDS")
+    );
+    assert_eq!(
+        policy(&after, "other", "retry_jitter"),
+        (&json!("full"), "SPEC_RUNNER_SPECS__other__RETRY_JITTER")
+    );
+    // Everything else is exactly as without the variables.
+    for (name, changed) in [
+        ("my-spec", "retry_max_retries"),
+        ("v1.2", "timeout_seconds"),
+        ("other", "retry_jitter"),
+    ] {
+        let (b, a) = (spec(&before, name), spec(&after, name));
+        for key in b["policy"].as_object().expect("policy").keys() {
+            if key != changed {
+                assert_eq!(b["policy"][key], a["policy"][key], "{name}.{key}");
+                assert_eq!(b["origins"][key], a["origins"][key], "{name}.{key}");
+            }
+        }
+        assert_ne!(
+            b["policy"][changed], a["policy"][changed],
+            "{name}.{changed}"
+        );
+    }
+    assert_eq!(
+        spec(&after, "my-spec")["backoff_seconds"],
+        json!([5.0, 10.0, 20.0, 40.0, 80.0])
+    );
+    assert_eq!(
+        spec(&after, "other")["backoff_seconds"],
+        json!([5.0, 10.0]),
+        "the schedule holds un-jittered values"
+    );
+}
+
+#[test]
+fn flags_beat_variables() {
+    let t = Test::with_pipeline(&format!("jobs = 2\n{ONE_SPEC}"));
+    let run = t
+        .envs(&[
+            ("SPEC_RUNNER_JOBS", "3"),
+            ("SPEC_RUNNER_FAIL_FAST", "false"),
+        ])
+        .args(&["plan", "--format", "json", "-j", "5", "--fail-fast"])
+        .run();
+    run.code(0);
+    let p = run.json();
+    assert_eq!(policy(&p, "a", "jobs"), (&json!(5), "--jobs"));
+    assert_eq!(policy(&p, "a", "fail_fast"), (&json!(true), "--fail-fast"));
+
+    // Without the flags the variables win over the file.
+    let t = Test::with_pipeline(&format!("jobs = 2\n{ONE_SPEC}"));
+    let p = plan(t.envs(&[("SPEC_RUNNER_JOBS", "3"), ("SPEC_RUNNER_FAIL_FAST", "true")]));
+    assert_eq!(policy(&p, "a", "jobs"), (&json!(3), "SPEC_RUNNER_JOBS"));
+    assert_eq!(
+        policy(&p, "a", "fail_fast"),
+        (&json!(true), "SPEC_RUNNER_FAIL_FAST")
+    );
+}
+
+#[test]
+fn config_flag_names_the_policy_file_instead_of_the_default() {
+    let t = Test::with_pipeline(ONE_SPEC);
+    t.write("config.json", r#"{"retry_max_retries": 1}"#);
+    t.write("ci/policy.json", r#"{"retry_backoff_seconds": 8}"#);
+    let p = plan_with(t, &["--config", "ci/policy.json"]);
+    assert_eq!(
+        policy(&p, "a", "retry_backoff_seconds"),
+        (&json!(8.0), "ci/policy.json: retry_backoff_seconds")
+    );
+    // The default config.json is not read when another is named.
+    assert_eq!(policy(&p, "a", "retry_max_retries"), (&json!(3), "default"));
+
+    // SPEC_RUNNER_CONFIG stands for --config.
+    let t = Test::with_pipeline(ONE_SPEC);
+    t.write("ci/policy.json", r#"{"retry_backoff_seconds": 8}"#);
+    let p = plan(t.env("SPEC_RUNNER_CONFIG", "ci/policy.json"));
+    assert_eq!(
+        policy(&p, "a", "retry_backoff_seconds"),
+        (&json!(8.0), "ci/policy.json: retry_backoff_seconds")
+    );
+}
+
+#[test]
+fn null_in_config_json_means_not_set() {
+    let t = Test::with_pipeline(ONE_SPEC);
+    t.write(
+        "config.json",
+        r#"{"timeout_seconds": null, "retry_max_retries": null, "retry_backoff_seconds": 2}"#,
+    );
+    let p = plan(t);
+    assert_eq!(
+        policy(&p, "a", "timeout_seconds"),
+        (&Value::Null, "default")
+    );
+    assert_eq!(policy(&p, "a", "retry_max_retries"), (&json!(3), "default"));
+    assert_eq!(
+        policy(&p, "a", "retry_backoff_seconds"),
+        (&json!(2.0), "config.json: retry_backoff_seconds")
+    );
+}
+
+#[test]
+fn a_missing_named_config_is_an_error_but_a_missing_default_is_fine() {
+    Test::with_pipeline(ONE_SPEC)
+        .args(&["validate"])
+        .run()
+        .code(0)
+        .stderr_lacks("config.json");
+    Test::with_pipeline(ONE_SPEC)
+        .args(&["--config", "nope.json", "validate"])
+        .run()
+        .code(2)
+        .problem("nope.json", "", &["cannot read"]);
+    // A folder where config.json should be is not "missing": it cannot be read.
+    let t = Test::with_pipeline(ONE_SPEC);
+    std::fs::create_dir(t.path().join("config.json")).expect("mkdir");
+    t.args(&["validate"])
+        .run()
+        .code(2)
+        .problem("config.json", "", &["cannot read"]);
+}
+
+#[test]
+fn pipeline_file_in_another_folder_is_the_base_of_relative_paths() {
+    let t = Test::new().args(&["-f", "elsewhere/ci/pipe.toml", "plan", "--format", "json"]);
+    t.write(
+        "elsewhere/ci/pipe.toml",
+        "retry_log_dir = \"logs\"\nstate_dir = \"../state\"\njunit_path = \"out/junit.xml\"\n[specs.a]\ncommand = \"true\"\ncwd = \"work\"\n[specs.b]\ncommand = \"true\"\n",
+    );
+    t.write("elsewhere/ci/config.json", r#"{"retry_max_retries": 1}"#);
+    t.write("config.json", r#"{"retry_max_retries": 5}"#);
+    let run = t.run();
+    run.code(0);
+    let p = run.json();
+    // config.json next to the pipeline file, not in the current folder.
+    assert_eq!(
+        policy(&p, "a", "retry_max_retries"),
+        (&json!(1), "elsewhere/ci/config.json: retry_max_retries")
+    );
+    // Paths in the plan are relative to the pipeline file's folder.
+    assert_eq!(spec(&p, "a")["cwd"], "work");
+    assert_eq!(spec(&p, "b")["cwd"], ".");
+    assert_eq!(policy(&p, "a", "retry_log_dir").0, "logs");
+    assert_eq!(policy(&p, "a", "junit_path").0, "out/junit.xml");
+
+    // And in absolute terms, in-process: resolved against elsewhere/ci, not the
+    // current folder.
+    let dir = t.path().join("elsewhere/ci");
+    let pipeline = spec_runner::config::load(&spec_runner::config::LoadOptions {
+        file: Some("elsewhere/ci/pipe.toml".into()),
+        cwd: t.path().to_path_buf(),
+        ..Default::default()
+    })
+    .expect("loads");
+    let a = &pipeline.specs[0];
+    assert_eq!(a.cwd, dir.join("work"));
+    assert_eq!(pipeline.specs[1].cwd, dir);
+    assert_eq!(a.policy.retry_log_dir, dir.join("logs"));
+    assert_eq!(pipeline.run.state_dir, dir.join("../state"));
+    assert_eq!(pipeline.run.junit_path, Some(dir.join("out/junit.xml")));
+    assert_eq!(pipeline.file, dir.join("pipe.toml"));
+    assert_eq!(pipeline.dir, dir);
+}
+
+#[test]
+fn spec_runner_file_names_the_pipeline_and_path_variables_stay_strings() {
+    let t = Test::new().envs(&[
+        ("SPEC_RUNNER_FILE", "x/p.toml"),
+        // A folder called 2024 is a path, not a number.
+        ("SPEC_RUNNER_RETRY_LOG_DIR", "2024"),
+        ("SPEC_RUNNER_STATE_DIR", "true"),
+    ]);
+    t.write("x/p.toml", ONE_SPEC);
+    let p = plan(t);
+    assert_eq!(
+        policy(&p, "a", "retry_log_dir"),
+        (&json!("2024"), "SPEC_RUNNER_RETRY_LOG_DIR")
+    );
+    assert_eq!(
+        policy(&p, "a", "state_dir"),
+        (&json!("true"), "SPEC_RUNNER_STATE_DIR")
+    );
+}
+
+#[test]
+fn on_exhausted_from_a_variable_is_a_command() {
+    let p =
+        plan(Test::with_pipeline(ONE_SPEC).env("SPEC_RUNNER_ON_EXHAUSTED", "notify-send failed"));
+    assert_eq!(
+        policy(&p, "a", "on_exhausted"),
+        (&json!("notify-send failed"), "SPEC_RUNNER_ON_EXHAUSTED")
+    );
+    let p = plan(Test::with_pipeline(ONE_SPEC).env("SPEC_RUNNER_ON_EXHAUSTED", "42"));
+    assert_eq!(policy(&p, "a", "on_exhausted").0, &json!("42"));
+}
+
+#[test]
+fn durations_are_numbers_fractions_or_strings() {
+    let t = Test::with_pipeline(
+        "\
+timeout_seconds = 90
+activity_timeout_seconds = 0.25
+terminate_grace_seconds = \"250ms\"
+retry_max_total_seconds = \"5m\"
+retry_backoff_seconds = \"90s\"
+retry_max_backoff_seconds = \"1.5h\"
+[specs.a]
+command = \"true\"
+[specs.b]
+command = \"true\"
+timeout_seconds = \"2d\"
+retry_backoff_seconds = \" 2 min \"
+",
+    );
+    let p = plan(t.envs(&[
+        ("SPEC_RUNNER_SPECS__B__ACTIVITY_TIMEOUT_SECONDS", "1.5"),
+        ("SPEC_RUNNER_SPECS__B__TERMINATE_GRACE_SECONDS", "3s"),
+    ]));
+    let a = &spec(&p, "a")["policy"];
+    assert_eq!(a["timeout_seconds"], json!(90.0));
+    assert_eq!(a["activity_timeout_seconds"], json!(0.25));
+    assert_eq!(a["terminate_grace_seconds"], json!(0.25));
+    assert_eq!(a["retry_max_total_seconds"], json!(300.0));
+    assert_eq!(a["retry_backoff_seconds"], json!(90.0));
+    assert_eq!(a["retry_max_backoff_seconds"], json!(5400.0));
+    let b = &spec(&p, "b")["policy"];
+    assert_eq!(b["timeout_seconds"], json!(172800.0));
+    assert_eq!(b["retry_backoff_seconds"], json!(120.0));
+    assert_eq!(b["activity_timeout_seconds"], json!(1.5));
+    assert_eq!(b["terminate_grace_seconds"], json!(3.0));
+}
+
+/// The keys of the original spec-workflow-runner that tests/fixtures/original-config.json
+/// holds and spec-runner ignores.
+const ORIGINAL_IGNORED: &[&str] = &[
+    "repos_root",
+    "spec_workflow_dir_name",
+    "specs_subdir",
+    "tasks_filename",
+    "codex_command",
+    "prompt_template",
+    "log_dir_name",
+    "log_file_template",
+    "ignore_dirs",
+    "monitor_refresh_seconds",
+    "cache_dir",
+    "cache_max_age_days",
+    "activity_check_interval_seconds",
+    "no_commit_limit",
+    "tui_refresh_seconds",
+    "max_retries",
+];
+
+#[test]
+fn the_original_config_json_loads_unchanged() {
+    let original = std::fs::read_to_string(repo().join("tests/fixtures/original-config.json"))
+        .expect("fixture");
+    let t = Test::with_pipeline(ONE_SPEC);
+    t.write("config.json", &original);
+    let run = t.args(&["plan", "--format", "json"]).run();
+    run.code(0);
+
+    // One warning line, naming every ignored key and no key that takes effect.
+    let warnings: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains("warning"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{}", run.stderr);
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+    let warning = warnings[0];
+    assert!(warning.starts_with("warning: config.json: "), "{warning}");
+    let named: Vec<&str> = warning
+        .rsplit_once(": ")
+        .expect("a list after a colon")
+        .1
+        .split(", ")
+        .collect();
+    let mut expected = ORIGINAL_IGNORED.to_vec();
+    expected.sort_unstable();
+    let mut named_sorted = named.clone();
+    named_sorted.sort_unstable();
+    assert_eq!(named_sorted, expected, "{warning}");
+
+    // Its retry keys and activity timeout take effect.
+    let p = run.json();
+    for (key, value) in [
+        ("retry_max_retries", json!(3)),
+        ("retry_backoff_seconds", json!(5.0)),
+        ("retry_on_crash", json!(true)),
+        ("retry_log_dir", json!("logs/retries")),
+        ("retry_backoff_multiplier", json!(2.0)),
+        ("retry_max_backoff_seconds", json!(300.0)),
+        ("activity_timeout_seconds", json!(900.0)),
+    ] {
+        let expected_origin = format!("config.json: {key}");
+        assert_eq!(
+            policy(&p, "a", key),
+            (&value, expected_origin.as_str()),
+            "{key}"
+        );
+    }
+    assert_eq!(spec(&p, "a")["backoff_seconds"], json!([5.0, 10.0, 20.0]));
+
+    // The same through --config, pointing at the fixture where it lies.
+    let fixture = repo().join("tests/fixtures/original-config.json");
+    let run = Test::with_pipeline(ONE_SPEC)
+        .args(&["--config", &fixture.display().to_string(), "validate"])
+        .run();
+    run.code(0).stderr_has("warning: ").stderr_has("repos_root");
+}
+
+#[test]
+fn a_retry_key_of_the_original_config_is_checked_like_any_other() {
+    let t = Test::with_pipeline(ONE_SPEC);
+    t.write(
+        "config.json",
+        r#"{"repos_root": "~/code", "retry_max_retries": -1, "activity_timeout_seconds": "soon"}"#,
+    );
+    t.args(&["validate"])
+        .run()
+        .code(2)
+        .problem("config.json", "retry_max_retries", &["-1"])
+        .problem("config.json", "activity_timeout_seconds", &["soon"]);
+}
+
+#[test]
+fn reserved_variables_are_not_policy() {
+    let pipeline = "[specs.a]\ncommand = \"true\"\n";
+    let plain = Test::with_pipeline(pipeline)
+        .args(&["plan", "--format", "json"])
+        .run();
+    plain.code(0);
+    // What spec-runner sets for its children, and what stands for an option that is
+    // not a policy key: a spec that runs spec-runner on another pipeline passes these.
+    let with_reserved = Test::with_pipeline(pipeline)
+        .envs(&[
+            ("SPEC_RUNNER_SPEC", "parent"),
+            ("SPEC_RUNNER_ATTEMPT", "2"),
+            ("SPEC_RUNNER_MAX_ATTEMPTS", "4"),
+            ("SPEC_RUNNER_RUN_ID", "20260101T000000Z-abcd"),
+            ("SPEC_RUNNER_REASON", "exit code 1"),
+            ("SPEC_RUNNER_LOG", "/tmp/x.log"),
+            ("SPEC_RUNNER_ATTEMPTS", "2"),
+            ("SPEC_RUNNER_PROGRESS", "plain"),
+            ("SPEC_RUNNER_COLOR", "never"),
+            ("SPEC_RUNNER_FORMAT", "json"),
+        ])
+        .args(&["plan", "--format", "json"])
+        .run();
+    with_reserved.code(0);
+    assert_eq!(plain.json(), with_reserved.json());
+    assert_eq!(with_reserved.stderr, "");
+}
+
+// ---------------------------------------------------------------------------------
+// plan: the JSON shape of DESIGN §5, --explain, secrets.
+// ---------------------------------------------------------------------------------
+
+/// Every policy key of DESIGN §3 plus `retry_rules`.
+const POLICY_KEYS: &[&str] = &[
+    "retry_max_retries",
+    "retry_backoff_seconds",
+    "retry_backoff_multiplier",
+    "retry_max_backoff_seconds",
+    "retry_jitter",
+    "retry_on_crash",
+    "retry_max_total_seconds",
+    "retry_budget",
+    "retry_log_dir",
+    "retry_rules",
+    "timeout_seconds",
+    "activity_timeout_seconds",
+    "terminate_grace_seconds",
+    "jobs",
+    "fail_fast",
+    "state_dir",
+    "on_exhausted",
+    "junit_path",
+];
+
+#[test]
+fn plan_json_has_the_documented_shape() {
+    let t = Test::with_pipeline(
+        "\
+[specs.migrate]
+command = \"cargo run -p migrate\"
+[specs.lint]
+command = [\"cargo\", \"clippy\"]
+[specs.auth]
+command = [\"claude\", \"--print\", \"Implement auth\"]
+cwd = \"services/auth\"
+depends_on = [\"migrate\"]
+[specs.billing]
+command = \"true\"
+depends_on = [\"migrate\", \"lint\"]
+[specs.deploy]
+command = \"true\"
+depends_on = [\"auth\", \"billing\"]
+retry_max_retries = 4
+retry_backoff_multiplier = 3
+retry_max_backoff_seconds = 50
+",
+    );
+    let p = plan(t);
+    let top: Vec<&String> = p.as_object().expect("object").keys().collect();
+    assert_eq!(top, ["order", "specs"]);
+    assert_eq!(
+        p["order"],
+        json!([["lint", "migrate"], ["auth", "billing"], ["deploy"]])
+    );
+    let specs = p["specs"].as_array().expect("array");
+    assert_eq!(specs.len(), 5);
+    for s in specs {
+        for field in [
+            "name",
+            "command",
+            "cwd",
+            "depends_on",
+            "policy",
+            "origins",
+            "backoff_seconds",
+        ] {
+            assert!(s.get(field).is_some(), "{field} missing in {s:#}");
+        }
+        let mut keys: Vec<&str> = s["policy"]
+            .as_object()
+            .expect("policy")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        let mut expected = POLICY_KEYS.to_vec();
+        expected.sort_unstable();
+        assert_eq!(keys, expected, "{}", s["name"]);
+        let mut origin_keys: Vec<&str> = s["origins"]
+            .as_object()
+            .expect("origins")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        origin_keys.sort_unstable();
+        assert_eq!(origin_keys, expected, "{}", s["name"]);
+    }
+    let auth = spec(&p, "auth");
+    assert_eq!(
+        auth["command"],
+        json!(["claude", "--print", "Implement auth"])
+    );
+    assert_eq!(auth["cwd"], "services/auth");
+    assert_eq!(auth["depends_on"], json!(["migrate"]));
+    assert_eq!(spec(&p, "migrate")["command"], "cargo run -p migrate");
+    // The defaults: 3 retries, 5 s doubling.
+    assert_eq!(auth["backoff_seconds"], json!([5.0, 10.0, 20.0]));
+    assert_eq!(auth["policy"]["retry_max_retries"], 3);
+    assert_eq!(auth["origins"]["retry_max_retries"], "default");
+    // 5, 15, 45, then the 50 s cap.
+    assert_eq!(
+        spec(&p, "deploy")["backoff_seconds"],
+        json!([5.0, 15.0, 45.0, 50.0])
+    );
+    let policy = &auth["policy"];
+    assert_eq!(policy["retry_jitter"], "none");
+    assert_eq!(policy["retry_on_crash"], true);
+    assert_eq!(policy["retry_log_dir"], ".spec-runner/logs");
+    assert_eq!(policy["state_dir"], ".spec-runner");
+    assert_eq!(policy["terminate_grace_seconds"], 10.0);
+    assert_eq!(policy["retry_max_backoff_seconds"], 300.0);
+    assert_eq!(policy["fail_fast"], false);
+    for none in [
+        "retry_max_total_seconds",
+        "retry_budget",
+        "timeout_seconds",
+        "activity_timeout_seconds",
+        "on_exhausted",
+        "junit_path",
+    ] {
+        assert_eq!(policy[none], Value::Null, "{none}");
+    }
+    assert_eq!(policy["retry_rules"], json!([]));
+    assert!(policy["jobs"].as_u64().is_some_and(|j| j >= 1));
+}
+
+#[test]
+fn plan_json_lists_rules_spec_first_then_global() {
+    let t = Test::with_pipeline(
+        "\
+[[retry_rules]]
+exit_codes = [64]
+action = \"fail\"
+[specs.a]
+command = \"true\"
+[[specs.a.retry_rules]]
+output = \"(?i)rate limit\"
+action = \"retry\"
+backoff_seconds = \"1m\"
+[specs.b]
+command = \"true\"
+",
+    );
+    let p = plan(t);
+    assert_eq!(
+        policy(&p, "a", "retry_rules").0,
+        &json!([
+            {"output": "(?i)rate limit", "action": "retry", "backoff_seconds": 60.0},
+            {"exit_codes": [64], "action": "fail"},
+        ])
+    );
+    assert_eq!(
+        policy(&p, "b", "retry_rules"),
+        (
+            &json!([{"exit_codes": [64], "action": "fail"}]),
+            "spec-runner.toml: retry_rules"
+        )
+    );
+}
+
+/// `plan --explain` as `spec name → key → (value, origin)`.
+fn explained(stdout: &str) -> BTreeMap<String, BTreeMap<String, (String, String)>> {
+    let mut out: BTreeMap<String, BTreeMap<String, (String, String)>> = BTreeMap::new();
+    let mut current = None;
+    for line in stdout.lines() {
+        if let Some(rest) = line.strip_prefix('[') {
+            current = rest.split_once(']').map(|(name, _)| name.to_string());
+            continue;
+        }
+        let (Some(name), Some(body)) = (&current, line.strip_prefix("  ")) else {
+            continue;
+        };
+        let Some((key, rest)) = body.split_once(" = ") else {
+            continue;
+        };
+        let (value, origin) = match rest.rfind(" (") {
+            Some(i) if rest.ends_with(')') => (
+                rest[..i].trim().to_string(),
+                rest[i + 2..rest.len() - 1].to_string(),
+            ),
+            _ => (rest.trim().to_string(), String::new()),
+        };
+        out.entry(name.clone())
+            .or_default()
+            .insert(key.trim().to_string(), (value, origin));
+    }
+    out
+}
+
+#[test]
+fn explain_shows_each_value_with_its_origin() {
+    let t = Test::with_pipeline(
+        "[specs.x]\ncommand = \"true\"\nretry_max_retries = 1\n[specs.y]\ncommand = \"true\"\n",
+    );
+    t.write("config.json", r#"{"retry_backoff_seconds": 7}"#);
+    let run = t
+        .env("SPEC_RUNNER_RETRY_MAX_RETRIES", "4")
+        .args(&["plan", "--explain"])
+        .run();
+    run.code(0);
+    let e = explained(&run.stdout);
+    let get = |spec: &str, key: &str| -> (&str, &str) {
+        let (v, o) = e
+            .get(spec)
+            .and_then(|s| s.get(key))
+            .unwrap_or_else(|| panic!("no {spec}.{key} in:\n{}", run.stdout));
+        (v.as_str(), o.as_str())
+    };
+    assert_eq!(
+        get("x", "retry_max_retries"),
+        ("1", "spec-runner.toml: specs.x.retry_max_retries")
+    );
+    assert_eq!(
+        get("y", "retry_max_retries"),
+        ("4", "SPEC_RUNNER_RETRY_MAX_RETRIES")
+    );
+    assert_eq!(
+        get("x", "retry_backoff_seconds"),
+        ("7.0", "config.json: retry_backoff_seconds")
+    );
+    assert_eq!(get("y", "retry_jitter"), ("none", "default"));
+    // Every policy key is explained for every spec.
+    for name in ["x", "y"] {
+        for key in POLICY_KEYS {
+            let (_, origin) = get(name, key);
+            assert!(!origin.is_empty(), "{name}.{key} has no origin");
+        }
+    }
+    run.stdout_has("backoff: 7s");
+}
+
+#[test]
+fn secret_env_values_are_redacted_in_plan_and_explain() {
+    let pipeline = "\
+[specs.a]
+command = \"true\"
+env = { API_TOKEN = \"tok-111\", DB_PASSWORD = \"pw-222\", aws_secret_access_key = \"sk-333\", SSH_KEY = \"key-444\", GCP_CREDENTIALS = \"cred-555\", RUST_LOG = \"debug-visible\" }
+";
+    let secrets = ["tok-111", "pw-222", "sk-333", "key-444", "cred-555"];
+    let json_run = Test::with_pipeline(pipeline)
+        .args(&["plan", "--format", "json"])
+        .run();
+    json_run.code(0);
+    let p = json_run.json();
+    let env = &spec(&p, "a")["env"];
+    for name in [
+        "API_TOKEN",
+        "DB_PASSWORD",
+        "aws_secret_access_key",
+        "SSH_KEY",
+        "GCP_CREDENTIALS",
+    ] {
+        assert_eq!(env[name], "<redacted>", "{name}");
+    }
+    assert_eq!(env["RUST_LOG"], "debug-visible");
+
+    let text_run = Test::with_pipeline(pipeline)
+        .args(&["plan", "--explain"])
+        .run();
+    text_run.code(0).stdout_has("env.API_TOKEN = <redacted>");
+    text_run.stdout_has("env.RUST_LOG = debug-visible");
+    for run in [&json_run, &text_run] {
+        for s in secrets {
+            run.stdout_lacks(s);
+            run.stderr_lacks(s);
+        }
+    }
+}
+
+#[test]
+fn the_text_plan_shows_the_first_line_of_a_long_command() {
+    let t = Test::with_pipeline(
+        "[specs.multi]\ncommand = '''\necho one\necho two\n'''\n[specs.single]\ncommand = \"echo single\"\n",
+    );
+    let run = t.args(&["plan"]).run();
+    run.code(0)
+        .stdout_has("[multi] echo one …\n")
+        .stdout_has("[single] echo single\n")
+        .stdout_lacks("echo two");
+}
+
+#[test]
+fn plan_text_shows_waves_and_schedules() {
+    let t = Test::with_pipeline(
+        "[specs.a]\ncommand = \"true\"\n[specs.b]\ncommand = \"true\"\ndepends_on = [\"a\"]\nretry_max_retries = 0\n",
+    );
+    let run = t.args(&["plan"]).run();
+    run.code(0)
+        .stdout_has("2 specs in 2 waves")
+        .stdout_has("wave 1: a\n")
+        .stdout_has("wave 2: b\n")
+        .stdout_has("backoff: 5s, 10s, 20s\n")
+        .stdout_has("backoff: no retries\n")
+        .stdout_has("depends on: a\n");
+}
+
+// ---------------------------------------------------------------------------------
+// init and validate.
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn init_writes_a_pipeline_that_validates_and_keeps_an_existing_one() {
+    let t = Test::new().args(&["init"]);
+    t.run().code(0);
+    let written = t.read("spec-runner.toml");
+    assert!(written.starts_with("#:schema ./schema/spec-runner.schema.json\n"));
+    Test::with_pipeline(&written)
+        .args(&["validate"])
+        .run()
+        .code(0)
+        .stdout_has("2 specs, valid");
+
+    // A second init refuses and leaves the file alone.
+    let t = Test::with_pipeline("# mine\n").args(&["init"]);
+    t.run()
+        .code(2)
+        .stderr_has("already exists")
+        .stderr_has("--force");
+    assert_eq!(t.read("spec-runner.toml"), "# mine\n");
+
+    // --force overwrites.
+    let t = Test::with_pipeline("# mine\n").args(&["init", "--force"]);
+    t.run().code(0);
+    assert_eq!(t.read("spec-runner.toml"), written);
+
+    // -f names where it goes.
+    let t = Test::new().args(&["init", "-f", "pipelines/nightly.toml"]);
+    t.run().code(0);
+    assert_eq!(t.read("pipelines/nightly.toml"), written);
+}
+
+#[test]
+fn validate_reports_success_on_stdout() {
+    Test::with_pipeline(ONE_SPEC)
+        .args(&["validate"])
+        .run()
+        .code(0)
+        .stdout_has("1 specs, valid");
 }
 
 #[test]
