@@ -1902,3 +1902,211 @@ fn example_pipeline_validates() {
         .run()
         .code(0);
 }
+
+// ---------------------------------------------------------------------------------
+// The JSON schemas: generated from the loader's types, committed, and strict.
+// ---------------------------------------------------------------------------------
+
+fn committed_schema(name: &str) -> Value {
+    let text = std::fs::read_to_string(repo().join("schema").join(name))
+        .unwrap_or_else(|e| panic!("schema/{name}: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("schema/{name}: {e}"))
+}
+
+fn validator(name: &str) -> jsonschema::Validator {
+    jsonschema::validator_for(&committed_schema(name))
+        .unwrap_or_else(|e| panic!("schema/{name} is not a valid schema: {e}"))
+}
+
+/// The schema's complaints about `instance`, one line each.
+fn schema_errors(v: &jsonschema::Validator, instance: &Value) -> Vec<String> {
+    v.iter_errors(instance)
+        .map(|e| format!("{}: {e}", e.instance_path))
+        .collect()
+}
+
+fn toml_json(text: &str) -> Value {
+    toml::from_str(text).unwrap_or_else(|e| panic!("not TOML ({e}):\n{text}"))
+}
+
+#[test]
+fn committed_schemas_are_what_the_types_generate() {
+    // In-process: byte for byte.
+    for (name, text) in spec_runner::config::schema::rendered() {
+        let committed = std::fs::read_to_string(repo().join("schema").join(name))
+            .unwrap_or_else(|e| panic!("schema/{name}: {e}"));
+        assert!(
+            committed == text,
+            "schema/{name} is stale: run `cargo run -- schema` and commit the result"
+        );
+    }
+    // Through the binary.
+    let dir = repo().join("schema").display().to_string();
+    Test::new()
+        .args(&["schema", "--check", "--dir", &dir])
+        .run()
+        .code(0)
+        .stderr_has("up to date");
+}
+
+#[test]
+fn schema_check_fails_on_a_stale_file_and_schema_writes_fresh_ones() {
+    let t = Test::new().args(&["schema", "--check", "--dir", "s"]);
+    // Missing files are stale.
+    t.run().code(1).stderr_has("s/spec-runner.schema.json");
+    // `schema` writes them, equal to the committed ones.
+    let write = Test::new().args(&["schema", "--dir", "s"]);
+    write.run().code(0);
+    for name in ["spec-runner.schema.json", "config.schema.json"] {
+        let committed =
+            std::fs::read_to_string(repo().join("schema").join(name)).expect("committed");
+        assert_eq!(write.read(&format!("s/{name}")), committed, "{name}");
+    }
+    // One changed byte makes --check fail and name that file only.
+    let t = Test::new().args(&["schema", "--check", "--dir", "s"]);
+    for name in ["spec-runner.schema.json", "config.schema.json"] {
+        t.write(
+            &format!("s/{name}"),
+            &std::fs::read_to_string(repo().join("schema").join(name)).expect("committed"),
+        );
+    }
+    t.run().code(0);
+    let config = t.read("s/config.schema.json");
+    t.write(
+        "s/config.schema.json",
+        &config.replacen("Default", "Defualt", 1),
+    );
+    t.run()
+        .code(1)
+        .stderr_has("s/config.schema.json")
+        .stderr_lacks("spec-runner.schema.json");
+}
+
+#[test]
+fn example_files_satisfy_the_schemas() {
+    let example = std::fs::read_to_string(repo().join("spec-runner.toml")).expect("example");
+    assert!(
+        example.starts_with("#:schema ./schema/spec-runner.schema.json\n"),
+        "spec-runner.toml must point editors at its schema"
+    );
+    let pipeline = validator("spec-runner.schema.json");
+    let errors = schema_errors(&pipeline, &toml_json(&example));
+    assert!(errors.is_empty(), "spec-runner.toml: {errors:#?}");
+
+    let starter = Test::new().args(&["init"]);
+    starter.run().code(0);
+    let errors = schema_errors(&pipeline, &toml_json(&starter.read("spec-runner.toml")));
+    assert!(errors.is_empty(), "init's pipeline: {errors:#?}");
+
+    let config = validator("config.schema.json");
+    for file in ["config.json", "tests/fixtures/original-config.json"] {
+        let text = std::fs::read_to_string(repo().join(file)).expect(file);
+        let value: Value = serde_json::from_str(&text).expect(file);
+        let errors = schema_errors(&config, &value);
+        assert!(errors.is_empty(), "{file}: {errors:#?}");
+    }
+}
+
+#[test]
+fn the_schemas_reject_what_the_loader_rejects() {
+    let pipeline = validator("spec-runner.schema.json");
+    let base = "[specs.a]\ncommand = \"true\"\n";
+    assert!(pipeline.is_valid(&toml_json(base)));
+    for (what, text) in [
+        ("unknown root key", format!("retyr_max_retries = 1\n{base}")),
+        ("unknown spec key", format!("{base}comand = \"x\"\n")),
+        (
+            "unknown key in a rule",
+            format!("[[retry_rules]]\naction = \"retry\"\nexit_code = [1]\n{base}"),
+        ),
+        (
+            "unknown key in a spec's rule",
+            format!("{base}[[specs.a.retry_rules]]\naction = \"retry\"\nouptut = \"x\"\n"),
+        ),
+        (
+            "a key of the original tool in the pipeline file",
+            format!("repos_root = \"~\"\n{base}"),
+        ),
+        ("run-wide key in a spec", format!("{base}jobs = 2\n")),
+        ("missing command", "[specs.a]\ncwd = \".\"\n".to_string()),
+        ("empty command", "[specs.a]\ncommand = []\n".to_string()),
+        (
+            "spec name with ..",
+            "[specs.\"a..b\"]\ncommand = \"x\"\n".to_string(),
+        ),
+        (
+            "spec name with /",
+            "[specs.\"a/b\"]\ncommand = \"x\"\n".to_string(),
+        ),
+        (
+            "hidden spec name",
+            "[specs.\".a\"]\ncommand = \"x\"\n".to_string(),
+        ),
+        (
+            "multiplier below 1",
+            format!("retry_backoff_multiplier = 0.5\n{base}"),
+        ),
+        ("zero jobs", format!("jobs = 0\n{base}")),
+        (
+            "negative retries",
+            format!("retry_max_retries = -1\n{base}"),
+        ),
+        ("negative duration", format!("timeout_seconds = -1\n{base}")),
+        (
+            "duration over the limit",
+            format!("timeout_seconds = 1e10\n{base}"),
+        ),
+        (
+            "bad duration unit",
+            format!("timeout_seconds = \"5 parsecs\"\n{base}"),
+        ),
+        (
+            "empty exit_codes",
+            format!("[[retry_rules]]\naction = \"fail\"\nexit_codes = []\n{base}"),
+        ),
+        (
+            "unknown action",
+            format!("[[retry_rules]]\naction = \"explode\"\n{base}"),
+        ),
+        (
+            "missing action",
+            format!("[[retry_rules]]\nexit_codes = [1]\n{base}"),
+        ),
+        (
+            "unknown jitter",
+            format!("retry_jitter = \"random\"\n{base}"),
+        ),
+    ] {
+        assert!(
+            !pipeline.is_valid(&toml_json(&text)),
+            "{what} passed the schema:\n{text}"
+        );
+        // And the loader agrees.
+        Test::with_pipeline(&text).args(&["validate"]).run().code(2);
+    }
+    for ok in [
+        "[specs.\"v1.2_x-y\"]\ncommand = \"x\"\n",
+        "timeout_seconds = \".5s\"\nretry_backoff_seconds = \" 2 min \"\n[specs.a]\ncommand = [\"x\"]\n",
+    ] {
+        let errors = schema_errors(&pipeline, &toml_json(ok));
+        assert!(errors.is_empty(), "{ok}: {errors:#?}");
+        Test::with_pipeline(ok).args(&["validate"]).run().code(0);
+    }
+
+    let config = validator("config.schema.json");
+    assert!(config.is_valid(&json!({"repos_root": "~", "retry_max_retries": 1})));
+    for (what, value) in [
+        ("unknown key", json!({"retry_backof_seconds": 1})),
+        ("specs", json!({"specs": {"a": {"command": "x"}}})),
+        ("wrong type", json!({"retry_on_crash": "yes"})),
+        (
+            "unknown rule key",
+            json!({"retry_rules": [{"action": "fail", "exit_code": [1]}]}),
+        ),
+    ] {
+        assert!(
+            !config.is_valid(&value),
+            "config.json with {what} passed: {value}"
+        );
+    }
+}
