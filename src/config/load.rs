@@ -96,12 +96,20 @@ pub struct Layers {
 }
 
 impl Layers {
-    /// The highest layer that holds `path`: where the merged value came from.
+    /// The highest layer that set `path`: where the merged value came from. A table
+    /// that a variable only created on the way to its key (`specs.a` for
+    /// `SPEC_RUNNER_SPECS__A__JOBS`) was not set by it: the spec comes from the file.
     pub fn layer_of(&self, path: &[PathSeg]) -> Option<&Layer> {
-        self.layers
-            .iter()
-            .rev()
-            .find(|l| lookup(&l.dict, path).is_some())
+        let mut key = None;
+        self.layers.iter().rev().find(|l| {
+            lookup(&l.dict, path).is_some()
+                && match l.kind {
+                    LayerKind::ConfigJson | LayerKind::Pipeline => true,
+                    LayerKind::Env | LayerKind::Cli => l
+                        .setter_of(key.get_or_insert_with(|| PathSeg::join(path)))
+                        .is_some(),
+                }
+        })
     }
 
     /// Names a value's origin: `spec-runner.toml: specs.a.jobs`, a variable, a flag.
@@ -110,8 +118,7 @@ impl Layers {
         let key = PathSeg::join(path);
         Some(match layer.kind {
             LayerKind::ConfigJson | LayerKind::Pipeline => format!("{}: {key}", layer.display),
-            LayerKind::Env => layer.variables.get(&key).cloned().unwrap_or(key),
-            LayerKind::Cli => layer.flags.get(&key).cloned().unwrap_or(key),
+            LayerKind::Env | LayerKind::Cli => layer.setter_of(&key).cloned().unwrap_or(key),
         })
     }
 
@@ -162,25 +169,11 @@ impl Layers {
             },
             LayerKind::Env => Source::Variable(
                 layer
-                    .variables
-                    .get(&key)
-                    .or_else(|| {
-                        // A problem inside a value a variable set (`retry_rules[0]`):
-                        // the variable of the longest key path that is a prefix.
-                        layer
-                            .variables
-                            .iter()
-                            .filter(|(k, _)| {
-                                key.strip_prefix(k.as_str())
-                                    .is_some_and(|rest| rest.starts_with(['.', '[']))
-                            })
-                            .max_by_key(|(k, _)| k.len())
-                            .map(|(_, v)| v)
-                    })
+                    .setter_of(&key)
                     .cloned()
                     .unwrap_or_else(|| "environment".into()),
             ),
-            LayerKind::Cli => Source::Flag(layer.flags.get(&key).cloned().unwrap_or(key)),
+            LayerKind::Cli => Source::Flag(layer.setter_of(&key).cloned().unwrap_or(key)),
         }
     }
 }
@@ -348,6 +341,26 @@ pub fn read_layers(opts: &LoadOptions) -> Result<Layers, Vec<Problem>> {
 }
 
 impl Layer {
+    /// For a variable or flag layer: the variable or flag that set `key`, or set a
+    /// value that holds it (`retry_rules` for `retry_rules[0].action`).
+    pub fn setter_of(&self, key: &str) -> Option<&String> {
+        let setters = match self.kind {
+            LayerKind::Env => &self.variables,
+            LayerKind::Cli => &self.flags,
+            LayerKind::ConfigJson | LayerKind::Pipeline => return None,
+        };
+        setters.get(key).or_else(|| {
+            setters
+                .iter()
+                .filter(|(k, _)| {
+                    key.strip_prefix(k.as_str())
+                        .is_some_and(|rest| rest.starts_with(['.', '[']))
+                })
+                .max_by_key(|(k, _)| k.len())
+                .map(|(_, v)| v)
+        })
+    }
+
     fn file(kind: LayerKind, display: String, dict: Dict, text: Option<String>) -> Layer {
         Layer {
             kind,

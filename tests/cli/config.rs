@@ -563,6 +563,15 @@ const BAD_INPUTS: &[Bad] = &[
         ..BAD
     },
     Bad {
+        what: "a spec's own problem while a variable sets one of its keys",
+        pipeline: "[specs.a]\ncwd = \".\"\n",
+        env: &[("SPEC_RUNNER_SPECS__A__RETRY_MAX_RETRIES", "1")],
+        source: "spec-runner.toml:1:8",
+        key: "specs.a",
+        says: &["missing `command`"],
+        ..BAD
+    },
+    Bad {
         what: "a number as the command",
         pipeline: "[specs.a]\ncommand = 42\n",
         source: "spec-runner.toml:2:11",
@@ -2108,5 +2117,548 @@ fn the_schemas_reject_what_the_loader_rejects() {
             !config.is_valid(&value),
             "config.json with {what} passed: {value}"
         );
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Property tests, in-process: arbitrary and mutated files and variables never make
+// the loader panic, and every problem names a file or a variable.
+// ---------------------------------------------------------------------------------
+
+mod props {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    use proptest::prelude::*;
+    use proptest::test_runner::Config;
+    use spec_runner::config::diag::Source;
+    use spec_runner::config::{LoadOptions, Pipeline, Problems};
+
+    /// Keys worth trying: real ones, near misses, the original tool's, nonsense.
+    const KEYS: &[&str] = &[
+        "retry_max_retries",
+        "retry_backoff_seconds",
+        "retry_backoff_multiplier",
+        "retry_max_backoff_seconds",
+        "retry_jitter",
+        "retry_on_crash",
+        "retry_max_total_seconds",
+        "retry_budget",
+        "retry_log_dir",
+        "retry_rules",
+        "timeout_seconds",
+        "activity_timeout_seconds",
+        "terminate_grace_seconds",
+        "jobs",
+        "fail_fast",
+        "state_dir",
+        "on_exhausted",
+        "junit_path",
+        "command",
+        "cwd",
+        "env",
+        "depends_on",
+        "specs",
+        "exit_codes",
+        "signals",
+        "timeout",
+        "output",
+        "action",
+        "backoff_seconds",
+        "repos_root",
+        "max_retries",
+        "retry_max_retrys",
+        "comand",
+        "",
+        "x",
+    ];
+
+    /// Spec names: valid, invalid, and ones that collide in variable names.
+    const NAMES: &[&str] = &[
+        "a", "b", "build", "Build", "a-b", "a.b", "a_b", "v1.2", "x", "../x", "a/b", "a..b", ".h",
+        "", "é", "A",
+    ];
+
+    /// Values worth trying as text (for variables) and as strings (in files).
+    const TEXTS: &[&str] = &[
+        "0",
+        "1",
+        "-1",
+        "7",
+        "4294967296",
+        "0.5",
+        "1e400",
+        "nan",
+        "inf",
+        "true",
+        "false",
+        "90s",
+        "5m",
+        "250ms",
+        "1.5h",
+        "-5s",
+        "20000d",
+        "soon",
+        "",
+        " ",
+        "none",
+        "full",
+        "retry",
+        "fail",
+        "abort",
+        "activity",
+        "SIGSEGV",
+        "SIGFOO",
+        "(unclosed",
+        "(?i)rate limit",
+        "echo hi",
+        "[1, 2]",
+        "[\"a\", \"b\"]",
+        "{a = 1}",
+        "\"quoted\"",
+        "'c'",
+        "[",
+        "}",
+        "é",
+        "\u{0}",
+        "a\nb",
+    ];
+
+    fn leaf() -> impl Strategy<Value = toml::Value> {
+        prop_oneof![
+            any::<i64>().prop_map(toml::Value::Integer),
+            (-5i64..400).prop_map(toml::Value::Integer),
+            any::<f64>().prop_map(toml::Value::Float),
+            (0.0f64..10.0).prop_map(toml::Value::Float),
+            any::<bool>().prop_map(toml::Value::Boolean),
+            proptest::sample::select(TEXTS).prop_map(|s| toml::Value::String(s.into())),
+            proptest::sample::select(NAMES).prop_map(|s| toml::Value::String(s.into())),
+            "[ -~]{0,12}".prop_map(toml::Value::String),
+        ]
+    }
+
+    fn key() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => proptest::sample::select(KEYS).prop_map(str::to_string),
+            1 => proptest::sample::select(NAMES).prop_map(str::to_string),
+            1 => "[a-z_]{1,10}",
+        ]
+    }
+
+    /// Any value: leaves, arrays and tables of them, a few levels deep.
+    fn value() -> impl Strategy<Value = toml::Value> {
+        leaf().prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(toml::Value::Array),
+                proptest::collection::btree_map(key(), inner, 0..4)
+                    .prop_map(|m| toml::Value::Table(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// A spec table: mostly sensible keys, some nonsense.
+    fn spec_table() -> impl Strategy<Value = toml::Value> {
+        (
+            prop_oneof![
+                Just(None),
+                Just(Some(toml::Value::String("true".into()))),
+                leaf().prop_map(Some),
+                proptest::collection::vec(leaf(), 0..3).prop_map(|v| Some(toml::Value::Array(v))),
+            ],
+            proptest::collection::vec(proptest::sample::select(NAMES), 0..3),
+            proptest::collection::btree_map(key(), value(), 0..4),
+        )
+            .prop_map(|(command, deps, rest)| {
+                let mut t = toml::Table::new();
+                if let Some(c) = command {
+                    t.insert("command".into(), c);
+                }
+                if !deps.is_empty() {
+                    t.insert(
+                        "depends_on".into(),
+                        toml::Value::Array(
+                            deps.into_iter()
+                                .map(|d| toml::Value::String(d.into()))
+                                .collect(),
+                        ),
+                    );
+                }
+                t.extend(rest);
+                toml::Value::Table(t)
+            })
+    }
+
+    /// A pipeline document: root keys and a `specs` table.
+    fn pipeline() -> impl Strategy<Value = toml::Table> {
+        (
+            proptest::collection::btree_map(key(), value(), 0..5),
+            proptest::collection::btree_map(
+                proptest::sample::select(NAMES).prop_map(str::to_string),
+                spec_table(),
+                0..5,
+            ),
+        )
+            .prop_map(|(root, specs)| {
+                let mut t: toml::Table = root.into_iter().collect();
+                t.insert(
+                    "specs".into(),
+                    toml::Value::Table(specs.into_iter().collect()),
+                );
+                t
+            })
+    }
+
+    /// Edits to a text: at a relative position, delete a few bytes or insert one of
+    /// the characters that matter to TOML and JSON.
+    #[derive(Clone, Debug)]
+    enum Edit {
+        Delete(f64, usize),
+        Insert(f64, &'static str),
+        DuplicateLine(f64),
+    }
+
+    fn edits() -> impl Strategy<Value = Vec<Edit>> {
+        let edit = prop_oneof![
+            (0.0f64..1.0, 1usize..4).prop_map(|(at, n)| Edit::Delete(at, n)),
+            (
+                0.0f64..1.0,
+                proptest::sample::select(
+                    &[
+                        "[", "]", "{", "}", "\"", "'", "=", ",", ".", "\n", "#", "a", "0", "-",
+                        "é", "\\", "[[", "\"\"\"", "\u{0}", " ",
+                    ][..]
+                )
+            )
+                .prop_map(|(at, s)| Edit::Insert(at, s)),
+            (0.0f64..1.0).prop_map(Edit::DuplicateLine),
+        ];
+        proptest::collection::vec(edit, 0..4)
+    }
+
+    fn floor_boundary(text: &str, at: f64) -> usize {
+        let mut i = ((text.len() as f64) * at) as usize;
+        while i > 0 && !text.is_char_boundary(i) {
+            i -= 1;
+        }
+        i.min(text.len())
+    }
+
+    fn mutate(mut text: String, edits: &[Edit]) -> String {
+        for e in edits {
+            match *e {
+                Edit::Delete(at, n) => {
+                    let start = floor_boundary(&text, at);
+                    let mut end = (start + n).min(text.len());
+                    while !text.is_char_boundary(end) {
+                        end += 1;
+                    }
+                    text.replace_range(start..end, "");
+                }
+                Edit::Insert(at, s) => {
+                    let i = floor_boundary(&text, at);
+                    text.insert_str(i, s);
+                }
+                Edit::DuplicateLine(at) => {
+                    let lines: Vec<&str> = text.lines().collect();
+                    if !lines.is_empty() {
+                        let i = ((lines.len() as f64) * at) as usize % lines.len();
+                        let mut out: Vec<&str> = lines.clone();
+                        out.insert(i, lines[i]);
+                        text = out.join("\n");
+                    }
+                }
+            }
+        }
+        text
+    }
+
+    fn var_name() -> impl Strategy<Value = String> {
+        let key = proptest::sample::select(KEYS).prop_map(str::to_ascii_uppercase);
+        let spec = proptest::sample::select(NAMES).prop_map(|n| {
+            n.chars()
+                .map(|c| match c {
+                    '-' | '.' => '_',
+                    c => c.to_ascii_uppercase(),
+                })
+                .collect::<String>()
+        });
+        prop_oneof![
+            4 => key.clone().prop_map(|k| format!("SPEC_RUNNER_{k}")),
+            4 => (spec, key).prop_map(|(s, k)| format!("SPEC_RUNNER_SPECS__{s}__{k}")),
+            1 => proptest::sample::select(&[
+                "SPEC_RUNNER_SPEC", "SPEC_RUNNER_ATTEMPT", "SPEC_RUNNER_RUN_ID",
+                "SPEC_RUNNER_", "SPEC_RUNNER_SPECS__", "SPEC_RUNNER_SPECS____X",
+                "SPEC_RUNNER_A__B__C__D", "PATH", "HOME",
+            ][..]).prop_map(str::to_string),
+            1 => "SPEC_RUNNER_[A-Za-z_]{0,12}",
+        ]
+    }
+
+    fn env() -> impl Strategy<Value = Vec<(String, String)>> {
+        proptest::collection::vec(
+            (
+                var_name(),
+                prop_oneof![
+                    3 => proptest::sample::select(TEXTS).prop_map(str::to_string),
+                    1 => "[ -~]{0,10}",
+                ],
+            ),
+            0..5,
+        )
+    }
+
+    fn json_text() -> impl Strategy<Value = Option<String>> {
+        let json = proptest::collection::btree_map(key(), value(), 0..5).prop_map(|m| {
+            // TOML values as JSON: the same trees, written by serde_json.
+            serde_json::to_string_pretty(&m).unwrap_or_default()
+        });
+        prop_oneof![1 => Just(None), 3 => json.prop_map(Some)]
+    }
+
+    /// Writes the files, loads, and checks what came back. Returns the pipeline when
+    /// it loaded.
+    fn check_load(
+        dir: &Path,
+        pipeline: &str,
+        config: Option<&str>,
+        env: &[(String, String)],
+    ) -> Result<Option<Pipeline>, TestCaseError> {
+        std::fs::write(dir.join("spec-runner.toml"), pipeline).expect("write");
+        let config_path = dir.join("config.json");
+        match config {
+            Some(c) => std::fs::write(&config_path, c).expect("write"),
+            None => {
+                let _ = std::fs::remove_file(&config_path);
+            }
+        }
+        let result = spec_runner::config::load(&LoadOptions {
+            env: env.to_vec(),
+            cwd: dir.to_path_buf(),
+            ..Default::default()
+        });
+        match result {
+            Ok(p) => {
+                check_pipeline(&p)?;
+                Ok(Some(p))
+            }
+            Err(Problems(problems)) => {
+                prop_assert!(!problems.is_empty(), "Err without a problem");
+                for p in &problems {
+                    let named = match &p.source {
+                        Source::File { path, .. } => {
+                            path == "spec-runner.toml"
+                                || (path == "config.json" && config.is_some())
+                        }
+                        Source::Variable(v) => env.iter().any(|(k, _)| k == v),
+                        Source::Flag(_) => false,
+                    };
+                    prop_assert!(named, "problem names no file or variable of ours: {p}");
+                    prop_assert!(!p.message.trim().is_empty(), "empty message: {p:?}");
+                    prop_assert!(p.to_string().starts_with(&p.source.to_string()));
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// What holds for every pipeline that loads.
+    fn check_pipeline(p: &Pipeline) -> Result<(), TestCaseError> {
+        let mut wave_of = vec![usize::MAX; p.specs.len()];
+        for (w, wave) in p.waves.iter().enumerate() {
+            for &i in wave {
+                prop_assert_eq!(wave_of[i], usize::MAX, "spec in two waves");
+                wave_of[i] = w;
+            }
+        }
+        for (i, s) in p.specs.iter().enumerate() {
+            prop_assert!(spec_runner::config::validate::valid_spec_name(&s.name));
+            prop_assert!(wave_of[i] != usize::MAX, "{} in no wave", s.name);
+            for &d in &s.depends_on {
+                prop_assert!(wave_of[d] < wave_of[i], "{} before its dependency", s.name);
+            }
+            prop_assert!(!s.command.argv().is_empty());
+            prop_assert!(s.policy.retry.multiplier >= 1.0);
+            prop_assert!(p.run.jobs >= 1);
+            for origin in s.origins.values() {
+                prop_assert!(
+                    origin == "default"
+                        || origin.starts_with("spec-runner.toml: ")
+                        || origin.starts_with("config.json: ")
+                        || origin.starts_with("SPEC_RUNNER_")
+                        || origin.starts_with("--"),
+                    "origin {origin:?}"
+                );
+            }
+        }
+        // Rendering never panics either.
+        let json = spec_runner::plan::plan_json(p);
+        prop_assert_eq!(json["specs"].as_array().map(Vec::len), Some(p.specs.len()));
+        let _ = spec_runner::plan::plan_text(p, true);
+        Ok(())
+    }
+
+    /// `cases` per property, modest so the suite stays quick; PROPTEST_CASES asks for
+    /// a deeper search.
+    fn config(cases: u32) -> Config {
+        let cases = std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(cases);
+        Config {
+            cases,
+            // Shrunk failures are printed; no regression files beside the tests.
+            failure_persistence: None,
+            ..Config::default()
+        }
+    }
+
+    proptest! {
+        #![proptest_config(config(256))]
+
+        #[test]
+        fn generated_pipelines_never_panic(
+            doc in pipeline(),
+            json in json_text(),
+            env in env(),
+        ) {
+            let dir = tempfile::tempdir().expect("tempdir");
+            // Some trees have no TOML form (a NaN key…); those are not interesting.
+            let Ok(text) = toml::to_string(&doc) else { return Ok(()) };
+            check_load(dir.path(), &text, json.as_deref(), &env)?;
+        }
+
+        #[test]
+        fn mutated_pipelines_never_panic(
+            doc in pipeline(),
+            json in json_text(),
+            toml_edits in edits(),
+            json_edits in edits(),
+            env in env(),
+        ) {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let Ok(text) = toml::to_string(&doc) else { return Ok(()) };
+            let text = mutate(text, &toml_edits);
+            let json = json.map(|j| mutate(j, &json_edits));
+            check_load(dir.path(), &text, json.as_deref(), &env)?;
+        }
+
+        #[test]
+        fn arbitrary_text_never_panics(
+            toml_text in "(?s).{0,200}",
+            json_text in proptest::option::of("(?s).{0,80}"),
+            env in env(),
+        ) {
+            let dir = tempfile::tempdir().expect("tempdir");
+            check_load(dir.path(), &toml_text, json_text.as_deref(), &env)?;
+        }
+
+        #[test]
+        fn mutated_example_never_panics(edits in edits(), env in env()) {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let example = include_str!("../../spec-runner.toml");
+            let config = include_str!("../../config.json");
+            check_load(dir.path(), &mutate(example.to_string(), &edits), Some(config), &env)?;
+        }
+    }
+
+    /// One spec's setting of `retry_max_retries` in each place it can be written.
+    #[derive(Clone, Debug)]
+    struct Settings {
+        json: Option<u32>,
+        file: Option<u32>,
+        env: Option<u32>,
+        specs: Vec<(Option<u32>, Option<u32>)>,
+    }
+
+    proptest! {
+        #![proptest_config(config(128))]
+
+        /// Scope beats layer, and within a scope the higher layer wins, for any mix.
+        #[test]
+        fn the_effective_value_follows_scope_then_layer(
+            s in (
+                proptest::option::of(0u32..50),
+                proptest::option::of(0u32..50),
+                proptest::option::of(0u32..50),
+                proptest::collection::vec(
+                    (proptest::option::of(0u32..50), proptest::option::of(0u32..50)),
+                    1..5,
+                ),
+            ).prop_map(|(json, file, env, specs)| Settings { json, file, env, specs })
+        ) {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let mut toml = String::new();
+            if let Some(v) = s.file {
+                toml.push_str(&format!("retry_max_retries = {v}\n"));
+            }
+            let mut env = vec![("HOME".to_string(), "/root".to_string())];
+            if let Some(v) = s.env {
+                env.push(("SPEC_RUNNER_RETRY_MAX_RETRIES".into(), v.to_string()));
+            }
+            for (i, (own_file, own_env)) in s.specs.iter().enumerate() {
+                toml.push_str(&format!("[specs.s-{i}]\ncommand = \"true\"\n"));
+                if let Some(v) = own_file {
+                    toml.push_str(&format!("retry_max_retries = {v}\n"));
+                }
+                if let Some(v) = own_env {
+                    env.push((format!("SPEC_RUNNER_SPECS__S_{i}__RETRY_MAX_RETRIES"), v.to_string()));
+                }
+            }
+            let json = s.json.map(|v| format!("{{\"retry_max_retries\": {v}}}"));
+            let p = check_load(dir.path(), &toml, json.as_deref(), &env)?;
+            let p = p.ok_or_else(|| TestCaseError::fail("valid settings did not load"))?;
+            for (i, (own_file, own_env)) in s.specs.iter().enumerate() {
+                let name = format!("s-{i}");
+                let (expected, origin) = if let Some(v) = own_env {
+                    (*v, format!("SPEC_RUNNER_SPECS__S_{i}__RETRY_MAX_RETRIES"))
+                } else if let Some(v) = own_file {
+                    (*v, format!("spec-runner.toml: specs.{name}.retry_max_retries"))
+                } else if let Some(v) = s.env {
+                    (v, "SPEC_RUNNER_RETRY_MAX_RETRIES".into())
+                } else if let Some(v) = s.file {
+                    (v, "spec-runner.toml: retry_max_retries".into())
+                } else if let Some(v) = s.json {
+                    (v, "config.json: retry_max_retries".into())
+                } else {
+                    (3, "default".into())
+                };
+                let spec = &p.specs[p.index_of(&name).expect("spec")];
+                prop_assert_eq!(spec.policy.retry.max_retries, expected, "{}", name);
+                prop_assert_eq!(&spec.origins["retry_max_retries"], &origin);
+            }
+        }
+
+        /// The schema's spec-name pattern and the loader agree on every name.
+        #[test]
+        fn schema_and_loader_agree_on_spec_names(name in "[A-Za-z0-9._/ \\\\-]{0,6}") {
+            let schema: serde_json::Value = serde_json::from_str(include_str!(
+                "../../schema/spec-runner.schema.json"
+            )).expect("schema");
+            let v = jsonschema::validator_for(&schema).expect("valid schema");
+            let mut specs = serde_json::Map::new();
+            specs.insert(name.clone(), serde_json::json!({"command": "true"}));
+            let doc = serde_json::json!({ "specs": specs });
+            prop_assert_eq!(
+                v.is_valid(&doc),
+                spec_runner::config::validate::valid_spec_name(&name),
+                "{:?}", name
+            );
+        }
+    }
+
+    #[test]
+    fn names_that_only_differ_in_variable_spelling_still_load_without_variables() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let toml = "[specs.a-b]\ncommand = \"x\"\n[specs.\"a.b\"]\ncommand = \"x\"\n[specs.A_B]\ncommand = \"x\"\n";
+        let p = check_load(dir.path(), toml, None, &[])
+            .expect("checks")
+            .expect("loads");
+        let names: BTreeMap<&str, usize> = p
+            .specs
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.as_str(), i))
+            .collect();
+        assert_eq!(names.len(), 3);
     }
 }
