@@ -74,7 +74,12 @@ pub struct Layer {
     pub kind: LayerKind,
     /// How to name this layer to a user: the file as given, or "environment".
     pub display: String,
+    /// The layer's values. Empty for `Pipeline` once merged: the pipeline file's
+    /// values were moved into the merge rather than copied (they are most of the
+    /// data), and `merged` holds them; `top_keys` remembers which keys it set.
     pub dict: Dict,
+    /// For `Pipeline`: the keys at the top of the file.
+    pub top_keys: Vec<String>,
     /// For `Env`: key path (`retry_max_retries`, `specs.a.jobs`) → variable name.
     pub variables: BTreeMap<String, String>,
     /// For `Cli`: key → flag.
@@ -101,14 +106,20 @@ impl Layers {
     /// `SPEC_RUNNER_SPECS__A__JOBS`) was not set by it: the spec comes from the file.
     pub fn layer_of(&self, path: &[PathSeg]) -> Option<&Layer> {
         let mut key = None;
-        self.layers.iter().rev().find(|l| {
-            lookup(&l.dict, path).is_some()
-                && match l.kind {
-                    LayerKind::ConfigJson | LayerKind::Pipeline => true,
-                    LayerKind::Env | LayerKind::Cli => l
-                        .setter_of(key.get_or_insert_with(|| PathSeg::join(path)))
-                        .is_some(),
-                }
+        self.layers.iter().rev().find(|l| match l.kind {
+            LayerKind::Env | LayerKind::Cli => {
+                lookup(&l.dict, path).is_some()
+                    && l.setter_of(key.get_or_insert_with(|| PathSeg::join(path)))
+                        .is_some()
+            }
+            // What is merged and not from a higher layer is the file's when it set
+            // that key at its top: it replaced config.json's value or table there
+            // (config.json's `specs` are not merged).
+            LayerKind::Pipeline => {
+                matches!(path.first(), Some(PathSeg::Key(k)) if l.top_keys.contains(k))
+                    && lookup(&self.merged, path).is_some()
+            }
+            LayerKind::ConfigJson => lookup(&l.dict, path).is_some(),
         })
     }
 
@@ -260,15 +271,12 @@ pub fn read_layers(opts: &LoadOptions) -> Result<Layers, Vec<Problem>> {
     }
 
     match std::fs::read_to_string(&pipeline_file) {
-        Ok(text) => match toml::from_str::<toml::Table>(&text) {
-            Ok(table) => match toml_table_to_dict(table) {
-                Ok(dict) => layers.push(Layer::file(LayerKind::Pipeline, pipeline_display, dict, Some(text))),
-                Err(msg) => problems.push(Problem::new(
-                    Source::File { path: pipeline_display, location: None },
-                    "",
-                    msg,
-                )),
-            },
+        // Straight into figment's values: no `toml::Table` in between.
+        Ok(text) => match toml::from_str::<Dict>(&text) {
+            Ok(mut dict) => {
+                dict.values_mut().for_each(datetimes_as_strings);
+                layers.push(Layer::file(LayerKind::Pipeline, pipeline_display, dict, Some(text)));
+            }
             Err(e) => {
                 let location = e.span().map(|s| line_col(&text, s.start));
                 problems.push(Problem::new(
@@ -290,15 +298,14 @@ pub fn read_layers(opts: &LoadOptions) -> Result<Layers, Vec<Problem>> {
         )),
     }
 
-    let spec_names: Vec<String> = layers
+    let spec_names = layers
         .iter()
         .find(|l| l.kind == LayerKind::Pipeline)
         .and_then(|l| match l.dict.get("specs") {
-            Some(Value::Dict(_, d)) => Some(d.keys().cloned().collect()),
+            Some(Value::Dict(_, d)) => Some(d),
             _ => None,
-        })
-        .unwrap_or_default();
-    let env = env_layer(&opts.env, &spec_names, &mut problems);
+        });
+    let env = env_layer(&opts.env, spec_names, &mut problems);
     if !env.dict.is_empty() {
         layers.push(env);
     }
@@ -318,19 +325,40 @@ pub fn read_layers(opts: &LoadOptions) -> Result<Layers, Vec<Problem>> {
     }
 
     let mut figment = Figment::new();
-    for layer in &layers {
-        figment = figment.merge(LayerProvider(layer));
+    for layer in &mut layers {
+        let dict = match layer.kind {
+            LayerKind::Pipeline => {
+                layer.top_keys = layer.dict.keys().cloned().collect();
+                std::mem::take(&mut layer.dict)
+            }
+            // Specs in config.json are an error (validate reports it); merged they
+            // would pass for the pipeline file's.
+            LayerKind::ConfigJson => {
+                let mut d = layer.dict.clone();
+                d.remove("specs");
+                d
+            }
+            LayerKind::Env | LayerKind::Cli => layer.dict.clone(),
+        };
+        figment = figment.merge(LayerProvider {
+            name: layer.display.clone(),
+            dict: std::cell::Cell::new(Some(dict)),
+        });
     }
-    let merged = figment.extract::<Dict>().map_err(|e| {
-        vec![Problem::new(
-            Source::File {
-                path: pipeline_file.display().to_string(),
-                location: None,
-            },
-            "",
-            format!("cannot merge the configuration layers: {}", e.kind),
-        )]
-    })?;
+    // The merged values as figment holds them (every layer is in the default
+    // profile); `extract` would copy them twice more.
+    let merged = Provider::data(&figment)
+        .map(|mut profiles| profiles.remove(&Profile::Default).unwrap_or_default())
+        .map_err(|e| {
+            vec![Problem::new(
+                Source::File {
+                    path: pipeline_file.display().to_string(),
+                    location: None,
+                },
+                "",
+                format!("cannot merge the configuration layers: {}", e.kind),
+            )]
+        })?;
     Ok(Layers {
         pipeline_file,
         pipeline_dir,
@@ -366,6 +394,7 @@ impl Layer {
             kind,
             display,
             dict,
+            top_keys: Vec::new(),
             variables: BTreeMap::new(),
             flags: BTreeMap::new(),
             text,
@@ -373,40 +402,39 @@ impl Layer {
     }
 }
 
-/// Hands a layer's dict to figment.
-struct LayerProvider<'a>(&'a Layer);
+/// Hands a layer's dict to figment: the dict itself rather than a copy, since figment
+/// asks a provider for its data once, when it is merged.
+struct LayerProvider {
+    name: String,
+    dict: std::cell::Cell<Option<Dict>>,
+}
 
-impl Provider for LayerProvider<'_> {
+impl Provider for LayerProvider {
     fn metadata(&self) -> Metadata {
-        Metadata::named(self.0.display.clone())
+        Metadata::named(self.name.clone())
     }
     fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
-        Ok(Profile::Default.collect(self.0.dict.clone()))
+        Ok(Profile::Default.collect(self.dict.take().unwrap_or_default()))
     }
 }
 
-/// TOML values become figment values. Dates have no meaning here and are refused.
-fn toml_table_to_dict(table: toml::Table) -> Result<Dict, String> {
-    table
-        .into_iter()
-        .map(|(k, v)| Ok((k, toml_to_value(v)?)))
-        .collect()
-}
-
-fn toml_to_value(v: toml::Value) -> Result<Value, String> {
-    Ok(match v {
-        toml::Value::String(s) => Value::from(s),
-        toml::Value::Integer(i) => Value::from(i),
-        toml::Value::Float(f) => Value::from(f),
-        toml::Value::Boolean(b) => Value::from(b),
-        toml::Value::Datetime(d) => Value::from(d.to_string()),
-        toml::Value::Array(a) => Value::from(
-            a.into_iter()
-                .map(toml_to_value)
-                .collect::<Result<Vec<_>, _>>()?,
-        ),
-        toml::Value::Table(t) => Value::from(toml_table_to_dict(t)?),
-    })
+/// toml hands a date-time to serde as a one-key table; spec-runner has no use for
+/// dates, so it becomes the string it was written as, for messages to show.
+fn datetimes_as_strings(v: &mut Value) {
+    const DATETIME_KEY: &str = "$__toml_private_datetime";
+    match v {
+        Value::Dict(tag, d) => {
+            if d.len() == 1
+                && let Some(Value::String(_, text)) = d.get(DATETIME_KEY)
+            {
+                *v = Value::String(*tag, text.clone());
+                return;
+            }
+            d.values_mut().for_each(datetimes_as_strings);
+        }
+        Value::Array(_, a) => a.iter_mut().for_each(datetimes_as_strings),
+        _ => {}
+    }
 }
 
 /// Spec names in variable names: upper-case, `-` and `.` written as `_`.
@@ -441,25 +469,24 @@ fn env_value(key: &str, text: &str) -> Value {
     }
 }
 
-fn env_layer(
-    env: &[(String, String)],
-    spec_names: &[String],
-    problems: &mut Vec<Problem>,
-) -> Layer {
+fn env_layer(env: &[(String, String)], specs: Option<&Dict>, problems: &mut Vec<Problem>) -> Layer {
     let mut layer = Layer::file(LayerKind::Env, "environment".into(), Dict::new(), None);
-    let mut by_env_name: BTreeMap<String, Vec<&str>> = BTreeMap::new();
-    for name in spec_names {
-        by_env_name
-            .entry(env_spec_name(name))
-            .or_default()
-            .push(name);
-    }
     // Sorted, so that problems come out in the same order whatever the environment's.
     let mut vars: Vec<&(String, String)> = env
         .iter()
         .filter(|(k, _)| k.starts_with(ENV_PREFIX) && !RESERVED_VARIABLES.contains(&k.as_str()))
         .collect();
     vars.sort();
+    // Spec names as variables write them; built only when a variable needs it.
+    let mut by_env_name: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+    if vars.iter().any(|(k, _)| k.contains("__")) {
+        for name in specs.into_iter().flat_map(Dict::keys) {
+            by_env_name
+                .entry(env_spec_name(name))
+                .or_default()
+                .push(name);
+        }
+    }
     for (var, raw_value) in vars {
         let rest = &var[ENV_PREFIX.len()..];
         let source = Source::Variable(var.clone());

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use figment::value::{Dict, Value};
@@ -10,7 +11,7 @@ use regex::bytes::Regex;
 
 use super::diag::{PathSeg, Problem, did_you_mean, path, show_value};
 use super::load::{LayerKind, Layers, Target, TomlIndex, known_root_keys};
-use super::policy::{CommandLine, Pipeline, Policy, RunPolicy, Spec};
+use super::policy::{CommandLine, Origins, Pipeline, Policy, RunPolicy, Spec};
 use super::raw::{
     LEGACY_KEYS, RULE_KEYS, RawCommand, RawPolicy, RawRetryRule, RawRunPolicy, SPEC_KEYS,
 };
@@ -140,6 +141,18 @@ pub fn validate(layers: &Layers) -> Result<Pipeline, Vec<Problem>> {
         &path(&["retry_rules"]),
     );
 
+    // Where each global value came from, worked out once for all specs.
+    let default: Arc<str> = Arc::from("default");
+    let global_origins: Vec<(&'static str, Arc<str>)> = RawPolicy::KEYS
+        .iter()
+        .map(|&key| {
+            let origin = layers
+                .origin(&path(&[key]))
+                .map_or_else(|| default.clone(), Arc::from);
+            (key, origin)
+        })
+        .collect();
+
     // Names → indices, for depends_on.
     let names: Vec<&str> = raw_specs.iter().map(|(n, _)| n.as_str()).collect();
     let mut specs = Vec::with_capacity(raw_specs.len());
@@ -202,6 +215,7 @@ pub fn validate(layers: &Layers) -> Result<Pipeline, Vec<Problem>> {
             name,
             &parts.policy,
             &global,
+            &global_origins,
             spec_rules,
             &global_rules,
             &dir,
@@ -253,17 +267,11 @@ pub fn validate(layers: &Layers) -> Result<Pipeline, Vec<Problem>> {
     if !cx.problems.is_empty() {
         return Err(cx.problems);
     }
-    let run_origins = RawRunPolicy::KEYS
-        .iter()
-        .map(|k| {
-            (
-                *k,
-                layers
-                    .origin(&path(&[k]))
-                    .unwrap_or_else(|| "default".into()),
-            )
-        })
-        .collect();
+    let mut run_origins = Origins::default();
+    for key in RawRunPolicy::KEYS {
+        let origin = layers.origin(&path(&[key]));
+        run_origins.insert(key, origin.map_or_else(|| Arc::from("default"), Arc::from));
+    }
     Ok(Pipeline {
         file: layers.pipeline_file.clone(),
         dir,
@@ -707,34 +715,37 @@ fn rules(cx: &mut Ctx, raw: &[RawRetryRule], at: &[PathSeg]) -> Vec<RetryRule> {
 
 /// The value of one key for one spec: the spec's own (whatever layer set it), else the
 /// global one (whatever layer), else the default. Scope beats layer.
+#[allow(clippy::too_many_arguments)]
 fn effective_policy(
     cx: &mut Ctx,
     name: &str,
     own: &RawPolicy,
     global: &RawPolicy,
+    global_origins: &[(&'static str, Arc<str>)],
     spec_rules: Vec<RetryRule>,
     global_rules: &[RetryRule],
     dir: &Path,
-) -> (Policy, BTreeMap<&'static str, String>) {
-    let mut origins = BTreeMap::new();
+) -> (Policy, Origins) {
+    let mut origins = Origins::default();
     let layers = cx.layers;
-    let mut origin_of = |key: &'static str, spec_set: bool, global_set: bool| {
-        let o = if spec_set {
+    let mut origin_of = |key: &'static str, spec_set: bool| {
+        let spec_origin = if spec_set {
             layers.origin(&path(&["specs", name, key]))
-        } else if global_set {
-            layers.origin(&path(&[key]))
         } else {
             None
         };
-        origins.insert(key, o.unwrap_or_else(|| "default".into()));
+        let origin = match spec_origin {
+            Some(o) => Arc::from(o),
+            None => global_origins
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map_or_else(|| Arc::from("default"), |(_, o)| o.clone()),
+        };
+        origins.insert(key, origin);
     };
     macro_rules! pick {
         ($field:ident) => {{
-            origin_of(
-                stringify!($field),
-                own.$field.is_some(),
-                global.$field.is_some(),
-            );
+            origin_of(stringify!($field), own.$field.is_some());
             own.$field.clone().or_else(|| global.$field.clone())
         }};
     }
@@ -751,11 +762,7 @@ fn effective_policy(
     let activity = pick!(activity_timeout_seconds).map(|s| s.duration());
     let grace = pick!(terminate_grace_seconds).map_or(defaults::TERMINATE_GRACE_SECONDS, |s| s.0);
     let on_exhausted = pick!(on_exhausted);
-    origin_of(
-        "retry_rules",
-        own.retry_rules.is_some(),
-        global.retry_rules.is_some(),
-    );
+    origin_of("retry_rules", own.retry_rules.is_some());
     if let (Some(_), Some(_)) = (&own.retry_rules, &global.retry_rules) {
         let both = format!(
             "{} + {}",
@@ -764,7 +771,7 @@ fn effective_policy(
                 .unwrap_or_default(),
             layers.origin(&path(&["retry_rules"])).unwrap_or_default()
         );
-        origins.insert("retry_rules", both);
+        origins.insert("retry_rules", Arc::from(both));
     }
 
     // Out-of-range values were reported by `check_policy`; these stand-ins are never run.
