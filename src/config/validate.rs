@@ -392,7 +392,8 @@ fn set_run_key(
 }
 
 /// One rule, key by key, so that every bad key of it is reported. Keys with problems
-/// are left out of the result.
+/// are left out of the result (a missing or bad `action` reads as `fail`); the
+/// problems are reported, so such a rule is never run.
 fn parse_rule(cx: &mut Ctx, item: &Value, at: &[PathSeg]) -> RawRetryRule {
     let mut rule = RawRetryRule {
         exit_codes: None,
@@ -533,22 +534,19 @@ fn report_type_error(cx: &mut Ctx, at: &[PathSeg], value: &Value, e: &figment::E
         Kind::InvalidType(_, expected) => {
             format!("expected {}, found {shown}", expected_text(expected))
         }
-        Kind::InvalidValue(Actual::Signed(n), expected)
-            if let Some(range) = integer_range(expected, *n) =>
-        {
-            format!("{n} is out of range: expected {range}")
-        }
-        Kind::InvalidValue(Actual::Unsigned(n), expected)
-            if let Some(range) =
-                integer_range(expected, i128::try_from(*n).unwrap_or(i128::MAX)) =>
-        {
-            format!("{n} is out of range: expected {range}")
-        }
-        Kind::InvalidValue(_, expected) => {
-            format!(
-                "invalid value {shown}: expected {}",
-                expected_text(expected)
-            )
+        Kind::InvalidValue(actual, expected) => {
+            let n = match actual {
+                Actual::Signed(n) => Some(*n),
+                Actual::Unsigned(n) => Some(i128::try_from(*n).unwrap_or(i128::MAX)),
+                _ => None,
+            };
+            match n.and_then(|n| Some((n, integer_range(expected, n)?))) {
+                Some((n, range)) => format!("{n} is out of range: expected {range}"),
+                None => format!(
+                    "invalid value {shown}: expected {}",
+                    expected_text(expected)
+                ),
+            }
         }
         Kind::UnknownVariant(found, expected) => {
             format!(
