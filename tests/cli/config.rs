@@ -1039,6 +1039,27 @@ depends_on = [\"a\"]
     );
     assert_eq!(run.problems().len(), 14, "{}", run.stderr);
     run.stderr_has("14 problems found; nothing was run");
+
+    // In reading order: the pipeline file by line and column, then config.json, then
+    // variables by name.
+    let order: Vec<(u8, usize, usize, String)> = run
+        .problems()
+        .iter()
+        .map(|l| {
+            let source = l["error: ".len()..].split(": ").next().unwrap_or("");
+            let mut parts = source.split(':');
+            let (file, line, col) = (parts.next(), parts.next(), parts.next());
+            let num = |s: Option<&str>| s.and_then(|s| s.parse().ok()).unwrap_or(0);
+            match file {
+                Some("spec-runner.toml") => (0, num(line), num(col), String::new()),
+                Some("config.json") => (1, 0, 0, String::new()),
+                _ => (2, 0, 0, source.to_string()),
+            }
+        })
+        .collect();
+    let mut sorted = order.clone();
+    sorted.sort();
+    assert_eq!(order, sorted, "{}", run.stderr);
 }
 
 #[test]
