@@ -742,3 +742,91 @@ pub fn known_root_keys() -> impl Iterator<Item = &'static str> {
         .copied()
         .chain(["specs"])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::diag::path;
+
+    #[test]
+    fn line_col_counts_characters_and_survives_any_offset() {
+        let text = "a = 1\nbé = \"x\"\n";
+        assert_eq!(line_col(text, 0), (1, 1));
+        assert_eq!(line_col(text, 6), (2, 1));
+        // The `=` after the two-byte é is byte 10 but character 4 of its line.
+        assert_eq!(line_col(text, 10), (2, 4));
+        // Inside a character or past the end: no panic.
+        assert_eq!(line_col(text, 8), (2, 2));
+        assert_eq!(line_col(text, 999).0, 3);
+    }
+
+    #[test]
+    fn locations_inside_rules_and_spec_tables() {
+        let text = "\
+jobs = 2
+
+[[retry_rules]]
+exit_codes = [64]
+action = \"fail\"
+
+[[retry_rules]]
+output = \"x\"
+action = \"retry\"
+
+[specs.a]
+command = \"true\"
+retry_rules = [{ action = \"retry\" }, { signals = [\"SIGSEGV\", \"SIGX\"], action = \"fail\" }]
+
+[specs.\"b.c\"]
+command = [\"ls\", 7]
+
+[[specs.\"b.c\".retry_rules]]
+action = \"abort\"
+";
+        let idx = TomlIndex::new(Some(text));
+        let at = |keys: &[&str], more: &[PathSeg]| {
+            let mut p = path(keys);
+            p.extend_from_slice(more);
+            p
+        };
+        let v = Target::Value;
+        assert_eq!(idx.locate(&path(&["jobs"]), v), Some((1, 8)));
+        assert_eq!(idx.locate(&path(&["jobs"]), Target::Key), Some((1, 1)));
+        let rule1 = at(
+            &["retry_rules"],
+            &[PathSeg::Index(1), PathSeg::Key("output".into())],
+        );
+        assert_eq!(idx.locate(&rule1, v), Some((8, 10)));
+        let action0 = at(
+            &["retry_rules"],
+            &[PathSeg::Index(0), PathSeg::Key("action".into())],
+        );
+        assert_eq!(idx.locate(&action0, v), Some((5, 10)));
+        assert_eq!(idx.locate(&action0, Target::Key), Some((5, 1)));
+        // A spec table points at its name in the header.
+        assert_eq!(idx.locate(&path(&["specs", "a"]), v), Some((11, 8)));
+        assert_eq!(idx.locate(&path(&["specs", "b.c"]), v), Some((15, 8)));
+        let sig = at(
+            &["specs", "a", "retry_rules"],
+            &[
+                PathSeg::Index(1),
+                PathSeg::Key("signals".into()),
+                PathSeg::Index(1),
+            ],
+        );
+        assert_eq!(idx.locate(&sig, v), Some((13, 62)));
+        let argv = at(&["specs", "b.c", "command"], &[PathSeg::Index(1)]);
+        assert_eq!(idx.locate(&argv, v), Some((16, 18)));
+        let nested = at(
+            &["specs", "b.c", "retry_rules"],
+            &[PathSeg::Index(0), PathSeg::Key("action".into())],
+        );
+        assert_eq!(idx.locate(&nested, v), Some((19, 10)));
+        // A key that is not written: the deepest part that is.
+        assert_eq!(idx.locate(&path(&["specs", "a", "cwd"]), v), Some((11, 8)));
+        assert_eq!(idx.locate(&path(&["nope"]), v), None);
+        // No text, or text that is not TOML: no location, no panic.
+        assert_eq!(TomlIndex::new(None).locate(&path(&["jobs"]), v), None);
+        assert_eq!(TomlIndex::new(Some("[x")).locate(&path(&["x"]), v), None);
+    }
+}
