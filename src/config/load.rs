@@ -98,6 +98,18 @@ pub struct Layers {
     pub merged: Dict,
     /// Problems found while reading (bad variables), reported with validation's.
     pub problems: Vec<Problem>,
+    /// Values a higher layer overrides. They take no effect, but a bad one is still
+    /// a problem of its file or variable: the day the override goes, it would break.
+    pub shadowed: Vec<Shadowed>,
+}
+
+/// A value that a higher layer overrides.
+#[derive(Debug)]
+pub struct Shadowed {
+    /// Index into `Layers::layers` of the layer that holds it.
+    pub layer: usize,
+    pub path: Vec<PathSeg>,
+    pub value: Value,
 }
 
 impl Layers {
@@ -131,6 +143,21 @@ impl Layers {
             LayerKind::ConfigJson | LayerKind::Pipeline => format!("{}: {key}", layer.display),
             LayerKind::Env | LayerKind::Cli => layer.setter_of(&key).cloned().unwrap_or(key),
         })
+    }
+
+    /// Where a problem at `path` in layer `layer` (an index into `layers`) should
+    /// point, whether or not the merged value came from there.
+    pub fn source_in(
+        &self,
+        layer: usize,
+        path: &[PathSeg],
+        target: Target,
+        toml: &TomlIndex,
+    ) -> Source {
+        match self.layers.get(layer) {
+            Some(l) => self.layer_source(l, path, target, toml),
+            None => self.source_of(path, target, toml),
+        }
     }
 
     /// Where a problem at `path` should point: the file or variable that set it. For
@@ -324,6 +351,7 @@ pub fn read_layers(opts: &LoadOptions) -> Result<Layers, Vec<Problem>> {
         return Err(problems);
     }
 
+    let shadowed = shadowed_values(&layers);
     let mut figment = Figment::new();
     for layer in &mut layers {
         let dict = match layer.kind {
@@ -365,7 +393,56 @@ pub fn read_layers(opts: &LoadOptions) -> Result<Layers, Vec<Problem>> {
         layers,
         merged,
         problems,
+        shadowed,
     })
+}
+
+/// The keys a layer sets: `[key]` at the top, `[specs, name, key]` in a spec (for
+/// the pipeline file, only its top: nothing lower holds specs).
+fn set_paths(layer: &Layer) -> Vec<Vec<PathSeg>> {
+    let mut out = Vec::new();
+    for (key, value) in &layer.dict {
+        match value {
+            Value::Dict(_, specs) if key == "specs" && layer.kind != LayerKind::Pipeline => {
+                for (name, table) in specs {
+                    if let Value::Dict(_, t) = table {
+                        for k in t.keys() {
+                            out.push(vec![
+                                PathSeg::Key("specs".into()),
+                                PathSeg::Key(name.clone()),
+                                PathSeg::Key(k.clone()),
+                            ]);
+                        }
+                    }
+                }
+            }
+            _ if key == "specs" => {}
+            _ => out.push(vec![PathSeg::Key(key.clone())]),
+        }
+    }
+    out
+}
+
+/// Values of lower layers at the paths that higher layers set.
+fn shadowed_values(layers: &[Layer]) -> Vec<Shadowed> {
+    let mut out = Vec::new();
+    for (high, h) in layers.iter().enumerate() {
+        if h.kind == LayerKind::ConfigJson {
+            continue;
+        }
+        for path in set_paths(h) {
+            for (low, l) in layers[..high].iter().enumerate() {
+                if let Some(value) = lookup(&l.dict, &path) {
+                    out.push(Shadowed {
+                        layer: low,
+                        path: path.clone(),
+                        value: value.clone(),
+                    });
+                }
+            }
+        }
+    }
+    out
 }
 
 impl Layer {

@@ -34,6 +34,9 @@ struct Ctx<'a> {
     layers: &'a Layers,
     toml: TomlIndex<'a>,
     problems: Vec<Problem>,
+    /// While checking an overridden value: the layer that holds it, which is where
+    /// its problems are, rather than the layer the merged value came from.
+    in_layer: Option<usize>,
 }
 
 impl Ctx<'_> {
@@ -48,7 +51,10 @@ impl Ctx<'_> {
     }
 
     fn push(&mut self, at: &[PathSeg], target: Target, message: String) {
-        let source = self.layers.source_of(at, target, &self.toml);
+        let source = match self.in_layer {
+            Some(layer) => self.layers.source_in(layer, at, target, &self.toml),
+            None => self.layers.source_of(at, target, &self.toml),
+        };
         self.problems
             .push(Problem::new(source, &PathSeg::join(at), message));
     }
@@ -60,6 +66,7 @@ pub fn validate(layers: &Layers) -> Result<Pipeline, Vec<Problem>> {
         layers,
         toml: TomlIndex::new(layers.pipeline_text()),
         problems: layers.problems.clone(),
+        in_layer: None,
     };
     let mut run = RawRunPolicy::default();
     let mut global = RawPolicy::default();
@@ -249,6 +256,8 @@ pub fn validate(layers: &Layers) -> Result<Pipeline, Vec<Problem>> {
             Vec::new()
         }
     };
+
+    check_shadowed(&mut cx);
 
     let mut warnings = Vec::new();
     if !legacy.is_empty() {
@@ -594,15 +603,51 @@ pub fn valid_spec_name(name: &str) -> bool {
         && !name.contains("..")
 }
 
-fn run_policy(cx: &mut Ctx, raw: &RawRunPolicy, dir: &Path) -> RunPolicy {
-    let jobs = match raw.jobs {
-        Some(0) => {
-            cx.problem(
-                &path(&["jobs"]),
-                "0 is out of range: expected at least 1".into(),
-            );
-            1
+/// Range checks of the run-wide values.
+fn check_run(cx: &mut Ctx, raw: &RawRunPolicy) {
+    if raw.jobs == Some(0) {
+        cx.problem(
+            &path(&["jobs"]),
+            "0 is out of range: expected at least 1".into(),
+        );
+    }
+}
+
+/// Values that a higher layer overrides are checked too, each against the file or
+/// variable that holds it: the types and ranges of its keys (unknown keys of a lower
+/// layer are reported with the higher layer's same key).
+fn check_shadowed(cx: &mut Ctx) {
+    let layers = cx.layers;
+    for sh in &layers.shadowed {
+        cx.in_layer = Some(sh.layer);
+        match sh.path.as_slice() {
+            [PathSeg::Key(key)] => {
+                let mut policy = RawPolicy::default();
+                let mut run = RawRunPolicy::default();
+                if set_policy_key(cx, &mut policy, key, &sh.value, &sh.path) {
+                    check_policy(cx, &policy, &[]);
+                    rules(cx, policy.retry_rules.as_deref().unwrap_or(&[]), &sh.path);
+                } else if set_run_key(cx, &mut run, key, &sh.value, &sh.path) {
+                    check_run(cx, &run);
+                }
+            }
+            [PathSeg::Key(specs), PathSeg::Key(_), PathSeg::Key(key)] if specs == "specs" => {
+                let mut policy = RawPolicy::default();
+                if set_policy_key(cx, &mut policy, key, &sh.value, &sh.path) {
+                    check_policy(cx, &policy, &sh.path[..2]);
+                    rules(cx, policy.retry_rules.as_deref().unwrap_or(&[]), &sh.path);
+                }
+            }
+            _ => {}
         }
+        cx.in_layer = None;
+    }
+}
+
+fn run_policy(cx: &mut Ctx, raw: &RawRunPolicy, dir: &Path) -> RunPolicy {
+    check_run(cx, raw);
+    let jobs = match raw.jobs {
+        Some(0) => 1,
         Some(n) => n as usize,
         None => std::thread::available_parallelism()
             .map(|n| n.get())

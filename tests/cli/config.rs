@@ -842,6 +842,53 @@ const BAD_INPUTS: &[Bad] = &[
         says: &["only in the pipeline file"],
         ..BAD
     },
+    // A bad value is a problem even where a higher layer overrides it: the day the
+    // override goes, it would break.
+    Bad {
+        what: "a bad value in config.json that the pipeline file overrides",
+        pipeline: "retry_max_retries = 2\n[specs.a]\ncommand = \"true\"\n",
+        config_json: Some(r#"{"retry_max_retries": "three"}"#),
+        source: "config.json",
+        key: "retry_max_retries",
+        says: &["\"three\"", "whole number"],
+        ..BAD
+    },
+    Bad {
+        what: "a bad spec value in the file that a variable overrides",
+        pipeline: "[specs.a]\ncommand = \"true\"\ntimeout_seconds = \"5 parsecs\"\n",
+        env: &[("SPEC_RUNNER_SPECS__A__TIMEOUT_SECONDS", "5")],
+        source: "spec-runner.toml:3:19",
+        key: "specs.a.timeout_seconds",
+        says: &["5 parsecs", "not a duration"],
+        ..BAD
+    },
+    Bad {
+        what: "an out-of-range value in the file that a variable overrides",
+        pipeline: "retry_backoff_multiplier = 0.5\n[specs.a]\ncommand = \"true\"\n",
+        env: &[("SPEC_RUNNER_RETRY_BACKOFF_MULTIPLIER", "2")],
+        source: "spec-runner.toml:1:28",
+        key: "retry_backoff_multiplier",
+        says: &["0.5", "≥ 1"],
+        ..BAD
+    },
+    Bad {
+        what: "a bad rule in the file that a variable overrides",
+        pipeline: "[[retry_rules]]\noutput = \"(\"\naction = \"retry\"\n[specs.a]\ncommand = \"true\"\n",
+        env: &[("SPEC_RUNNER_RETRY_RULES", "[]")],
+        source: "spec-runner.toml:2:10",
+        key: "retry_rules[0].output",
+        says: &["regular expression"],
+        ..BAD
+    },
+    Bad {
+        what: "a bad variable that a flag overrides",
+        env: &[("SPEC_RUNNER_JOBS", "0")],
+        args: &["-j", "2"],
+        source: "variable SPEC_RUNNER_JOBS",
+        key: "jobs",
+        says: &["0", "at least 1"],
+        ..BAD
+    },
     // Syntax.
     Bad {
         what: "invalid TOML",
