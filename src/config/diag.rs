@@ -99,6 +99,34 @@ impl fmt::Display for Problem {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Problems(pub Vec<Problem>);
 
+impl Problems {
+    /// `problems` in reading order: the pipeline file's by line and column, then
+    /// config.json's, then variables and flags by name; otherwise in the order found.
+    pub fn in_reading_order(mut problems: Vec<Problem>) -> Problems {
+        let rank = |p: &Problem| match &p.source {
+            Source::File {
+                location: Some(_), ..
+            } => 1,
+            // A whole pipeline file (missing, unreadable) first; config.json after
+            // the pipeline file's lines.
+            Source::File { path, .. } if p.key.is_empty() && path.ends_with(".toml") => 0,
+            Source::File { .. } => 2,
+            Source::Variable(_) => 3,
+            Source::Flag(_) => 4,
+        };
+        let detail = |p: &Problem| match &p.source {
+            Source::File { location, .. } => (location.unwrap_or((0, 0)), String::new()),
+            Source::Variable(v) | Source::Flag(v) => ((0, 0), v.clone()),
+        };
+        problems.sort_by(|a, b| {
+            rank(a)
+                .cmp(&rank(b))
+                .then_with(|| detail(a).cmp(&detail(b)))
+        });
+        Problems(problems)
+    }
+}
+
 impl fmt::Display for Problems {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, p) in self.0.iter().enumerate() {

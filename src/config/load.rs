@@ -74,7 +74,12 @@ pub struct Layer {
     pub kind: LayerKind,
     /// How to name this layer to a user: the file as given, or "environment".
     pub display: String,
+    /// The layer's values. Empty for `Pipeline` once merged: the pipeline file's
+    /// values were moved into the merge rather than copied (they are most of the
+    /// data), and `merged` holds them; `top_keys` remembers which keys it set.
     pub dict: Dict,
+    /// For `Pipeline`: the keys at the top of the file.
+    pub top_keys: Vec<String>,
     /// For `Env`: key path (`retry_max_retries`, `specs.a.jobs`) → variable name.
     pub variables: BTreeMap<String, String>,
     /// For `Cli`: key → flag.
@@ -93,15 +98,41 @@ pub struct Layers {
     pub merged: Dict,
     /// Problems found while reading (bad variables), reported with validation's.
     pub problems: Vec<Problem>,
+    /// Values a higher layer overrides. They take no effect, but a bad one is still
+    /// a problem of its file or variable: the day the override goes, it would break.
+    pub shadowed: Vec<Shadowed>,
+}
+
+/// A value that a higher layer overrides.
+#[derive(Debug)]
+pub struct Shadowed {
+    /// Index into `Layers::layers` of the layer that holds it.
+    pub layer: usize,
+    pub path: Vec<PathSeg>,
+    pub value: Value,
 }
 
 impl Layers {
-    /// The highest layer that holds `path`: where the merged value came from.
+    /// The highest layer that set `path`: where the merged value came from. A table
+    /// that a variable only created on the way to its key (`specs.a` for
+    /// `SPEC_RUNNER_SPECS__A__JOBS`) was not set by it: the spec comes from the file.
     pub fn layer_of(&self, path: &[PathSeg]) -> Option<&Layer> {
-        self.layers
-            .iter()
-            .rev()
-            .find(|l| lookup(&l.dict, path).is_some())
+        let mut key = None;
+        self.layers.iter().rev().find(|l| match l.kind {
+            LayerKind::Env | LayerKind::Cli => {
+                lookup(&l.dict, path).is_some()
+                    && l.setter_of(key.get_or_insert_with(|| PathSeg::join(path)))
+                        .is_some()
+            }
+            // What is merged and not from a higher layer is the file's when it set
+            // that key at its top: it replaced config.json's value or table there
+            // (config.json's `specs` are not merged).
+            LayerKind::Pipeline => {
+                matches!(path.first(), Some(PathSeg::Key(k)) if l.top_keys.contains(k))
+                    && lookup(&self.merged, path).is_some()
+            }
+            LayerKind::ConfigJson => lookup(&l.dict, path).is_some(),
+        })
     }
 
     /// Names a value's origin: `spec-runner.toml: specs.a.jobs`, a variable, a flag.
@@ -110,20 +141,43 @@ impl Layers {
         let key = PathSeg::join(path);
         Some(match layer.kind {
             LayerKind::ConfigJson | LayerKind::Pipeline => format!("{}: {key}", layer.display),
-            LayerKind::Env => layer.variables.get(&key).cloned().unwrap_or(key),
-            LayerKind::Cli => layer.flags.get(&key).cloned().unwrap_or(key),
+            LayerKind::Env | LayerKind::Cli => layer.setter_of(&key).cloned().unwrap_or(key),
         })
     }
 
-    /// Where a problem at `path` should point: the file or variable that set it.
-    pub fn source_of(&self, path: &[PathSeg]) -> Source {
+    /// Where a problem at `path` in layer `layer` (an index into `layers`) should
+    /// point, whether or not the merged value came from there.
+    pub fn source_in(
+        &self,
+        layer: usize,
+        path: &[PathSeg],
+        target: Target,
+        toml: &TomlIndex,
+    ) -> Source {
+        match self.layers.get(layer) {
+            Some(l) => self.layer_source(l, path, target, toml),
+            None => self.source_of(path, target, toml),
+        }
+    }
+
+    /// Where a problem at `path` should point: the file or variable that set it. For
+    /// the pipeline file, `toml` finds the line and column of the key or its value.
+    pub fn source_of(&self, path: &[PathSeg], target: Target, toml: &TomlIndex) -> Source {
         match self.layer_of(path) {
-            Some(layer) => self.layer_source(layer, path),
+            Some(layer) => self.layer_source(layer, path, target, toml),
             None => Source::File {
                 path: self.layers_display(LayerKind::Pipeline),
                 location: None,
             },
         }
+    }
+
+    /// The pipeline file's text, when it was read.
+    pub fn pipeline_text(&self) -> Option<&str> {
+        self.layers
+            .iter()
+            .find(|l| l.kind == LayerKind::Pipeline)
+            .and_then(|l| l.text.as_deref())
     }
 
     fn layers_display(&self, kind: LayerKind) -> String {
@@ -134,7 +188,13 @@ impl Layers {
             .unwrap_or_else(|| self.pipeline_file.display().to_string())
     }
 
-    fn layer_source(&self, layer: &Layer, path: &[PathSeg]) -> Source {
+    fn layer_source(
+        &self,
+        layer: &Layer,
+        path: &[PathSeg],
+        target: Target,
+        toml: &TomlIndex,
+    ) -> Source {
         let key = PathSeg::join(path);
         match layer.kind {
             LayerKind::ConfigJson => Source::File {
@@ -143,23 +203,26 @@ impl Layers {
             },
             LayerKind::Pipeline => Source::File {
                 path: layer.display.clone(),
-                location: layer.text.as_deref().and_then(|t| toml_location(t, path)),
+                location: toml.locate(path, target),
             },
             LayerKind::Env => Source::Variable(
                 layer
-                    .variables
-                    .iter()
-                    .find(|(k, _)| {
-                        key == **k
-                            || key.starts_with(&format!("{k}."))
-                            || key.starts_with(&format!("{k}["))
-                    })
-                    .map(|(_, v)| v.clone())
+                    .setter_of(&key)
+                    .cloned()
                     .unwrap_or_else(|| "environment".into()),
             ),
-            LayerKind::Cli => Source::Flag(layer.flags.get(&key).cloned().unwrap_or(key)),
+            LayerKind::Cli => Source::Flag(layer.setter_of(&key).cloned().unwrap_or(key)),
         }
     }
+}
+
+/// What a problem's line and column point at in the pipeline file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// The value (for a table, its header): a bad value.
+    Value,
+    /// The key itself: a key that should not be there.
+    Key,
 }
 
 /// Looks a path up in a dict.
@@ -207,20 +270,20 @@ pub fn read_layers(opts: &LoadOptions) -> Result<Layers, Vec<Problem>> {
         }
     };
     match std::fs::read_to_string(&config_path) {
-        Ok(text) => match serde_json::from_str::<Dict>(&text) {
+        Ok(text) => match parse_config_json(&text) {
             Ok(dict) => layers.push(Layer::file(
                 LayerKind::ConfigJson,
                 config_display,
                 dict,
                 None,
             )),
-            Err(e) => problems.push(Problem::new(
+            Err((location, message)) => problems.push(Problem::new(
                 Source::File {
                     path: config_display,
-                    location: Some((e.line(), e.column())),
+                    location,
                 },
                 "",
-                format!("invalid JSON: {}", strip_json_position(&e.to_string())),
+                message,
             )),
         },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {}
@@ -235,15 +298,12 @@ pub fn read_layers(opts: &LoadOptions) -> Result<Layers, Vec<Problem>> {
     }
 
     match std::fs::read_to_string(&pipeline_file) {
-        Ok(text) => match toml::from_str::<toml::Table>(&text) {
-            Ok(table) => match toml_table_to_dict(table) {
-                Ok(dict) => layers.push(Layer::file(LayerKind::Pipeline, pipeline_display, dict, Some(text))),
-                Err(msg) => problems.push(Problem::new(
-                    Source::File { path: pipeline_display, location: None },
-                    "",
-                    msg,
-                )),
-            },
+        // Straight into figment's values: no `toml::Table` in between.
+        Ok(text) => match toml::from_str::<Dict>(&text) {
+            Ok(mut dict) => {
+                dict.values_mut().for_each(datetimes_as_strings);
+                layers.push(Layer::file(LayerKind::Pipeline, pipeline_display, dict, Some(text)));
+            }
             Err(e) => {
                 let location = e.span().map(|s| line_col(&text, s.start));
                 problems.push(Problem::new(
@@ -265,15 +325,14 @@ pub fn read_layers(opts: &LoadOptions) -> Result<Layers, Vec<Problem>> {
         )),
     }
 
-    let spec_names: Vec<String> = layers
+    let spec_names = layers
         .iter()
         .find(|l| l.kind == LayerKind::Pipeline)
         .and_then(|l| match l.dict.get("specs") {
-            Some(Value::Dict(_, d)) => Some(d.keys().cloned().collect()),
+            Some(Value::Dict(_, d)) => Some(d),
             _ => None,
-        })
-        .unwrap_or_default();
-    let env = env_layer(&opts.env, &spec_names, &mut problems);
+        });
+    let env = env_layer(&opts.env, spec_names, &mut problems);
     if !env.dict.is_empty() {
         layers.push(env);
     }
@@ -292,35 +351,127 @@ pub fn read_layers(opts: &LoadOptions) -> Result<Layers, Vec<Problem>> {
         return Err(problems);
     }
 
+    let shadowed = shadowed_values(&layers);
     let mut figment = Figment::new();
-    for layer in &layers {
-        figment = figment.merge(LayerProvider(layer));
+    for layer in &mut layers {
+        let dict = match layer.kind {
+            LayerKind::Pipeline => {
+                layer.top_keys = layer.dict.keys().cloned().collect();
+                std::mem::take(&mut layer.dict)
+            }
+            // Specs in config.json are an error (validate reports it); merged they
+            // would pass for the pipeline file's.
+            LayerKind::ConfigJson => {
+                let mut d = layer.dict.clone();
+                d.remove("specs");
+                d
+            }
+            LayerKind::Env | LayerKind::Cli => layer.dict.clone(),
+        };
+        figment = figment.merge(LayerProvider {
+            name: layer.display.clone(),
+            dict: std::cell::Cell::new(Some(dict)),
+        });
     }
-    let merged = figment.extract::<Dict>().map_err(|e| {
-        vec![Problem::new(
-            Source::File {
-                path: pipeline_file.display().to_string(),
-                location: None,
-            },
-            "",
-            format!("cannot merge the configuration layers: {}", e.kind),
-        )]
-    })?;
+    // The merged values as figment holds them (every layer is in the default
+    // profile); `extract` would copy them twice more.
+    let merged = Provider::data(&figment)
+        .map(|mut profiles| profiles.remove(&Profile::Default).unwrap_or_default())
+        .map_err(|e| {
+            vec![Problem::new(
+                Source::File {
+                    path: pipeline_file.display().to_string(),
+                    location: None,
+                },
+                "",
+                format!("cannot merge the configuration layers: {}", e.kind),
+            )]
+        })?;
     Ok(Layers {
         pipeline_file,
         pipeline_dir,
         layers,
         merged,
         problems,
+        shadowed,
     })
 }
 
+/// The keys a layer sets: `[key]` at the top, `[specs, name, key]` in a spec (for
+/// the pipeline file, only its top: nothing lower holds specs).
+fn set_paths(layer: &Layer) -> Vec<Vec<PathSeg>> {
+    let mut out = Vec::new();
+    for (key, value) in &layer.dict {
+        match value {
+            Value::Dict(_, specs) if key == "specs" && layer.kind != LayerKind::Pipeline => {
+                for (name, table) in specs {
+                    if let Value::Dict(_, t) = table {
+                        for k in t.keys() {
+                            out.push(vec![
+                                PathSeg::Key("specs".into()),
+                                PathSeg::Key(name.clone()),
+                                PathSeg::Key(k.clone()),
+                            ]);
+                        }
+                    }
+                }
+            }
+            _ if key == "specs" => {}
+            _ => out.push(vec![PathSeg::Key(key.clone())]),
+        }
+    }
+    out
+}
+
+/// Values of lower layers at the paths that higher layers set.
+fn shadowed_values(layers: &[Layer]) -> Vec<Shadowed> {
+    let mut out = Vec::new();
+    for (high, h) in layers.iter().enumerate() {
+        if h.kind == LayerKind::ConfigJson {
+            continue;
+        }
+        for path in set_paths(h) {
+            for (low, l) in layers[..high].iter().enumerate() {
+                if let Some(value) = lookup(&l.dict, &path) {
+                    out.push(Shadowed {
+                        layer: low,
+                        path: path.clone(),
+                        value: value.clone(),
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
 impl Layer {
+    /// For a variable or flag layer: the variable or flag that set `key`, or set a
+    /// value that holds it (`retry_rules` for `retry_rules[0].action`).
+    pub fn setter_of(&self, key: &str) -> Option<&String> {
+        let setters = match self.kind {
+            LayerKind::Env => &self.variables,
+            LayerKind::Cli => &self.flags,
+            LayerKind::ConfigJson | LayerKind::Pipeline => return None,
+        };
+        setters.get(key).or_else(|| {
+            setters
+                .iter()
+                .filter(|(k, _)| {
+                    key.strip_prefix(k.as_str())
+                        .is_some_and(|rest| rest.starts_with(['.', '[']))
+                })
+                .max_by_key(|(k, _)| k.len())
+                .map(|(_, v)| v)
+        })
+    }
+
     fn file(kind: LayerKind, display: String, dict: Dict, text: Option<String>) -> Layer {
         Layer {
             kind,
             display,
             dict,
+            top_keys: Vec::new(),
             variables: BTreeMap::new(),
             flags: BTreeMap::new(),
             text,
@@ -328,40 +479,39 @@ impl Layer {
     }
 }
 
-/// Hands a layer's dict to figment.
-struct LayerProvider<'a>(&'a Layer);
+/// Hands a layer's dict to figment: the dict itself rather than a copy, since figment
+/// asks a provider for its data once, when it is merged.
+struct LayerProvider {
+    name: String,
+    dict: std::cell::Cell<Option<Dict>>,
+}
 
-impl Provider for LayerProvider<'_> {
+impl Provider for LayerProvider {
     fn metadata(&self) -> Metadata {
-        Metadata::named(self.0.display.clone())
+        Metadata::named(self.name.clone())
     }
     fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
-        Ok(Profile::Default.collect(self.0.dict.clone()))
+        Ok(Profile::Default.collect(self.dict.take().unwrap_or_default()))
     }
 }
 
-/// TOML values become figment values. Dates have no meaning here and are refused.
-fn toml_table_to_dict(table: toml::Table) -> Result<Dict, String> {
-    table
-        .into_iter()
-        .map(|(k, v)| Ok((k, toml_to_value(v)?)))
-        .collect()
-}
-
-fn toml_to_value(v: toml::Value) -> Result<Value, String> {
-    Ok(match v {
-        toml::Value::String(s) => Value::from(s),
-        toml::Value::Integer(i) => Value::from(i),
-        toml::Value::Float(f) => Value::from(f),
-        toml::Value::Boolean(b) => Value::from(b),
-        toml::Value::Datetime(d) => Value::from(d.to_string()),
-        toml::Value::Array(a) => Value::from(
-            a.into_iter()
-                .map(toml_to_value)
-                .collect::<Result<Vec<_>, _>>()?,
-        ),
-        toml::Value::Table(t) => Value::from(toml_table_to_dict(t)?),
-    })
+/// toml hands a date-time to serde as a one-key table; spec-runner has no use for
+/// dates, so it becomes the string it was written as, for messages to show.
+fn datetimes_as_strings(v: &mut Value) {
+    const DATETIME_KEY: &str = "$__toml_private_datetime";
+    match v {
+        Value::Dict(tag, d) => {
+            if d.len() == 1
+                && let Some(Value::String(_, text)) = d.get(DATETIME_KEY)
+            {
+                *v = Value::String(*tag, text.clone());
+                return;
+            }
+            d.values_mut().for_each(datetimes_as_strings);
+        }
+        Value::Array(_, a) => a.iter_mut().for_each(datetimes_as_strings),
+        _ => {}
+    }
 }
 
 /// Spec names in variable names: upper-case, `-` and `.` written as `_`.
@@ -374,40 +524,64 @@ pub fn env_spec_name(name: &str) -> String {
         .collect()
 }
 
-fn env_layer(
-    env: &[(String, String)],
-    spec_names: &[String],
-    problems: &mut Vec<Problem>,
-) -> Layer {
-    let mut layer = Layer::file(LayerKind::Env, "environment".into(), Dict::new(), None);
-    let mut by_env_name: BTreeMap<String, Vec<&str>> = BTreeMap::new();
-    for name in spec_names {
-        by_env_name
-            .entry(env_spec_name(name))
-            .or_default()
-            .push(name);
+/// Keys whose value is a path: a variable's text is taken as it is, so that a folder
+/// called `2024` or `true` stays a string.
+const PATH_KEYS: &[&str] = &["retry_log_dir", "state_dir", "junit_path"];
+
+/// A variable's text as a value of `key`.
+fn env_value(key: &str, text: &str) -> Value {
+    if PATH_KEYS.contains(&key) {
+        return Value::from(text.to_string());
     }
-    for (var, raw_value) in env {
-        let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
-            continue;
-        };
-        if RESERVED_VARIABLES.contains(&var.as_str()) {
-            continue;
+    let parsed: Value = text
+        .parse()
+        .unwrap_or_else(|never: std::convert::Infallible| match never {});
+    match parsed {
+        // A command is a string or an array; `42` or `true` is a (strange) command
+        // name, not a number.
+        Value::Num(..) | Value::Bool(..) | Value::Char(..) if key == "on_exhausted" => {
+            Value::from(text.to_string())
         }
+        other => other,
+    }
+}
+
+fn env_layer(env: &[(String, String)], specs: Option<&Dict>, problems: &mut Vec<Problem>) -> Layer {
+    let mut layer = Layer::file(LayerKind::Env, "environment".into(), Dict::new(), None);
+    // Sorted, so that problems come out in the same order whatever the environment's.
+    let mut vars: Vec<&(String, String)> = env
+        .iter()
+        .filter(|(k, _)| k.starts_with(ENV_PREFIX) && !RESERVED_VARIABLES.contains(&k.as_str()))
+        .collect();
+    vars.sort();
+    // Spec names as variables write them; built only when a variable needs it.
+    let mut by_env_name: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+    if vars.iter().any(|(k, _)| k.contains("__")) {
+        for name in specs.into_iter().flat_map(Dict::keys) {
+            by_env_name
+                .entry(env_spec_name(name))
+                .or_default()
+                .push(name);
+        }
+    }
+    for (var, raw_value) in vars {
+        let rest = &var[ENV_PREFIX.len()..];
         let source = Source::Variable(var.clone());
         let parts: Vec<&str> = rest.split("__").collect();
         let (spec, key) = match parts.as_slice() {
             [key] => (None, key.to_ascii_lowercase()),
             [specs, spec, key] if specs.eq_ignore_ascii_case("SPECS") => {
+                let key = key.to_ascii_lowercase();
+                let written = format!("specs.{spec}.{key}");
                 match by_env_name
                     .get(&spec.to_ascii_uppercase())
                     .map(Vec::as_slice)
                 {
-                    Some([one]) => (Some(one.to_string()), key.to_ascii_lowercase()),
+                    Some([one]) => (Some(one.to_string()), key),
                     Some(many) => {
                         problems.push(Problem::new(
                             source,
-                            "",
+                            &written,
                             format!(
                                 "`{spec}` names more than one spec ({}): rename one of them to address it from a variable",
                                 many.join(", ")
@@ -416,14 +590,13 @@ fn env_layer(
                         continue;
                     }
                     None => {
-                        let known: Vec<String> = by_env_name.keys().cloned().collect();
                         let hint =
-                            super::diag::did_you_mean(spec, known.iter().map(String::as_str))
+                            super::diag::did_you_mean(spec, by_env_name.keys().map(String::as_str))
                                 .map(|s| format!("; did you mean `{s}`?"))
                                 .unwrap_or_default();
                         problems.push(Problem::new(
                             source,
-                            "",
+                            &written,
                             format!(
                                 "no spec is named `{spec}` (spec names in variables are upper-case with `-` and `.` written as `_`){hint}"
                             ),
@@ -441,10 +614,14 @@ fn env_layer(
                 continue;
             }
         };
+        let path = match &spec {
+            Some(s) => format!("specs.{s}.{key}"),
+            None => key.clone(),
+        };
         if key == "specs" || SPEC_KEYS.contains(&key.as_str()) {
             problems.push(Problem::new(
                 source,
-                &key,
+                &path,
                 format!(
                     "`{key}` can only be set in the pipeline file: variables may override policy keys only (e.g. retry_max_retries)"
                 ),
@@ -454,7 +631,7 @@ fn env_layer(
         if spec.is_some() && RawRunPolicy::KEYS.contains(&key.as_str()) {
             problems.push(Problem::new(
                 source,
-                &key,
+                &path,
                 format!(
                     "`{key}` is run-wide: set it with SPEC_RUNNER_{}, not per spec",
                     key.to_ascii_uppercase()
@@ -462,13 +639,15 @@ fn env_layer(
             ));
             continue;
         }
-        let value: Value = raw_value
-            .parse()
-            .unwrap_or_else(|never: std::convert::Infallible| match never {});
-        let path = match &spec {
-            Some(s) => format!("specs.{s}.{key}"),
-            None => key.clone(),
-        };
+        if let Some(other) = layer.variables.get(&path) {
+            problems.push(Problem::new(
+                source,
+                &path,
+                format!("also set by {other}: set it with one variable only"),
+            ));
+            continue;
+        }
+        let value = env_value(&key, raw_value);
         match spec {
             Some(s) => {
                 let Value::Dict(_, specs) = layer
@@ -521,6 +700,34 @@ fn display_path(_cwd: &Path, given: Option<&Path>, default: &str) -> String {
         .unwrap_or_else(|| default.to_string())
 }
 
+/// `config.json`'s text as a dict of keys. A key set to `null` counts as not set (JSON
+/// has no other way to say "none"). Errors carry a line and column when JSON knows one.
+fn parse_config_json(text: &str) -> Result<Dict, (Option<(usize, usize)>, String)> {
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+        let location = (e.line() > 0).then(|| (e.line(), e.column().max(1)));
+        (
+            location,
+            format!("invalid JSON: {}", strip_json_position(&e.to_string())),
+        )
+    })?;
+    let serde_json::Value::Object(mut map) = value else {
+        let found = match value {
+            serde_json::Value::Array(_) => "an array",
+            serde_json::Value::String(_) => "a string",
+            serde_json::Value::Number(_) => "a number",
+            serde_json::Value::Bool(_) => "a boolean",
+            _ => "null",
+        };
+        return Err((
+            None,
+            format!("expected a JSON object of policy keys, found {found}"),
+        ));
+    };
+    map.retain(|_, v| !v.is_null());
+    serde_json::from_value::<Dict>(serde_json::Value::Object(map))
+        .map_err(|e| (None, format!("invalid JSON: {e}")))
+}
+
 fn strip_json_position(msg: &str) -> String {
     match msg.rfind(" at line ") {
         Some(i) => msg[..i].to_string(),
@@ -528,55 +735,80 @@ fn strip_json_position(msg: &str) -> String {
     }
 }
 
-/// 1-based line and column of a byte offset.
+/// 1-based line and column (in characters) of a byte offset.
 pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
     let line = before.matches('\n').count() + 1;
-    let col = before
-        .rfind('\n')
-        .map(|i| before.len() - i)
-        .unwrap_or(before.len() + 1);
-    (line, col)
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, before[line_start..].chars().count() + 1)
+}
+
+/// Finds where key paths are written in the pipeline file. The file is parsed again
+/// with spans, once, and only when a problem needs a location: loading a valid file
+/// never pays for it.
+pub struct TomlIndex<'a> {
+    text: Option<&'a str>,
+    doc: std::cell::OnceCell<Option<toml::Spanned<toml::de::DeTable<'a>>>>,
+}
+
+impl<'a> TomlIndex<'a> {
+    /// An index of `text`; `None` when there is no pipeline text (every lookup fails).
+    pub fn new(text: Option<&'a str>) -> TomlIndex<'a> {
+        TomlIndex {
+            text,
+            doc: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// Line and column of `path`: its key or its value (for a table, the key in its
+    /// header), or failing that of the deepest part of the path that is written.
+    pub fn locate(&self, path: &[PathSeg], target: Target) -> Option<(usize, usize)> {
+        use toml::de::{DeTable, DeValue};
+        let text = self.text?;
+        let doc = self
+            .doc
+            .get_or_init(|| DeTable::parse(text).ok())
+            .as_ref()?;
+        let mut span = None;
+        let mut table = Some(doc.get_ref());
+        let mut array: Option<&toml::de::DeArray> = None;
+        for (i, seg) in path.iter().enumerate() {
+            let last = i + 1 == path.len();
+            let found = match (seg, table, array) {
+                (PathSeg::Key(k), Some(t), _) => {
+                    t.get_key_value(k.as_str()).map(|(key, v)| {
+                        // Point at the key of a table header or of a key that should
+                        // not be there, at the value of a plain key.
+                        let at_key = matches!(v.get_ref(), DeValue::Table(_))
+                            || (last && target == Target::Key);
+                        (if at_key { key.span() } else { v.span() }, v.get_ref())
+                    })
+                }
+                (PathSeg::Index(i), _, Some(a)) => a.get(*i).map(|v| (v.span(), v.get_ref())),
+                _ => None,
+            };
+            let Some((s, v)) = found else { break };
+            span = Some(s);
+            table = None;
+            array = None;
+            match v {
+                DeValue::Table(t) => table = Some(t),
+                DeValue::Array(a) => array = Some(a),
+                _ => {}
+            }
+        }
+        span.map(|s| line_col(text, s.start))
+    }
 }
 
 /// Finds where `path` is written in a TOML document (its value, or failing that the
-/// deepest table that exists).
+/// deepest table that exists). Parses `text` on every call: for one-off lookups.
 pub fn toml_location(text: &str, path: &[PathSeg]) -> Option<(usize, usize)> {
-    use toml::de::{DeTable, DeValue};
-    let doc = DeTable::parse(text).ok()?;
-    let mut span = None;
-    let mut table = Some(doc.get_ref());
-    let mut array: Option<&toml::de::DeArray> = None;
-    for seg in path {
-        let value = match (seg, table, array) {
-            (PathSeg::Key(k), Some(t), _) => t
-                .iter()
-                .find(|(key, _)| key.get_ref().as_ref() == k.as_str())
-                .map(|(key, v)| {
-                    // Point at the key of a table header, the value of a plain key.
-                    (
-                        if matches!(v.get_ref(), DeValue::Table(_)) {
-                            key.span()
-                        } else {
-                            v.span()
-                        },
-                        v.get_ref(),
-                    )
-                }),
-            (PathSeg::Index(i), _, Some(a)) => a.get(*i).map(|v| (v.span(), v.get_ref())),
-            _ => None,
-        };
-        let Some((s, v)) = value else { break };
-        span = Some(s);
-        table = None;
-        array = None;
-        match v {
-            DeValue::Table(t) => table = Some(t),
-            DeValue::Array(a) => array = Some(a),
-            _ => {}
-        }
-    }
-    span.map(|s| line_col(text, s.start))
+    TomlIndex::new(Some(text)).locate(path, Target::Value)
 }
 
 /// Keys a spec table or the root may hold, for did-you-mean.
@@ -586,4 +818,92 @@ pub fn known_root_keys() -> impl Iterator<Item = &'static str> {
         .chain(RawPolicy::KEYS)
         .copied()
         .chain(["specs"])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::diag::path;
+
+    #[test]
+    fn line_col_counts_characters_and_survives_any_offset() {
+        let text = "a = 1\nbé = \"x\"\n";
+        assert_eq!(line_col(text, 0), (1, 1));
+        assert_eq!(line_col(text, 6), (2, 1));
+        // The `=` after the two-byte é is byte 10 but character 4 of its line.
+        assert_eq!(line_col(text, 10), (2, 4));
+        // Inside a character or past the end: no panic.
+        assert_eq!(line_col(text, 8), (2, 2));
+        assert_eq!(line_col(text, 999).0, 3);
+    }
+
+    #[test]
+    fn locations_inside_rules_and_spec_tables() {
+        let text = "\
+jobs = 2
+
+[[retry_rules]]
+exit_codes = [64]
+action = \"fail\"
+
+[[retry_rules]]
+output = \"x\"
+action = \"retry\"
+
+[specs.a]
+command = \"true\"
+retry_rules = [{ action = \"retry\" }, { signals = [\"SIGSEGV\", \"SIGX\"], action = \"fail\" }]
+
+[specs.\"b.c\"]
+command = [\"ls\", 7]
+
+[[specs.\"b.c\".retry_rules]]
+action = \"abort\"
+";
+        let idx = TomlIndex::new(Some(text));
+        let at = |keys: &[&str], more: &[PathSeg]| {
+            let mut p = path(keys);
+            p.extend_from_slice(more);
+            p
+        };
+        let v = Target::Value;
+        assert_eq!(idx.locate(&path(&["jobs"]), v), Some((1, 8)));
+        assert_eq!(idx.locate(&path(&["jobs"]), Target::Key), Some((1, 1)));
+        let rule1 = at(
+            &["retry_rules"],
+            &[PathSeg::Index(1), PathSeg::Key("output".into())],
+        );
+        assert_eq!(idx.locate(&rule1, v), Some((8, 10)));
+        let action0 = at(
+            &["retry_rules"],
+            &[PathSeg::Index(0), PathSeg::Key("action".into())],
+        );
+        assert_eq!(idx.locate(&action0, v), Some((5, 10)));
+        assert_eq!(idx.locate(&action0, Target::Key), Some((5, 1)));
+        // A spec table points at its name in the header.
+        assert_eq!(idx.locate(&path(&["specs", "a"]), v), Some((11, 8)));
+        assert_eq!(idx.locate(&path(&["specs", "b.c"]), v), Some((15, 8)));
+        let sig = at(
+            &["specs", "a", "retry_rules"],
+            &[
+                PathSeg::Index(1),
+                PathSeg::Key("signals".into()),
+                PathSeg::Index(1),
+            ],
+        );
+        assert_eq!(idx.locate(&sig, v), Some((13, 62)));
+        let argv = at(&["specs", "b.c", "command"], &[PathSeg::Index(1)]);
+        assert_eq!(idx.locate(&argv, v), Some((16, 18)));
+        let nested = at(
+            &["specs", "b.c", "retry_rules"],
+            &[PathSeg::Index(0), PathSeg::Key("action".into())],
+        );
+        assert_eq!(idx.locate(&nested, v), Some((19, 10)));
+        // A key that is not written: the deepest part that is.
+        assert_eq!(idx.locate(&path(&["specs", "a", "cwd"]), v), Some((11, 8)));
+        assert_eq!(idx.locate(&path(&["nope"]), v), None);
+        // No text, or text that is not TOML: no location, no panic.
+        assert_eq!(TomlIndex::new(None).locate(&path(&["jobs"]), v), None);
+        assert_eq!(TomlIndex::new(Some("[x")).locate(&path(&["x"]), v), None);
+    }
 }

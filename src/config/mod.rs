@@ -17,6 +17,6 @@ pub use policy::Pipeline;
 
 /// Loads, merges and validates a pipeline.
 pub fn load(opts: &LoadOptions) -> Result<Pipeline, Problems> {
-    let layers = load::read_layers(opts).map_err(Problems)?;
-    validate::validate(&layers).map_err(Problems)
+    let layers = load::read_layers(opts).map_err(Problems::in_reading_order)?;
+    validate::validate(&layers).map_err(Problems::in_reading_order)
 }

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::retry::RetryPolicy;
@@ -48,6 +49,34 @@ pub struct RunPolicy {
     pub junit_path: Option<PathBuf>,
 }
 
+/// Where each effective value came from, by key: `default`, a file and key
+/// (`spec-runner.toml: specs.a.retry_max_retries`), a variable name or a flag.
+///
+/// Most specs take most values from the same global key, so the texts are shared
+/// rather than formatted and stored once per spec and key.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Origins(Vec<(&'static str, Arc<str>)>);
+
+impl Origins {
+    /// Sets where `key`'s value came from.
+    pub fn insert(&mut self, key: &'static str, origin: Arc<str>) {
+        match self.0.iter_mut().find(|(k, _)| *k == key) {
+            Some(entry) => entry.1 = origin,
+            None => self.0.push((key, origin)),
+        }
+    }
+
+    /// Where `key`'s value came from, when it is one of these keys.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| *k == key).map(|(_, o)| &**o)
+    }
+
+    /// Every key and origin, in the order set.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        self.0.iter().map(|(k, o)| (*k, &**o))
+    }
+}
+
 /// One spec, ready to run.
 #[derive(Clone, Debug)]
 pub struct Spec {
@@ -61,7 +90,7 @@ pub struct Spec {
     pub policy: Policy,
     /// For each effective key, where its value came from (`default`, a file and key,
     /// a variable name or a flag).
-    pub origins: BTreeMap<&'static str, String>,
+    pub origins: Origins,
 }
 
 /// A loaded, validated pipeline.
@@ -73,7 +102,7 @@ pub struct Pipeline {
     pub dir: PathBuf,
     pub run: RunPolicy,
     /// Where each run-wide value came from.
-    pub run_origins: BTreeMap<&'static str, String>,
+    pub run_origins: Origins,
     /// Sorted by name.
     pub specs: Vec<Spec>,
     /// Dependency order: each wave holds specs whose dependencies are all in earlier waves.

@@ -42,20 +42,26 @@ impl Seconds {
             "d" | "day" | "days" => 86400.0,
             other => {
                 return Err(format!(
-                    "`{text}` has an unknown unit `{other}` (expected ms, s, m, h or d)"
+                    "`{text}` is not a duration: unknown unit `{other}` (expected a number followed by ms, s, m, h or d)"
                 ));
             }
         };
-        Seconds::from_f64(value * factor)
+        let seconds = value * factor;
+        Seconds::check(seconds, &format!("`{text}` ({seconds} seconds)"))
     }
 
     fn from_f64(value: f64) -> Result<Seconds, String> {
+        Seconds::check(value, &value.to_string())
+    }
+
+    /// `value` seconds when in range; `shown` names it in the error.
+    fn check(value: f64, shown: &str) -> Result<Seconds, String> {
         if !value.is_finite() || value < 0.0 {
-            return Err(format!("{value} is not a duration ≥ 0"));
+            return Err(format!("{shown} is out of range: expected a duration ≥ 0"));
         }
         if value > MAX_SECONDS {
             return Err(format!(
-                "{value} seconds is too long (at most {MAX_SECONDS})"
+                "{shown} is too long: expected at most {MAX_SECONDS} seconds (about 31 years)"
             ));
         }
         Ok(Seconds(value))
@@ -101,8 +107,8 @@ impl JsonSchema for Seconds {
         schemars::json_schema!({
             "description": "A duration: seconds as a number (fractions allowed), or a string such as \"90s\", \"5m\", \"1h\", \"250ms\".",
             "anyOf": [
-                { "type": "number", "minimum": 0 },
-                { "type": "string", "pattern": "^\\s*[0-9]+(\\.[0-9]+)?\\s*(ms|s|sec|secs|second|seconds|m|min|mins|minute|minutes|h|hour|hours|d|day|days)?\\s*$" }
+                { "type": "number", "minimum": 0, "maximum": MAX_SECONDS },
+                { "type": "string", "pattern": "^\\s*([0-9]+(\\.[0-9]*)?|\\.[0-9]+)\\s*(ms|s|sec|secs|second|seconds|m|min|mins|minute|minutes|h|hour|hours|d|day|days)?\\s*$" }
             ]
         })
     }
@@ -163,9 +169,11 @@ impl JsonSchema for RawCommand {
 pub struct RawRetryRule {
     /// Match when the command exited with one of these codes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
     pub exit_codes: Option<Vec<i32>>,
     /// Match when the command was killed by one of these signals, e.g. `["SIGSEGV"]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
     pub signals: Option<Vec<String>>,
     /// Match when the attempt timed out: `activity` (a hang), `total`, or `any`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -179,6 +187,16 @@ pub struct RawRetryRule {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backoff_seconds: Option<Seconds>,
 }
+
+/// Keys of a retry rule, in declaration order: the loader reads a rule key by key.
+pub const RULE_KEYS: &[&str] = &[
+    "exit_codes",
+    "signals",
+    "timeout",
+    "output",
+    "action",
+    "backoff_seconds",
+];
 
 /// Declares the policy structs and, from the same field list, the table of keys the
 /// loader walks: one place to add a key.
@@ -227,6 +245,7 @@ policy_struct! {
         /// Delay before the first retry. Default 5 s.
         retry_backoff_seconds: Seconds,
         /// Factor applied to the delay for each further retry; at least 1. Default 2.0.
+        #[schemars(range(min = 1))]
         retry_backoff_multiplier: f64,
         /// Cap on one delay. Default 300 s.
         retry_max_backoff_seconds: Seconds,
@@ -255,6 +274,7 @@ policy_struct! {
     /// Run-wide keys: global only (not inside `[specs.NAME]`).
     pub struct RawRunPolicy {
         /// Specs running at once; at least 1. Default: the number of CPUs.
+        #[schemars(range(min = 1))]
         jobs: u32,
         /// Stop starting new specs after the first spec fails for good. Default false.
         fail_fast: bool,
@@ -272,6 +292,7 @@ policy_struct! {
 #[serde(deny_unknown_fields)]
 pub struct RawSpec {
     /// The command: a string runs under `sh -c`; an array runs directly.
+    #[schemars(required)]
     pub command: Option<RawCommand>,
     /// Working directory, relative to the pipeline file. Default: the pipeline file's folder.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -285,6 +306,10 @@ pub struct RawSpec {
     #[serde(flatten)]
     pub policy: RawPolicy,
 }
+
+/// Spec names as a JSON-schema (ECMA 262) pattern: what `validate::valid_spec_name`
+/// accepts.
+pub const SPEC_NAME_PATTERN: &str = r"^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9._-]*$";
 
 /// Keys of a spec table besides the policy keys.
 pub const SPEC_KEYS: &[&str] = &["command", "cwd", "env", "depends_on"];
@@ -300,6 +325,7 @@ pub struct RawPipelineFile {
     pub policy: RawPolicy,
     /// The specs, by name (`[A-Za-z0-9][A-Za-z0-9._-]*`, no `..`).
     #[serde(default)]
+    #[schemars(extend("propertyNames" = { "pattern": SPEC_NAME_PATTERN }))]
     pub specs: BTreeMap<String, RawSpec>,
 }
 
@@ -340,3 +366,62 @@ pub const LEGACY_KEYS: &[&str] = &[
     "context_limit_wait_seconds",
     "iteration_timeout_seconds",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schema_keys<T: JsonSchema>() -> Vec<String> {
+        let schema = schemars::schema_for!(T).to_value();
+        let mut keys: Vec<String> = schema["properties"]
+            .as_object()
+            .map(|p| p.keys().cloned().collect())
+            .unwrap_or_default();
+        keys.sort();
+        keys
+    }
+
+    fn sorted(keys: &[&str]) -> Vec<String> {
+        let mut v: Vec<String> = keys.iter().map(|k| (*k).to_string()).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn key_lists_match_the_structs() {
+        // The loader walks these lists; the schema comes from the structs.
+        assert_eq!(schema_keys::<RawRetryRule>(), sorted(RULE_KEYS));
+        let spec_keys: Vec<&str> = SPEC_KEYS.iter().chain(RawPolicy::KEYS).copied().collect();
+        assert_eq!(schema_keys::<RawSpec>(), sorted(&spec_keys));
+    }
+
+    #[test]
+    fn durations() {
+        for (text, secs) in [
+            ("90", 90.0),
+            ("90s", 90.0),
+            ("5m", 300.0),
+            ("1.5h", 5400.0),
+            ("250ms", 0.25),
+            ("2d", 172_800.0),
+            (" 2 min ", 120.0),
+            (".5s", 0.5),
+            ("0", 0.0),
+        ] {
+            assert_eq!(Seconds::parse(text), Ok(Seconds(secs)), "{text}");
+        }
+        for text in [
+            "",
+            "s",
+            "-5s",
+            "5 parsecs",
+            "1e3",
+            "1.2.3s",
+            "inf",
+            "NaN",
+            "20000d",
+        ] {
+            assert!(Seconds::parse(text).is_err(), "{text}");
+        }
+    }
+}

@@ -3,16 +3,19 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use figment::value::{Dict, Value};
 use regex::bytes::Regex;
 
 use super::diag::{PathSeg, Problem, did_you_mean, path, show_value};
-use super::load::{LayerKind, Layers, known_root_keys};
-use super::policy::{CommandLine, Pipeline, Policy, RunPolicy, Spec};
-use super::raw::{LEGACY_KEYS, RawCommand, RawPolicy, RawRetryRule, RawRunPolicy, SPEC_KEYS};
-use crate::retry::{RetryPolicy, RetryRule, RuleMatch};
+use super::load::{LayerKind, Layers, Target, TomlIndex, known_root_keys};
+use super::policy::{CommandLine, Origins, Pipeline, Policy, RunPolicy, Spec};
+use super::raw::{
+    LEGACY_KEYS, RULE_KEYS, RawCommand, RawPolicy, RawRetryRule, RawRunPolicy, SPEC_KEYS,
+};
+use crate::retry::{Jitter, RetryPolicy, RetryRule, RuleAction, RuleMatch, TimeoutKind};
 
 /// Defaults of DESIGN §3.
 pub mod defaults {
@@ -29,12 +32,29 @@ pub mod defaults {
 
 struct Ctx<'a> {
     layers: &'a Layers,
+    toml: TomlIndex<'a>,
     problems: Vec<Problem>,
+    /// While checking an overridden value: the layer that holds it, which is where
+    /// its problems are, rather than the layer the merged value came from.
+    in_layer: Option<usize>,
 }
 
 impl Ctx<'_> {
+    /// A problem with the value at `at`.
     fn problem(&mut self, at: &[PathSeg], message: String) {
-        let source = self.layers.source_of(at);
+        self.push(at, Target::Value, message);
+    }
+
+    /// A problem with the key at `at` itself (it should not be there).
+    fn key_problem(&mut self, at: &[PathSeg], message: String) {
+        self.push(at, Target::Key, message);
+    }
+
+    fn push(&mut self, at: &[PathSeg], target: Target, message: String) {
+        let source = match self.in_layer {
+            Some(layer) => self.layers.source_in(layer, at, target, &self.toml),
+            None => self.layers.source_of(at, target, &self.toml),
+        };
         self.problems
             .push(Problem::new(source, &PathSeg::join(at), message));
     }
@@ -44,7 +64,9 @@ impl Ctx<'_> {
 pub fn validate(layers: &Layers) -> Result<Pipeline, Vec<Problem>> {
     let mut cx = Ctx {
         layers,
+        toml: TomlIndex::new(layers.pipeline_text()),
         problems: layers.problems.clone(),
+        in_layer: None,
     };
     let mut run = RawRunPolicy::default();
     let mut global = RawPolicy::default();
@@ -70,7 +92,7 @@ pub fn validate(layers: &Layers) -> Result<Pipeline, Vec<Problem>> {
         let hint = did_you_mean(key, known_root_keys())
             .map(|s| format!("; did you mean `{s}`?"))
             .unwrap_or_default();
-        cx.problem(&at, format!("unknown key{hint}"));
+        cx.key_problem(&at, format!("unknown key{hint}"));
     }
 
     if let Some(json) = layers
@@ -90,6 +112,8 @@ pub fn validate(layers: &Layers) -> Result<Pipeline, Vec<Problem>> {
         ));
     }
 
+    check_policy(&mut cx, &global, &[]);
+
     let mut raw_specs: Vec<(String, RawSpecParts)> = Vec::new();
     match specs_value {
         None => {}
@@ -100,6 +124,7 @@ pub fn validate(layers: &Layers) -> Result<Pipeline, Vec<Problem>> {
                 match value {
                     Value::Dict(_, table) => {
                         let parts = spec_parts(&mut cx, name, table);
+                        check_policy(&mut cx, &parts.policy, &at);
                         raw_specs.push((name.clone(), parts));
                     }
                     other => cx.problem(
@@ -123,12 +148,26 @@ pub fn validate(layers: &Layers) -> Result<Pipeline, Vec<Problem>> {
         &path(&["retry_rules"]),
     );
 
+    // Where each global value came from, worked out once for all specs.
+    let default: Arc<str> = Arc::from("default");
+    let global_origins: Vec<(&'static str, Arc<str>)> = RawPolicy::KEYS
+        .iter()
+        .map(|&key| {
+            let origin = layers
+                .origin(&path(&[key]))
+                .map_or_else(|| default.clone(), Arc::from);
+            (key, origin)
+        })
+        .collect();
+
     // Names → indices, for depends_on.
     let names: Vec<&str> = raw_specs.iter().map(|(n, _)| n.as_str()).collect();
     let mut specs = Vec::with_capacity(raw_specs.len());
     for (name, parts) in &raw_specs {
         let at = path(&["specs", name]);
         let command = match &parts.command {
+            // Present but of the wrong type: already reported.
+            None if parts.has_command => CommandLine::Argv(Vec::new()),
             None => {
                 cx.problem(
                     &at,
@@ -183,6 +222,7 @@ pub fn validate(layers: &Layers) -> Result<Pipeline, Vec<Problem>> {
             name,
             &parts.policy,
             &global,
+            &global_origins,
             spec_rules,
             &global_rules,
             &dir,
@@ -217,6 +257,8 @@ pub fn validate(layers: &Layers) -> Result<Pipeline, Vec<Problem>> {
         }
     };
 
+    check_shadowed(&mut cx);
+
     let mut warnings = Vec::new();
     if !legacy.is_empty() {
         let file = layers
@@ -234,17 +276,11 @@ pub fn validate(layers: &Layers) -> Result<Pipeline, Vec<Problem>> {
     if !cx.problems.is_empty() {
         return Err(cx.problems);
     }
-    let run_origins = RawRunPolicy::KEYS
-        .iter()
-        .map(|k| {
-            (
-                *k,
-                layers
-                    .origin(&path(&[k]))
-                    .unwrap_or_else(|| "default".into()),
-            )
-        })
-        .collect();
+    let mut run_origins = Origins::default();
+    for key in RawRunPolicy::KEYS {
+        let origin = layers.origin(&path(&[key]));
+        run_origins.insert(key, origin.map_or_else(|| Arc::from("default"), Arc::from));
+    }
     Ok(Pipeline {
         file: layers.pipeline_file.clone(),
         dir,
@@ -260,6 +296,8 @@ pub fn validate(layers: &Layers) -> Result<Pipeline, Vec<Problem>> {
 #[derive(Default)]
 struct RawSpecParts {
     command: Option<RawCommand>,
+    /// Whether the table has a `command` key at all, valid or not.
+    has_command: bool,
     cwd: Option<String>,
     env: BTreeMap<String, String>,
     depends_on: Vec<String>,
@@ -271,7 +309,10 @@ fn spec_parts(cx: &mut Ctx, name: &str, table: &Dict) -> RawSpecParts {
     for (key, value) in table {
         let at = path(&["specs", name, key]);
         let result = match key.as_str() {
-            "command" => value.deserialize().map(|v| parts.command = Some(v)),
+            "command" => {
+                parts.has_command = true;
+                value.deserialize().map(|v| parts.command = Some(v))
+            }
             "cwd" => value.deserialize().map(|v| parts.cwd = Some(v)),
             "env" => value.deserialize().map(|v| parts.env = v),
             "depends_on" => value.deserialize().map(|v| parts.depends_on = v),
@@ -280,14 +321,17 @@ fn spec_parts(cx: &mut Ctx, name: &str, table: &Dict) -> RawSpecParts {
                     continue;
                 }
                 if RawRunPolicy::KEYS.contains(&key.as_str()) {
-                    cx.problem(&at, format!("`{key}` is run-wide: set it at the top of the pipeline file, not per spec"));
+                    cx.key_problem(
+                        &at,
+                        format!("`{key}` is run-wide: set it at the top of the pipeline file, not per spec"),
+                    );
                     continue;
                 }
                 let candidates = SPEC_KEYS.iter().chain(RawPolicy::KEYS).copied();
                 let hint = did_you_mean(key, candidates)
                     .map(|s| format!("; did you mean `{s}`?"))
                     .unwrap_or_default();
-                cx.problem(&at, format!("unknown key{hint}"));
+                cx.key_problem(&at, format!("unknown key{hint}"));
                 continue;
             }
         };
@@ -321,22 +365,10 @@ fn set_policy_key(
         for (i, item) in items.iter().enumerate() {
             let mut at = at.to_vec();
             at.push(PathSeg::Index(i));
-            match item.deserialize::<RawRetryRule>() {
-                Ok(rule) => rules.push(rule),
-                Err(e) => {
-                    report_type_error(cx, &at, item, &e);
-                    // A stand-in keeps the indices of the rules after it right; the
-                    // problem is reported, so it is never run.
-                    rules.push(RawRetryRule {
-                        exit_codes: None,
-                        signals: None,
-                        timeout: None,
-                        output: None,
-                        action: crate::retry::RuleAction::Fail,
-                        backoff_seconds: None,
-                    });
-                }
-            }
+            // A bad rule is kept as far as it parsed: its other fields are still
+            // checked, the indices of the rules after it stay right, and since its
+            // problems are reported it is never run.
+            rules.push(parse_rule(cx, item, &at));
         }
         raw.retry_rules = Some(rules);
         return true;
@@ -368,41 +400,184 @@ fn set_run_key(
     }
 }
 
+/// One rule, key by key, so that every bad key of it is reported. Keys with problems
+/// are left out of the result (a missing or bad `action` reads as `fail`); the
+/// problems are reported, so such a rule is never run.
+fn parse_rule(cx: &mut Ctx, item: &Value, at: &[PathSeg]) -> RawRetryRule {
+    let mut rule = RawRetryRule {
+        exit_codes: None,
+        signals: None,
+        timeout: None,
+        output: None,
+        action: RuleAction::Fail,
+        backoff_seconds: None,
+    };
+    let Value::Dict(_, table) = item else {
+        cx.problem(
+            at,
+            format!(
+                "expected a table (a [[retry_rules]] entry: conditions and an `action`), found {}",
+                show_value(item)
+            ),
+        );
+        return rule;
+    };
+    let mut action = None;
+    for (key, value) in table {
+        let mut at = at.to_vec();
+        at.push(PathSeg::Key(key.clone()));
+        let result = match key.as_str() {
+            "exit_codes" => value.deserialize().map(|v| rule.exit_codes = Some(v)),
+            "signals" => value.deserialize().map(|v| rule.signals = Some(v)),
+            "timeout" => value.deserialize().map(|v| rule.timeout = Some(v)),
+            "output" => value.deserialize().map(|v| rule.output = Some(v)),
+            "action" => value.deserialize().map(|v| action = Some(v)),
+            "backoff_seconds" => value.deserialize().map(|v| rule.backoff_seconds = Some(v)),
+            _ => {
+                let hint = did_you_mean(key, RULE_KEYS.iter().copied())
+                    .map(|s| format!("; did you mean `{s}`?"))
+                    .unwrap_or_else(|| format!("; a rule holds {}", quoted(RULE_KEYS)));
+                cx.key_problem(&at, format!("unknown key{hint}"));
+                continue;
+            }
+        };
+        if let Err(e) = result {
+            report_type_error(cx, &at, value, &e);
+        }
+    }
+    match action {
+        Some(a) => rule.action = a,
+        None if !table.contains_key("action") => cx.problem(
+            at,
+            format!(
+                "missing `action`: expected one of {}",
+                quoted(variants::<RuleAction>())
+            ),
+        ),
+        None => {}
+    }
+    rule
+}
+
+/// `a`, `b`, `c` as "`a`, `b`, `c`".
+fn quoted(items: &[&str]) -> String {
+    items
+        .iter()
+        .map(|s| format!("`{s}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The names serde accepts for a unit-variant enum, asked of serde itself (an unknown
+/// name makes it list them), so the list cannot drift from the type.
+fn variants<T: serde::de::DeserializeOwned>() -> &'static [&'static str] {
+    match Value::from("\u{0}").deserialize::<T>() {
+        Err(figment::Error {
+            kind: figment::error::Kind::UnknownVariant(_, expected),
+            ..
+        }) => expected,
+        _ => &[],
+    }
+}
+
+/// What serde's name for an expected type means to a user.
+fn expected_text(expected: &str) -> String {
+    match expected {
+        "u32" | "u64" | "usize" => "a whole number ≥ 0".into(),
+        "i32" | "i64" | "isize" => "a whole number".into(),
+        "f64" | "f32" => "a number".into(),
+        "a boolean" => "true or false".into(),
+        "a sequence" => "an array".into(),
+        "a map" => "a table".into(),
+        "enum Jitter" => format!("one of {}", quoted(variants::<Jitter>())),
+        "enum RuleAction" => format!("one of {}", quoted(variants::<RuleAction>())),
+        "enum TimeoutKind" => format!("one of {}", quoted(variants::<TimeoutKind>())),
+        other => other.to_string(),
+    }
+}
+
+/// The range of an integer type serde names, for "out of range" messages about `n`.
+fn integer_range(expected: &str, n: i128) -> Option<String> {
+    let (min, max) = match expected {
+        "u32" => (0, i128::from(u32::MAX)),
+        "i32" => (i128::from(i32::MIN), i128::from(i32::MAX)),
+        "u64" => (0, i128::from(u64::MAX)),
+        _ => return None,
+    };
+    Some(if n < min && min == 0 {
+        "a whole number ≥ 0".to_string()
+    } else if n < min {
+        format!("a whole number ≥ {min}")
+    } else {
+        format!("a whole number ≤ {max}")
+    })
+}
+
 /// Reports a serde error at the deepest key it names, with the value found there.
 fn report_type_error(cx: &mut Ctx, at: &[PathSeg], value: &Value, e: &figment::Error) {
+    use figment::error::{Actual, Kind};
     let mut at = at.to_vec();
     let mut value = value;
     for key in &e.path {
-        if let Value::Dict(_, d) = value
-            && let Some(v) = d.get(key)
-        {
-            value = v;
+        match value {
+            Value::Dict(_, d) => {
+                at.push(PathSeg::Key(key.clone()));
+                if let Some(v) = d.get(key) {
+                    value = v;
+                }
+            }
+            Value::Array(_, a) => match key.parse::<usize>() {
+                Ok(i) => {
+                    at.push(PathSeg::Index(i));
+                    if let Some(v) = a.get(i) {
+                        value = v;
+                    }
+                }
+                Err(_) => at.push(PathSeg::Key(key.clone())),
+            },
+            _ => at.push(PathSeg::Key(key.clone())),
         }
-        at.push(PathSeg::Key(key.clone()));
     }
-    let mut msg = match &e.kind {
-        figment::error::Kind::UnknownVariant(found, expected) => {
+    let shown = show_value(value);
+    let msg = match &e.kind {
+        Kind::InvalidType(_, expected) => {
+            format!("expected {}, found {shown}", expected_text(expected))
+        }
+        Kind::InvalidValue(actual, expected) => {
+            let n = match actual {
+                Actual::Signed(n) => Some(*n),
+                Actual::Unsigned(n) => Some(i128::try_from(*n).unwrap_or(i128::MAX)),
+                _ => None,
+            };
+            match n.and_then(|n| Some((n, integer_range(expected, n)?))) {
+                Some((n, range)) => format!("{n} is out of range: expected {range}"),
+                None => format!(
+                    "invalid value {shown}: expected {}",
+                    expected_text(expected)
+                ),
+            }
+        }
+        Kind::UnknownVariant(found, expected) => {
             format!(
                 "unknown value `{found}`: expected one of {}",
-                expected
-                    .iter()
-                    .map(|s| format!("`{s}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                quoted(expected)
             )
         }
-        figment::error::Kind::UnknownField(found, expected) => {
+        Kind::UnknownField(found, expected) => {
             let hint = did_you_mean(found, expected.iter().copied())
                 .map(|s| format!("; did you mean `{s}`?"))
                 .unwrap_or_default();
             format!("unknown key `{found}`{hint}")
         }
-        kind => kind.to_string(),
+        Kind::MissingField(name) => format!("missing `{name}` (found {shown})"),
+        // Our own messages (durations) name the value already; a table or an array
+        // is shown so the user sees which one.
+        Kind::Message(m) if matches!(value, Value::Dict(..) | Value::Array(..)) => {
+            format!("{m} (found {shown})")
+        }
+        Kind::Message(m) => m.clone(),
+        kind => format!("{kind} (found {shown})"),
     };
-    let shown = show_value(value);
-    if !msg.contains(shown.trim_matches('"')) {
-        msg = format!("{msg} (found {shown})");
-    }
     cx.problem(&at, msg);
 }
 
@@ -428,15 +603,51 @@ pub fn valid_spec_name(name: &str) -> bool {
         && !name.contains("..")
 }
 
-fn run_policy(cx: &mut Ctx, raw: &RawRunPolicy, dir: &Path) -> RunPolicy {
-    let jobs = match raw.jobs {
-        Some(0) => {
-            cx.problem(
-                &path(&["jobs"]),
-                "0 is out of range: expected at least 1".into(),
-            );
-            1
+/// Range checks of the run-wide values.
+fn check_run(cx: &mut Ctx, raw: &RawRunPolicy) {
+    if raw.jobs == Some(0) {
+        cx.problem(
+            &path(&["jobs"]),
+            "0 is out of range: expected at least 1".into(),
+        );
+    }
+}
+
+/// Values that a higher layer overrides are checked too, each against the file or
+/// variable that holds it: the types and ranges of its keys (unknown keys of a lower
+/// layer are reported with the higher layer's same key).
+fn check_shadowed(cx: &mut Ctx) {
+    let layers = cx.layers;
+    for sh in &layers.shadowed {
+        cx.in_layer = Some(sh.layer);
+        match sh.path.as_slice() {
+            [PathSeg::Key(key)] => {
+                let mut policy = RawPolicy::default();
+                let mut run = RawRunPolicy::default();
+                if set_policy_key(cx, &mut policy, key, &sh.value, &sh.path) {
+                    check_policy(cx, &policy, &[]);
+                    rules(cx, policy.retry_rules.as_deref().unwrap_or(&[]), &sh.path);
+                } else if set_run_key(cx, &mut run, key, &sh.value, &sh.path) {
+                    check_run(cx, &run);
+                }
+            }
+            [PathSeg::Key(specs), PathSeg::Key(_), PathSeg::Key(key)] if specs == "specs" => {
+                let mut policy = RawPolicy::default();
+                if set_policy_key(cx, &mut policy, key, &sh.value, &sh.path) {
+                    check_policy(cx, &policy, &sh.path[..2]);
+                    rules(cx, policy.retry_rules.as_deref().unwrap_or(&[]), &sh.path);
+                }
+            }
+            _ => {}
         }
+        cx.in_layer = None;
+    }
+}
+
+fn run_policy(cx: &mut Ctx, raw: &RawRunPolicy, dir: &Path) -> RunPolicy {
+    check_run(cx, raw);
+    let jobs = match raw.jobs {
+        Some(0) => 1,
         Some(n) => n as usize,
         None => std::thread::available_parallelism()
             .map(|n| n.get())
@@ -451,21 +662,67 @@ fn run_policy(cx: &mut Ctx, raw: &RawRunPolicy, dir: &Path) -> RunPolicy {
     }
 }
 
+/// Range checks of one set of policy values — the global ones (`base` empty) or one
+/// spec's own — each reported where it was written, whether or not a spec uses it.
+fn check_policy(cx: &mut Ctx, raw: &RawPolicy, base: &[PathSeg]) {
+    let at = |key: &str| {
+        let mut p = base.to_vec();
+        p.push(PathSeg::Key(key.into()));
+        p
+    };
+    if let Some(m) = raw.retry_backoff_multiplier
+        && !(m.is_finite() && m >= 1.0)
+    {
+        cx.problem(
+            &at("retry_backoff_multiplier"),
+            format!("{m} is out of range: expected a number ≥ 1"),
+        );
+    }
+    let empty = match &raw.on_exhausted {
+        Some(RawCommand::Shell(s)) => s.trim().is_empty(),
+        Some(RawCommand::Argv(v)) => v.first().is_none_or(|p| p.is_empty()),
+        None => false,
+    };
+    if empty {
+        cx.problem(
+            &at("on_exhausted"),
+            "empty command: expected a string run with `sh -c`, or a non-empty array whose first element is the program".into(),
+        );
+    }
+}
+
 fn rules(cx: &mut Ctx, raw: &[RawRetryRule], at: &[PathSeg]) -> Vec<RetryRule> {
     let origin_base = cx.layers.origin(at).unwrap_or_else(|| PathSeg::join(at));
     let mut out = Vec::with_capacity(raw.len());
     for (i, rule) in raw.iter().enumerate() {
         let mut at = at.to_vec();
         at.push(PathSeg::Index(i));
+        let field = |name: &str| {
+            let mut p = at.clone();
+            p.push(PathSeg::Key(name.into()));
+            p
+        };
+        if rule.exit_codes.as_ref().is_some_and(Vec::is_empty) {
+            cx.problem(
+                &field("exit_codes"),
+                "empty list matches nothing: expected at least one exit code (leave `exit_codes` out to match any)".into(),
+            );
+        }
         let mut signals = None;
         if let Some(names) = &rule.signals {
+            if names.is_empty() {
+                cx.problem(
+                    &field("signals"),
+                    "empty list matches nothing: expected at least one signal name (leave `signals` out to match any)".into(),
+                );
+            }
             let mut nums = Vec::new();
-            for name in names {
+            for (j, name) in names.iter().enumerate() {
                 match crate::retry::signal_number(name) {
                     Some(n) => nums.push(n),
                     None => {
-                        let mut at = at.clone();
-                        at.push(PathSeg::Key("signals".into()));
+                        let mut at = field("signals");
+                        at.push(PathSeg::Index(j));
                         cx.problem(&at, format!("unknown signal `{name}`: expected a name such as SIGSEGV, SIGKILL, SIGTERM"));
                     }
                 }
@@ -477,13 +734,9 @@ fn rules(cx: &mut Ctx, raw: &[RawRetryRule], at: &[PathSeg]) -> Vec<RetryRule> {
             Err(e) => {
                 let mut at = at.clone();
                 at.push(PathSeg::Key("output".into()));
-                let detail = e
-                    .to_string()
-                    .lines()
-                    .last()
-                    .unwrap_or("")
-                    .trim()
-                    .to_string();
+                let text = e.to_string();
+                let last = text.lines().last().unwrap_or("").trim();
+                let detail = last.strip_prefix("error: ").unwrap_or(last).to_string();
                 cx.problem(&at, format!("invalid regular expression {re:?}: {detail}"));
                 None
             }
@@ -505,34 +758,37 @@ fn rules(cx: &mut Ctx, raw: &[RawRetryRule], at: &[PathSeg]) -> Vec<RetryRule> {
 
 /// The value of one key for one spec: the spec's own (whatever layer set it), else the
 /// global one (whatever layer), else the default. Scope beats layer.
+#[allow(clippy::too_many_arguments)]
 fn effective_policy(
     cx: &mut Ctx,
     name: &str,
     own: &RawPolicy,
     global: &RawPolicy,
+    global_origins: &[(&'static str, Arc<str>)],
     spec_rules: Vec<RetryRule>,
     global_rules: &[RetryRule],
     dir: &Path,
-) -> (Policy, BTreeMap<&'static str, String>) {
-    let mut origins = BTreeMap::new();
+) -> (Policy, Origins) {
+    let mut origins = Origins::default();
     let layers = cx.layers;
-    let mut origin_of = |key: &'static str, spec_set: bool, global_set: bool| {
-        let o = if spec_set {
+    let mut origin_of = |key: &'static str, spec_set: bool| {
+        let spec_origin = if spec_set {
             layers.origin(&path(&["specs", name, key]))
-        } else if global_set {
-            layers.origin(&path(&[key]))
         } else {
             None
         };
-        origins.insert(key, o.unwrap_or_else(|| "default".into()));
+        let origin = match spec_origin {
+            Some(o) => Arc::from(o),
+            None => global_origins
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map_or_else(|| Arc::from("default"), |(_, o)| o.clone()),
+        };
+        origins.insert(key, origin);
     };
     macro_rules! pick {
         ($field:ident) => {{
-            origin_of(
-                stringify!($field),
-                own.$field.is_some(),
-                global.$field.is_some(),
-            );
+            origin_of(stringify!($field), own.$field.is_some());
             own.$field.clone().or_else(|| global.$field.clone())
         }};
     }
@@ -549,11 +805,7 @@ fn effective_policy(
     let activity = pick!(activity_timeout_seconds).map(|s| s.duration());
     let grace = pick!(terminate_grace_seconds).map_or(defaults::TERMINATE_GRACE_SECONDS, |s| s.0);
     let on_exhausted = pick!(on_exhausted);
-    origin_of(
-        "retry_rules",
-        own.retry_rules.is_some(),
-        global.retry_rules.is_some(),
-    );
+    origin_of("retry_rules", own.retry_rules.is_some());
     if let (Some(_), Some(_)) = (&own.retry_rules, &global.retry_rules) {
         let both = format!(
             "{} + {}",
@@ -562,39 +814,16 @@ fn effective_policy(
                 .unwrap_or_default(),
             layers.origin(&path(&["retry_rules"])).unwrap_or_default()
         );
-        origins.insert("retry_rules", both);
+        origins.insert("retry_rules", Arc::from(both));
     }
 
-    // Range checks: only for values a user wrote, reported once where written.
-    if !(multiplier.is_finite() && multiplier >= 1.0) {
-        let at = if own.retry_backoff_multiplier.is_some() {
-            path(&["specs", name, "retry_backoff_multiplier"])
-        } else {
-            path(&["retry_backoff_multiplier"])
-        };
-        if !cx.problems.iter().any(|p| p.key == PathSeg::join(&at)) {
-            cx.problem(
-                &at,
-                format!("{multiplier} is out of range: expected a number ≥ 1"),
-            );
-        }
-    }
+    // Out-of-range values were reported by `check_policy`; these stand-ins are never run.
     let on_exhausted = on_exhausted.and_then(|c| match c {
         RawCommand::Shell(s) if !s.trim().is_empty() => Some(CommandLine::Shell(s)),
         RawCommand::Argv(v) if v.first().is_some_and(|p| !p.is_empty()) => {
             Some(CommandLine::Argv(v))
         }
-        _ => {
-            let at = if own.on_exhausted.is_some() {
-                path(&["specs", name, "on_exhausted"])
-            } else {
-                path(&["on_exhausted"])
-            };
-            if !cx.problems.iter().any(|p| p.key == PathSeg::join(&at)) {
-                cx.problem(&at, "empty command: expected a command to run".into());
-            }
-            None
-        }
+        _ => None,
     });
 
     let mut rules = spec_rules;

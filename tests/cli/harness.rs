@@ -73,6 +73,14 @@ impl Test {
         self
     }
 
+    /// Several variables at once.
+    pub fn envs(mut self, vars: &[(&str, &str)]) -> Test {
+        for (k, v) in vars {
+            self.env.push(((*k).into(), (*v).into()));
+        }
+        self
+    }
+
     pub fn args(mut self, args: &[&str]) -> Test {
         self.args = args.iter().map(|s| s.to_string()).collect();
         self
@@ -135,6 +143,56 @@ impl Run {
             self.stdout.contains(needle),
             "stdout lacks {needle:?}:\n{}",
             self.stdout
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn stderr_lacks(&self, needle: &str) -> &Run {
+        assert!(
+            !self.stderr.contains(needle),
+            "stderr has {needle:?}:\n{}",
+            self.stderr
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn stdout_lacks(&self, needle: &str) -> &Run {
+        assert!(
+            !self.stdout.contains(needle),
+            "stdout has {needle:?}:\n{}",
+            self.stdout
+        );
+        self
+    }
+
+    /// The `error: SOURCE: `KEY`: MESSAGE` lines of a failed load, one per problem.
+    pub fn problems(&self) -> Vec<&str> {
+        self.stderr
+            .lines()
+            .filter(|l| l.starts_with("error: "))
+            .collect()
+    }
+
+    /// Asserts that one problem line names `source` (`spec-runner.toml:3:5`,
+    /// `config.json`, `variable SPEC_RUNNER_JOBS`, `flag --jobs`) and the key path `key`,
+    /// and that its message holds every fragment of `says`.
+    #[track_caller]
+    pub fn problem(&self, source: &str, key: &str, says: &[&str]) -> &Run {
+        let head = if key.is_empty() {
+            format!("error: {source}: ")
+        } else {
+            format!("error: {source}: `{key}`: ")
+        };
+        let found = self
+            .problems()
+            .into_iter()
+            .any(|l| l.starts_with(&head) && says.iter().all(|s| l.contains(s)));
+        assert!(
+            found,
+            "no problem line starts with {head:?} and holds {says:?}:\n{}",
+            self.stderr
         );
         self
     }
