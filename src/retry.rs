@@ -70,7 +70,8 @@ pub struct RuleMatch {
     /// The kind of timeout that must have ended the attempt.
     pub timeout: Option<TimeoutKind>,
     /// Matched against the last 64 KiB of the attempt's output.
-    pub output: Option<Regex>,
+    /// Shared: every spec's copy of a global rule points at one compiled regex.
+    pub output: Option<std::sync::Arc<Regex>>,
 }
 
 /// One validated retry rule.
@@ -715,9 +716,11 @@ mod tests {
         }
     }
 
-    fn regex(pattern: &str) -> Option<Regex> {
+    fn regex(pattern: &str) -> Option<std::sync::Arc<Regex>> {
         // A test-only pattern written by hand: a bad one should fail the test loudly.
-        Some(Regex::new(pattern).expect("test regex is valid"))
+        Some(std::sync::Arc::new(
+            Regex::new(pattern).expect("test regex is valid"),
+        ))
     }
 
     fn exited(code: i32) -> FailureFacts<'static> {
@@ -1236,8 +1239,9 @@ mod tests {
                                 signals,
                                 timeout,
                                 // Fixed, known-good patterns: a bad one is a bug in this test.
-                                output: pattern
-                                    .map(|p| Regex::new(p).expect("test regex is valid")),
+                                output: pattern.map(|p| {
+                                    std::sync::Arc::new(Regex::new(p).expect("test regex is valid"))
+                                }),
                             },
                             action,
                             backoff,

@@ -45,7 +45,12 @@ fn dispatch(cli: Cli) -> u8 {
     match &cli.command {
         Command::Validate(o) => match load(g, o) {
             Ok(p) => {
-                println!("{}: {} specs, valid", p.file.display(), p.specs.len());
+                let n = p.specs.len();
+                println!(
+                    "{}: {n} spec{}, valid",
+                    p.file.display(),
+                    if n == 1 { "" } else { "s" }
+                );
                 exit::SUCCESS
             }
             Err(code) => code,
@@ -55,18 +60,18 @@ fn dispatch(cli: Cli) -> u8 {
             format,
             overrides,
         } => match load(g, overrides) {
-            Ok(p) => {
-                let text = match format {
-                    PlanFormat::Json => {
-                        let mut s = serde_json::to_string_pretty(&crate::plan::plan_json(&p))
-                            .unwrap_or_default();
-                        s.push('\n');
-                        s
-                    }
-                    PlanFormat::Text => crate::plan::plan_text(&p, *explain),
-                };
-                print_out(&text)
-            }
+            Ok(p) => match format {
+                PlanFormat::Json => {
+                    // Streamed: a 100,000-spec plan is hundreds of MB as one string.
+                    let mut out =
+                        std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+                    let _ = serde_json::to_writer_pretty(&mut out, &crate::plan::plan_json(&p));
+                    let _ = out.write_all(b"\n");
+                    let _ = out.flush();
+                    exit::SUCCESS
+                }
+                PlanFormat::Text => print_out(&crate::plan::plan_text(&p, *explain)),
+            },
             Err(code) => code,
         },
         Command::Apply(args) => match load(g, &args.overrides) {
@@ -257,10 +262,24 @@ fn init(g: &GlobalArgs, force: bool) -> u8 {
     }
     match std::fs::write(&path, crate::starter::STARTER_PIPELINE) {
         Ok(()) => {
-            eprintln!(
-                "wrote {}; run `spec-runner plan` to see what it does",
-                path.display()
-            );
+            eprintln!("wrote {}", path.display());
+            // The starter's `#:schema ./schema/…` line must point at a real file.
+            let schema_dir = path
+                .parent()
+                .map_or_else(|| PathBuf::from("schema"), |d| d.join("schema"));
+            for (name, text) in schema::rendered() {
+                let file = schema_dir.join(name);
+                if std::fs::read_to_string(&file).ok().as_deref() == Some(text.as_str()) {
+                    continue;
+                }
+                match std::fs::create_dir_all(&schema_dir)
+                    .and_then(|()| std::fs::write(&file, &text))
+                {
+                    Ok(()) => eprintln!("wrote {}", file.display()),
+                    Err(e) => eprintln!("warning: cannot write `{}`: {e}", file.display()),
+                }
+            }
+            eprintln!("run `spec-runner plan` to see what it does, `spec-runner apply` to run it");
             exit::SUCCESS
         }
         Err(e) => {

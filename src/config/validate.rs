@@ -730,7 +730,7 @@ fn rules(cx: &mut Ctx, raw: &[RawRetryRule], at: &[PathSeg]) -> Vec<RetryRule> {
             signals = Some(nums);
         }
         let output = rule.output.as_deref().and_then(|re| match Regex::new(re) {
-            Ok(r) => Some(r),
+            Ok(r) => Some(std::sync::Arc::new(r)),
             Err(e) => {
                 let mut at = at.clone();
                 at.push(PathSeg::Key("output".into()));
