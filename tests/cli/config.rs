@@ -1965,7 +1965,7 @@ fn validate_reports_success_on_stdout() {
         .args(&["validate"])
         .run()
         .code(0)
-        .stdout_has("1 specs, valid");
+        .stdout_has("1 spec, valid");
 }
 
 #[test]
