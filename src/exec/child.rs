@@ -7,6 +7,7 @@
 use std::ffi::{OsStr, OsString};
 use std::fs::{File, OpenOptions};
 use std::io::{self, PipeReader, PipeWriter, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::ExitStatus;
@@ -64,9 +65,11 @@ pub fn run_attempt(
     on_start: impl FnOnce(Started),
 ) -> AttemptEnd {
     let entered = Instant::now();
+    // Private: an agent's output may hold secrets.
     match OpenOptions::new()
         .write(true)
         .create_new(true)
+        .mode(0o600)
         .open(&spec.log_path)
     {
         Ok(log) => run_with_log(spec, log, control, live, on_start, entered),
