@@ -191,6 +191,7 @@ fn run_with_log(
         pump_done: false,
     };
     let cause = sup.run();
+    sup.end_inherited();
     let pump_joinable = sup.drain();
     // The waiter has sent the status, so it is finishing; joining keeps no thread
     // behind. Neither thread panics, and if one did there is nothing to add.
@@ -655,6 +656,16 @@ impl Supervisor<'_> {
             let _ = unix::signal_group(self.pgid, Signal::KILL);
             thread::sleep(unix::GROUP_POLL);
         }
+    }
+
+    /// Ends what the attempt left outside its group that the runner inherited as child
+    /// subreaper (a `setsid` escapee), before draining: such a process may hold the
+    /// pipe. A kill request cuts its grace period short.
+    fn end_inherited(&mut self) {
+        let grace = self.spec.terminate_grace;
+        unix::end_inherited_orphans(&self.spec.env, grace, |wait| {
+            matches!(self.next(Some(Instant::now() + wait)), Event::Kill)
+        });
     }
 
     /// Reads the output still in the pipe. Returns whether the pump finished (and can
