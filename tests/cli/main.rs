@@ -5,6 +5,7 @@
 
 mod apply;
 mod config;
+mod faults;
 mod harness;
 mod procs;
 mod state;
