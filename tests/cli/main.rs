@@ -4,6 +4,7 @@
 //! the `Test` builder.
 
 mod apply;
+mod chaos;
 mod config;
 mod faults;
 mod harness;
