@@ -189,6 +189,7 @@ fn run_with_log(
         status: None,
         log_error: None,
         pump_done: false,
+        kill_requested: false,
     };
     let cause = sup.run();
     sup.end_inherited();
@@ -512,6 +513,8 @@ struct Supervisor<'a> {
     /// The first failure of the log or the pipe.
     log_error: Option<String>,
     pump_done: bool,
+    /// The runner asked for a kill: no more grace periods for anything.
+    kill_requested: bool,
 }
 
 impl Supervisor<'_> {
@@ -529,7 +532,10 @@ impl Supervisor<'_> {
                 }
                 recv(self.control) -> msg => match msg {
                     Ok(Control::Terminate) => return Event::Terminate,
-                    Ok(Control::Kill) => return Event::Kill,
+                    Ok(Control::Kill) => {
+                        self.kill_requested = true;
+                        return Event::Kill;
+                    }
                     Err(_) => self.control = never(),
                 },
                 recv(self.pump_rx) -> msg => match msg {
@@ -662,7 +668,11 @@ impl Supervisor<'_> {
     /// subreaper (a `setsid` escapee), before draining: such a process may hold the
     /// pipe. A kill request cuts its grace period short.
     fn end_inherited(&mut self) {
-        let grace = self.spec.terminate_grace;
+        let grace = if self.kill_requested {
+            Duration::ZERO
+        } else {
+            self.spec.terminate_grace
+        };
         unix::end_inherited_orphans(&self.spec.env, grace, |wait| {
             matches!(self.next(Some(Instant::now() + wait)), Event::Kill)
         });
