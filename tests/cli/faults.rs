@@ -400,6 +400,7 @@ jobs = 2
 terminate_grace_seconds = 1
 [specs.long]
 command = '"{0}" long.pid detach; while [ ! -f go ]; do sleep 0.05; done'
+timeout_seconds = 120  # should the test fail before it says "go"
 [specs.short]
 command = 'while [ ! -f long.pid ]; do sleep 0.02; done; exec "{0}" short.pid detach'
 "#,
@@ -411,12 +412,13 @@ command = 'while [ ! -f long.pid ]; do sleep 0.02; done; exec "{0}" short.pid de
     });
     let short = wait_pid(&t.path().join("short.pid"));
     let long = wait_pid(&t.path().join("long.pid"));
-    assert!(!alive(short), "short's escapee outlived its attempt");
+    let (short_alive, long_alive) = (alive(short), alive(long));
+    t.write("go", "");
+    assert!(!short_alive, "short's escapee outlived its attempt");
     assert!(
-        alive(long),
+        long_alive,
         "long's escapee was ended while `long` still runs"
     );
-    t.write("go", "");
     let (code, _) = bg.wait_exit(BOUND);
     assert_eq!(code, Some(0));
     assert!(!alive(long), "long's escapee outlived its attempt");
@@ -434,6 +436,7 @@ command = ["{}", "{BYTES}"]
 [specs.after]
 command = 'while [ ! -f release ]; do sleep 0.05; done'
 depends_on = ["flood"]
+timeout_seconds = 300  # should the test fail before the release
 "#,
         fixture("flood.sh")
     ));
@@ -447,12 +450,12 @@ depends_on = ["flood"]
         e["event"] == "attempt_started" && e["spec"] == "after"
     });
     let status = std::fs::read_to_string(format!("/proc/{}/status", bg.child.id())).unwrap();
+    t.write("release", "");
     let peak_kb: u64 = status
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("VmHWM in /proc/PID/status");
-    t.write("release", "");
     let (code, _) = bg.wait_exit(BOUND);
     assert_eq!(code, Some(0));
     assert!(
