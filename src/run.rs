@@ -385,6 +385,13 @@ fn execute(p: &Pipeline, req: RunRequest, out: &OutputArgs, color: bool) -> u8 {
     use crate::state::{resume, sink, store};
     use std::io::IsTerminal;
 
+    // Before the first write: a file size limit must fail writes, not kill us.
+    if let Err(e) = crate::runner::signal::survive_file_size_limit() {
+        eprintln!("warning: cannot handle SIGXFSZ: {e}");
+    }
+    // Orphans of our attempts (a `setsid` escapee whose parent died) come to us, not
+    // to init, so that we can end them with their attempt. Not on every platform.
+    let _ = crate::exec::become_child_subreaper();
     let dir = &p.run.state_dir;
     let prepared = store::prepare_dir(dir).and_then(|()| store::lock(dir));
     let _lock = match prepared {
@@ -475,7 +482,7 @@ fn execute(p: &Pipeline, req: RunRequest, out: &OutputArgs, color: bool) -> u8 {
         sinks.push(j);
     }
     let opts = crate::runner::RunOptions {
-        run_id,
+        run_id: run_id.clone(),
         selected: plan.to_run.clone(),
         initial_retries: plan.initial_retries.clone(),
         next_log: plan.next_log.clone(),
@@ -486,6 +493,7 @@ fn execute(p: &Pipeline, req: RunRequest, out: &OutputArgs, color: bool) -> u8 {
         let mut fan = crate::report::Fanout(sinks);
         crate::runner::dispatcher::run(p, opts, &mut fan, &signals.events)
     };
+    end_leftovers(p, &run_id);
     if let Some(e) = state_sink.close() {
         eprintln!("warning: {e}");
     }
@@ -533,6 +541,23 @@ fn write_junit(report: &crate::report::junit::JunitReport, path: &Path, code: u8
                 code
             }
         }
+    }
+}
+
+/// Every attempt ended with its group and what it left that we inherited; one scan of
+/// `/proc` by run id at the end catches anything else of this run still alive (a
+/// process that escaped its group without being re-parented to us, or a platform
+/// without child subreaper).
+fn end_leftovers(p: &Pipeline, run_id: &str) {
+    let grace = p
+        .specs
+        .iter()
+        .map(|s| s.policy.terminate_grace)
+        .max()
+        .unwrap_or_default();
+    let n = crate::exec::end_processes_of_run(run_id, grace);
+    if n > 0 {
+        eprintln!("warning: ended {n} process(es) of this run left running after their attempts");
     }
 }
 

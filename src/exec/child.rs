@@ -7,6 +7,7 @@
 use std::ffi::{OsStr, OsString};
 use std::fs::{File, OpenOptions};
 use std::io::{self, PipeReader, PipeWriter, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::ExitStatus;
@@ -64,9 +65,11 @@ pub fn run_attempt(
     on_start: impl FnOnce(Started),
 ) -> AttemptEnd {
     let entered = Instant::now();
+    // Private: an agent's output may hold secrets.
     match OpenOptions::new()
         .write(true)
         .create_new(true)
+        .mode(0o600)
         .open(&spec.log_path)
     {
         Ok(log) => run_with_log(spec, log, control, live, on_start, entered),
@@ -186,8 +189,10 @@ fn run_with_log(
         status: None,
         log_error: None,
         pump_done: false,
+        kill_requested: false,
     };
     let cause = sup.run();
+    sup.end_inherited();
     let pump_joinable = sup.drain();
     // The waiter has sent the status, so it is finishing; joining keeps no thread
     // behind. Neither thread panics, and if one did there is nothing to add.
@@ -508,6 +513,8 @@ struct Supervisor<'a> {
     /// The first failure of the log or the pipe.
     log_error: Option<String>,
     pump_done: bool,
+    /// The runner asked for a kill: no more grace periods for anything.
+    kill_requested: bool,
 }
 
 impl Supervisor<'_> {
@@ -525,7 +532,10 @@ impl Supervisor<'_> {
                 }
                 recv(self.control) -> msg => match msg {
                     Ok(Control::Terminate) => return Event::Terminate,
-                    Ok(Control::Kill) => return Event::Kill,
+                    Ok(Control::Kill) => {
+                        self.kill_requested = true;
+                        return Event::Kill;
+                    }
                     Err(_) => self.control = never(),
                 },
                 recv(self.pump_rx) -> msg => match msg {
@@ -652,6 +662,20 @@ impl Supervisor<'_> {
             let _ = unix::signal_group(self.pgid, Signal::KILL);
             thread::sleep(unix::GROUP_POLL);
         }
+    }
+
+    /// Ends what the attempt left outside its group that the runner inherited as child
+    /// subreaper (a `setsid` escapee), before draining: such a process may hold the
+    /// pipe. A kill request cuts its grace period short.
+    fn end_inherited(&mut self) {
+        let grace = if self.kill_requested {
+            Duration::ZERO
+        } else {
+            self.spec.terminate_grace
+        };
+        unix::end_inherited_orphans(&self.spec.env, grace, |wait| {
+            matches!(self.next(Some(Instant::now() + wait)), Event::Kill)
+        });
     }
 
     /// Reads the output still in the pipe. Returns whether the pump finished (and can

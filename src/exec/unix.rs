@@ -4,7 +4,9 @@
 //! Every OS-specific call of `exec` lives here (and with it any `unsafe`, of which
 //! there is none: rustix wraps the syscalls). Nothing here spawns or prints.
 
+use std::ffi::OsString;
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -277,6 +279,7 @@ pub fn end_processes_of_run(run_id: &str, grace: Duration) -> usize {
 pub fn become_child_subreaper() -> io::Result<()> {
     // The kernel reads the argument as a flag; any non-zero value turns it on.
     rustix::process::set_child_subreaper(Some(rustix::process::getpid()))?;
+    SUBREAPER.store(true, Ordering::Relaxed);
     Ok(())
 }
 
@@ -287,6 +290,155 @@ pub fn become_child_subreaper() -> io::Result<()> {
         io::ErrorKind::Unsupported,
         "child subreaper is only available on Linux",
     ))
+}
+
+/// Set once [`become_child_subreaper`] succeeded: only then can the runner inherit
+/// the orphans of its attempts, and only then is it worth looking for them.
+static SUBREAPER: AtomicBool = AtomicBool::new(false);
+
+/// The children of the runner's main thread: the processes it inherited as child
+/// subreaper. An orphan goes to the first live thread of the reaper, which is the main
+/// thread; attempts are spawned by worker threads, so their leaders are not listed.
+/// Zombies are. `None` without subreaper, or if the kernel has no `children` file.
+fn inherited_children() -> Option<Vec<u32>> {
+    if !SUBREAPER.load(Ordering::Relaxed) {
+        return None;
+    }
+    let me = std::process::id();
+    let text = std::fs::read_to_string(format!("/proc/{me}/task/{me}/children")).ok()?;
+    Some(
+        text.split_ascii_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect(),
+    )
+}
+
+/// Whether process `pid` exists and is not a zombie.
+fn pid_running(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| StatFields::parse(&s))
+        .is_some_and(|f| !matches!(f.state, 'Z' | 'X'))
+}
+
+/// Whether `/proc/<pid>/environ` holds every one of `entries` (`NAME=value`).
+fn environ_has_all(pid: u32, entries: &[Vec<u8>]) -> bool {
+    let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+        return false;
+    };
+    entries
+        .iter()
+        .all(|entry| env.split(|&b| b == 0).any(|e| e == entry.as_slice()))
+}
+
+/// The `SPEC_RUNNER_*=value` entries of an attempt's environment (run id, spec,
+/// attempt): together they name one attempt, and every descendant inherits them. The
+/// last value of a name wins, as in the environment the process gets.
+fn attempt_identity(env: &[(OsString, OsString)]) -> Vec<Vec<u8>> {
+    let mut seen: Vec<&OsString> = Vec::new();
+    let mut entries = Vec::new();
+    for (name, value) in env.iter().rev() {
+        if name.as_encoded_bytes().starts_with(b"SPEC_RUNNER_") && !seen.contains(&name) {
+            seen.push(name);
+            entries.push([name.as_encoded_bytes(), b"=", value.as_encoded_bytes()].concat());
+        }
+    }
+    entries
+}
+
+/// Ends the processes the runner inherited from one attempt: descendants that left the
+/// attempt's process group (`setsid`) and were re-parented to the runner when their
+/// parent died. They are told apart from other attempts' orphans by the attempt's
+/// `SPEC_RUNNER_*` entries in `env` (see [`attempt_identity`]); without any, nothing
+/// is done.
+///
+/// Cheap when there is nothing to do — one read of a small `/proc` file — so it can
+/// run after every attempt. Each found process and the group it leads get SIGTERM,
+/// then up to `grace`, then SIGKILL; its own orphans are inherited in turn and looked
+/// for again. Every process found is reaped here, by pid: they are the runner's
+/// children now, and nobody else waits for them.
+///
+/// `wait` sleeps up to the given time and returns true when the runner asks to kill at
+/// once (a second Ctrl-C), which cuts the grace period short. Returns how many
+/// processes it ended.
+pub(crate) fn end_inherited_orphans(
+    env: &[(OsString, OsString)],
+    grace: Duration,
+    mut wait: impl FnMut(Duration) -> bool,
+) -> usize {
+    let mut identity = None;
+    let mut ended = 0;
+    // Each round ends one generation; a process tree of escapees is a few deep at most.
+    for _ in 0..8 {
+        let Some(children) = inherited_children().filter(|c| !c.is_empty()) else {
+            return ended;
+        };
+        let identity = identity.get_or_insert_with(|| attempt_identity(env));
+        if identity.is_empty() {
+            return ended;
+        }
+        let found: Vec<(u32, u32)> = children
+            .into_iter()
+            .filter(|&pid| environ_has_all(pid, identity))
+            .filter_map(|pid| {
+                let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+                Some((pid, StatFields::parse(&stat)?.pgrp))
+            })
+            .collect();
+        if found.is_empty() {
+            return ended;
+        }
+        ended += found.len();
+        let send = |sig: Signal| {
+            for &(pid, pgrp) in &found {
+                // Its group too, when it leads one: that reaches what it started since.
+                if pid == pgrp {
+                    let _ = signal_group(pgrp, sig);
+                }
+                if let Some(p) = to_pid(pid) {
+                    let _ = rustix::process::kill_process(p, sig);
+                }
+            }
+        };
+        let mut left: Vec<u32> = found.iter().map(|&(pid, _)| pid).collect();
+        let reap = |left: &mut Vec<u32>| {
+            for &(pid, pgrp) in &found {
+                // Members of a group it led died with it and are inherited as zombies.
+                if pid == pgrp {
+                    reap_group_zombies(pgrp);
+                }
+            }
+            left.retain(|&pid| match to_pid(pid) {
+                Some(p) => match rustix::process::waitpid(Some(p), WaitOptions::NOHANG) {
+                    Ok(None) => true,
+                    Ok(Some(_)) => false,
+                    // Not (or no longer) our child: not ours to reap, only to watch.
+                    Err(_) => pid_running(pid),
+                },
+                None => false,
+            });
+            left.is_empty()
+        };
+        send(Signal::TERM);
+        let deadline = Instant::now() + grace;
+        let mut kill_now = false;
+        while !reap(&mut left) && !kill_now {
+            let now = Instant::now();
+            if now >= deadline {
+                kill_now = true;
+                break;
+            }
+            kill_now = wait(GROUP_POLL.min(deadline - now));
+        }
+        if kill_now {
+            send(Signal::KILL);
+            let deadline = Instant::now() + AFTER_KILL_WAIT;
+            while !reap(&mut left) && Instant::now() < deadline {
+                thread::sleep(GROUP_POLL);
+            }
+        }
+    }
+    ended
 }
 
 #[cfg(test)]
@@ -310,6 +462,28 @@ mod tests {
         let first = process_start_time(me);
         assert!(first.is_some());
         assert_eq!(process_start_time(me), first);
+    }
+
+    #[test]
+    fn attempt_identity_is_the_last_value_of_each_spec_runner_variable() {
+        let env: Vec<(OsString, OsString)> = [
+            ("SPEC_RUNNER_SPEC", "from-the-pipeline"),
+            ("PATH", "/bin"),
+            ("SPEC_RUNNER_SPEC", "a"),
+            ("SPEC_RUNNER_ATTEMPT", "2"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.into(), v.into()))
+        .collect();
+        let mut identity = attempt_identity(&env);
+        identity.sort();
+        assert_eq!(
+            identity,
+            [
+                b"SPEC_RUNNER_ATTEMPT=2".to_vec(),
+                b"SPEC_RUNNER_SPEC=a".to_vec()
+            ]
+        );
     }
 
     #[test]

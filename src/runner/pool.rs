@@ -4,6 +4,7 @@
 //! `on_exhausted`), run it to its end, and send the result back to the dispatcher.
 
 use std::ffi::OsString;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -142,12 +143,17 @@ impl Drop for Pool {
 fn run_job(job: Job, results: &Sender<JobResult>) {
     let live: SharedLive = Arc::new(LiveOutput::default());
     let mut n = job.first_log_number.max(1);
-    let prepared = std::fs::create_dir_all(&job.log_dir).map_err(|e| {
-        format!(
-            "cannot create the log folder `{}`: {e}",
-            job.log_dir.display()
-        )
-    });
+    // Private (0700), like the state folder: logs may hold secrets.
+    let prepared = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&job.log_dir)
+        .map_err(|e| {
+            format!(
+                "cannot create the log folder `{}`: {e}",
+                job.log_dir.display()
+            )
+        });
     while job.log_dir.join(job.kind.log_name(n)).exists() {
         n += 1;
     }

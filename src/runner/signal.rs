@@ -3,8 +3,11 @@
 //! Children run in their own process groups, so the terminal's Ctrl-C reaches only the
 //! runner: the dispatcher forwards termination to every group itself.
 
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
 use crossbeam_channel::Receiver;
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGXFSZ};
 use signal_hook::iterator::{Handle, Signals};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -13,6 +16,19 @@ pub enum SignalEvent {
     Interrupt(i32),
     /// A retry rule asked to stop the whole run.
     Abort,
+}
+
+/// Makes a write past the file size limit (`ulimit -f`) fail with `EFBIG` instead of
+/// killing the runner: the kernel raises SIGXFSZ, whose default action ends the
+/// process, before it returns the error. The log write then fails like on a full disk
+/// — the attempt ends with that reason and the run goes on — and a state write fails
+/// with a message.
+///
+/// A handler that does nothing, not SIG_IGN: a caught signal is reset to its default
+/// when a spec's command is executed, an ignored one would stay ignored in it.
+pub fn survive_file_size_limit() -> std::io::Result<()> {
+    signal_hook::flag::register(SIGXFSZ, Arc::new(AtomicBool::new(false)))?;
+    Ok(())
 }
 
 /// Listens for termination signals until dropped.

@@ -41,7 +41,8 @@ pub fn prepare_dir(dir: &Path) -> Result<(), StateError> {
         .create(dir)
         .map_err(io_err(dir))?;
     let ignore = dir.join(".gitignore");
-    if !ignore.exists() {
+    // Empty: a write that failed half-way (a full disk) is done again.
+    if std::fs::metadata(&ignore).map_or(true, |m| m.len() == 0) {
         std::fs::write(&ignore, "*\n").map_err(io_err(&ignore))?;
     }
     Ok(())

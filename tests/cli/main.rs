@@ -4,8 +4,10 @@
 //! the `Test` builder.
 
 mod apply;
+mod chaos;
 mod ci;
 mod config;
+mod faults;
 mod harness;
 mod procs;
 mod state;
