@@ -533,9 +533,15 @@ fn env_value(key: &str, text: &str) -> Value {
     if PATH_KEYS.contains(&key) {
         return Value::from(text.to_string());
     }
-    let parsed: Value = text
-        .parse()
-        .unwrap_or_else(|never: std::convert::Infallible| match never {});
+    // A variable's value is read as a TOML value, the pipeline file's own syntax:
+    // `7`, `0.5`, `true`, `[2, 64]`, `{ action = "fail" }`, `"quoted"`; anything else
+    // (`5m`, `info`) is a string. (figment's own value parser panics on some input,
+    // e.g. `["ü\t"]`, found by the fuzzer.)
+    let parsed = toml::from_str::<Dict>(&format!("v = {text}"))
+        .ok()
+        .filter(|d| d.len() == 1)
+        .and_then(|mut d| d.remove("v"))
+        .unwrap_or_else(|| Value::from(text.to_string()));
     match parsed {
         // A command is a string or an array; `42` or `true` is a (strange) command
         // name, not a number.

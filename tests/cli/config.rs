@@ -2730,3 +2730,34 @@ mod props {
         assert_eq!(names.len(), 3);
     }
 }
+
+/// Found by the fuzzer: figment's own value parser panicked on this variable value.
+#[test]
+fn a_variable_value_that_once_panicked_is_a_clear_error() {
+    let run = Test::with_pipeline(ONE_SPEC)
+        .env("SPEC_RUNNER_RETRY_JITTER", "[\"ü\\t\"]")
+        .args(&["validate"])
+        .run();
+    run.code(2)
+        .stderr_has("variable SPEC_RUNNER_RETRY_JITTER")
+        .stderr_has("`retry_jitter`");
+}
+
+#[test]
+fn variable_values_are_read_as_toml_values_or_else_strings() {
+    let run = Test::with_pipeline(ONE_SPEC)
+        .env("SPEC_RUNNER_RETRY_MAX_RETRIES", "7")
+        .env("SPEC_RUNNER_TIMEOUT_SECONDS", "5m")
+        .env(
+            "SPEC_RUNNER_RETRY_RULES",
+            "[{ exit_codes = [3], action = \"fail\" }]",
+        )
+        .args(&["plan", "--format", "json"])
+        .run();
+    let json = run.code(0).json();
+    let policy = &json["specs"][0]["policy"];
+    assert_eq!(policy["retry_max_retries"], 7);
+    assert_eq!(policy["timeout_seconds"], 300.0);
+    assert_eq!(policy["retry_rules"][0]["exit_codes"][0], 3);
+    assert_eq!(policy["retry_rules"][0]["action"], "fail");
+}
