@@ -59,14 +59,34 @@ pub fn in_github_actions(value: Option<&std::ffi::OsStr>) -> bool {
 }
 
 /// The last `n` lines of an attempt's output, lossily decoded.
+///
+/// Made safe to print: control characters (NULs of a binary flood, escape sequences
+/// that would move a terminal's cursor) become `·`, and a line longer than
+/// [`TAIL_LINE_CHARS`] keeps its end, where the error usually is.
 pub fn tail_lines(tail: &[u8], n: usize) -> Vec<String> {
     let text = String::from_utf8_lossy(tail);
     let lines: Vec<&str> = text.lines().collect();
     let start = lines.len().saturating_sub(n);
     lines[start..]
         .iter()
-        .map(|l| l.trim_end().to_string())
+        .map(|l| printable(l.trim_end()))
         .collect()
+}
+
+/// The longest log line shown in a failure report.
+pub const TAIL_LINE_CHARS: usize = 300;
+
+fn printable(line: &str) -> String {
+    let chars: Vec<char> = line.chars().collect();
+    let skip = chars.len().saturating_sub(TAIL_LINE_CHARS);
+    let mut out = String::with_capacity(line.len().min(TAIL_LINE_CHARS * 4) + 3);
+    if skip > 0 {
+        out.push('…');
+    }
+    for &c in &chars[skip..] {
+        out.push(if c.is_control() && c != '\t' { '·' } else { c });
+    }
+    out
 }
 
 /// `1.5s`, `2m03s`, `1h02m`.
@@ -129,6 +149,22 @@ mod tests {
     use super::*;
     use crate::cli::ColorChoice;
     use std::ffi::OsStr;
+
+    #[test]
+    fn tail_lines_are_safe_to_print_and_bounded() {
+        let mut flood = vec![0u8; 70_000];
+        flood.extend_from_slice(b"\x1b[2Jthe error\n");
+        let lines = tail_lines(&flood, 5);
+        assert_eq!(lines.len(), 1);
+        assert!(
+            lines[0].chars().count() <= TAIL_LINE_CHARS + 1,
+            "{}",
+            lines[0].len()
+        );
+        assert!(lines[0].starts_with('…'));
+        assert!(lines[0].ends_with("·[2Jthe error"), "{}", lines[0]);
+        assert_eq!(tail_lines(b"a\nb\nc\n", 2), vec!["b", "c"]);
+    }
 
     #[test]
     fn colour_follows_the_flag_then_no_color_then_the_terminal() {
