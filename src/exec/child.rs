@@ -19,12 +19,16 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, never, select};
 use rustix::process::Signal;
 
+use super::helpers;
 use super::unix;
 use super::{AttemptEnd, AttemptSpec, Control, EndCause, SharedLive, Started};
 
 /// Size of one read from the output pipe. Large, so a flooding child costs few
 /// syscalls and log writes.
-const CHUNK: usize = 128 * 1024;
+const CHUNK: usize = 64 * 1024;
+/// The read size once a command floods its output (a read filled the whole buffer):
+/// fewer, larger copies; the pipe is enlarged to match.
+const FLOOD_CHUNK: usize = 1024 * 1024;
 
 /// How much of the latest output `AttemptEnd::tail` keeps.
 const TAIL_CAP: usize = 64 * 1024;
@@ -141,20 +145,18 @@ fn run_with_log(
     let pump = {
         let shared = Arc::clone(&shared);
         let live = live.cloned();
-        thread::Builder::new()
-            .name(format!("exec-pump-{pid}"))
-            .spawn(move || pump_output(reader, log, &shared, live.as_deref(), &pump_tx))
+        helpers::spawn("pump", move || {
+            pump_output(reader, log, &shared, live.as_deref(), &pump_tx);
+        })
     };
     let (exit_tx, exit_rx) = crossbeam_channel::bounded(1);
     let waiter = {
         let handle = Arc::clone(&handle);
-        thread::Builder::new()
-            .name(format!("exec-wait-{pid}"))
-            .spawn(move || {
-                let status = handle.wait().map(|output| output.status);
-                // The supervisor may be gone only if it panicked; nothing to tell then.
-                let _ = exit_tx.send(status);
-            })
+        helpers::spawn("wait", move || {
+            let status = handle.wait().map(|output| output.status);
+            // The supervisor may be gone only if it panicked; nothing to tell then.
+            let _ = exit_tx.send(status);
+        })
     };
     let (pump, waiter) = match (pump, waiter) {
         (Ok(pump), Ok(waiter)) => (pump, waiter),
@@ -196,9 +198,9 @@ fn run_with_log(
     let pump_joinable = sup.drain();
     // The waiter has sent the status, so it is finishing; joining keeps no thread
     // behind. Neither thread panics, and if one did there is nothing to add.
-    let _ = waiter.join();
+    waiter.join();
     if pump_joinable {
-        let _ = pump.join();
+        pump.join();
     }
     sup.finish(cause)
 }
@@ -372,6 +374,10 @@ fn pump_output(
         if shared.abandoned.load(Ordering::Relaxed) {
             break;
         }
+        if n == buf.len() && buf.len() < FLOOD_CHUNK {
+            buf.resize(FLOOD_CHUNK, 0);
+            unix::enlarge_pipe(&reader, FLOOD_CHUNK);
+        }
         let chunk = &buf[..n];
         let nanos = u64::try_from(shared.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
         shared.last_output_nanos.store(nanos, Ordering::Relaxed);
@@ -443,7 +449,9 @@ fn clean_line(raw: &[u8]) -> String {
 
 /// A fixed-size ring of the latest bytes.
 struct Ring {
+    /// Allocated on the first output: a silent attempt costs nothing.
     buf: Vec<u8>,
+    cap: usize,
     /// Where the next byte goes.
     pos: usize,
     /// Whether `buf` has wrapped at least once.
@@ -453,16 +461,20 @@ struct Ring {
 impl Ring {
     fn new(cap: usize) -> Self {
         Ring {
-            buf: vec![0; cap],
+            buf: Vec::new(),
+            cap,
             pos: 0,
             full: false,
         }
     }
 
     fn push(&mut self, data: &[u8]) {
-        let cap = self.buf.len();
-        if cap == 0 {
+        let cap = self.cap;
+        if cap == 0 || data.is_empty() {
             return;
+        }
+        if self.buf.is_empty() {
+            self.buf = vec![0; cap];
         }
         let data = &data[data.len().saturating_sub(cap)..];
         let first = data.len().min(cap - self.pos);

@@ -13,6 +13,7 @@ use std::time::Duration;
 use crate::config::policy::CommandLine;
 
 mod child;
+mod helpers;
 mod unix;
 
 pub use child::run_attempt;

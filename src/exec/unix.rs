@@ -199,6 +199,16 @@ pub fn end_abandoned_group(pid: u32, pgid: u32, start_time: Option<u64>, grace: 
     true
 }
 
+/// Asks the kernel for a pipe buffer of `size` bytes (Linux `F_SETPIPE_SZ`), so that a
+/// command flooding its output blocks less often. Best effort: a refusal (over
+/// `/proc/sys/fs/pipe-max-size`) changes nothing.
+pub(crate) fn enlarge_pipe(pipe: &impl std::os::fd::AsFd, size: usize) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let _ = rustix::pipe::fcntl_setpipe_size(pipe, size);
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = (pipe, size);
+}
+
 /// Asks the runner `pid` to stop, as Ctrl-C would (SIGTERM).
 pub fn request_stop(pid: u32) -> io::Result<()> {
     let Some(p) = to_pid(pid) else {

@@ -43,6 +43,9 @@ struct Shared {
     written: AtomicU64,
     /// Set when a write failed: nobody should wait for durability any more.
     failed: AtomicBool,
+    /// Set when a `Dirty` message is on its way: further changes need not wake the
+    /// writer again (each wake-up is a context switch; a burst needs one).
+    notified: AtomicBool,
     error: Mutex<Option<String>>,
 }
 
@@ -102,6 +105,7 @@ impl StateSink {
             version: AtomicU64::new(1),
             written: AtomicU64::new(1),
             failed: AtomicBool::new(false),
+            notified: AtomicBool::new(false),
             error: Mutex::new(None),
         });
         let (tx, rx) = crossbeam_channel::unbounded();
@@ -230,7 +234,11 @@ impl EventSink for StateSink {
     fn event(&mut self, event: &Event) {
         let urgent = self.apply(event);
         self.shared.version.fetch_add(1, Ordering::SeqCst);
-        let _ = self.tx.send(if urgent { Msg::Urgent } else { Msg::Dirty });
+        if urgent {
+            let _ = self.tx.send(Msg::Urgent);
+        } else if !self.shared.notified.swap(true, Ordering::SeqCst) {
+            let _ = self.tx.send(Msg::Dirty);
+        }
     }
 }
 
@@ -348,6 +356,8 @@ fn writer_loop(shared: &Shared, rx: &Receiver<Msg>, flushed: &Sender<u64>) {
 fn write_now(shared: &Shared, flushed: &Sender<u64>) {
     let (version, header, specs) = {
         let mut m = lock(&shared.model);
+        // Changes from here on must wake the writer again.
+        shared.notified.store(false, Ordering::SeqCst);
         let version = shared.version.load(Ordering::SeqCst);
         if shared.written.load(Ordering::SeqCst) >= version {
             return;
