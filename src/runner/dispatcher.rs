@@ -274,7 +274,19 @@ impl<'p> Dispatcher<'p> {
                 sink,
             );
         }
-        self.ready.clear();
+        // A retry that was due but waiting for a free slot is stopped too; a spec that
+        // never started stays pending (it runs next time).
+        for i in std::mem::take(&mut self.ready) {
+            if self.specs[i].attempts > 0 {
+                self.conclude(
+                    i,
+                    Status::Stopped,
+                    Some("stopped before its retry".into()),
+                    Tail::default(),
+                    sink,
+                );
+            }
+        }
     }
 
     fn fire_timers(&mut self, sink: &mut dyn EventSink) {
@@ -563,6 +575,10 @@ impl<'p> Dispatcher<'p> {
     }
 
     /// Records a spec's final status; skips its dependents when it did not succeed.
+    /// Records a spec's final status, then what follows from it: dependents become
+    /// ready, or are skipped; a failure under `fail_fast` ends everything not yet
+    /// running. A worklist, not recursion: a long chain of dependents must not
+    /// overflow the stack.
     fn conclude(
         &mut self,
         i: usize,
@@ -571,72 +587,94 @@ impl<'p> Dispatcher<'p> {
         tail: Tail,
         sink: &mut dyn EventSink,
     ) {
-        let s = &mut self.specs[i];
-        if s.status.is_final() {
-            return;
-        }
-        s.status = status;
-        if status == Status::Failed
-            && !self.interrupted
-            && self.p.specs[i].policy.on_exhausted.is_some()
-        {
-            self.hooks_due
-                .push((i, reason.clone().unwrap_or_else(|| "failed".into())));
-        }
-        sink.event(&Event::now(EventKind::SpecFinished {
-            spec: self.p.specs[i].name.clone(),
-            status,
-            attempts: s.attempts,
-            retries: s.retry_count,
-            reason,
-            log: s.last_log.clone(),
-            tail,
-        }));
-        if status == Status::Succeeded {
-            for j in self.dependents[i].clone() {
-                if !self.selected[j] {
-                    continue;
-                }
-                let d = &mut self.specs[j];
-                d.deps_left -= 1;
-                if d.deps_left == 0 && d.status == Status::Pending && !self.stopping {
-                    self.ready.push_back(j);
-                }
+        let mut work = vec![(i, status, reason, tail)];
+        while let Some((i, status, reason, tail)) = work.pop() {
+            let s = &mut self.specs[i];
+            if s.status.is_final() {
+                continue;
             }
-            return;
-        }
-        if status == Status::Failed && self.p.run.fail_fast && !self.fail_fast_tripped {
-            self.fail_fast_tripped = true;
-            let name = self.p.specs[i].name.clone();
-            let waiting: Vec<usize> = self.ready.drain(..).collect();
-            for j in waiting {
-                self.conclude(
-                    j,
-                    Status::Skipped,
-                    Some(format!("fail_fast: `{name}` failed")),
-                    Tail::default(),
-                    sink,
-                );
-            }
-        }
-        if status == Status::Stopped && self.stopping {
-            // Dependents of a stopped spec simply never start (they stay pending for
-            // the next run), rather than being marked skipped.
-            return;
-        }
-        let name = self.p.specs[i].name.clone();
-        for j in self.dependents[i].clone() {
-            if self.selected[j]
-                && !self.specs[j].status.is_final()
-                && self.specs[j].status == Status::Pending
+            s.status = status;
+            if status == Status::Failed
+                && !self.interrupted
+                && self.p.specs[i].policy.on_exhausted.is_some()
             {
-                self.conclude(
-                    j,
-                    Status::Skipped,
-                    Some(format!("dependency `{name}` {}", status.as_str())),
-                    Tail::default(),
-                    sink,
-                );
+                self.hooks_due
+                    .push((i, reason.clone().unwrap_or_else(|| "failed".into())));
+            }
+            sink.event(&Event::now(EventKind::SpecFinished {
+                spec: self.p.specs[i].name.clone(),
+                status,
+                attempts: s.attempts,
+                retries: s.retry_count,
+                reason,
+                log: s.last_log.clone(),
+                tail,
+            }));
+            let name = &self.p.specs[i].name;
+            if status == Status::Succeeded {
+                for &j in &self.dependents[i] {
+                    if !self.selected[j] {
+                        continue;
+                    }
+                    let d = &mut self.specs[j];
+                    d.deps_left -= 1;
+                    if d.deps_left == 0 && d.status == Status::Pending && !self.stopping {
+                        if self.fail_fast_tripped {
+                            work.push((
+                                j,
+                                Status::Skipped,
+                                Some("not started: fail_fast".into()),
+                                Tail::default(),
+                            ));
+                        } else {
+                            self.ready.push_back(j);
+                        }
+                    }
+                }
+                continue;
+            }
+            if status == Status::Failed && self.p.run.fail_fast && !self.fail_fast_tripped {
+                self.fail_fast_tripped = true;
+                // Nothing new starts: queued specs are skipped, and specs waiting to
+                // retry (in backoff, waiting for the disk, or for a free slot) fail
+                // now rather than idling out their delay.
+                let not_retried = || Some(format!("not retried: fail_fast after `{name}` failed"));
+                for (_, j) in self.timers.drain().map(|Reverse(t)| t) {
+                    work.push((j, Status::Failed, not_retried(), Tail::default()));
+                }
+                for j in self.awaiting_flush.drain(..) {
+                    work.push((j, Status::Failed, not_retried(), Tail::default()));
+                }
+                for j in self.ready.drain(..) {
+                    if self.specs[j].attempts > 0 {
+                        work.push((j, Status::Failed, not_retried(), Tail::default()));
+                    } else {
+                        work.push((
+                            j,
+                            Status::Skipped,
+                            Some(format!("not started: fail_fast after `{name}` failed")),
+                            Tail::default(),
+                        ));
+                    }
+                }
+            }
+            if status == Status::Stopped && self.stopping {
+                // Dependents of a stopped spec simply never start (they stay pending for
+                // the next run), rather than being marked skipped.
+                continue;
+            }
+            for &j in &self.dependents[i] {
+                if self.selected[j]
+                    && self.specs[j].status == Status::Pending
+                    && self.specs[j].attempts == 0
+                {
+                    work.push((
+                        j,
+                        Status::Skipped,
+                        Some(format!("dependency `{name}` {}", status.as_str())),
+                        Tail::default(),
+                    ));
+                }
             }
         }
     }

@@ -595,3 +595,126 @@ command = "echo first line; echo the real error >&2; exit 2"
     );
     run.stderr_has("0 succeeded, 1 failed");
 }
+
+#[test]
+fn fail_fast_skips_what_a_running_spec_unblocks_and_the_run_ends() {
+    let t = Test::with_pipeline(
+        r#"
+jobs = 2
+fail_fast = true
+retry_max_retries = 0
+[specs.a]
+command = "exit 1"
+[specs.b]
+command = "sleep 1"
+[specs.c]
+command = "true"
+depends_on = ["b"]
+"#,
+    );
+    let mut bg = Background::apply(&t);
+    let (code, _) = bg.wait_exit(Duration::from_secs(60));
+    assert_eq!(
+        code,
+        Some(1),
+        "the run ends with a failure, it does not hang"
+    );
+    let ev = bg.rest();
+    let status = |s: &str| {
+        of(&ev, "spec_finished", Some(s))[0]["status"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(status("a"), "failed");
+    assert_eq!(status("b"), "succeeded", "a running spec finishes");
+    assert_eq!(status("c"), "skipped");
+    assert!(of(&ev, "attempt_started", Some("c")).is_empty());
+}
+
+#[test]
+fn fail_fast_ends_pending_backoffs_at_once_as_failed() {
+    let t = Test::with_pipeline(
+        r#"
+jobs = 2
+fail_fast = true
+[specs.a]
+command = "sleep 0.5; exit 1"
+retry_max_retries = 0
+[specs.b]
+command = '[ "$SPEC_RUNNER_ATTEMPT" = 2 ]'
+retry_max_retries = 1
+retry_backoff_seconds = 600
+"#,
+    );
+    let mut bg = Background::apply(&t);
+    let (code, took) = bg.wait_exit(Duration::from_secs(120));
+    assert_eq!(code, Some(1));
+    assert!(
+        took < Duration::from_secs(60),
+        "did not wait out the 600 s backoff: {took:?}"
+    );
+    let ev = bg.rest();
+    let b = of(&ev, "spec_finished", Some("b"));
+    assert_eq!(b[0]["status"], "failed");
+    assert!(
+        b[0]["reason"].as_str().unwrap().contains("fail_fast"),
+        "{}",
+        b[0]
+    );
+    assert_eq!(of(&ev, "attempt_started", Some("b")).len(), 1);
+}
+
+#[test]
+fn ctrl_c_stops_a_retry_that_was_due_but_waiting_for_a_slot() {
+    let t = Test::with_pipeline(
+        r#"
+jobs = 1
+retry_max_retries = 2
+terminate_grace_seconds = 2
+[specs.a-flaky]
+command = "exit 1"
+retry_backoff_seconds = 0.2
+[specs.b-long]
+command = "sleep 60"
+"#,
+    );
+    let mut bg = Background::apply(&t);
+    bg.wait_for(Duration::from_secs(30), |e| {
+        e["event"] == "attempt_started" && e["spec"] == "b-long"
+    });
+    // a-flaky's 0.2 s backoff ends while b-long holds the only slot.
+    std::thread::sleep(Duration::from_millis(800));
+    bg.signal(Signal::INT);
+    let (code, _) = bg.wait_exit(Duration::from_secs(30));
+    assert_eq!(code, Some(130));
+    let ev = bg.rest();
+    let a = of(&ev, "spec_finished", Some("a-flaky"));
+    assert_eq!(a.len(), 1, "every spec that ran is concluded: {ev:#?}");
+    assert_eq!(a[0]["status"], "stopped");
+    assert_eq!(
+        of(&ev, "spec_finished", Some("b-long"))[0]["status"],
+        "stopped"
+    );
+    let state: Value = serde_json::from_str(&t.read(".spec-runner/state.json")).unwrap();
+    assert_eq!(state["specs"]["a-flaky"]["status"], "stopped");
+}
+
+#[test]
+fn a_long_chain_behind_a_failed_spec_is_skipped_without_deep_recursion() {
+    use std::fmt::Write;
+    let mut toml = String::from("retry_max_retries = 0\n[specs.s00000]\ncommand = \"exit 1\"\n");
+    for i in 1..20_000 {
+        let _ = write!(
+            toml,
+            "[specs.s{i:05}]\ncommand = \"true\"\ndepends_on = [\"s{:05}\"]\n",
+            i - 1
+        );
+    }
+    let t = Test::with_pipeline(&toml);
+    let run = run_in(&t, &["apply", "--format", "json"]);
+    run.code(1);
+    let ev = events(&run.stdout);
+    assert_eq!(of(&ev, "spec_finished", None).len(), 20_000);
+    assert_eq!(ev.last().unwrap()["skipped"], 19_999);
+}
