@@ -35,11 +35,20 @@ pub fn status(p: &Pipeline, json: bool) -> u8 {
     };
     let holder = store::holder(&p.run.state_dir).ok().flatten();
     if json {
-        let mut v = serde_json::to_value(&state).unwrap_or_default();
+        // No run yet: an empty state, so that readers always get the same shape.
+        let mut v = match &state {
+            Some(s) => serde_json::to_value(s).unwrap_or_default(),
+            None => {
+                serde_json::json!({ "version": crate::state::model::STATE_VERSION, "specs": {} })
+            }
+        };
         if let Some(obj) = v.as_object_mut() {
             obj.insert("running_pid".into(), serde_json::json!(holder));
         }
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        let mut text = serde_json::to_string_pretty(&v).unwrap_or_default();
+        text.push('\n');
+        // `| head` closing the pipe is not an error.
+        let _ = std::io::stdout().lock().write_all(text.as_bytes());
         return exit::SUCCESS;
     }
     let mut out = String::new();

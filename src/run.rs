@@ -401,6 +401,7 @@ fn execute(p: &Pipeline, req: RunRequest, out: &OutputArgs, color: bool) -> u8 {
             return exit::USAGE;
         }
     };
+    store::remove_stale_temp_files(dir);
     let loaded = match store::load(dir) {
         Ok(l) => l,
         Err(e) => {
@@ -412,6 +413,15 @@ fn execute(p: &Pipeline, req: RunRequest, out: &OutputArgs, color: bool) -> u8 {
         eprintln!("warning: {w}");
     }
     let plan = resume::plan(p, &req.requested, loaded.state.as_ref(), req.mode);
+    // Listen before the clean-up below: a Ctrl-C during it must not kill the runner
+    // outright; the run then stops as soon as it starts.
+    let signals = match crate::runner::signal::SignalListener::start() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: cannot listen for signals: {e}");
+            return exit::USAGE;
+        }
+    };
     end_abandoned(p, &plan, loaded.state.as_ref());
 
     let run_id = new_run_id();
@@ -423,13 +433,6 @@ fn execute(p: &Pipeline, req: RunRequest, out: &OutputArgs, color: bool) -> u8 {
                 "error: cannot write the state file in `{}`: {e}",
                 dir.display()
             );
-            return exit::USAGE;
-        }
-    };
-    let signals = match crate::runner::signal::SignalListener::start() {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: cannot listen for signals: {e}");
             return exit::USAGE;
         }
     };
@@ -462,7 +465,9 @@ fn execute(p: &Pipeline, req: RunRequest, out: &OutputArgs, color: bool) -> u8 {
             let use_bars = match out.progress {
                 // Quiet means lines: only failures and the summary.
                 Progress::Auto => !out.quiet && std::io::stderr().is_terminal(),
-                Progress::Bar => true,
+                // Bars cannot be drawn off a terminal (indicatif hides them, and with
+                // them the failure reports): plain lines say the same there.
+                Progress::Bar => std::io::stderr().is_terminal(),
                 Progress::Plain | Progress::None => false,
             };
             if use_bars {

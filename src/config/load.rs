@@ -624,6 +624,14 @@ fn env_layer(env: &[(String, String)], specs: Option<&Dict>, problems: &mut Vec<
             Some(s) => format!("specs.{s}.{key}"),
             None => key.clone(),
         };
+        if key == "on_exhausted" {
+            problems.push(Problem::new(
+                source,
+                &path,
+                "`on_exhausted` is a command: commands come only from the pipeline file, never from variables".into(),
+            ));
+            continue;
+        }
         if key == "specs" || SPEC_KEYS.contains(&key.as_str()) {
             problems.push(Problem::new(
                 source,

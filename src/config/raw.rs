@@ -273,8 +273,8 @@ policy_struct! {
 policy_struct! {
     /// Run-wide keys: global only (not inside `[specs.NAME]`).
     pub struct RawRunPolicy {
-        /// Specs running at once; at least 1. Default: the number of CPUs.
-        #[schemars(range(min = 1))]
+        /// Specs running at once; 1 to 1024. Default: the number of CPUs.
+        #[schemars(range(min = 1, max = 1024))]
         jobs: u32,
         /// Stop starting new specs after the first spec fails for good. Default false.
         fail_fast: bool,

@@ -112,6 +112,24 @@ pub fn validate(layers: &Layers) -> Result<Pipeline, Vec<Problem>> {
         ));
     }
 
+    // A command runs with the user's rights: it comes only from the committed pipeline
+    // file, never from a policy file or a variable (those are rejected in `load`).
+    if let Some(json) = layers
+        .layers
+        .iter()
+        .find(|l| l.kind == LayerKind::ConfigJson)
+        && json.dict.contains_key("on_exhausted")
+    {
+        cx.problems.push(Problem::new(
+            super::diag::Source::File {
+                path: json.display.clone(),
+                location: None,
+            },
+            "on_exhausted",
+            "`on_exhausted` is a command: commands come only from the pipeline file".into(),
+        ));
+    }
+
     check_policy(&mut cx, &global, &[]);
 
     let mut raw_specs: Vec<(String, RawSpecParts)> = Vec::new();
@@ -604,12 +622,20 @@ pub fn valid_spec_name(name: &str) -> bool {
 }
 
 /// Range checks of the run-wide values.
+/// More specs at once than any machine runs usefully; each costs a few threads.
+pub const MAX_JOBS: u32 = 1024;
+
 fn check_run(cx: &mut Ctx, raw: &RawRunPolicy) {
-    if raw.jobs == Some(0) {
-        cx.problem(
+    match raw.jobs {
+        Some(0) => cx.problem(
             &path(&["jobs"]),
             "0 is out of range: expected at least 1".into(),
-        );
+        ),
+        Some(n) if n > MAX_JOBS => cx.problem(
+            &path(&["jobs"]),
+            format!("{n} is out of range: expected at most {MAX_JOBS}"),
+        ),
+        _ => {}
     }
 }
 
@@ -677,6 +703,19 @@ fn check_policy(cx: &mut Ctx, raw: &RawPolicy, base: &[PathSeg]) {
             &at("retry_backoff_multiplier"),
             format!("{m} is out of range: expected a number ≥ 1"),
         );
+    }
+    // A zero limit would end every attempt at once: surely a mistake for "no limit",
+    // which is written by leaving the key out.
+    for (key, value) in [
+        ("timeout_seconds", raw.timeout_seconds),
+        ("activity_timeout_seconds", raw.activity_timeout_seconds),
+    ] {
+        if value.is_some_and(|s| s.0 == 0.0) {
+            cx.problem(
+                &at(key),
+                "0 would end every attempt at once: expected a duration > 0 (leave the key out for no limit)".into(),
+            );
+        }
     }
     let empty = match &raw.on_exhausted {
         Some(RawCommand::Shell(s)) => s.trim().is_empty(),

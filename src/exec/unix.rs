@@ -40,7 +40,14 @@ pub(crate) fn signal_group(pgid: u32, sig: Signal) -> io::Result<bool> {
         ));
     };
     match rustix::process::kill_process_group(pgid, sig) {
-        Ok(()) => Ok(true),
+        Ok(()) => {
+            // A stopped process (SIGTTIN from reading the terminal in the background)
+            // keeps SIGTERM pending: wake it so that it can end gracefully.
+            if sig == Signal::TERM {
+                let _ = rustix::process::kill_process_group(pgid, Signal::CONT);
+            }
+            Ok(true)
+        }
         Err(Errno::SRCH) => Ok(false),
         Err(e) => Err(e.into()),
     }

