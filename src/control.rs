@@ -129,12 +129,11 @@ pub fn status(p: &Pipeline, json: bool) -> u8 {
 }
 
 /// `stop`: SIGTERM to the runner holding the lock, then wait until it has let go.
-pub fn stop(p: &Pipeline) -> u8 {
-    let dir = &p.run.state_dir;
+pub fn stop(dir: &std::path::Path, pipeline_file: &std::path::Path) -> u8 {
     let pid = match store::holder(dir) {
         Ok(Some(pid)) => pid,
         Ok(None) => {
-            eprintln!("no apply is running for {}", p.file.display());
+            eprintln!("no apply is running for {}", pipeline_file.display());
             return exit::SUCCESS;
         }
         Err(e) => {

@@ -91,8 +91,25 @@ fn dispatch(cli: Cli) -> u8 {
             Err(code) => code,
         },
         Command::Stop => match load(g, &OverrideArgs::default()) {
-            Ok(p) => crate::control::stop(&p),
-            Err(code) => code,
+            Ok(p) => crate::control::stop(&p.run.state_dir, &p.file),
+            // A pipeline file edited into an invalid state while it runs must not make
+            // the run unstoppable: try the default state folder next to the file.
+            Err(code) => {
+                let file = pipeline_path(g);
+                let dir = file
+                    .parent()
+                    .map(|d| d.join(crate::config::validate::defaults::STATE_DIR));
+                match dir {
+                    Some(dir) if dir.join(crate::state::store::LOCK_FILE).exists() => {
+                        eprintln!(
+                            "note: the pipeline does not load; stopping the runner of `{}`",
+                            dir.display()
+                        );
+                        crate::control::stop(&dir, &file)
+                    }
+                    _ => code,
+                }
+            }
         },
         Command::Logs { spec, attempt } => match load(g, &OverrideArgs::default()) {
             Ok(p) => crate::control::logs(&p, spec, *attempt),

@@ -208,7 +208,10 @@ impl<W: Write> EventSink for PlainReporter<W> {
     fn event(&mut self, event: &Event) {
         if let Some(l) = line(event, self.look) {
             let ts = event.ts.format("%Y-%m-%dT%H:%M:%SZ").to_string();
-            let _ = writeln!(self.out, "{} {l}", paint(self.look, Tone::Dim, &ts));
+            // One write per event: stderr is unbuffered, and `writeln!` would make one
+            // system call per piece.
+            let text = format!("{} {l}\n", paint(self.look, Tone::Dim, &ts));
+            let _ = self.out.write_all(text.as_bytes());
             let _ = self.out.flush();
         }
     }

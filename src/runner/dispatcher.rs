@@ -167,7 +167,7 @@ impl<'p> Dispatcher<'p> {
             up_to_date: self.up_to_date,
             jobs,
         }));
-        let flushed = self
+        let mut flushed = self
             .state
             .as_ref()
             .map_or_else(crossbeam_channel::never, |s| s.flushed.clone());
@@ -222,7 +222,16 @@ impl<'p> Dispatcher<'p> {
                     }
                     Err(_) => break,
                 },
-                recv(flushed) -> _ => self.release_flushed(),
+                recv(flushed) -> msg => {
+                    if msg.is_err() {
+                        // The state writer is gone (it cannot have ended normally while
+                        // the run lives): stop waiting for the disk rather than spin.
+                        flushed = crossbeam_channel::never();
+                        self.state = None;
+                        self.ready.extend(self.awaiting_flush.drain(..));
+                    }
+                    self.release_flushed();
+                }
                 recv(signals) -> sig => {
                     if let Ok(sig) = sig {
                         self.on_signal(sig, sink);

@@ -109,7 +109,37 @@ impl Pool {
                     .name(format!("worker-{n}"))
                     .spawn(move || {
                         for job in jobs {
-                            run_job(job, &results);
+                            let (spec, attempt, kind) = (job.spec, job.attempt, job.kind);
+                            let log = job.log_dir.clone();
+                            // A bug must not leave the dispatcher waiting forever for
+                            // this job: report it as a failed attempt and go on.
+                            let run = std::panic::AssertUnwindSafe(|| run_job(job, &results));
+                            if std::panic::catch_unwind(run).is_err() {
+                                let end = AttemptEnd {
+                                    cause: EndCause::SpawnFailed(
+                                        "internal error: the worker running it panicked".into(),
+                                    ),
+                                    exit_code: None,
+                                    signal: None,
+                                    duration: Duration::ZERO,
+                                    tail: Vec::new(),
+                                };
+                                let _ = results.send(match kind {
+                                    JobKind::Attempt => JobResult::Finished {
+                                        spec,
+                                        attempt,
+                                        log,
+                                        log_number: 0,
+                                        end,
+                                    },
+                                    _ => JobResult::HookFinished {
+                                        spec,
+                                        kind,
+                                        log,
+                                        end,
+                                    },
+                                });
+                            }
                         }
                     })
                     .expect("spawning a worker thread")
