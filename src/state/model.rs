@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 use crate::config::policy::{CommandLine, Pipeline, Spec};
 use crate::runner::Status;
 
+/// Attempts kept per spec in the state file (the oldest go first; their logs stay).
+pub const MAX_ATTEMPT_HISTORY: usize = 100;
+
 /// The version this build writes and reads.
 pub const STATE_VERSION: u32 = 1;
 
@@ -45,7 +48,7 @@ impl StateFile {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SpecState {
     pub status: Status,
-    /// Every attempt ever made, oldest first.
+    /// The latest attempts (at most `MAX_ATTEMPT_HISTORY`), oldest first.
     #[serde(default)]
     pub attempts: Vec<AttemptRecord>,
     /// Retries in the current cycle (a manual restart or a changed definition resets it).

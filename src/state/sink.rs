@@ -166,6 +166,12 @@ impl StateSink {
                         pgid: st.pgid,
                         start_time: st.start_time,
                     });
+                    // Bounded history: a spec retried every night for months must not
+                    // make every state write carry all of it.
+                    if s.attempts.len() >= super::model::MAX_ATTEMPT_HISTORY {
+                        let excess = s.attempts.len() + 1 - super::model::MAX_ATTEMPT_HISTORY;
+                        s.attempts.drain(..excess);
+                    }
                     s.attempts.push(AttemptRecord {
                         number: *log_number,
                         attempt: *attempt,

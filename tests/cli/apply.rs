@@ -267,10 +267,7 @@ command = 'trap "echo got TERM; exit 0" TERM; echo $$ > pid; while :; do sleep 0
     let mut bg = Background::apply(&t);
     bg.wait_for(Duration::from_secs(30), |e| e["event"] == "attempt_started");
     // The pid file is written by the spec itself: wait for it so the trap is set.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while read_pids(&dir.join("pid")).is_empty() && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_pid(&dir.join("pid"));
     bg.signal(Signal::TERM);
     let (code, _) = bg.wait_exit(Duration::from_secs(30));
     assert_eq!(code, Some(130));
@@ -299,10 +296,7 @@ command = 'trap "" TERM; echo $$ > pid; while :; do sleep 0.1; done'
     let dir = t.path().to_path_buf();
     let mut bg = Background::apply(&t);
     bg.wait_for(Duration::from_secs(30), |e| e["event"] == "attempt_started");
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while read_pids(&dir.join("pid")).is_empty() && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_pid(&dir.join("pid"));
     bg.signal(Signal::INT);
     std::thread::sleep(Duration::from_millis(200));
     bg.signal(Signal::INT);

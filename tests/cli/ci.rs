@@ -551,10 +551,7 @@ command = "exit 1"
     let pidfile = t.path().join("hookpid");
     let mut bg = Background::apply(&t);
     bg.wait_for(Duration::from_secs(30), |e| e["event"] == "spec_finished");
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while read_pids(&pidfile).is_empty() && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_pid(&pidfile);
     let pids = read_pids(&pidfile);
     assert_eq!(pids.len(), 1, "the hook started");
     bg.signal(Signal::INT);

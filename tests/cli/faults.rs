@@ -60,22 +60,6 @@ fn reason(e: &Value) -> &str {
     e["reason"].as_str().unwrap_or_default()
 }
 
-/// Waits until `path` holds a pid (fixtures write it atomically).
-fn wait_pid(path: &Path) -> u32 {
-    let deadline = Instant::now() + BOUND;
-    loop {
-        if let Some(&pid) = read_pids(path).first() {
-            return pid;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} never appeared",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn mode(path: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path)

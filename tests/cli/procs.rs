@@ -35,6 +35,22 @@ pub fn wait_gone(pids: &[u32], within: Duration) -> Vec<u32> {
     }
 }
 
+/// Waits (generously) until a fixture has written a pid to `path`; returns the first.
+pub fn wait_pid(path: &std::path::Path) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(&pid) = read_pids(path).first() {
+            return pid;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Reads whitespace-separated pids from a file the fixture wrote.
 pub fn read_pids(path: &std::path::Path) -> Vec<u32> {
     std::fs::read_to_string(path)
