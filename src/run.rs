@@ -510,6 +510,7 @@ fn execute(p: &Pipeline, req: RunRequest, out: &OutputArgs, color: bool) -> u8 {
         next_log: plan.next_log.clone(),
         up_to_date: plan.up_to_date.iter().filter(|u| **u).count(),
         state: Some(handle),
+        backend: std::sync::Arc::new(crate::runner::backend::Local),
     };
     let code = {
         let mut fan = crate::report::Fanout(sinks);

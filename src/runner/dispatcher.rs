@@ -45,6 +45,8 @@ pub struct RunOptions {
     pub up_to_date: usize,
     /// The state sink's handle: a retry starts only once its state is on disk.
     pub state: Option<StateHandle>,
+    /// What runs the attempts.
+    pub backend: std::sync::Arc<dyn super::backend::Backend>,
 }
 
 #[derive(Debug)]
@@ -94,6 +96,7 @@ struct Dispatcher<'p> {
     up_to_date: usize,
     /// Whether a reporter draws live output lines (only bars do).
     live_output: bool,
+    backend: std::sync::Arc<dyn super::backend::Backend>,
     /// Per spec: the state version its scheduled retry must see on disk first.
     needs_version: Vec<u64>,
     /// Retries whose backoff is over, waiting for their state to reach the disk.
@@ -149,6 +152,7 @@ impl<'p> Dispatcher<'p> {
             state: opts.state,
             up_to_date: opts.up_to_date,
             live_output: false,
+            backend: opts.backend,
             needs_version: vec![0; n],
             awaiting_flush: Vec::new(),
             hooks_due: Vec::new(),
@@ -172,7 +176,7 @@ impl<'p> Dispatcher<'p> {
             .as_ref()
             .map_or_else(crossbeam_channel::never, |s| s.flushed.clone());
         self.live_output = sink.tick_interval().is_some();
-        let pool = Pool::start(jobs.min(selected_count.max(1)));
+        let pool = Pool::start(jobs.min(selected_count.max(1)), self.backend.clone());
         let results = pool.results().clone();
         loop {
             self.fire_timers(sink);

@@ -13,9 +13,7 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::config::policy::CommandLine;
-use crate::exec::{
-    self, AttemptEnd, AttemptSpec, Control, EndCause, LiveOutput, SharedLive, Started,
-};
+use crate::exec::{AttemptEnd, AttemptSpec, Control, EndCause, LiveOutput, SharedLive, Started};
 
 /// What a job is: a spec's attempt, or a hook run because of one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,13 +96,14 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub fn start(threads: usize) -> Pool {
+    pub fn start(threads: usize, backend: std::sync::Arc<dyn super::backend::Backend>) -> Pool {
         let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded::<Job>();
         let (results_tx, results) = crossbeam_channel::unbounded();
         let workers = (0..threads)
             .map(|n| {
                 let jobs = jobs_rx.clone();
                 let results = results_tx.clone();
+                let backend = backend.clone();
                 std::thread::Builder::new()
                     .name(format!("worker-{n}"))
                     .spawn(move || {
@@ -113,7 +112,8 @@ impl Pool {
                             let log = job.log_dir.clone();
                             // A bug must not leave the dispatcher waiting forever for
                             // this job: report it as a failed attempt and go on.
-                            let run = std::panic::AssertUnwindSafe(|| run_job(job, &results));
+                            let run =
+                                std::panic::AssertUnwindSafe(|| run_job(job, &*backend, &results));
                             if std::panic::catch_unwind(run).is_err() {
                                 let end = AttemptEnd {
                                     cause: EndCause::SpawnFailed(
@@ -173,7 +173,7 @@ impl Drop for Pool {
     }
 }
 
-fn run_job(job: Job, results: &Sender<JobResult>) {
+fn run_job(job: Job, backend: &dyn super::backend::Backend, results: &Sender<JobResult>) {
     let live: SharedLive = Arc::new(LiveOutput::default());
     let mut n = job.first_log_number.max(1);
     // Private (0700), like the state folder: logs may hold secrets.
@@ -228,7 +228,7 @@ fn run_job(job: Job, results: &Sender<JobResult>) {
             };
             let mut announced = false;
             let shown = job.live.then_some(&live);
-            let end = exec::run_attempt(&spec, &job.control, shown, |started| {
+            let end = backend.run_attempt(&spec, &job.control, shown, &mut |started| {
                 announced = true;
                 announce(Some(started), shown.cloned());
             });
