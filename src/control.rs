@@ -179,13 +179,7 @@ fn log_numbers(dir: &PathBuf) -> Vec<u32> {
 /// `logs SPEC [--attempt N]`: the log's bytes, as written.
 pub fn logs(p: &Pipeline, name: &str, attempt: Option<u32>) -> u8 {
     let Some(i) = p.index_of(name) else {
-        let hint = crate::config::diag::did_you_mean(name, p.specs.iter().map(|s| s.name.as_str()))
-            .map(|s| format!("; did you mean `{s}`?"))
-            .unwrap_or_default();
-        eprintln!(
-            "error: no spec named `{name}` in {}{hint}",
-            p.file.display()
-        );
+        eprintln!("error: {}", p.no_such_spec(name));
         return exit::USAGE;
     };
     let dir = p.specs[i].policy.retry_log_dir.join(name);

@@ -325,16 +325,7 @@ fn select(p: &Pipeline, names: &[String]) -> Result<Vec<bool>, String> {
     for name in names {
         match p.index_of(name) {
             Some(i) => stack.push(i),
-            None => {
-                let hint =
-                    config::diag::did_you_mean(name, p.specs.iter().map(|s| s.name.as_str()))
-                        .map(|s| format!("; did you mean `{s}`?"))
-                        .unwrap_or_default();
-                return Err(format!(
-                    "no spec named `{name}` in {}{hint}",
-                    p.file.display()
-                ));
-            }
+            None => return Err(p.no_such_spec(name)),
         }
     }
     while let Some(i) = stack.pop() {
@@ -374,14 +365,7 @@ fn restart(p: &Pipeline, names: &[String], out: &OutputArgs, color: bool) -> u8 
         match p.index_of(name) {
             Some(i) => requested[i] = true,
             None => {
-                let hint =
-                    config::diag::did_you_mean(name, p.specs.iter().map(|s| s.name.as_str()))
-                        .map(|s| format!("; did you mean `{s}`?"))
-                        .unwrap_or_default();
-                eprintln!(
-                    "error: no spec named `{name}` in {}{hint}",
-                    p.file.display()
-                );
+                eprintln!("error: {}", p.no_such_spec(name));
                 return exit::USAGE;
             }
         }

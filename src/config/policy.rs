@@ -112,6 +112,14 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
+    /// "no spec named `x` in FILE; did you mean `y`?"
+    pub fn no_such_spec(&self, name: &str) -> String {
+        let hint = super::diag::did_you_mean(name, self.specs.iter().map(|s| s.name.as_str()))
+            .map(|s| format!("; did you mean `{s}`?"))
+            .unwrap_or_default();
+        format!("no spec named `{name}` in {}{hint}", self.file.display())
+    }
+
     /// The index of the spec called `name`.
     pub fn index_of(&self, name: &str) -> Option<usize> {
         self.specs
