@@ -84,7 +84,7 @@ pub fn commands(
                     );
                     let from = log
                         .as_ref()
-                        .map(|l| format!(", {}", l.display()))
+                        .map(|l| format!(", {}", crate::report::shown(l)))
                         .unwrap_or_default();
                     s.push_str(&format!(
                         "::group::{}\n::stop-commands::{token}\n",
@@ -118,7 +118,7 @@ pub fn commands(
         } => Some(format!(
             "::warning title={}::{}\n",
             escape_property(&format!("{hook} of spec `{spec}` failed")),
-            escape_data(&format!("{r}; log {}", log.display()))
+            escape_data(&format!("{r}; log {}", crate::report::shown(log)))
         )),
         _ => None,
     }

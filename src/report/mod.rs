@@ -89,6 +89,16 @@ fn printable(line: &str) -> String {
     out
 }
 
+/// A path as a person at this shell would type it: relative to the current directory
+/// when inside it (`.spec-runner/logs/a/task_1.log`), absolute otherwise.
+pub fn shown(path: &std::path::Path) -> String {
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| path.strip_prefix(cwd).ok().map(|p| p.display().to_string()))
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| path.display().to_string())
+}
+
 /// `1.5s`, `2m03s`, `1h02m`.
 pub fn human_duration(d: std::time::Duration) -> String {
     let s = d.as_secs_f64();

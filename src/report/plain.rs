@@ -97,7 +97,7 @@ pub fn line(event: &Event, look: Look) -> Option<String> {
             format!(
                 "{spec}: {}, log {}",
                 paint(look, Tone::Busy, &state),
-                log.display()
+                crate::report::shown(log)
             )
         }
         EventKind::AttemptFinished {
@@ -163,7 +163,7 @@ pub fn line(event: &Event, look: Look) -> Option<String> {
                     s.push_str(&format!("\n    {} {l}", paint(look, Tone::Dim, "|")));
                 }
                 if let Some(log) = log {
-                    s.push_str(&format!("\n    log: {}", log.display()));
+                    s.push_str(&format!("\n    log: {}", crate::report::shown(log)));
                 }
             }
             s
@@ -180,12 +180,12 @@ pub fn line(event: &Event, look: Look) -> Option<String> {
             None => format!(
                 "{spec}: {hook} ran in {}, log {}",
                 human_duration(*duration),
-                log.display()
+                crate::report::shown(log)
             ),
             Some(r) => format!(
                 "{spec}: {hook} {}: {r}, log {}",
                 paint(look, Tone::Bad, "FAILED"),
-                log.display()
+                crate::report::shown(log)
             ),
         },
         EventKind::RunFinished { exit_code, .. } => {
