@@ -556,16 +556,20 @@ fn write_junit(report: &crate::report::junit::JunitReport, path: &Path, code: u8
 /// process that escaped its group without being re-parented to us, or a platform
 /// without child subreaper).
 fn end_leftovers(p: &Pipeline, run_id: &str) {
-    let grace = p
-        .specs
-        .iter()
-        .map(|s| s.policy.terminate_grace)
-        .max()
-        .unwrap_or_default();
-    let n = crate::exec::end_processes_of_run(run_id, grace);
+    let n = crate::exec::end_processes_of_run(run_id, longest_grace(p));
     if n > 0 {
         eprintln!("warning: ended {n} process(es) of this run left running after their attempts");
     }
+}
+
+/// The longest `terminate_grace_seconds` of any spec: what a sweep of a whole run's
+/// processes grants them.
+fn longest_grace(p: &Pipeline) -> std::time::Duration {
+    p.specs
+        .iter()
+        .map(|s| s.policy.terminate_grace)
+        .max()
+        .unwrap_or_default()
 }
 
 /// Ends the process groups a killed runner left running (matching pid and start time,
@@ -595,13 +599,7 @@ fn end_abandoned(
     // hooks alike) may still be running.
     let interrupted = prev.finished_at.is_none();
     if interrupted {
-        let grace = p
-            .specs
-            .iter()
-            .map(|s| s.policy.terminate_grace)
-            .max()
-            .unwrap_or_default();
-        let n = crate::exec::end_processes_of_run(&prev.run_id, grace);
+        let n = crate::exec::end_processes_of_run(&prev.run_id, longest_grace(p));
         if n > 0 {
             eprintln!(
                 "warning: ended {n} process(es) left running by run {} of a runner that was killed",

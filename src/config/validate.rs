@@ -95,39 +95,35 @@ pub fn validate(layers: &Layers) -> Result<Pipeline, Vec<Problem>> {
         cx.key_problem(&at, format!("unknown key{hint}"));
     }
 
+    // config.json holds policy defaults only: no specs, and no command (a command runs
+    // with the user's rights, so it comes only from the committed pipeline file;
+    // variables that try are rejected in `load`).
     if let Some(json) = layers
         .layers
         .iter()
         .find(|l| l.kind == LayerKind::ConfigJson)
-        && json.dict.contains_key("specs")
     {
-        cx.problems.push(Problem::new(
-            super::diag::Source::File {
-                path: json.display.clone(),
-                location: None,
-            },
-            "specs",
-            "specs are declared only in the pipeline file; config.json holds policy defaults"
-                .into(),
-        ));
-    }
-
-    // A command runs with the user's rights: it comes only from the committed pipeline
-    // file, never from a policy file or a variable (those are rejected in `load`).
-    if let Some(json) = layers
-        .layers
-        .iter()
-        .find(|l| l.kind == LayerKind::ConfigJson)
-        && json.dict.contains_key("on_exhausted")
-    {
-        cx.problems.push(Problem::new(
-            super::diag::Source::File {
-                path: json.display.clone(),
-                location: None,
-            },
-            "on_exhausted",
-            "`on_exhausted` is a command: commands come only from the pipeline file".into(),
-        ));
+        for (key, why) in [
+            (
+                "specs",
+                "specs are declared only in the pipeline file; config.json holds policy defaults",
+            ),
+            (
+                "on_exhausted",
+                "`on_exhausted` is a command: commands come only from the pipeline file",
+            ),
+        ] {
+            if json.dict.contains_key(key) {
+                cx.problems.push(Problem::new(
+                    super::diag::Source::File {
+                        path: json.display.clone(),
+                        location: None,
+                    },
+                    key,
+                    why.into(),
+                ));
+            }
+        }
     }
 
     check_policy(&mut cx, &global, &[]);
