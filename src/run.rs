@@ -491,6 +491,8 @@ fn execute(p: &Pipeline, req: RunRequest, out: &OutputArgs, color: bool) -> u8 {
         run_id: run_id.clone(),
         selected: plan.to_run.clone(),
         initial_retries: plan.initial_retries.clone(),
+        cycle_age: plan.cycle_age.clone(),
+        previous_delay: plan.previous_delay.clone(),
         next_log: plan.next_log.clone(),
         up_to_date: plan.up_to_date.iter().filter(|u| **u).count(),
         state: Some(handle),

@@ -39,6 +39,10 @@ pub struct RunOptions {
     pub selected: Vec<bool>,
     /// Where each spec's retry count starts (carried over from saved state).
     pub initial_retries: Vec<u32>,
+    /// How long ago a continued cycle's first attempt started (from saved state).
+    pub cycle_age: Vec<Option<Duration>>,
+    /// The delay before a continued cycle's last retry (from saved state).
+    pub previous_delay: Vec<Option<Duration>>,
     /// The next log number of each spec (1 for a spec never run).
     pub next_log: Vec<u32>,
     /// Requested specs not run because they already succeeded unchanged.
@@ -123,8 +127,13 @@ impl<'p> Dispatcher<'p> {
                 attempts: 0,
                 retry_count: opts.initial_retries.get(i).copied().unwrap_or(0),
                 deps_left: s.depends_on.iter().filter(|&&d| opts.selected[d]).count(),
-                first_start: None,
-                previous_delay: None,
+                first_start: opts
+                    .cycle_age
+                    .get(i)
+                    .copied()
+                    .flatten()
+                    .map(|age| Instant::now().checked_sub(age).unwrap_or_else(Instant::now)),
+                previous_delay: opts.previous_delay.get(i).copied().flatten(),
                 control: None,
                 next_log: opts.next_log.get(i).copied().unwrap_or(1).max(1),
                 last_log: None,

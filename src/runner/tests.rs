@@ -157,6 +157,8 @@ fn run(toml: &str, interrupt_on: Option<Trigger>) -> Outcome {
             run_id: "test".into(),
             selected: vec![true; n],
             initial_retries: vec![0; n],
+            cycle_age: vec![None; n],
+            previous_delay: vec![None; n],
             next_log: vec![1; n],
             up_to_date: 0,
             state: None,

@@ -55,6 +55,9 @@ pub struct SpecState {
     pub retry_count: u32,
     pub max_retries: u32,
     pub last_retry_at: Option<DateTime<Utc>>,
+    /// The delay before the last scheduled retry, for decorrelated jitter on resume.
+    #[serde(default)]
+    pub last_delay_ms: Option<u64>,
     /// Why the spec ended as it did (failed, skipped, stopped).
     #[serde(default)]
     pub reason: Option<String>,
@@ -73,6 +76,7 @@ impl SpecState {
             retry_count: 0,
             max_retries,
             last_retry_at: None,
+            last_delay_ms: None,
             reason: None,
             definition_hash,
             running: None,

@@ -16,6 +16,12 @@ pub struct ResumePlan {
     pub up_to_date: Vec<bool>,
     /// Retry count each spec starts from.
     pub initial_retries: Vec<u32>,
+    /// For a spec that continues an interrupted cycle: how long ago its first attempt
+    /// started (`retry_max_total_seconds` counts from there, across runs).
+    pub cycle_age: Vec<Option<std::time::Duration>>,
+    /// For a spec that continues a cycle: the delay before its last retry
+    /// (decorrelated jitter grows from it).
+    pub previous_delay: Vec<Option<std::time::Duration>>,
     /// The next log number of each spec.
     pub next_log: Vec<u32>,
     /// Processes recorded as running: a killed runner left them.
@@ -44,6 +50,8 @@ pub fn plan(
         to_run: vec![false; n],
         up_to_date: vec![false; n],
         initial_retries: vec![0; n],
+        cycle_age: vec![None; n],
+        previous_delay: vec![None; n],
         next_log: vec![1; n],
         abandoned: Vec::new(),
     };
@@ -75,6 +83,16 @@ pub fn plan(
                     // (A count beyond a since-lowered limit starts a new cycle rather
                     // than an attempt "4 of 2".)
                     plan.initial_retries[i] = s.retry_count;
+                    let first = s.attempts.iter().rev().find(|a| a.attempt == 1);
+                    plan.cycle_age[i] = first.map(|a| {
+                        (chrono::Utc::now() - a.started_at)
+                            .to_std()
+                            .unwrap_or_default()
+                    });
+                    if s.retry_count > 0 {
+                        plan.previous_delay[i] =
+                            s.last_delay_ms.map(std::time::Duration::from_millis);
+                    }
                 }
             }
             _ => plan.to_run[i] = true,

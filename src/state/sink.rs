@@ -205,11 +205,14 @@ impl StateSink {
                     }
                 }
             }
-            EventKind::RetryScheduled { spec, retry, .. } => {
+            EventKind::RetryScheduled {
+                spec, retry, delay, ..
+            } => {
                 if let Some(s) = m.specs.get_mut(spec) {
                     s.status = Status::Backoff;
                     s.retry_count = *retry;
                     s.last_retry_at = Some(event.ts);
+                    s.last_delay_ms = Some(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
                 }
                 urgent = true;
             }

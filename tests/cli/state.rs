@@ -387,3 +387,43 @@ fn chaos_kill_the_runner_at_random_moments() {
     let left = wait_gone(&pids, Duration::from_secs(10));
     assert!(left.is_empty(), "spec processes left alive: {left:?}");
 }
+
+/// `retry_max_total_seconds` counts from the cycle's first attempt, even when a killed
+/// runner resumed in between (the window does not restart with the new run).
+#[test]
+fn the_total_retry_window_survives_a_killed_runner() {
+    let t = Test::with_pipeline(
+        r#"
+retry_max_retries = 5
+retry_backoff_seconds = 1
+retry_backoff_multiplier = 1
+retry_max_total_seconds = 1.5
+[specs.s]
+command = "exit 1"
+"#,
+    );
+    let mut bg = Background::apply(&t);
+    bg.wait_for(Duration::from_secs(30), |e| e["event"] == "retry_scheduled");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while state(&t)["specs"]["s"]["retry_count"] != 1 {
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bg.signal(Signal::KILL);
+    bg.wait_exit(Duration::from_secs(10));
+    // Let the window pass: the cycle started more than 1.5 s ago when it resumes.
+    std::thread::sleep(Duration::from_secs(2));
+    let run = run_in(&t, &["apply", "--format", "json"]);
+    run.code(1);
+    let ev = events(&run.stdout);
+    assert!(of(&ev, "retry_scheduled", None).is_empty(), "{ev:#?}");
+    let fin = of(&ev, "spec_finished", Some("s"));
+    assert!(
+        fin[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("retry_max_total_seconds"),
+        "{}",
+        fin[0]
+    );
+}
