@@ -2,7 +2,7 @@
 //! They read the state file (always whole: it is replaced atomically) and never write it.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::config::Pipeline;
 use crate::exit;
@@ -10,8 +10,8 @@ use crate::plan::show_path;
 use crate::state::model::StateFile;
 use crate::state::store::{self, STATE_FILE};
 
-fn read_state(p: &Pipeline) -> Result<Option<StateFile>, String> {
-    let path = p.run.state_dir.join(STATE_FILE);
+fn read_state(state_dir: &Path) -> Result<Option<StateFile>, String> {
+    let path = state_dir.join(STATE_FILE);
     match std::fs::read(&path) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
@@ -24,16 +24,40 @@ fn read_state(p: &Pipeline) -> Result<Option<StateFile>, String> {
     }
 }
 
+/// What `status` shows: the state folder, the folder paths are shown relative to, and
+/// the specs with their retry limits (from the pipeline; or, when it does not load,
+/// from the state itself).
+pub struct StatusView {
+    pub state_dir: PathBuf,
+    pub base: PathBuf,
+    pub specs: Option<Vec<(String, u32)>>,
+}
+
+impl StatusView {
+    pub fn of(p: &Pipeline) -> StatusView {
+        StatusView {
+            state_dir: p.run.state_dir.clone(),
+            base: p.dir.clone(),
+            specs: Some(
+                p.specs
+                    .iter()
+                    .map(|s| (s.name.clone(), s.policy.retry.max_retries))
+                    .collect(),
+            ),
+        }
+    }
+}
+
 /// `status`: a table, or the state as JSON.
-pub fn status(p: &Pipeline, json: bool) -> u8 {
-    let state = match read_state(p) {
+pub fn status(view: &StatusView, json: bool) -> u8 {
+    let state = match read_state(&view.state_dir) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
             return exit::USAGE;
         }
     };
-    let holder = store::holder(&p.run.state_dir).ok().flatten();
+    let holder = store::holder(&view.state_dir).ok().flatten();
     if json {
         // No run yet: an empty state, so that readers always get the same shape.
         let mut v = match &state {
@@ -76,14 +100,21 @@ pub fn status(p: &Pipeline, json: bool) -> u8 {
         .map(String::from)
         .to_vec(),
     ];
-    for spec in &p.specs {
-        let s = state.as_ref().and_then(|st| st.specs.get(&spec.name));
+    let specs: Vec<(String, u32)> = match &view.specs {
+        Some(list) => list.clone(),
+        None => state
+            .iter()
+            .flat_map(|st| st.specs.iter().map(|(n, s)| (n.clone(), s.max_retries)))
+            .collect(),
+    };
+    for (name, max_retries) in &specs {
+        let s = state.as_ref().and_then(|st| st.specs.get(name));
         let row = match s {
             None => vec![
-                spec.name.clone(),
+                name.clone(),
                 "pending".into(),
                 "0".into(),
-                format!("0/{}", spec.policy.retry.max_retries),
+                format!("0/{max_retries}"),
                 "-".into(),
                 "-".into(),
                 "-".into(),
@@ -99,14 +130,14 @@ pub fn status(p: &Pipeline, json: bool) -> u8 {
                     }
                 });
                 vec![
-                    spec.name.clone(),
+                    name.clone(),
                     s.status.as_str().into(),
                     s.attempts.len().to_string(),
                     format!("{}/{}", s.retry_count, s.max_retries),
                     s.last_retry_at
                         .map_or("-".into(), |t| t.format("%Y-%m-%d %H:%M:%SZ").to_string()),
                     exit,
-                    last.map_or("-".into(), |a| show_path(&p.dir, &a.log)),
+                    last.map_or("-".into(), |a| show_path(&view.base, &a.log)),
                 ]
             }
         };

@@ -86,20 +86,39 @@ fn dispatch(cli: Cli) -> u8 {
             Ok(p) => restart(&p, specs, output, color),
             Err(code) => code,
         },
-        Command::Status { format } => match load(g, &OverrideArgs::default()) {
-            Ok(p) => crate::control::status(&p, *format == PlanFormat::Json),
-            Err(code) => code,
-        },
+        Command::Status { format } => {
+            let json = *format == PlanFormat::Json;
+            match load(g, &OverrideArgs::default()) {
+                Ok(p) => crate::control::status(&crate::control::StatusView::of(&p), json),
+                // A pipeline file edited into an invalid state mid-run: show what the
+                // default state folder next to it says.
+                Err(code) => match default_state_dir(g) {
+                    Some(dir) if dir.join(crate::state::store::STATE_FILE).exists() => {
+                        eprintln!(
+                            "note: the pipeline does not load; showing the state in `{}`",
+                            dir.display()
+                        );
+                        let base = dir.parent().map(Path::to_path_buf).unwrap_or_default();
+                        crate::control::status(
+                            &crate::control::StatusView {
+                                state_dir: dir,
+                                base,
+                                specs: None,
+                            },
+                            json,
+                        )
+                    }
+                    _ => code,
+                },
+            }
+        }
         Command::Stop => match load(g, &OverrideArgs::default()) {
             Ok(p) => crate::control::stop(&p.run.state_dir, &p.file),
             // A pipeline file edited into an invalid state while it runs must not make
             // the run unstoppable: try the default state folder next to the file.
             Err(code) => {
                 let file = pipeline_path(g);
-                let dir = file
-                    .parent()
-                    .map(|d| d.join(crate::config::validate::defaults::STATE_DIR));
-                match dir {
+                match default_state_dir(g) {
                     Some(dir) if dir.join(crate::state::store::LOCK_FILE).exists() => {
                         eprintln!(
                             "note: the pipeline does not load; stopping the runner of `{}`",
@@ -215,6 +234,14 @@ fn load(g: &GlobalArgs, o: &OverrideArgs) -> Result<Pipeline, u8> {
             Err(exit::USAGE)
         }
     }
+}
+
+/// `.spec-runner` next to the pipeline file: where the state is unless `state_dir`
+/// says otherwise (used when the pipeline does not load).
+fn default_state_dir(g: &GlobalArgs) -> Option<PathBuf> {
+    pipeline_path(g)
+        .parent()
+        .map(|d| d.join(crate::config::validate::defaults::STATE_DIR))
 }
 
 fn pipeline_path(g: &GlobalArgs) -> PathBuf {

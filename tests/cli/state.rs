@@ -427,3 +427,31 @@ command = "exit 1"
         fin[0]
     );
 }
+
+/// A pipeline file edited into an invalid state (say, mid-run) must not hide the state
+/// or make the run unstoppable.
+#[test]
+fn status_and_stop_work_when_the_pipeline_no_longer_loads() {
+    let t = Test::with_pipeline("[specs.a]\ncommand = \"true\"\n");
+    run_in(&t, &["apply"]).code(0);
+    t.write("spec-runner.toml", "[specs.a\ncommand = \"true\"\n");
+    let status = run_in(&t, &["status"]);
+    status
+        .code(0)
+        .stderr_has("invalid TOML")
+        .stderr_has("does not load");
+    assert!(
+        status
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("a ") && l.contains("succeeded")),
+        "{}",
+        status.stdout
+    );
+    let json = run_in(&t, &["status", "--format", "json"]).code(0).json();
+    assert_eq!(json["specs"]["a"]["status"], "succeeded");
+    run_in(&t, &["stop"])
+        .code(0)
+        .stderr_has("no apply is running");
+    run_in(&t, &["validate"]).code(2);
+}
