@@ -418,5 +418,20 @@ pub fn initial_state(
         }
         file.specs.insert(spec.name.clone(), s);
     }
+    // Specs this pipeline does not name (another pipeline file sharing the folder, or
+    // a spec removed for now) keep their history: nothing is dropped silently.
+    if let Some(prev) = previous {
+        for (name, s) in &prev.specs {
+            if !file.specs.contains_key(name) {
+                let mut s = s.clone();
+                if matches!(s.status, Status::Running | Status::Backoff) {
+                    s.status = Status::Stopped;
+                    s.reason = Some("interrupted: the runner itself stopped".into());
+                }
+                s.running = None;
+                file.specs.insert(name.clone(), s);
+            }
+        }
+    }
     file
 }

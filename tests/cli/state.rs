@@ -455,3 +455,24 @@ fn status_and_stop_work_when_the_pipeline_no_longer_loads() {
         .stderr_has("no apply is running");
     run_in(&t, &["validate"]).code(2);
 }
+
+/// Two pipeline files in one folder share its state folder (one runs at a time): a
+/// run of one keeps the other's history.
+#[test]
+fn another_pipeline_in_the_same_folder_keeps_its_state() {
+    let t = Test::new();
+    t.write("a.toml", "[specs.alpha]\ncommand = \"true\"\n");
+    t.write("b.toml", "[specs.beta]\ncommand = \"true\"\n");
+    run_in(&t, &["-f", "a.toml", "apply"]).code(0);
+    run_in(&t, &["-f", "b.toml", "apply"]).code(0);
+    let st = state(&t);
+    assert_eq!(st["specs"]["alpha"]["status"], "succeeded");
+    assert_eq!(st["specs"]["beta"]["status"], "succeeded");
+    // And alpha is still up to date for its own pipeline.
+    let ev = events(
+        &run_in(&t, &["-f", "a.toml", "apply", "--format", "json"])
+            .code(0)
+            .stdout,
+    );
+    assert!(of(&ev, "attempt_started", None).is_empty());
+}
