@@ -91,7 +91,6 @@ struct Dispatcher<'p> {
     timers: BinaryHeap<Reverse<(Instant, usize)>>,
     running: usize,
     stopping: bool,
-    killed: bool,
     aborted: bool,
     fail_fast_tripped: bool,
     retries_used: u32,
@@ -153,7 +152,6 @@ impl<'p> Dispatcher<'p> {
             timers: BinaryHeap::new(),
             running: 0,
             stopping: false,
-            killed: false,
             aborted: false,
             fail_fast_tripped: false,
             retries_used: 0,
@@ -189,7 +187,7 @@ impl<'p> Dispatcher<'p> {
         let results = pool.results().clone();
         loop {
             self.fire_timers(sink);
-            self.dispatch(&pool, sink);
+            self.dispatch(&pool);
             if self.running == 0
                 && self.hooks.is_empty()
                 && (self.stopping
@@ -274,7 +272,6 @@ impl<'p> Dispatcher<'p> {
         }
         if self.stopping {
             // A second request: no more grace.
-            self.killed = true;
             for s in &self.specs {
                 if let Some(c) = &s.control {
                     let _ = c.send(Control::Kill);
@@ -361,7 +358,7 @@ impl<'p> Dispatcher<'p> {
         self.ready.extend(go);
     }
 
-    fn dispatch(&mut self, pool: &Pool, _sink: &mut dyn EventSink) {
+    fn dispatch(&mut self, pool: &Pool) {
         for (i, reason) in std::mem::take(&mut self.hooks_due) {
             if let Some((job, control)) = self.hook_job(i, reason) {
                 tracing::debug!(spec = %job.name, log_dir = %job.log_dir.display(), "starting on_exhausted");
