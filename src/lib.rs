@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod config;
 mod control;
+pub mod events;
 pub mod exec;
 pub mod exit;
 pub mod plan;

@@ -483,7 +483,7 @@ fn execute(p: &Pipeline, req: RunRequest, out: &OutputArgs, color: bool) -> u8 {
     let mut github;
     let junit_path = out.junit.clone().or_else(|| p.run.junit_path.clone());
     let mut junit = junit_path.as_ref().map(|_| junit_report(p, &plan));
-    let mut sinks: Vec<&mut dyn crate::runner::EventSink> = vec![&mut state_sink];
+    let mut sinks: Vec<&mut dyn crate::events::EventSink> = vec![&mut state_sink];
     match out.format {
         ApplyFormat::Json => {
             json = crate::report::json::JsonReporter::new(std::io::stdout());

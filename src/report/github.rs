@@ -9,9 +9,9 @@
 use std::collections::HashMap;
 use std::io::Write;
 
+use crate::events::EventSink;
+use crate::events::{Event, EventKind, Status};
 use crate::report::tail_lines;
-use crate::runner::EventSink;
-use crate::runner::events::{Event, EventKind, Status};
 
 /// How many lines of a failed spec's log go in its group.
 pub const GROUP_LINES: usize = 200;
@@ -136,7 +136,7 @@ impl<W: Write> EventSink for GithubReporter<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runner::events::Tail;
+    use crate::events::Tail;
     use std::path::PathBuf;
     use std::time::Duration;
 

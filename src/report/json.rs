@@ -2,8 +2,8 @@
 
 use std::io::Write;
 
-use crate::runner::EventSink;
-use crate::runner::events::Event;
+use crate::events::Event;
+use crate::events::EventSink;
 
 pub struct JsonReporter<W: Write> {
     out: W,

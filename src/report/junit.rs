@@ -21,8 +21,8 @@ use quick_junit::{
     NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestRerun, TestSuite,
 };
 
-use crate::runner::EventSink;
-use crate::runner::events::{Event, EventKind, Status, Tail};
+use crate::events::EventSink;
+use crate::events::{Event, EventKind, Status, Tail};
 
 /// How much of an earlier attempt's output is kept (its last bytes); the last attempt
 /// keeps all of its tail (64 KiB at most).

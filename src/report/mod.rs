@@ -7,8 +7,8 @@ pub mod junit;
 pub mod plain;
 pub mod progress;
 
-use crate::runner::EventSink;
-use crate::runner::events::Event;
+use crate::events::Event;
+use crate::events::EventSink;
 
 /// Several sinks, fed in order.
 pub struct Fanout<'a>(pub Vec<&'a mut dyn EventSink>);
@@ -118,7 +118,7 @@ pub fn human_duration(d: std::time::Duration) -> String {
 
 /// The one-line summary of a run.
 pub fn summary(event: &Event) -> Option<String> {
-    let crate::runner::EventKind::RunFinished {
+    let crate::events::EventKind::RunFinished {
         succeeded,
         failed,
         skipped,

@@ -5,9 +5,9 @@ use std::io::Write;
 
 use console::Style;
 
+use crate::events::EventSink;
+use crate::events::{Event, EventKind, Status};
 use crate::report::{human_duration, summary, tail_lines};
-use crate::runner::EventSink;
-use crate::runner::events::{Event, EventKind, Status};
 
 /// How many lines of a failed spec's log to show.
 pub const TAIL_LINES: usize = 15;
@@ -220,7 +220,7 @@ impl<W: Write> EventSink for PlainReporter<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runner::events::Tail;
+    use crate::events::Tail;
     use std::path::PathBuf;
     use std::time::Duration;
 

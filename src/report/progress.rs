@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use crate::events::EventSink;
+use crate::events::{Event, EventKind};
 use crate::exec::SharedLive;
 use crate::report::{human_duration, plain};
-use crate::runner::EventSink;
-use crate::runner::events::{Event, EventKind};
 
 enum Phase {
     Running {
@@ -177,7 +177,7 @@ impl EventSink for ProgressReporter {
                     line.bar.finish_and_clear();
                     self.multi.remove(&line.bar);
                 }
-                if *status == crate::runner::Status::Failed {
+                if *status == crate::events::Status::Failed {
                     self.failed += 1;
                 }
                 self.overall.inc(1);

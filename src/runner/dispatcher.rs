@@ -13,24 +13,14 @@ use crossbeam_channel::{Receiver, Sender, select};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
-use super::events::{Event, EventKind, Status, Tail};
 use super::pool::{Job, JobKind, JobResult, Pool};
 use super::signal::SignalEvent;
 use crate::config::policy::Pipeline;
+use crate::events::{Event, EventKind, EventSink, Status, Tail};
 use crate::exec::{Control, EndCause};
 use crate::exit;
 use crate::retry::{self, Decision, FailureFacts, RetryContext, TimeoutKind};
 use crate::state::sink::StateHandle;
-
-/// Receives every event, in order, on the dispatcher thread.
-pub trait EventSink {
-    fn event(&mut self, event: &Event);
-    /// Called at least this often while the run is live (progress redraws).
-    fn tick_interval(&self) -> Option<Duration> {
-        None
-    }
-    fn tick(&mut self) {}
-}
 
 /// What a run needs besides the pipeline.
 pub struct RunOptions {

@@ -1,14 +1,12 @@
-//! Running a pipeline: the dispatcher (owns run state), the worker pool, signals, and
-//! the events they produce.
+//! Running a pipeline: the dispatcher (owns run state), the worker pool, the backend
+//! seam to `exec`, and signals. Events go out through `crate::events`.
 
 pub mod backend;
 pub mod dispatcher;
-pub mod events;
 pub mod pool;
 pub mod signal;
 
-pub use dispatcher::{EventSink, RunOptions};
-pub use events::{Event, EventKind, Status};
+pub use dispatcher::RunOptions;
 
 #[cfg(test)]
 mod tests;

@@ -7,10 +7,10 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender};
 
 use super::backend::Backend;
-use super::dispatcher::{self, EventSink, RunOptions};
-use super::events::{Event, EventKind, Status};
+use super::dispatcher::{self, RunOptions};
 use super::signal::SignalEvent;
 use crate::config::{self, LoadOptions, Pipeline};
+use crate::events::{Event, EventKind, EventSink, Status};
 use crate::exec::{AttemptEnd, AttemptSpec, Control, EndCause, SharedLive, Started};
 
 /// Commands are a tiny script: `ok`, `fail` (exit 1), `fail-first` (exit 1 on attempt

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::config::policy::{CommandLine, Pipeline, Spec};
-use crate::runner::Status;
+use crate::events::Status;
 
 /// Attempts kept per spec in the state file (the oldest go first; their logs stay).
 pub const MAX_ATTEMPT_HISTORY: usize = 100;

@@ -4,7 +4,7 @@
 
 use super::model::{RunningProcess, StateFile, definition_hash};
 use crate::config::Pipeline;
-use crate::runner::Status;
+use crate::events::Status;
 
 #[derive(Debug, Clone)]
 pub struct ResumePlan {

@@ -17,8 +17,8 @@ use crossbeam_channel::{Receiver, Sender};
 
 use super::model::{AttemptRecord, RunningProcess, SpecState, StateFile};
 use super::store;
-use crate::runner::EventSink;
-use crate::runner::events::{Event, EventKind, Status};
+use crate::events::EventSink;
+use crate::events::{Event, EventKind, Status};
 
 /// Shortest time between two writes of a burst.
 const COALESCE: Duration = Duration::from_millis(50);

@@ -1,5 +1,6 @@
 //! What happens during a run, as data: the dispatcher emits these, reporters and the
-//! state sink consume them. Field names are those of DESIGN §5 (`--format json`).
+//! state sink consume them. A module of its own so that `runner`, `report` and `state`
+//! all depend on it and none on another's internals. Field names are those of DESIGN §5 (`--format json`).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -159,4 +160,14 @@ impl Event {
             kind,
         }
     }
+}
+
+/// Receives every event, in order, on the dispatcher thread.
+pub trait EventSink {
+    fn event(&mut self, event: &Event);
+    /// Called at least this often while the run is live (progress redraws).
+    fn tick_interval(&self) -> Option<Duration> {
+        None
+    }
+    fn tick(&mut self) {}
 }
