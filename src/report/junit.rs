@@ -24,9 +24,13 @@ use quick_junit::{
 use crate::events::EventSink;
 use crate::events::{Event, EventKind, Status, Tail};
 
-/// How much of an earlier attempt's output is kept (its last bytes); the last attempt
-/// keeps all of its tail (64 KiB at most).
+/// How much of an earlier attempt's output is kept (its last bytes).
 const EARLIER_OUTPUT_BYTES: usize = 8 * 1024;
+/// How much of the final attempt's output a finished spec keeps for the report: the
+/// report is written at the end of the run, so this bounds memory for many chatty
+/// specs (a passing spec's output matters less than a failing one's).
+const FINAL_OUTPUT_BYTES_PASSED: usize = 4 * 1024;
+const FINAL_OUTPUT_BYTES_FAILED: usize = 32 * 1024;
 
 /// Why a requested spec is in the report.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -315,6 +319,14 @@ impl EventSink for JunitReport {
             } => {
                 if let Some(c) = self.case(spec) {
                     c.end = Some((*status, reason.clone()));
+                    let keep = if *status == Status::Succeeded {
+                        FINAL_OUTPUT_BYTES_PASSED
+                    } else {
+                        FINAL_OUTPUT_BYTES_FAILED
+                    };
+                    if let Some(last) = c.attempts.last_mut() {
+                        last.output = shorten(&last.output, keep);
+                    }
                 }
             }
             EventKind::RunFinished { duration, .. } => self.duration = Some(*duration),
