@@ -92,6 +92,8 @@ pub enum JobResult {
 pub struct Pool {
     jobs: Option<Sender<Job>>,
     results: Receiver<JobResult>,
+    results_tx: Sender<JobResult>,
+    backend: std::sync::Arc<dyn super::backend::Backend>,
     workers: Vec<JoinHandle<()>>,
 }
 
@@ -142,17 +144,27 @@ impl Pool {
                             }
                         }
                     })
-                    .expect("spawning a worker thread")
             })
+            // A thread the system refuses (a process or thread limit) means fewer
+            // workers, not a crash.
+            .filter_map(Result::ok)
             .collect();
         Pool {
             jobs: Some(jobs_tx),
             results,
+            results_tx,
+            backend,
             workers,
         }
     }
 
     pub fn submit(&self, job: Job) {
+        if self.workers.is_empty() {
+            // Not a single worker thread could be started: run the job here, slowly
+            // but surely, rather than queue it for nobody.
+            run_job(job, &*self.backend, &self.results_tx);
+            return;
+        }
         if let Some(tx) = &self.jobs {
             // Workers live as long as the pool: the send cannot fail.
             let _ = tx.send(job);
