@@ -114,6 +114,7 @@ pub enum EventKind {
     SpecFinished {
         spec: String,
         status: Status,
+        /// Attempts of this retry cycle, those of earlier (killed) runs included.
         attempts: u32,
         retries: u32,
         reason: Option<String>,

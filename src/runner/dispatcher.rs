@@ -48,6 +48,8 @@ struct SpecRun {
     status: Status,
     /// Attempts started in this run.
     attempts: u32,
+    /// Attempts of this retry cycle made by earlier runs (a resumed cycle).
+    carried: u32,
     retry_count: u32,
     deps_left: usize,
     first_start: Option<Instant>,
@@ -114,6 +116,7 @@ impl<'p> Dispatcher<'p> {
             specs.push(SpecRun {
                 status: Status::Pending,
                 attempts: 0,
+                carried: opts.initial_retries.get(i).copied().unwrap_or(0),
                 retry_count: opts.initial_retries.get(i).copied().unwrap_or(0),
                 deps_left: s.depends_on.iter().filter(|&&d| opts.selected[d]).count(),
                 first_start: opts
@@ -619,7 +622,9 @@ impl<'p> Dispatcher<'p> {
             sink.event(&Event::now(EventKind::SpecFinished {
                 spec: self.p.specs[i].name.clone(),
                 status,
-                attempts: s.attempts,
+                // Attempts of the cycle, earlier runs' included: "after 3 attempts"
+                // means the same whether or not the runner was restarted.
+                attempts: s.carried + s.attempts,
                 retries: s.retry_count,
                 reason,
                 log: s.last_log.clone(),

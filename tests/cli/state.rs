@@ -203,6 +203,11 @@ command = 'echo "attempt $SPEC_RUNNER_ATTEMPT"; [ "$SPEC_RUNNER_ATTEMPT" -ge 2 ]
         2,
         "continues at attempt 2"
     );
+    assert_eq!(
+        of(&ev, "spec_finished", Some("flaky"))[0]["attempts"],
+        2,
+        "attempts of the whole cycle"
+    );
     assert_eq!(t.read(".spec-runner/logs/flaky/task_2.log"), "attempt 2\n");
 }
 
