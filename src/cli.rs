@@ -98,13 +98,16 @@ pub enum Command {
     Stop,
     /// Print the log of a spec's attempt (default: the latest)
     #[command(
-        after_help = "Examples:\n  spec-runner logs auth\n  spec-runner logs auth --attempt 2 | less"
+        after_help = "Examples:\n  spec-runner logs auth\n  spec-runner logs auth --attempt 2 | less\n  spec-runner logs auth --hook"
     )]
     Logs {
         spec: String,
-        /// The attempt: the N of task_N.log
+        /// The attempt: the N of task_N.log (with --hook: of on_exhausted_N.log)
         #[arg(long, value_name = "N")]
         attempt: Option<u32>,
+        /// The log of the spec's on_exhausted command instead of its attempts
+        #[arg(long)]
+        hook: bool,
     },
     /// Load, merge and validate the pipeline; print every problem
     #[command(

@@ -189,13 +189,13 @@ pub fn stop(dir: &std::path::Path, pipeline_file: &std::path::Path) -> u8 {
     }
 }
 
-/// The log folder of a spec and the numbers of its logs, ascending.
-fn log_numbers(dir: &PathBuf) -> Vec<u32> {
+/// The numbers of a spec's logs named `<prefix><n>.log`, ascending.
+fn log_numbers(dir: &PathBuf, prefix: &str) -> Vec<u32> {
     let mut nums: Vec<u32> = std::fs::read_dir(dir)
         .map(|rd| {
             rd.filter_map(|e| {
                 let name = e.ok()?.file_name().into_string().ok()?;
-                name.strip_prefix("task_")?
+                name.strip_prefix(prefix)?
                     .strip_suffix(".log")?
                     .parse()
                     .ok()
@@ -207,14 +207,16 @@ fn log_numbers(dir: &PathBuf) -> Vec<u32> {
     nums
 }
 
-/// `logs SPEC [--attempt N]`: the log's bytes, as written.
-pub fn logs(p: &Pipeline, name: &str, attempt: Option<u32>) -> u8 {
+/// `logs SPEC [--attempt N] [--hook]`: the log's bytes, as written. With `hook`, the
+/// logs of the spec's `on_exhausted` command instead of its attempts.
+pub fn logs(p: &Pipeline, name: &str, attempt: Option<u32>, hook: bool) -> u8 {
+    let prefix = if hook { "on_exhausted_" } else { "task_" };
     let Some(i) = p.index_of(name) else {
         eprintln!("error: {}", p.no_such_spec(name));
         return exit::USAGE;
     };
     let dir = p.specs[i].policy.retry_log_dir.join(name);
-    let nums = log_numbers(&dir);
+    let nums = log_numbers(&dir, prefix);
     let n = match (attempt, nums.last()) {
         (Some(n), _) if nums.contains(&n) => n,
         (Some(n), _) => {
@@ -238,7 +240,7 @@ pub fn logs(p: &Pipeline, name: &str, attempt: Option<u32>) -> u8 {
             return exit::USAGE;
         }
     };
-    let path = dir.join(format!("task_{n}.log"));
+    let path = dir.join(format!("{prefix}{n}.log"));
     match std::fs::File::open(&path) {
         Ok(mut f) => {
             let mut out = std::io::stdout().lock();

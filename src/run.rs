@@ -130,8 +130,12 @@ fn dispatch(cli: Cli) -> u8 {
                 }
             }
         },
-        Command::Logs { spec, attempt } => match load(g, &OverrideArgs::default()) {
-            Ok(p) => crate::control::logs(&p, spec, *attempt),
+        Command::Logs {
+            spec,
+            attempt,
+            hook,
+        } => match load(g, &OverrideArgs::default()) {
+            Ok(p) => crate::control::logs(&p, spec, *attempt, *hook),
             Err(code) => code,
         },
         Command::Schema { check, dir } => schema_cmd(g, *check, dir.as_deref()),

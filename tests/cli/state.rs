@@ -481,3 +481,25 @@ fn another_pipeline_in_the_same_folder_keeps_its_state() {
     );
     assert!(of(&ev, "attempt_started", None).is_empty());
 }
+
+#[test]
+fn logs_prints_the_on_exhausted_hook_log_with_hook() {
+    let t = Test::with_pipeline(
+        r#"
+retry_max_retries = 0
+on_exhausted = 'echo "hook for $SPEC_RUNNER_SPEC"'
+[specs.s]
+command = "echo attempt output; exit 1"
+"#,
+    );
+    run_in(&t, &["apply"]).code(1);
+    assert_eq!(
+        run_in(&t, &["logs", "s"]).code(0).stdout,
+        "attempt output\n"
+    );
+    assert_eq!(
+        run_in(&t, &["logs", "s", "--hook"]).code(0).stdout,
+        "hook for s\n"
+    );
+    run_in(&t, &["logs", "s", "--hook", "--attempt", "2"]).code(2);
+}
