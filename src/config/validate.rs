@@ -387,14 +387,7 @@ fn set_policy_key(
         raw.retry_rules = Some(rules);
         return true;
     }
-    match raw.set(key, value) {
-        None => false,
-        Some(Ok(())) => true,
-        Some(Err(e)) => {
-            report_type_error(cx, at, value, &e);
-            true
-        }
-    }
+    reported(cx, at, value, raw.set(key, value))
 }
 
 fn set_run_key(
@@ -404,7 +397,18 @@ fn set_run_key(
     value: &Value,
     at: &[PathSeg],
 ) -> bool {
-    match raw.set(key, value) {
+    reported(cx, at, value, raw.set(key, value))
+}
+
+/// The outcome of a `Raw*::set`: whether the key was one of the struct's, with a type
+/// error reported where the key was written.
+fn reported(
+    cx: &mut Ctx,
+    at: &[PathSeg],
+    value: &Value,
+    set: Option<Result<(), figment::Error>>,
+) -> bool {
+    match set {
         None => false,
         Some(Ok(())) => true,
         Some(Err(e)) => {

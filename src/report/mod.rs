@@ -92,8 +92,10 @@ fn printable(line: &str) -> String {
 /// A path as a person at this shell would type it: relative to the current directory
 /// when inside it (`.spec-runner/logs/a/task_1.log`), absolute otherwise.
 pub fn shown(path: &std::path::Path) -> String {
-    std::env::current_dir()
-        .ok()
+    // Read once: the runner never changes directory, and this runs per event line.
+    static CWD: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+    CWD.get_or_init(|| std::env::current_dir().ok())
+        .as_deref()
         .and_then(|cwd| path.strip_prefix(cwd).ok().map(|p| p.display().to_string()))
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| path.display().to_string())

@@ -205,28 +205,6 @@ command = 'echo started; if [ "$SPEC_RUNNER_ATTEMPT" = 1 ]; then exec sleep 1000
 }
 
 #[test]
-fn a_grandchild_holding_stdout_does_not_hang_the_runner() {
-    let t = Test::with_pipeline(&format!(
-        r#"
-terminate_grace_seconds = 1
-[specs.leaves-child]
-command = ["{}", "pid"]
-"#,
-        fixture("grandchild_holds_pipe.sh")
-    ));
-    let pidfile = t.path().join("pid");
-    let mut bg = Background::apply(&t);
-    let (code, _) = bg.wait_exit(Duration::from_secs(60));
-    assert_eq!(code, Some(0));
-    let pids = read_pids(&pidfile);
-    assert_eq!(pids.len(), 1);
-    assert!(
-        wait_gone(&pids, Duration::from_secs(2)).is_empty(),
-        "grandchild {pids:?} outlived its attempt"
-    );
-}
-
-#[test]
 fn ctrl_c_during_a_long_backoff_exits_130_at_once() {
     let t = Test::with_pipeline(
         r#"

@@ -14,18 +14,17 @@ fn state(t: &Test) -> Value {
     serde_json::from_str(&t.read(".spec-runner/state.json")).expect("state.json parses")
 }
 
-fn wait_for_file(path: &std::path::Path) {
+/// Waits (generously) until the state file on disk satisfies `ready`: what the test
+/// checks next must already be durable when, say, the runner is killed.
+fn wait_for_state(t: &Test, what: &str, ready: impl Fn(&Value) -> bool) {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !path.exists() {
+    while !ready(&state(t)) {
         assert!(
             std::time::Instant::now() < deadline,
-            "{} never appeared",
-            path.display()
+            "the state never showed {what}"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    // The writer may not have finished the line yet.
-    std::thread::sleep(Duration::from_millis(50));
 }
 
 const LONG: &str = r#"
@@ -39,7 +38,7 @@ fn a_second_apply_is_refused_naming_the_holder_and_stop_ends_the_first() {
     let t = Test::with_pipeline(LONG);
     let mut bg = Background::apply(&t);
     bg.wait_for(Duration::from_secs(30), |e| e["event"] == "attempt_started");
-    wait_for_file(&t.path().join("pid"));
+    wait_pid(&t.path().join("pid"));
 
     let second = run_in(&t, &["apply"]);
     second.code(2).stderr_has(&format!("pid {}", bg.child.id()));
@@ -77,17 +76,11 @@ command = 'if [ -f done-once ]; then echo second run; exit 0; fi; touch done-onc
     );
     let mut bg = Background::apply(&t);
     bg.wait_for(Duration::from_secs(30), |e| e["event"] == "attempt_started");
-    wait_for_file(&t.path().join("pid"));
-    let pid = read_pids(&t.path().join("pid"))[0];
+    let pid = wait_pid(&t.path().join("pid"));
     // The state must record the group before we kill the runner.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while state(&t)["specs"]["sleeper"]["running"].is_null() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "running process never recorded"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_state(&t, "the running process", |s| {
+        !s["specs"]["sleeper"]["running"].is_null()
+    });
     assert_eq!(state(&t)["specs"]["sleeper"]["running"]["pid"], pid);
     bg.signal(Signal::KILL);
     bg.wait_exit(Duration::from_secs(10));
@@ -185,11 +178,7 @@ command = 'echo "attempt $SPEC_RUNNER_ATTEMPT"; [ "$SPEC_RUNNER_ATTEMPT" -ge 2 ]
     let mut bg = Background::apply(&t);
     bg.wait_for(Duration::from_secs(30), |e| e["event"] == "retry_scheduled");
     // The retry's state is written before the retry may start; wait for it on disk.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while state(&t)["specs"]["flaky"]["retry_count"] != 1 {
-        assert!(std::time::Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_state(&t, "retry 1", |s| s["specs"]["flaky"]["retry_count"] == 1);
     bg.signal(Signal::KILL);
     bg.wait_exit(Duration::from_secs(10));
     assert_eq!(state(&t)["specs"]["flaky"]["status"], "backoff");
@@ -409,11 +398,7 @@ command = "exit 1"
     );
     let mut bg = Background::apply(&t);
     bg.wait_for(Duration::from_secs(30), |e| e["event"] == "retry_scheduled");
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while state(&t)["specs"]["s"]["retry_count"] != 1 {
-        assert!(std::time::Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_state(&t, "retry 1", |s| s["specs"]["s"]["retry_count"] == 1);
     bg.signal(Signal::KILL);
     bg.wait_exit(Duration::from_secs(10));
     // Let the window pass: the cycle started more than 1.5 s ago when it resumes.
