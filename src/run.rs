@@ -458,6 +458,7 @@ fn execute(p: &Pipeline, req: RunRequest, out: &OutputArgs, color: bool) -> u8 {
 
     let run_id = new_run_id();
     let initial = sink::initial_state(p, loaded.state.as_ref(), &plan, &run_id);
+    let mut hub = crate::live::hub::Hub::new(initial.clone());
     let mut state_sink = match sink::StateSink::start(dir.clone(), initial) {
         Ok(s) => s,
         Err(e) => {
@@ -477,6 +478,32 @@ fn execute(p: &Pipeline, req: RunRequest, out: &OutputArgs, color: bool) -> u8 {
         "starting the run"
     );
     let handle = state_sink.handle();
+    // The control socket: a run that cannot serve one still runs (status and stop fall
+    // back to the state file and a signal).
+    let (commands_tx, commands) = crossbeam_channel::unbounded();
+    let mut server = match crate::live::server::Server::start(dir, hub.clone(), commands_tx) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            eprintln!(
+                "warning: cannot serve the control socket in `{}`: {e}; `status` reads the state file, `stop` signals the runner, `stop SPEC` and `restart` in this run are not available",
+                dir.display()
+            );
+            None
+        }
+    };
+    let succeeded_before = p
+        .specs
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            plan.up_to_date[i]
+                || loaded
+                    .state
+                    .as_ref()
+                    .and_then(|st| st.specs.get(&s.name))
+                    .is_some_and(|st| st.status == crate::events::Status::Succeeded)
+        })
+        .collect();
     let look = crate::report::plain::Look {
         quiet: out.quiet,
         color,
@@ -487,7 +514,7 @@ fn execute(p: &Pipeline, req: RunRequest, out: &OutputArgs, color: bool) -> u8 {
     let mut github;
     let junit_path = out.junit.clone().or_else(|| p.run.junit_path.clone());
     let mut junit = junit_path.as_ref().map(|_| junit_report(p, &plan));
-    let mut sinks: Vec<&mut dyn crate::events::EventSink> = vec![&mut state_sink];
+    let mut sinks: Vec<&mut dyn crate::events::EventSink> = vec![&mut state_sink, &mut hub];
     match out.format {
         ApplyFormat::Json => {
             json = crate::report::json::JsonReporter::new(std::io::stdout());
@@ -528,11 +555,18 @@ fn execute(p: &Pipeline, req: RunRequest, out: &OutputArgs, color: bool) -> u8 {
         up_to_date: plan.up_to_date.iter().filter(|u| **u).count(),
         state: Some(handle),
         backend: std::sync::Arc::new(crate::runner::backend::Local),
+        steering: Some(crate::runner::dispatcher::steer::Steering {
+            commands,
+            succeeded_before,
+        }),
     };
     let code = {
         let mut fan = crate::report::Fanout(sinks);
         crate::runner::dispatcher::run(p, opts, &mut fan, &signals.events)
     };
+    if let Some(s) = server.as_mut() {
+        s.close();
+    }
     end_leftovers(p, &run_id);
     if let Some(e) = state_sink.close() {
         eprintln!("warning: {e}");
