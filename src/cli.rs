@@ -91,14 +91,19 @@ pub enum Command {
         #[command(flatten)]
         output: OutputArgs,
     },
-    /// Ask the running `apply` of this pipeline to stop; its running specs end as stopped
+    /// Ask the running `apply` of this pipeline to stop (or only the named specs)
     #[command(
-        after_help = "Examples:\n  spec-runner stop\n  spec-runner stop -f pipelines/nightly.toml"
+        after_help = "Examples:\n  spec-runner stop\n  spec-runner stop auth        # that spec only; the run goes on\n  spec-runner stop -f pipelines/nightly.toml"
     )]
-    Stop,
+    Stop {
+        /// Stop only these specs (they end `stopped`, are not retried, their dependents
+        /// are skipped); the rest of the run goes on
+        #[arg(value_name = "SPEC")]
+        specs: Vec<String>,
+    },
     /// Print the log of a spec's attempt (default: the latest)
     #[command(
-        after_help = "Examples:\n  spec-runner logs auth\n  spec-runner logs auth --attempt 2 | less\n  spec-runner logs auth --hook"
+        after_help = "Examples:\n  spec-runner logs auth\n  spec-runner logs auth --attempt 2 | less\n  spec-runner logs auth --hook\n  spec-runner logs auth --follow"
     )]
     Logs {
         spec: String,
@@ -108,6 +113,10 @@ pub enum Command {
         /// The log of the spec's on_exhausted command instead of its attempts
         #[arg(long)]
         hook: bool,
+        /// Keep printing as the log grows, on to the next attempt's log, until the spec
+        /// ends (needs a live run)
+        #[arg(long, conflicts_with_all = ["attempt", "hook"])]
+        follow: bool,
     },
     /// Load, merge and validate the pipeline; print every problem
     #[command(

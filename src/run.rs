@@ -112,8 +112,14 @@ fn dispatch(cli: Cli) -> u8 {
                 },
             }
         }
-        Command::Stop => match load(g, &OverrideArgs::default()) {
-            Ok(p) => crate::control::stop(&p.run.state_dir, &p.file),
+        Command::Stop { specs } => match load(g, &OverrideArgs::default()) {
+            Ok(p) => {
+                if let Some(name) = specs.iter().find(|n| p.index_of(n).is_none()) {
+                    eprintln!("error: {}", p.no_such_spec(name));
+                    return exit::USAGE;
+                }
+                crate::control::stop(&p.run.state_dir, &p.file, specs)
+            }
             // A pipeline file edited into an invalid state while it runs must not make
             // the run unstoppable: try the default state folder next to the file.
             Err(code) => {
@@ -124,7 +130,7 @@ fn dispatch(cli: Cli) -> u8 {
                             "note: the pipeline does not load; stopping the runner of `{}`",
                             dir.display()
                         );
-                        crate::control::stop(&dir, &file)
+                        crate::control::stop(&dir, &file, specs)
                     }
                     _ => code,
                 }
@@ -134,7 +140,9 @@ fn dispatch(cli: Cli) -> u8 {
             spec,
             attempt,
             hook,
+            follow,
         } => match load(g, &OverrideArgs::default()) {
+            Ok(p) if *follow => crate::control::logs_follow(&p, spec),
             Ok(p) => crate::control::logs(&p, spec, *attempt, *hook),
             Err(code) => code,
         },
@@ -400,6 +408,10 @@ fn restart(p: &Pipeline, names: &[String], out: &OutputArgs, color: bool) -> u8 
                 return exit::USAGE;
             }
         }
+    }
+    // A live run restarts them itself, the rest of it undisturbed.
+    if let Some(code) = crate::control::restart_live(p, names) {
+        return code;
     }
     // Only these specs: what they depend on is taken as done.
     execute(

@@ -19,7 +19,7 @@ use crate::state::model::StateFile;
 use crate::state::sink::StateSink;
 
 /// Events a subscriber may lag behind before it is dropped.
-pub const QUEUE: usize = 4096;
+pub const QUEUE: usize = 1024;
 
 struct Subscriber {
     tx: Sender<Arc<str>>,

@@ -9,5 +9,6 @@ mod ci;
 mod config;
 mod faults;
 mod harness;
+mod live;
 mod procs;
 mod state;
