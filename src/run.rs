@@ -425,7 +425,6 @@ fn restart(p: &Pipeline, names: &[String], out: &OutputArgs, color: bool) -> u8 
 
 fn execute(p: &Pipeline, req: RunRequest, out: &OutputArgs, color: bool) -> u8 {
     use crate::state::{resume, sink, store};
-    use std::io::IsTerminal;
 
     // Before the first write: a file size limit must fail writes, not kill us.
     if let Err(e) = crate::runner::signal::survive_file_size_limit() {
@@ -504,12 +503,14 @@ fn execute(p: &Pipeline, req: RunRequest, out: &OutputArgs, color: bool) -> u8 {
             sinks.push(&mut json);
         }
         ApplyFormat::Human => {
+            // Bars cannot be drawn off a terminal, nor on one whose `TERM` is unset or
+            // `dumb` (indicatif hides them, and with them the failure reports): plain
+            // lines say the same there.
+            let drawn = crate::report::progress::bars_drawn();
             let use_bars = match out.progress {
                 // Quiet means lines: only failures and the summary.
-                Progress::Auto => !out.quiet && std::io::stderr().is_terminal(),
-                // Bars cannot be drawn off a terminal (indicatif hides them, and with
-                // them the failure reports): plain lines say the same there.
-                Progress::Bar => std::io::stderr().is_terminal(),
+                Progress::Auto => !out.quiet && drawn,
+                Progress::Bar => drawn,
                 Progress::Plain | Progress::None => false,
             };
             if use_bars {

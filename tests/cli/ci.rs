@@ -448,6 +448,24 @@ fn colour_on_a_terminal_unless_no_color_or_never_and_never_off_a_terminal() {
 }
 
 #[test]
+fn a_dumb_terminal_gets_plain_lines_with_the_failure() {
+    // indicatif draws nothing where `TERM` is `dumb` or unset: bars there would hide
+    // the FAILED line, the log tail and the log's path.
+    let t = Test::with_pipeline(
+        "[specs.bad]\ncommand = 'echo the cause; exit 4'\nretry_max_retries = 0\n",
+    );
+    for progress in ["auto", "bar"] {
+        let args = ["apply", "--fresh", "--progress", progress];
+        let (code, shown) = on_terminal(&t, &args, &[("TERM", "dumb")]);
+        assert_eq!(code, Some(1));
+        assert!(shown.contains("bad: FAILED: exit 4"), "{progress}: {shown:?}");
+        assert!(shown.contains("| the cause"), "{progress}: {shown:?}");
+        assert!(shown.contains("log: .spec-runner/logs/bad/task_"), "{shown:?}");
+        assert!(!has_colour(&shown), "no colour on a dumb terminal: {shown:?}");
+    }
+}
+
+#[test]
 fn quiet_prints_only_failures_and_the_summary() {
     let t = flaky_failed_skipped();
     let run = run_in(&t, &["apply", "--quiet"]);
