@@ -171,7 +171,7 @@ impl EventSink for ProgressReporter {
                     until: Instant::now() + *delay,
                     retry: *retry,
                     max: *max_retries,
-                    why: reason.clone(),
+                    why: crate::report::one_line(reason).into_owned(),
                 };
                 let line = self.line_for(spec);
                 line.phase = phase;

@@ -362,6 +362,40 @@ fn github_actions_gets_an_error_with_the_log_in_a_group_and_a_flaky_warning() {
     );
 }
 
+#[test]
+fn a_reason_with_line_breaks_cannot_issue_workflow_commands() {
+    // A program name from the pipeline file with a line break and a command after it:
+    // the reason that names it must stay on its event's line.
+    let t = Test::with_pipeline("[specs.odd]\ncommand = [\"no-such\\r\\n::error::injected\"]\n")
+        .env("GITHUB_ACTIONS", "true");
+    let run = run_in(&t, &["apply"]);
+    run.code(1);
+    let mut inside = None;
+    for l in run.stderr.lines() {
+        if let Some(token) = l.strip_prefix("::stop-commands::") {
+            inside = Some(format!("::{token}::"));
+            continue;
+        }
+        if inside.as_deref() == Some(l) {
+            inside = None;
+            continue;
+        }
+        if inside.is_none() {
+            assert!(!l.starts_with("::error::"), "{l:?} in\n{}", run.stderr);
+            assert!(!l.contains('\r'), "{l:?}");
+        }
+    }
+    let annotations = run.stderr.lines().filter(|l| l.starts_with("::error"));
+    assert_eq!(annotations.count(), 1, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .lines()
+            .any(|l| l.contains("odd: FAILED: ") && l.contains("no-such··::error::injected")),
+        "{}",
+        run.stderr
+    );
+}
+
 /// Whether `s` holds an SGR (colour) escape sequence.
 fn has_colour(s: &str) -> bool {
     regex::Regex::new("\x1b\\[[0-9;]*m").unwrap().is_match(s)
@@ -458,10 +492,19 @@ fn a_dumb_terminal_gets_plain_lines_with_the_failure() {
         let args = ["apply", "--fresh", "--progress", progress];
         let (code, shown) = on_terminal(&t, &args, &[("TERM", "dumb")]);
         assert_eq!(code, Some(1));
-        assert!(shown.contains("bad: FAILED: exit 4"), "{progress}: {shown:?}");
+        assert!(
+            shown.contains("bad: FAILED: exit 4"),
+            "{progress}: {shown:?}"
+        );
         assert!(shown.contains("| the cause"), "{progress}: {shown:?}");
-        assert!(shown.contains("log: .spec-runner/logs/bad/task_"), "{shown:?}");
-        assert!(!has_colour(&shown), "no colour on a dumb terminal: {shown:?}");
+        assert!(
+            shown.contains("log: .spec-runner/logs/bad/task_"),
+            "{shown:?}"
+        );
+        assert!(
+            !has_colour(&shown),
+            "no colour on a dumb terminal: {shown:?}"
+        );
     }
 }
 
