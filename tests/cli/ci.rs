@@ -509,6 +509,34 @@ fn a_dumb_terminal_gets_plain_lines_with_the_failure() {
 }
 
 #[test]
+fn the_colour_choice_reaches_clap_s_own_help_and_usage_errors() {
+    let t = Test::new();
+    // Usage errors go to stderr, here a terminal: coloured unless told otherwise.
+    let (code, shown) = on_terminal(&t, &["apply", "--bogus"], &[]);
+    assert_eq!(code, Some(2));
+    assert!(has_colour(&shown), "a terminal gets colour: {shown:?}");
+    for args in [
+        &["--color", "never", "apply", "--bogus"][..],
+        &["apply", "--bogus", "--color=never"][..],
+    ] {
+        let (code, shown) = on_terminal(&t, args, &[]);
+        assert_eq!(code, Some(2));
+        assert!(shown.contains("--bogus"), "{shown:?}");
+        assert!(!has_colour(&shown), "{args:?}: {shown:?}");
+    }
+    let (_, shown) = on_terminal(&t, &["apply", "--bogus"], &[("SPEC_RUNNER_COLOR", "never")]);
+    assert!(!has_colour(&shown), "SPEC_RUNNER_COLOR=never: {shown:?}");
+    // Help goes to stdout, here a pipe: plain, unless forced.
+    let run = run_in(&t, &["--help"]);
+    assert!(!has_colour(&run.stdout), "{}", run.stdout);
+    let run = run_in(&t, &["apply", "--help", "--color", "always"]);
+    run.code(0);
+    assert!(has_colour(&run.stdout), "{}", run.stdout);
+    let run = run_in(&t, &["--color", "always", "apply", "--bogus"]);
+    assert!(has_colour(&run.stderr), "{}", run.stderr);
+}
+
+#[test]
 fn quiet_prints_only_failures_and_the_summary() {
     let t = flaky_failed_skipped();
     let run = run_in(&t, &["apply", "--quiet"]);
