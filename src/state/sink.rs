@@ -155,6 +155,7 @@ impl StateSink {
             EventKind::AttemptStarted {
                 spec,
                 attempt,
+                retry,
                 log,
                 log_number,
                 started,
@@ -162,6 +163,11 @@ impl StateSink {
             } => {
                 if let Some(s) = m.specs.get_mut(spec) {
                     s.status = Status::Running;
+                    // When the latest retry really started (a retry cancelled before
+                    // it started leaves no trace).
+                    if *retry > 0 {
+                        s.last_retry_at = Some(event.ts);
+                    }
                     s.running = started.map(|st| RunningProcess {
                         pid: st.pid,
                         pgid: st.pgid,
@@ -211,7 +217,6 @@ impl StateSink {
                 if let Some(s) = m.specs.get_mut(spec) {
                     s.status = Status::Backoff;
                     s.retry_count = *retry;
-                    s.last_retry_at = Some(event.ts);
                     s.last_delay_ms = Some(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
                 }
                 urgent = true;
@@ -220,10 +225,14 @@ impl StateSink {
                 spec,
                 status,
                 reason,
+                retries,
                 ..
             } => {
                 if let Some(s) = m.specs.get_mut(spec) {
                     s.status = *status;
+                    // A scheduled retry cancelled before it ran (`fail_fast`) is not
+                    // counted.
+                    s.retry_count = *retries;
                     s.reason = reason.clone();
                     s.running = None;
                 }
@@ -409,6 +418,11 @@ pub fn initial_state(
             s.definition_hash = hash;
             s.max_retries = max;
             s.retry_count = plan.initial_retries[i];
+            if s.retry_count == 0 {
+                // A new cycle: an earlier cycle's retries say nothing about this one.
+                s.last_retry_at = None;
+                s.last_delay_ms = None;
+            }
         } else if matches!(s.status, Status::Running | Status::Backoff) {
             s.status = Status::Stopped;
             s.reason = Some("interrupted: the runner itself stopped".into());
