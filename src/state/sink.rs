@@ -155,7 +155,6 @@ impl StateSink {
             EventKind::AttemptStarted {
                 spec,
                 attempt,
-                retry,
                 log,
                 log_number,
                 started,
@@ -163,11 +162,6 @@ impl StateSink {
             } => {
                 if let Some(s) = m.specs.get_mut(spec) {
                     s.status = Status::Running;
-                    // When the latest retry really started (a retry cancelled before
-                    // it started leaves no trace).
-                    if *retry > 0 {
-                        s.last_retry_at = Some(event.ts);
-                    }
                     s.running = started.map(|st| RunningProcess {
                         pid: st.pid,
                         pgid: st.pgid,
@@ -217,6 +211,7 @@ impl StateSink {
                 if let Some(s) = m.specs.get_mut(spec) {
                     s.status = Status::Backoff;
                     s.retry_count = *retry;
+                    s.last_retry_at = Some(event.ts);
                     s.last_delay_ms = Some(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
                 }
                 urgent = true;
@@ -230,8 +225,16 @@ impl StateSink {
             } => {
                 if let Some(s) = m.specs.get_mut(spec) {
                     s.status = *status;
-                    // A scheduled retry cancelled before it ran (`fail_fast`) is not
-                    // counted.
+                    if *retries < s.retry_count {
+                        // A scheduled retry cancelled before it ran (`fail_fast`) is
+                        // not counted: the last retry is the one that last ran.
+                        s.last_retry_at = s
+                            .attempts
+                            .iter()
+                            .rev()
+                            .find(|a| *retries > 0 && a.attempt == retries + 1)
+                            .map(|a| a.started_at);
+                    }
                     s.retry_count = *retries;
                     s.reason = reason.clone();
                     s.running = None;
