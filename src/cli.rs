@@ -67,7 +67,7 @@ pub enum ColorChoice {
 pub enum Command {
     /// Run the pipeline (or the named specs and what they depend on)
     #[command(
-        after_help = "Examples:\n  spec-runner apply\n  spec-runner apply auth billing -j 2\n  SPEC_RUNNER_RETRY_MAX_RETRIES=5 spec-runner apply --format json > events.ndjson\n  spec-runner apply --junit target/spec-runner.xml   # in CI: plain lines, a JUnit report\n\nExit codes: 0 all succeeded, 1 a spec failed, 2 bad config or usage, 130 interrupted."
+        after_help = "Examples:\n  spec-runner apply\n  spec-runner apply auth billing -j 2\n  SPEC_RUNNER_RETRY_MAX_RETRIES=5 spec-runner apply --format json > events.ndjson\n  spec-runner apply --junit target/spec-runner.xml   # in CI: plain lines, a JUnit report\n  spec-runner apply --detach && spec-runner tui\n\nExit codes: 0 all succeeded, 1 a spec failed, 2 bad config or usage, 130 interrupted."
     )]
     Apply(ApplyArgs),
     /// Show the saved state of every spec
@@ -204,6 +204,13 @@ pub struct ApplyArgs {
     /// Run every requested spec, even those that succeeded unchanged
     #[arg(long)]
     pub fresh: bool,
+    /// Run in the background (own session, output to a file in the state folder);
+    /// return once the run is live, printing its id, its pid and how to attach
+    #[arg(long)]
+    pub detach: bool,
+    /// Set on the background process `--detach` starts
+    #[arg(long, hide = true)]
+    pub detached_child: bool,
     #[command(flatten)]
     pub output: OutputArgs,
 }

@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod config;
 mod control;
+mod detach;
 pub mod events;
 pub mod exec;
 pub mod exit;

@@ -436,6 +436,13 @@ fn apply(p: &Pipeline, args: &ApplyArgs, color: bool) -> u8 {
             return exit::USAGE;
         }
     };
+    if args.detach && !args.detached_child {
+        return crate::detach::start(p);
+    }
+    if args.detached_child {
+        // Our own session: closing the terminal that started us does not end us.
+        let _ = rustix::process::setsid();
+    }
     let mode = if args.fresh {
         crate::state::resume::Mode::Fresh
     } else {

@@ -490,3 +490,34 @@ command = 'echo "start $SPEC_RUNNER_ATTEMPT"; while [ ! -f go$SPEC_RUNNER_ATTEMP
     assert_eq!(lines.concat() + &rest, "start 1\nend 1\nstart 2\nend 2\n");
     assert_eq!(bg.wait_exit(Duration::from_secs(60)).0, Some(0));
 }
+
+#[test]
+fn apply_detach_returns_once_the_run_serves_and_stop_ends_it() {
+    let t = Test::with_pipeline(
+        "terminate_grace_seconds = 5\n[specs.long]\ncommand = 'echo $$ > pid; exec sleep 300'\n",
+    );
+    let r = run_in(&t, &["apply", "--detach"]);
+    r.code(0)
+        .stdout_has("started in the background")
+        .stdout_has("spec-runner tui")
+        .stdout_has(".spec-runner/detached.log");
+    let pid: u32 = r
+        .stdout
+        .split("pid ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {}", r.stdout));
+    assert!(alive(pid));
+    // It returned once the run was serving: status is live at once.
+    let json = run_in(&t, &["status", "--format", "json"]).code(0).json();
+    assert_eq!(json["running_pid"], pid);
+    let spec_pid = wait_pid(&t.path().join("pid"));
+    // Everything else as `apply`: a second run is refused, with the first's output shown.
+    run_in(&t, &["apply", "--detach"])
+        .code(2)
+        .stderr_has(&format!("pid {pid}"));
+    run_in(&t, &["stop"]).code(0);
+    assert!(wait_gone(&[pid, spec_pid], Duration::from_secs(30)).is_empty());
+    assert!(t.read(".spec-runner/detached.log").contains("STOPPED"));
+}

@@ -113,6 +113,7 @@ impl Dispatcher<'_> {
         self.timers.retain(|Reverse((_, j))| *j != i);
         self.awaiting_flush.retain(|&j| j != i);
         self.ready.retain(|&j| j != i);
+        self.due.retain(|&j| j != i);
     }
 
     fn stop_specs(&mut self, specs: &[usize], sink: &mut dyn EventSink) -> String {
@@ -131,6 +132,8 @@ impl Dispatcher<'_> {
                 said.push(format!("stopping `{name}`"));
             } else {
                 self.unqueue(i);
+                // A scheduled retry that will never run is not counted.
+                self.uncount_retry(i);
                 self.conclude(
                     i,
                     Status::Stopped,
@@ -223,7 +226,11 @@ impl Dispatcher<'_> {
         reason: String,
         sink: &mut dyn EventSink,
     ) {
+        self.uncount_retry(i);
         let s = &mut self.specs[i];
+        s.retry_pending = false;
+        s.waited_for_slot = false;
+        s.last_failure = None;
         s.retry_count = 0;
         s.carried = 0;
         s.attempts = 0;
@@ -238,7 +245,8 @@ impl Dispatcher<'_> {
             previous,
             reason,
         }));
-        self.ready.push_front(i);
+        // Before specs not started yet, like a due retry.
+        self.due.push_front(i);
         self.reopen_dependents(i, previous, sink);
     }
 
