@@ -330,45 +330,55 @@ fn schema_cmd(g: &GlobalArgs, check: bool, dir: Option<&Path>) -> u8 {
     exit::FAILURE
 }
 
+/// `init`: the starter pipeline, and the schemas its `#:schema ./schema/…` line names.
+/// Without `--force` it overwrites nothing: when any file it would write exists (a
+/// schema that already holds exactly this text is left as it is), it names them all
+/// and writes none.
 fn init(g: &GlobalArgs, force: bool) -> u8 {
     let path = pipeline_path(g);
-    if path.exists() && !force {
+    let schema_dir = path
+        .parent()
+        .map_or_else(|| PathBuf::from("schema"), |d| d.join("schema"));
+    let mut files = vec![(path.clone(), crate::starter::STARTER_PIPELINE.to_string())];
+    for (name, text) in schema::rendered() {
+        let file = schema_dir.join(name);
+        if std::fs::read_to_string(&file).ok().as_deref() == Some(text.as_str()) {
+            continue;
+        }
+        files.push((file, text));
+    }
+    let shown = |p: &Path| crate::plan::show_path(&cwd(), p);
+    let existing: Vec<String> = files
+        .iter()
+        .filter(|(f, _)| f.symlink_metadata().is_ok())
+        .map(|(f, _)| format!("`{}`", shown(f)))
+        .collect();
+    if !existing.is_empty() && !force {
+        let (one, it) = if existing.len() == 1 {
+            ("exists", "it")
+        } else {
+            ("exist", "them")
+        };
         eprintln!(
-            "error: `{}` already exists (use --force to overwrite it)",
-            path.display()
+            "error: {} already {one}; nothing was written (use --force to overwrite {it})",
+            existing.join(", ")
         );
         return exit::USAGE;
     }
-    if let Some(parent) = path.parent() {
-        let _ = std::fs::create_dir_all(parent);
-    }
-    match std::fs::write(&path, crate::starter::STARTER_PIPELINE) {
-        Ok(()) => {
-            eprintln!("wrote {}", path.display());
-            // The starter's `#:schema ./schema/…` line must point at a real file.
-            let schema_dir = path
-                .parent()
-                .map_or_else(|| PathBuf::from("schema"), |d| d.join("schema"));
-            for (name, text) in schema::rendered() {
-                let file = schema_dir.join(name);
-                if std::fs::read_to_string(&file).ok().as_deref() == Some(text.as_str()) {
-                    continue;
-                }
-                match std::fs::create_dir_all(&schema_dir)
-                    .and_then(|()| std::fs::write(&file, &text))
-                {
-                    Ok(()) => eprintln!("wrote {}", file.display()),
-                    Err(e) => eprintln!("warning: cannot write `{}`: {e}", file.display()),
-                }
-            }
-            eprintln!("run `spec-runner plan` to see what it does, `spec-runner apply` to run it");
-            exit::SUCCESS
+    for (file, text) in &files {
+        let written = match file.parent() {
+            Some(parent) => std::fs::create_dir_all(parent),
+            None => Ok(()),
         }
-        Err(e) => {
-            eprintln!("error: cannot write `{}`: {e}", path.display());
-            exit::USAGE
+        .and_then(|()| std::fs::write(file, text));
+        if let Err(e) = written {
+            eprintln!("error: cannot write `{}`: {e}", shown(file));
+            return exit::USAGE;
         }
+        eprintln!("wrote {}", shown(file));
     }
+    eprintln!("run `spec-runner plan` to see what it does, `spec-runner apply` to run it");
+    exit::SUCCESS
 }
 
 /// A run id: sortable time plus a random suffix.
