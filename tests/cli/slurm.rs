@@ -321,3 +321,51 @@ fn validate_names_a_missing_sbatch() {
     t.run().code(2).stderr_has("sbatch");
     assert!(!t.path().join(".spec-runner").exists(), "nothing ran");
 }
+
+#[test]
+fn backend_and_the_slurm_table_come_from_every_layer_and_are_checked() {
+    let t = Test::with_pipeline(
+        r#"
+[slurm]
+partition = "debug"
+sbatch_args = ["--mem=1G"]
+[specs.a]
+command = "true"
+[specs.b]
+command = "true"
+"#,
+    )
+    .env("SPEC_RUNNER_SPECS__B__BACKEND", "slurm")
+    .args(&["plan", "--format", "json"]);
+    let run = t.run();
+    run.code(0);
+    let p = run.json();
+    let specs = p["specs"].as_array().unwrap();
+    assert_eq!(specs[0]["policy"]["backend"], "local");
+    assert_eq!(specs[1]["policy"]["backend"], "slurm");
+    assert_eq!(
+        specs[1]["origins"]["backend"],
+        "SPEC_RUNNER_SPECS__B__BACKEND"
+    );
+    assert_eq!(specs[1]["policy"]["slurm"]["partition"], "debug");
+    assert_eq!(specs[1]["policy"]["slurm"]["sbatch_args"][0], "--mem=1G");
+    assert_eq!(specs[1]["policy"]["slurm"]["poll_interval_seconds"], 1.0);
+
+    let bad = Test::with_pipeline(
+        r#"
+backend = "cluster"
+[slurm]
+sbatch_args = ["--output=x.log", "script.sh"]
+poll_interval_seconds = 0
+[specs.a]
+command = "true"
+"#,
+    )
+    .args(&["validate"]);
+    bad.run()
+        .code(2)
+        .stderr_has("`backend`")
+        .stderr_has("`slurm.sbatch_args[0]`: `--output=x.log`: spec-runner sets `--output` itself")
+        .stderr_has("`slurm.sbatch_args[1]`: `script.sh` is not an option")
+        .stderr_has("`slurm.poll_interval_seconds`: 0 is out of range");
+}
