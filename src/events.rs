@@ -79,6 +79,9 @@ pub enum EventKind {
         log: PathBuf,
         #[serde(skip_serializing_if = "Option::is_none")]
         pid: Option<u32>,
+        /// The batch job running the attempt (a backend that submits jobs).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        job_id: Option<u64>,
         #[serde(skip)]
         live: Option<SharedLive>,
         /// The `n` of `task_<n>.log`.
@@ -87,6 +90,21 @@ pub enum EventKind {
         /// The leader's identity, for the state file.
         #[serde(skip)]
         started: Option<Started>,
+    },
+    /// A job a killed runner left running for this attempt is followed again to its
+    /// end, instead of a new attempt (no `attempt_started`).
+    AttemptReattached {
+        spec: String,
+        attempt: u32,
+        retry: u32,
+        max_retries: u32,
+        log: PathBuf,
+        job_id: u64,
+        #[serde(skip)]
+        live: Option<SharedLive>,
+        /// The `n` of `task_<n>.log`.
+        #[serde(skip)]
+        log_number: u32,
     },
     AttemptFinished {
         spec: String,

@@ -11,11 +11,13 @@ pub mod events;
 pub mod exec;
 pub mod exit;
 pub mod live;
+mod manual;
 pub mod plan;
 pub mod report;
 pub mod retry;
 mod run;
 pub mod runner;
+pub mod slurm;
 mod starter;
 pub mod state;
 

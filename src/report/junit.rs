@@ -366,7 +366,7 @@ impl EventSink for JunitReport {
                 self.run_id = Some(run_id.clone());
                 self.started = Some(event.ts);
             }
-            EventKind::AttemptStarted { spec, .. } => {
+            EventKind::AttemptStarted { spec, .. } | EventKind::AttemptReattached { spec, .. } => {
                 if let Some(c) = self.case(spec) {
                     c.running_since = Some(event.ts);
                     c.retry_pending = false;
@@ -455,6 +455,7 @@ mod tests {
                 max_retries: 3,
                 log: PathBuf::from(format!("{spec}/task_{n}.log")),
                 pid: None,
+                job_id: None,
                 live: None,
                 log_number: n,
                 started: None,

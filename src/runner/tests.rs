@@ -29,6 +29,7 @@ impl Backend for Scripted {
             pid: 1,
             pgid: 1,
             start_time: None,
+            job: None,
         });
         let script = match &spec.command {
             config::policy::CommandLine::Shell(s) => s.clone(),
@@ -180,6 +181,7 @@ fn run_with_delay(toml: &str, interrupt_on: Option<Trigger>, delay: Duration) ->
             state: None,
             backend: Arc::new(Scripted),
             steering: None,
+            reattach: Vec::new(),
         };
         let code = dispatcher::run(&p, opts, &mut rec, &sig_rx);
         let _ = done_tx.send((code, rec.events));

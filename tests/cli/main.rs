@@ -11,4 +11,5 @@ mod faults;
 mod harness;
 mod live;
 mod procs;
+mod slurm;
 mod state;
