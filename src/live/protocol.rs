@@ -260,11 +260,13 @@ mod tests {
         let mut s = SpecState::new("h".into(), 3);
         s.status = Status::Running;
         s.running = Some(RunningProcess {
+            job_id: None,
             pid: 42,
             pgid: 42,
             start_time: None,
         });
         s.attempts.push(AttemptRecord {
+            job_id: None,
             number: 1,
             attempt: 1,
             started_at: t0,
