@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{CommandFactory, Parser};
+use clap::CommandFactory;
 
 use crate::cli::{
     ApplyArgs, ApplyFormat, Cli, Command, GlobalArgs, OutputArgs, OverrideArgs, PlanFormat,
@@ -18,7 +18,24 @@ use crate::exit;
 
 /// Runs spec-runner with these arguments; returns the process exit code.
 pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
-    let cli = match Cli::try_parse_from(args) {
+    let args: Vec<OsString> = args.into_iter().collect();
+    // clap prints help and usage errors while it parses, before `--color` is known:
+    // tell it the choice first (it reads NO_COLOR and the terminal itself for `auto`).
+    let color = color_flag(&args).unwrap_or_else(|| {
+        std::env::var("SPEC_RUNNER_COLOR")
+            .ok()
+            .and_then(|v| clap::ValueEnum::from_str(&v, true).ok())
+            .unwrap_or(crate::cli::ColorChoice::Auto)
+    });
+    let mut command = Cli::command().color(match color {
+        crate::cli::ColorChoice::Auto => clap::ColorChoice::Auto,
+        crate::cli::ColorChoice::Always => clap::ColorChoice::Always,
+        crate::cli::ColorChoice::Never => clap::ColorChoice::Never,
+    });
+    let parsed = command
+        .try_get_matches_from_mut(args)
+        .and_then(|m| <Cli as clap::FromArgMatches>::from_arg_matches(&m));
+    let cli = match parsed.map_err(|e| e.format(&mut command)) {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
@@ -30,6 +47,25 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         }
     };
     ExitCode::from(dispatch(cli))
+}
+
+/// The value of the last `--color WHEN` or `--color=WHEN` before a `--`, if it is one
+/// clap would accept.
+fn color_flag(args: &[OsString]) -> Option<crate::cli::ColorChoice> {
+    let mut found = None;
+    let mut rest = args.iter().skip(1).map(|a| a.to_str());
+    while let Some(arg) = rest.next() {
+        let value = match arg {
+            Some("--") => break,
+            Some("--color") => rest.next().flatten(),
+            Some(a) => a.strip_prefix("--color="),
+            None => None,
+        };
+        if let Some(v) = value.and_then(|v| clap::ValueEnum::from_str(v, false).ok()) {
+            found = Some(v);
+        }
+    }
+    found
 }
 
 fn dispatch(cli: Cli) -> u8 {
@@ -425,7 +461,6 @@ fn restart(p: &Pipeline, names: &[String], out: &OutputArgs, color: bool) -> u8 
 
 fn execute(p: &Pipeline, req: RunRequest, out: &OutputArgs, color: bool) -> u8 {
     use crate::state::{resume, sink, store};
-    use std::io::IsTerminal;
 
     // Before the first write: a file size limit must fail writes, not kill us.
     if let Err(e) = crate::runner::signal::survive_file_size_limit() {
@@ -504,12 +539,14 @@ fn execute(p: &Pipeline, req: RunRequest, out: &OutputArgs, color: bool) -> u8 {
             sinks.push(&mut json);
         }
         ApplyFormat::Human => {
+            // Bars cannot be drawn off a terminal, nor on one whose `TERM` is unset or
+            // `dumb` (indicatif hides them, and with them the failure reports): plain
+            // lines say the same there.
+            let drawn = crate::report::progress::bars_drawn();
             let use_bars = match out.progress {
                 // Quiet means lines: only failures and the summary.
-                Progress::Auto => !out.quiet && std::io::stderr().is_terminal(),
-                // Bars cannot be drawn off a terminal (indicatif hides them, and with
-                // them the failure reports): plain lines say the same there.
-                Progress::Bar => std::io::stderr().is_terminal(),
+                Progress::Auto => !out.quiet && drawn,
+                Progress::Bar => drawn,
                 Progress::Plain | Progress::None => false,
             };
             if use_bars {

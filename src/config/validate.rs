@@ -226,6 +226,26 @@ pub fn validate(layers: &Layers) -> Result<Pipeline, Vec<Problem>> {
                 }
             }
         }
+        for (key, value) in &parts.env {
+            let at = path(&["specs", name, "env", key]);
+            let problem = if key.is_empty() {
+                Some("empty variable name: expected a name such as `RUST_LOG`".to_string())
+            } else if key.contains('=') {
+                Some(format!(
+                    "variable name `{key}` holds `=`: expected a name without `=` (the value goes after the `=` of TOML)"
+                ))
+            } else if key.contains('\0') {
+                Some("variable name holds a NUL byte: expected a name without one".to_string())
+            } else {
+                None
+            };
+            if let Some(message) = problem {
+                cx.key_problem(&at, message);
+            }
+            if value.contains('\0') {
+                cx.problem(&at, "value holds a NUL byte, which no environment variable can: expected text without one".into());
+            }
+        }
         let spec_rules = rules(
             &mut cx,
             parts.policy.retry_rules.as_deref().unwrap_or(&[]),
@@ -757,6 +777,16 @@ fn rules(cx: &mut Ctx, raw: &[RawRetryRule], at: &[PathSeg]) -> Vec<RetryRule> {
                 &field("exit_codes"),
                 "empty list matches nothing: expected at least one exit code (leave `exit_codes` out to match any)".into(),
             );
+        }
+        for (j, code) in rule.exit_codes.iter().flatten().enumerate() {
+            if !(0..=255).contains(code) {
+                let mut at = field("exit_codes");
+                at.push(PathSeg::Index(j));
+                cx.problem(
+                    &at,
+                    format!("{code} can never match: expected an exit code from 0 to 255 (a process killed by a signal has none: use `signals`)"),
+                );
+            }
         }
         let mut signals = None;
         if let Some(names) = &rule.signals {

@@ -40,6 +40,12 @@ pub struct ProgressReporter {
     look: plain::Look,
 }
 
+/// Whether indicatif would draw bars on stderr: a terminal, and `TERM` neither unset
+/// nor `dumb`. Asked of indicatif itself, so the two cannot disagree.
+pub fn bars_drawn() -> bool {
+    !ProgressDrawTarget::stderr().is_hidden()
+}
+
 impl ProgressReporter {
     pub fn new(look: plain::Look) -> Self {
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10));
@@ -175,7 +181,7 @@ impl EventSink for ProgressReporter {
                     until: Instant::now() + *delay,
                     retry: *retry,
                     max: *max_retries,
-                    why: reason.clone(),
+                    why: crate::report::one_line(reason).into_owned(),
                 };
                 let line = self.line_for(spec);
                 line.phase = phase;

@@ -362,6 +362,40 @@ fn github_actions_gets_an_error_with_the_log_in_a_group_and_a_flaky_warning() {
     );
 }
 
+#[test]
+fn a_reason_with_line_breaks_cannot_issue_workflow_commands() {
+    // A program name from the pipeline file with a line break and a command after it:
+    // the reason that names it must stay on its event's line.
+    let t = Test::with_pipeline("[specs.odd]\ncommand = [\"no-such\\r\\n::error::injected\"]\n")
+        .env("GITHUB_ACTIONS", "true");
+    let run = run_in(&t, &["apply"]);
+    run.code(1);
+    let mut inside = None;
+    for l in run.stderr.lines() {
+        if let Some(token) = l.strip_prefix("::stop-commands::") {
+            inside = Some(format!("::{token}::"));
+            continue;
+        }
+        if inside.as_deref() == Some(l) {
+            inside = None;
+            continue;
+        }
+        if inside.is_none() {
+            assert!(!l.starts_with("::error::"), "{l:?} in\n{}", run.stderr);
+            assert!(!l.contains('\r'), "{l:?}");
+        }
+    }
+    let annotations = run.stderr.lines().filter(|l| l.starts_with("::error"));
+    assert_eq!(annotations.count(), 1, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .lines()
+            .any(|l| l.contains("odd: FAILED: ") && l.contains("no-such··::error::injected")),
+        "{}",
+        run.stderr
+    );
+}
+
 /// Whether `s` holds an SGR (colour) escape sequence.
 fn has_colour(s: &str) -> bool {
     regex::Regex::new("\x1b\\[[0-9;]*m").unwrap().is_match(s)
@@ -445,6 +479,61 @@ fn colour_on_a_terminal_unless_no_color_or_never_and_never_off_a_terminal() {
         .output()
         .unwrap();
     assert!(has_colour(&String::from_utf8_lossy(&run.stderr)));
+}
+
+#[test]
+fn a_dumb_terminal_gets_plain_lines_with_the_failure() {
+    // indicatif draws nothing where `TERM` is `dumb` or unset: bars there would hide
+    // the FAILED line, the log tail and the log's path.
+    let t = Test::with_pipeline(
+        "[specs.bad]\ncommand = 'echo the cause; exit 4'\nretry_max_retries = 0\n",
+    );
+    for progress in ["auto", "bar"] {
+        let args = ["apply", "--fresh", "--progress", progress];
+        let (code, shown) = on_terminal(&t, &args, &[("TERM", "dumb")]);
+        assert_eq!(code, Some(1));
+        assert!(
+            shown.contains("bad: FAILED: exit 4"),
+            "{progress}: {shown:?}"
+        );
+        assert!(shown.contains("| the cause"), "{progress}: {shown:?}");
+        assert!(
+            shown.contains("log: .spec-runner/logs/bad/task_"),
+            "{shown:?}"
+        );
+        assert!(
+            !has_colour(&shown),
+            "no colour on a dumb terminal: {shown:?}"
+        );
+    }
+}
+
+#[test]
+fn the_colour_choice_reaches_clap_s_own_help_and_usage_errors() {
+    let t = Test::new();
+    // Usage errors go to stderr, here a terminal: coloured unless told otherwise.
+    let (code, shown) = on_terminal(&t, &["apply", "--bogus"], &[]);
+    assert_eq!(code, Some(2));
+    assert!(has_colour(&shown), "a terminal gets colour: {shown:?}");
+    for args in [
+        &["--color", "never", "apply", "--bogus"][..],
+        &["apply", "--bogus", "--color=never"][..],
+    ] {
+        let (code, shown) = on_terminal(&t, args, &[]);
+        assert_eq!(code, Some(2));
+        assert!(shown.contains("--bogus"), "{shown:?}");
+        assert!(!has_colour(&shown), "{args:?}: {shown:?}");
+    }
+    let (_, shown) = on_terminal(&t, &["apply", "--bogus"], &[("SPEC_RUNNER_COLOR", "never")]);
+    assert!(!has_colour(&shown), "SPEC_RUNNER_COLOR=never: {shown:?}");
+    // Help goes to stdout, here a pipe: plain, unless forced.
+    let run = run_in(&t, &["--help"]);
+    assert!(!has_colour(&run.stdout), "{}", run.stdout);
+    let run = run_in(&t, &["apply", "--help", "--color", "always"]);
+    run.code(0);
+    assert!(has_colour(&run.stdout), "{}", run.stdout);
+    let run = run_in(&t, &["--color", "always", "apply", "--bogus"]);
+    assert!(has_colour(&run.stderr), "{}", run.stderr);
 }
 
 #[test]

@@ -184,6 +184,38 @@ const BAD_INPUTS: &[Bad] = &[
         ..BAD
     },
     Bad {
+        what: "an env name holding `=`",
+        pipeline: "[specs.a]\ncommand = \"true\"\nenv = { \"A=B\" = \"x\" }\n",
+        source: "spec-runner.toml:3:9",
+        key: "specs.a.env.\"A=B\"",
+        says: &["`A=B` holds `=`", "expected a name without `=`"],
+        ..BAD
+    },
+    Bad {
+        what: "an empty env name",
+        pipeline: "[specs.a]\ncommand = \"true\"\n[specs.a.env]\n\"\" = \"x\"\n",
+        source: "spec-runner.toml:4:1",
+        key: "specs.a.env.\"\"",
+        says: &["empty variable name", "expected a name"],
+        ..BAD
+    },
+    Bad {
+        what: "an exit code above 255",
+        pipeline: "[[retry_rules]]\nexit_codes = [1, 256]\naction = \"fail\"\n[specs.a]\ncommand = \"true\"\n",
+        source: "spec-runner.toml:2:18",
+        key: "retry_rules[0].exit_codes[1]",
+        says: &["256 can never match", "expected an exit code from 0 to 255"],
+        ..BAD
+    },
+    Bad {
+        what: "a negative exit code in a spec's rule",
+        pipeline: "[specs.a]\ncommand = \"true\"\n[[specs.a.retry_rules]]\nexit_codes = [-1]\naction = \"fail\"\n",
+        source: "spec-runner.toml:4:15",
+        key: "specs.a.retry_rules[0].exit_codes[0]",
+        says: &["-1 can never match", "expected an exit code from 0 to 255"],
+        ..BAD
+    },
+    Bad {
         what: "a number inside a command array",
         pipeline: "[specs.a]\ncommand = [\"ls\", 7]\n",
         source: "spec-runner.toml:2:18",
@@ -429,7 +461,7 @@ const BAD_INPUTS: &[Bad] = &[
         what: "spec name with a slash",
         pipeline: "[specs.\"a/b\"]\ncommand = \"true\"\n",
         source: "spec-runner.toml:1:8",
-        key: "specs.a/b",
+        key: "specs.\"a/b\"",
         says: &["`a/b`", "invalid spec name", "letters, digits"],
         ..BAD
     },
@@ -445,7 +477,7 @@ const BAD_INPUTS: &[Bad] = &[
         what: "spec name that climbs out",
         pipeline: "[specs.\"../x\"]\ncommand = \"true\"\n",
         source: "spec-runner.toml:1:8",
-        key: "specs.../x",
+        key: "specs.\"../x\"",
         says: &["`../x`", "invalid spec name"],
         ..BAD
     },
@@ -453,7 +485,7 @@ const BAD_INPUTS: &[Bad] = &[
         what: "absolute spec name",
         pipeline: "[specs.\"/etc\"]\ncommand = \"true\"\n",
         source: "spec-runner.toml:1:8",
-        key: "specs./etc",
+        key: "specs.\"/etc\"",
         says: &["`/etc`", "invalid spec name"],
         ..BAD
     },
@@ -477,7 +509,7 @@ const BAD_INPUTS: &[Bad] = &[
         what: "spec name with a space",
         pipeline: "[specs.\"a b\"]\ncommand = \"true\"\n",
         source: "spec-runner.toml:1:8",
-        key: "specs.a b",
+        key: "specs.\"a b\"",
         says: &["`a b`", "invalid spec name"],
         ..BAD
     },
@@ -485,7 +517,7 @@ const BAD_INPUTS: &[Bad] = &[
         what: "spec name with a backslash",
         pipeline: "[specs.'a\\b']\ncommand = \"true\"\n",
         source: "spec-runner.toml:1:8",
-        key: "specs.a\\b",
+        key: "specs.\"a\\\\b\"",
         says: &["invalid spec name"],
         ..BAD
     },
@@ -493,7 +525,7 @@ const BAD_INPUTS: &[Bad] = &[
         what: "non-ASCII spec name",
         pipeline: "[specs.\"é\"]\ncommand = \"true\"\n",
         source: "spec-runner.toml:1:8",
-        key: "specs.é",
+        key: "specs.\"é\"",
         says: &["`é`", "invalid spec name"],
         ..BAD
     },
@@ -501,7 +533,7 @@ const BAD_INPUTS: &[Bad] = &[
         what: "empty spec name",
         pipeline: "[specs.\"\"]\ncommand = \"true\"\n",
         source: "spec-runner.toml:1:8",
-        key: "specs.",
+        key: "specs.\"\"",
         says: &["``", "invalid spec name"],
         ..BAD
     },
@@ -1027,7 +1059,7 @@ depends_on = [\"a\"]
         )
         .problem(
             "spec-runner.toml:9:8",
-            "specs.bad/name",
+            "specs.\"bad/name\"",
             &["invalid spec name"],
         )
         .problem(
