@@ -14,6 +14,7 @@ pub mod report;
 pub mod retry;
 mod run;
 pub mod runner;
+pub mod slurm;
 mod starter;
 pub mod state;
 

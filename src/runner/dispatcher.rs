@@ -225,7 +225,8 @@ impl<'p> Dispatcher<'p> {
                             retry: s.retry_count,
                             max_retries: self.p.specs[spec].policy.retry.max_retries,
                             log,
-                            pid: started.map(|s| s.pid),
+                            pid: started.filter(|s| s.job.is_none()).map(|s| s.pid),
+                            job_id: started.and_then(|s| s.job).map(|j| j.id),
                             live,
                             log_number,
                             started,
@@ -480,6 +481,8 @@ impl<'p> Dispatcher<'p> {
                 activity_timeout: spec.policy.activity_timeout,
                 terminate_grace: spec.policy.terminate_grace,
                 control: rx,
+                backend: spec.policy.backend,
+                reattach: None,
             });
         }
         for &i in &self.due {
@@ -519,6 +522,9 @@ impl<'p> Dispatcher<'p> {
             activity_timeout: None,
             terminate_grace: spec.policy.terminate_grace,
             control: rx,
+            // Hooks are notifications: they run here, whatever runs the attempts.
+            backend: crate::config::policy::BackendKind::Local,
+            reattach: None,
         };
         Some((job, tx))
     }

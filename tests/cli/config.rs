@@ -1687,6 +1687,8 @@ const POLICY_KEYS: &[&str] = &[
     "state_dir",
     "on_exhausted",
     "junit_path",
+    "backend",
+    "slurm",
 ];
 
 #[test]

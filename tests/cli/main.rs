@@ -10,4 +10,5 @@ mod config;
 mod faults;
 mod harness;
 mod procs;
+mod slurm;
 mod state;
