@@ -9,6 +9,7 @@ mod control;
 pub mod events;
 pub mod exec;
 pub mod exit;
+mod manual;
 pub mod plan;
 pub mod report;
 pub mod retry;

@@ -186,11 +186,7 @@ fn dispatch(cli: Cli) -> u8 {
         },
         Command::Schema { check, dir } => schema_cmd(g, *check, dir.as_deref()),
         Command::Init { force } => init(g, *force),
-        Command::Completions { shell } => {
-            let mut out = Vec::new();
-            clap_complete::generate(*shell, &mut Cli::command(), "spec-runner", &mut out);
-            print_out(&String::from_utf8_lossy(&out))
-        }
+        Command::Completions { shell } => print_out(&crate::manual::completions(*shell)),
         Command::Man { dir } => man(dir.as_deref()),
     }
 }
