@@ -518,7 +518,21 @@ fn execute(p: &Pipeline, req: RunRequest, out: &OutputArgs, color: bool) -> u8 {
     if let Some(w) = &loaded.warning {
         eprintln!("warning: {w}");
     }
-    let plan = resume::plan(p, &req.requested, loaded.state.as_ref(), req.mode);
+    let mut plan = resume::plan(p, &req.requested, loaded.state.as_ref(), req.mode);
+    // Batch jobs a killed runner left: a resumed run follows each one still known to
+    // the cluster to its end rather than submitting its attempt again; the others
+    // (and all of them with --fresh) are cancelled by `end_abandoned`.
+    if req.mode == resume::Mode::Resume {
+        for &(i, id, log_number) in &plan.jobs_left {
+            let spec = &p.specs[i];
+            if plan.to_run[i]
+                && spec.policy.backend == crate::config::policy::BackendKind::Slurm
+                && crate::slurm::reattachable(id, &spec.name)
+            {
+                plan.reattach[i] = Some((id, log_number));
+            }
+        }
+    }
     // Listen before the clean-up below: a Ctrl-C during it must not kill the runner
     // outright; the run then stops as soon as it starts.
     let signals = match crate::runner::signal::SignalListener::start() {
@@ -611,6 +625,13 @@ fn execute(p: &Pipeline, req: RunRequest, out: &OutputArgs, color: bool) -> u8 {
                 .any(|s| s.policy.backend == crate::config::policy::BackendKind::Slurm)
                 .then(|| crate::slurm::Cluster::new(p.run.slurm.clone(), run_id.clone())),
         }),
+        reattach: plan
+            .reattach
+            .iter()
+            .map(|r| {
+                r.map(|(job_id, log_number)| crate::runner::pool::Reattach { job_id, log_number })
+            })
+            .collect(),
     };
     let code = {
         let mut fan = crate::report::Fanout(sinks);
@@ -709,6 +730,9 @@ fn end_abandoned(
         }
     }
     for &(i, id, _) in &plan.jobs_left {
+        if plan.reattach[i].is_some() {
+            continue;
+        }
         let name = &p.specs[i].name;
         if crate::slurm::cancel_left(id, name) {
             eprintln!(
