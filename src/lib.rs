@@ -20,5 +20,6 @@ pub mod runner;
 pub mod slurm;
 mod starter;
 pub mod state;
+pub mod tui;
 
 pub use run::run;

@@ -177,6 +177,18 @@ fn dispatch(cli: Cli) -> u8 {
             Ok(p) => crate::control::logs(&p, spec, *attempt, *hook),
             Err(code) => code,
         },
+        Command::Tui => match load(g, &OverrideArgs::default()) {
+            Ok(p) => {
+                let color = crate::report::use_color(
+                    g.color,
+                    std::io::IsTerminal::is_terminal(&std::io::stdout()),
+                    std::env::var_os("NO_COLOR").as_deref(),
+                    std::env::var_os("TERM").as_deref(),
+                );
+                crate::tui::run(&p, color, g.config.as_deref())
+            }
+            Err(code) => code,
+        },
         Command::Schema { check, dir } => schema_cmd(g, *check, dir.as_deref()),
         Command::Init { force } => init(g, *force),
         Command::Completions { shell } => print_out(&crate::manual::completions(*shell)),

@@ -13,3 +13,4 @@ mod live;
 mod procs;
 mod slurm;
 mod state;
+mod tui;
