@@ -10,5 +10,6 @@ mod config;
 mod faults;
 mod harness;
 mod procs;
+mod schema_corpus;
 mod slurm;
 mod state;
