@@ -99,23 +99,8 @@ fn dispatch(cli: Cli) -> u8 {
             }
             Err(code) => code,
         },
-        Command::Plan {
-            explain,
-            format,
-            overrides,
-        } => match load(g, overrides) {
-            Ok(p) => match format {
-                PlanFormat::Json => {
-                    // Streamed: a 100,000-spec plan is hundreds of MB as one string.
-                    let mut out =
-                        std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
-                    let _ = serde_json::to_writer_pretty(&mut out, &crate::plan::plan_json(&p));
-                    let _ = out.write_all(b"\n");
-                    let _ = out.flush();
-                    exit::SUCCESS
-                }
-                PlanFormat::Text => print_out(&crate::plan::plan_text(&p, *explain)),
-            },
+        Command::Plan(args) => match load(g, &args.overrides) {
+            Ok(p) => plan(&p, args),
             Err(code) => code,
         },
         Command::Apply(args) => {
@@ -188,6 +173,45 @@ fn dispatch(cli: Cli) -> u8 {
         Command::Init { force } => init(g, *force),
         Command::Completions { shell } => print_out(&crate::manual::completions(*shell)),
         Command::Man { dir } => man(dir.as_deref()),
+    }
+}
+
+/// `plan`: the whole pipeline, or the named specs only.
+fn plan(p: &Pipeline, args: &crate::cli::PlanArgs) -> u8 {
+    use crate::plan::{Explain, View};
+    let only = if args.specs.is_empty() {
+        None
+    } else {
+        let mut only = vec![false; p.specs.len()];
+        for name in &args.specs {
+            match p.index_of(name) {
+                Some(i) => only[i] = true,
+                None => {
+                    eprintln!("error: {}", p.no_such_spec(name));
+                    return exit::USAGE;
+                }
+            }
+        }
+        Some(only)
+    };
+    let view = View {
+        explain: match (args.explain, args.all) {
+            (_, true) => Explain::All,
+            (true, false) => Explain::Diff,
+            (false, false) => Explain::No,
+        },
+        only: only.as_deref(),
+    };
+    match args.format {
+        PlanFormat::Json => {
+            // Streamed: a 100,000-spec plan is hundreds of MB as one string.
+            let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+            let _ = serde_json::to_writer_pretty(&mut out, &crate::plan::plan_json(p, &view));
+            let _ = out.write_all(b"\n");
+            let _ = out.flush();
+            exit::SUCCESS
+        }
+        PlanFormat::Text => print_out(&crate::plan::plan_text(p, &view)),
     }
 }
 
@@ -518,7 +542,21 @@ fn execute(p: &Pipeline, req: RunRequest, out: &OutputArgs, color: bool) -> u8 {
     if let Some(w) = &loaded.warning {
         eprintln!("warning: {w}");
     }
-    let plan = resume::plan(p, &req.requested, loaded.state.as_ref(), req.mode);
+    let mut plan = resume::plan(p, &req.requested, loaded.state.as_ref(), req.mode);
+    // Batch jobs a killed runner left: a resumed run follows each one still known to
+    // the cluster to its end rather than submitting its attempt again; the others
+    // (and all of them with --fresh) are cancelled by `end_abandoned`.
+    if req.mode == resume::Mode::Resume {
+        for &(i, id, log_number) in &plan.jobs_left {
+            let spec = &p.specs[i];
+            if plan.to_run[i]
+                && spec.policy.backend == crate::config::policy::BackendKind::Slurm
+                && crate::slurm::reattachable(id, &spec.name)
+            {
+                plan.reattach[i] = Some((id, log_number));
+            }
+        }
+    }
     // Listen before the clean-up below: a Ctrl-C during it must not kill the runner
     // outright; the run then stops as soon as it starts.
     let signals = match crate::runner::signal::SignalListener::start() {
@@ -611,6 +649,13 @@ fn execute(p: &Pipeline, req: RunRequest, out: &OutputArgs, color: bool) -> u8 {
                 .any(|s| s.policy.backend == crate::config::policy::BackendKind::Slurm)
                 .then(|| crate::slurm::Cluster::new(p.run.slurm.clone(), run_id.clone())),
         }),
+        reattach: plan
+            .reattach
+            .iter()
+            .map(|r| {
+                r.map(|(job_id, log_number)| crate::runner::pool::Reattach { job_id, log_number })
+            })
+            .collect(),
     };
     let code = {
         let mut fan = crate::report::Fanout(sinks);
@@ -709,6 +754,9 @@ fn end_abandoned(
         }
     }
     for &(i, id, _) in &plan.jobs_left {
+        if plan.reattach[i].is_some() {
+            continue;
+        }
         let name = &p.specs[i].name;
         if crate::slurm::cancel_left(id, name) {
             eprintln!(
