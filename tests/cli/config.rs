@@ -2896,6 +2896,7 @@ mod props {
                 &spec_runner::plan::View {
                     explain,
                     only: None,
+                    why: None,
                 },
             );
         }
