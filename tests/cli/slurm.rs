@@ -267,7 +267,11 @@ activity_timeout_seconds = 1
         "TERM ignored: KILL after the grace period: {}",
         stubborn[0]
     );
-    assert!(stubborn[0]["duration_ms"].as_u64().unwrap() >= 3000, "{}", stubborn[0]);
+    assert!(
+        stubborn[0]["duration_ms"].as_u64().unwrap() >= 3000,
+        "{}",
+        stubborn[0]
+    );
     for spec in ["hung", "slow", "stubborn"] {
         for id in job_ids(&ev, spec) {
             let s = wait_job_ended(id);
