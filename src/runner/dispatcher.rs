@@ -22,6 +22,8 @@ use crate::exit;
 use crate::retry::{self, Decision, FailureFacts, RetryContext, TimeoutKind};
 use crate::state::sink::StateHandle;
 
+pub(crate) mod steer;
+
 /// What a run needs besides the pipeline.
 pub struct RunOptions {
     pub run_id: String,
@@ -41,6 +43,8 @@ pub struct RunOptions {
     pub state: Option<StateHandle>,
     /// What runs the attempts.
     pub backend: std::sync::Arc<dyn super::backend::Backend>,
+    /// Requests from the control socket (stop or restart a spec, stop the run).
+    pub steering: Option<steer::Steering>,
     /// Per spec: a job a killed runner left running, which its next attempt follows
     /// instead of starting anew (empty: none).
     pub reattach: Vec<Option<super::pool::Reattach>>,
@@ -119,6 +123,8 @@ struct Dispatcher<'p> {
     hooks: Vec<(usize, Sender<Control>)>,
     /// Ctrl-C (or SIGTERM, SIGHUP) arrived: no hook starts any more.
     interrupted: bool,
+    /// Requests from the control socket, and what they are waiting for.
+    steer: steer::SteerState,
 }
 
 impl<'p> Dispatcher<'p> {
@@ -180,6 +186,7 @@ impl<'p> Dispatcher<'p> {
             hooks_due: Vec::new(),
             hooks: Vec::new(),
             interrupted: false,
+            steer: steer::SteerState::new(opts.steering, n),
         }
     }
 
@@ -200,6 +207,7 @@ impl<'p> Dispatcher<'p> {
         self.live_output = sink.tick_interval().is_some();
         let pool = Pool::start(jobs.min(selected_count.max(1)), self.backend.clone());
         let results = pool.results().clone();
+        let commands = self.steer.commands();
         loop {
             self.fire_timers(sink);
             self.dispatch(&pool, sink);
@@ -255,7 +263,9 @@ impl<'p> Dispatcher<'p> {
                         self.running -= 1;
                         self.specs[spec].control = None;
                         self.specs[spec].next_log = log_number + 1;
-                        self.finished(spec, attempt, log, end, sink);
+                        if let Some((log, end)) = self.steer_finished(spec, attempt, log, end, sink) {
+                            self.finished(spec, attempt, log, end, sink);
+                        }
                     }
                     Ok(JobResult::HookFinished { spec, kind, log, end }) => {
                         self.hooks.retain(|(i, _)| *i != spec);
@@ -276,6 +286,11 @@ impl<'p> Dispatcher<'p> {
                 recv(signals) -> sig => {
                     if let Ok(sig) = sig {
                         self.on_signal(sig, sink);
+                    }
+                }
+                recv(commands) -> cmd => {
+                    if let Ok(cmd) = cmd {
+                        self.on_command(cmd, sink);
                     }
                 }
                 default(timeout) => sink.tick(),
@@ -580,14 +595,22 @@ impl<'p> Dispatcher<'p> {
         let spec = &self.p.specs[i];
         let success = end.cause == EndCause::Exited && end.exit_code == Some(0);
         let tail: Tail = end.tail.as_slice().into();
+        // `sh -c` reports a child killed by signal N as exit 128 + N: for rules and
+        // reasons, that is a signal (in the shell).
+        let shell_signal = match spec.command {
+            crate::config::policy::CommandLine::Shell(_) if end.cause == EndCause::Exited => {
+                retry::signal_in_shell(end.exit_code)
+            }
+            _ => None,
+        };
         let reason = if success {
             None
         } else {
-            Some(describe(
-                &end,
-                spec.policy.timeout,
-                spec.policy.activity_timeout,
-            ))
+            let why = describe(&end, spec.policy.timeout, spec.policy.activity_timeout);
+            Some(match shell_signal {
+                Some(sig) => format!("{why} (killed by {} in the shell)", signal_text(sig)),
+                None => why,
+            })
         };
         self.specs[i].last_log = Some(log.clone());
         sink.event(&Event::now(EventKind::AttemptFinished {
@@ -625,7 +648,7 @@ impl<'p> Dispatcher<'p> {
         }
         let facts = FailureFacts {
             exit_code: end.exit_code,
-            signal: end.signal,
+            signal: end.signal.or(shell_signal),
             timeout: match end.cause {
                 EndCause::TimedOut => Some(TimeoutKind::Total),
                 EndCause::Hung => Some(TimeoutKind::Activity),
@@ -739,7 +762,9 @@ impl<'p> Dispatcher<'p> {
                         continue;
                     }
                     let d = &mut self.specs[j];
-                    d.deps_left -= 1;
+                    // Saturating: a restarted spec that succeeds again finds dependents
+                    // that already counted it.
+                    d.deps_left = d.deps_left.saturating_sub(1);
                     if d.deps_left == 0 && d.status == Status::Pending && !self.stopping {
                         if self.fail_fast_tripped {
                             work.push((
@@ -809,23 +834,29 @@ impl<'p> Dispatcher<'p> {
         let mut counts = [0usize; 4];
         let mut not_run = 0;
         let mut flaky = Vec::new();
+        let mut names: [Vec<String>; 3] = Default::default();
         for (i, s) in self.specs.iter().enumerate() {
             if !self.selected[i] {
                 continue;
             }
+            let name = || self.p.specs[i].name.clone();
             match s.status {
                 Status::Succeeded => {
                     counts[0] += 1;
                     if s.had_failure {
-                        flaky.push(self.p.specs[i].name.clone());
+                        flaky.push(name());
                     }
                 }
-                Status::Failed => counts[1] += 1,
-                Status::Skipped => counts[2] += 1,
-                Status::Stopped => counts[3] += 1,
+                Status::Failed => names[0].push(name()),
+                Status::Skipped => names[1].push(name()),
+                Status::Stopped => names[2].push(name()),
                 _ => not_run += 1,
             }
         }
+        for k in 0..3 {
+            counts[k + 1] = names[k].len();
+        }
+        let [failed_specs, skipped_specs, stopped_specs] = names;
         let code = if self.stopping && !self.aborted {
             exit::INTERRUPTED
         } else if counts[1] + counts[2] > 0 || self.aborted {
@@ -842,6 +873,9 @@ impl<'p> Dispatcher<'p> {
             not_run,
             retries: self.retries_used,
             flaky,
+            failed_specs,
+            skipped_specs,
+            stopped_specs,
             duration: started.elapsed(),
             exit_code: code,
         }));
