@@ -9,6 +9,7 @@ mod control;
 pub mod events;
 pub mod exec;
 pub mod exit;
+pub mod iterate;
 pub mod plan;
 pub mod report;
 pub mod retry;
@@ -16,5 +17,6 @@ mod run;
 pub mod runner;
 mod starter;
 pub mod state;
+pub mod tasks;
 
 pub use run::run;

@@ -78,7 +78,7 @@ fn rule_json(rule: &RetryRule) -> Value {
 }
 
 /// Every policy key, in the order of DESIGN §3 (retry rules after the retry keys).
-pub const POLICY_KEYS: [&str; 18] = [
+pub const POLICY_KEYS: [&str; 20] = [
     "retry_max_retries",
     "retry_backoff_seconds",
     "retry_backoff_multiplier",
@@ -97,11 +97,13 @@ pub const POLICY_KEYS: [&str; 18] = [
     "state_dir",
     "on_exhausted",
     "junit_path",
+    "max_iterations",
+    "no_progress_limit",
 ];
 
 /// The effective value of every policy key of one spec (run-wide ones included), in
 /// the order of [`POLICY_KEYS`].
-fn policy_values(p: &Pipeline, spec: &Spec) -> [Value; 18] {
+fn policy_values(p: &Pipeline, spec: &Spec) -> [Value; 20] {
     let r = &spec.policy.retry;
     let pol = &spec.policy;
     let run = &p.run;
@@ -126,6 +128,8 @@ fn policy_values(p: &Pipeline, spec: &Spec) -> [Value; 18] {
         run.junit_path
             .as_ref()
             .map_or(Value::Null, |j| json!(show_path(&p.dir, j))),
+        json!(pol.iterate.max_iterations),
+        json!(pol.iterate.no_progress_limit),
     ]
 }
 
@@ -217,7 +221,7 @@ struct SpecJson<'a>(&'a Pipeline, &'a Spec);
 impl Serialize for SpecJson<'_> {
     fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
         let SpecJson(p, s) = *self;
-        let mut m = ser.serialize_map(Some(8))?;
+        let mut m = ser.serialize_map(Some(10))?;
         m.serialize_entry("name", &s.name)?;
         match &s.command {
             CommandLine::Shell(c) => m.serialize_entry("command", c)?,
@@ -226,6 +230,8 @@ impl Serialize for SpecJson<'_> {
         m.serialize_entry("cwd", &show_path(&p.dir, &s.cwd))?;
         m.serialize_entry("env", &EnvJson(s))?;
         m.serialize_entry("depends_on", &Names(p, &s.depends_on))?;
+        m.serialize_entry("tasks", &s.tasks.as_ref().map(|t| show_path(&p.dir, t)))?;
+        m.serialize_entry("until", &s.until.as_ref().map(command_json))?;
         m.serialize_entry("policy", &PolicyJson(p, s))?;
         m.serialize_entry("origins", &OriginsJson(p, s))?;
         let schedule = retry::schedule(&s.policy.retry);
@@ -354,8 +360,34 @@ pub fn plan_text(p: &Pipeline, explain: bool) -> String {
             "  backoff: {}",
             schedule_text(&retry::schedule(&spec.policy.retry))
         );
+        if spec.iterates() {
+            let i = spec.policy.iterate;
+            let _ = writeln!(
+                out,
+                "  iterates: at most {} iterations, fails after {} in a row without progress",
+                i.max_iterations, i.no_progress_limit
+            );
+        }
         if explain {
             let _ = writeln!(out, "  cwd = {}", show_path(&p.dir, &spec.cwd));
+            // Loop keys come only from the pipeline file.
+            let file = show_path(&p.dir, &p.file);
+            if let Some(t) = &spec.tasks {
+                let _ = writeln!(
+                    out,
+                    "  tasks = {} ({file}: specs.{}.tasks)",
+                    show_path(&p.dir, t),
+                    spec.name
+                );
+            }
+            if let Some(u) = &spec.until {
+                let _ = writeln!(
+                    out,
+                    "  until = {} ({file}: specs.{}.until)",
+                    command_text(u),
+                    spec.name
+                );
+            }
             for (k, v) in &spec.env {
                 let shown = if is_secret_name(k) { "<redacted>" } else { v };
                 let _ = writeln!(out, "  env.{k} = {shown}");

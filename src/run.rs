@@ -528,6 +528,7 @@ fn execute(p: &Pipeline, req: RunRequest, out: &OutputArgs, color: bool) -> u8 {
         up_to_date: plan.up_to_date.iter().filter(|u| **u).count(),
         state: Some(handle),
         backend: std::sync::Arc::new(crate::runner::backend::Local),
+        loops: plan.loops.clone(),
     };
     let code = {
         let mut fan = crate::report::Fanout(sinks);

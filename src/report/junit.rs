@@ -330,7 +330,9 @@ impl EventSink for JunitReport {
                 }
             }
             EventKind::RunFinished { duration, .. } => self.duration = Some(*duration),
-            EventKind::HookFinished { .. } => {}
+            EventKind::HookFinished { .. }
+            | EventKind::IterationStarted { .. }
+            | EventKind::IterationFinished { .. } => {}
         }
     }
 }

@@ -163,6 +163,7 @@ fn run(toml: &str, interrupt_on: Option<Trigger>) -> Outcome {
             up_to_date: 0,
             state: None,
             backend: Arc::new(Scripted),
+            loops: vec![None; n],
         };
         let code = dispatcher::run(&p, opts, &mut rec, &sig_rx);
         let _ = done_tx.send((code, rec.events));

@@ -2,7 +2,7 @@
 //! which run again and with which retry count, and which process groups a killed
 //! runner left behind. Pure: reads the state, touches nothing.
 
-use super::model::{RunningProcess, StateFile, definition_hash};
+use super::model::{IterationState, RunningProcess, StateFile, definition_hash};
 use crate::config::Pipeline;
 use crate::events::Status;
 
@@ -24,6 +24,9 @@ pub struct ResumePlan {
     pub previous_delay: Vec<Option<std::time::Duration>>,
     /// The next log number of each spec.
     pub next_log: Vec<u32>,
+    /// For an iterating spec that continues an interrupted loop: where it was (the
+    /// same iteration runs again, its number and no-progress streak carried over).
+    pub loops: Vec<Option<IterationState>>,
     /// Processes recorded as running: a killed runner left them.
     pub abandoned: Vec<(String, RunningProcess)>,
 }
@@ -53,6 +56,7 @@ pub fn plan(
         cycle_age: vec![None; n],
         previous_delay: vec![None; n],
         next_log: vec![1; n],
+        loops: vec![None; n],
         abandoned: Vec::new(),
     };
     for (i, spec) in p.specs.iter().enumerate() {
@@ -75,11 +79,14 @@ pub fn plan(
                 plan.to_run[i] = true;
                 // Interrupted work continues its cycle; a spec that ended (failed,
                 // skipped) starts a new one.
-                if matches!(
+                let interrupted = matches!(
                     s.status,
                     Status::Running | Status::Backoff | Status::Stopped | Status::Pending
-                ) && s.retry_count <= spec.policy.retry.max_retries
-                {
+                );
+                if interrupted && spec.iterates() {
+                    plan.loops[i] = s.iteration.clone();
+                }
+                if interrupted && s.retry_count <= spec.policy.retry.max_retries {
                     // (A count beyond a since-lowered limit starts a new cycle rather
                     // than an attempt "4 of 2".)
                     plan.initial_retries[i] = s.retry_count;

@@ -9,5 +9,6 @@ mod ci;
 mod config;
 mod faults;
 mod harness;
+mod iterate;
 mod procs;
 mod state;
