@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{CommandFactory, Parser};
+use clap::CommandFactory;
 
 use crate::cli::{
     ApplyArgs, ApplyFormat, Cli, Command, GlobalArgs, OutputArgs, OverrideArgs, PlanFormat,
@@ -18,7 +18,24 @@ use crate::exit;
 
 /// Runs spec-runner with these arguments; returns the process exit code.
 pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
-    let cli = match Cli::try_parse_from(args) {
+    let args: Vec<OsString> = args.into_iter().collect();
+    // clap prints help and usage errors while it parses, before `--color` is known:
+    // tell it the choice first (it reads NO_COLOR and the terminal itself for `auto`).
+    let color = color_flag(&args).unwrap_or_else(|| {
+        std::env::var("SPEC_RUNNER_COLOR")
+            .ok()
+            .and_then(|v| clap::ValueEnum::from_str(&v, true).ok())
+            .unwrap_or(crate::cli::ColorChoice::Auto)
+    });
+    let mut command = Cli::command().color(match color {
+        crate::cli::ColorChoice::Auto => clap::ColorChoice::Auto,
+        crate::cli::ColorChoice::Always => clap::ColorChoice::Always,
+        crate::cli::ColorChoice::Never => clap::ColorChoice::Never,
+    });
+    let parsed = command
+        .try_get_matches_from_mut(args)
+        .and_then(|m| <Cli as clap::FromArgMatches>::from_arg_matches(&m));
+    let cli = match parsed.map_err(|e| e.format(&mut command)) {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
@@ -30,6 +47,25 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         }
     };
     ExitCode::from(dispatch(cli))
+}
+
+/// The value of the last `--color WHEN` or `--color=WHEN` before a `--`, if it is one
+/// clap would accept.
+fn color_flag(args: &[OsString]) -> Option<crate::cli::ColorChoice> {
+    let mut found = None;
+    let mut rest = args.iter().skip(1).map(|a| a.to_str());
+    while let Some(arg) = rest.next() {
+        let value = match arg {
+            Some("--") => break,
+            Some("--color") => rest.next().flatten(),
+            Some(a) => a.strip_prefix("--color="),
+            None => None,
+        };
+        if let Some(v) = value.and_then(|v| clap::ValueEnum::from_str(v, false).ok()) {
+            found = Some(v);
+        }
+    }
+    found
 }
 
 fn dispatch(cli: Cli) -> u8 {
@@ -296,45 +332,55 @@ fn schema_cmd(g: &GlobalArgs, check: bool, dir: Option<&Path>) -> u8 {
     exit::FAILURE
 }
 
+/// `init`: the starter pipeline, and the schemas its `#:schema ./schema/…` line names.
+/// Without `--force` it overwrites nothing: when any file it would write exists (a
+/// schema that already holds exactly this text is left as it is), it names them all
+/// and writes none.
 fn init(g: &GlobalArgs, force: bool) -> u8 {
     let path = pipeline_path(g);
-    if path.exists() && !force {
+    let schema_dir = path
+        .parent()
+        .map_or_else(|| PathBuf::from("schema"), |d| d.join("schema"));
+    let mut files = vec![(path.clone(), crate::starter::STARTER_PIPELINE.to_string())];
+    for (name, text) in schema::rendered() {
+        let file = schema_dir.join(name);
+        if std::fs::read_to_string(&file).ok().as_deref() == Some(text.as_str()) {
+            continue;
+        }
+        files.push((file, text));
+    }
+    let shown = |p: &Path| crate::plan::show_path(&cwd(), p);
+    let existing: Vec<String> = files
+        .iter()
+        .filter(|(f, _)| f.symlink_metadata().is_ok())
+        .map(|(f, _)| format!("`{}`", shown(f)))
+        .collect();
+    if !existing.is_empty() && !force {
+        let (one, it) = if existing.len() == 1 {
+            ("exists", "it")
+        } else {
+            ("exist", "them")
+        };
         eprintln!(
-            "error: `{}` already exists (use --force to overwrite it)",
-            path.display()
+            "error: {} already {one}; nothing was written (use --force to overwrite {it})",
+            existing.join(", ")
         );
         return exit::USAGE;
     }
-    if let Some(parent) = path.parent() {
-        let _ = std::fs::create_dir_all(parent);
-    }
-    match std::fs::write(&path, crate::starter::STARTER_PIPELINE) {
-        Ok(()) => {
-            eprintln!("wrote {}", path.display());
-            // The starter's `#:schema ./schema/…` line must point at a real file.
-            let schema_dir = path
-                .parent()
-                .map_or_else(|| PathBuf::from("schema"), |d| d.join("schema"));
-            for (name, text) in schema::rendered() {
-                let file = schema_dir.join(name);
-                if std::fs::read_to_string(&file).ok().as_deref() == Some(text.as_str()) {
-                    continue;
-                }
-                match std::fs::create_dir_all(&schema_dir)
-                    .and_then(|()| std::fs::write(&file, &text))
-                {
-                    Ok(()) => eprintln!("wrote {}", file.display()),
-                    Err(e) => eprintln!("warning: cannot write `{}`: {e}", file.display()),
-                }
-            }
-            eprintln!("run `spec-runner plan` to see what it does, `spec-runner apply` to run it");
-            exit::SUCCESS
+    for (file, text) in &files {
+        let written = match file.parent() {
+            Some(parent) => std::fs::create_dir_all(parent),
+            None => Ok(()),
         }
-        Err(e) => {
-            eprintln!("error: cannot write `{}`: {e}", path.display());
-            exit::USAGE
+        .and_then(|()| std::fs::write(file, text));
+        if let Err(e) = written {
+            eprintln!("error: cannot write `{}`: {e}", shown(file));
+            return exit::USAGE;
         }
+        eprintln!("wrote {}", shown(file));
     }
+    eprintln!("run `spec-runner plan` to see what it does, `spec-runner apply` to run it");
+    exit::SUCCESS
 }
 
 /// A run id: sortable time plus a random suffix.
@@ -415,7 +461,6 @@ fn restart(p: &Pipeline, names: &[String], out: &OutputArgs, color: bool) -> u8 
 
 fn execute(p: &Pipeline, req: RunRequest, out: &OutputArgs, color: bool) -> u8 {
     use crate::state::{resume, sink, store};
-    use std::io::IsTerminal;
 
     // Before the first write: a file size limit must fail writes, not kill us.
     if let Err(e) = crate::runner::signal::survive_file_size_limit() {
@@ -494,12 +539,14 @@ fn execute(p: &Pipeline, req: RunRequest, out: &OutputArgs, color: bool) -> u8 {
             sinks.push(&mut json);
         }
         ApplyFormat::Human => {
+            // Bars cannot be drawn off a terminal, nor on one whose `TERM` is unset or
+            // `dumb` (indicatif hides them, and with them the failure reports): plain
+            // lines say the same there.
+            let drawn = crate::report::progress::bars_drawn();
             let use_bars = match out.progress {
                 // Quiet means lines: only failures and the summary.
-                Progress::Auto => !out.quiet && std::io::stderr().is_terminal(),
-                // Bars cannot be drawn off a terminal (indicatif hides them, and with
-                // them the failure reports): plain lines say the same there.
-                Progress::Bar => std::io::stderr().is_terminal(),
+                Progress::Auto => !out.quiet && drawn,
+                Progress::Bar => drawn,
                 Progress::Plain | Progress::None => false,
             };
             if use_bars {

@@ -19,7 +19,17 @@ impl PathSeg {
                     if !out.is_empty() {
                         out.push('.');
                     }
-                    out.push_str(k);
+                    // Quoted as TOML quotes a key when it could not be read otherwise:
+                    // `env."A=B"`, `env.""`. (A `.` in a spec name stays bare: spec
+                    // names are paths' single segments wherever they are shown.)
+                    let bare = !k.is_empty()
+                        && k.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+                    if bare {
+                        out.push_str(k);
+                    } else {
+                        out.push_str(&format!("{k:?}"));
+                    }
                 }
                 PathSeg::Index(i) => {
                     out.push_str(&format!("[{i}]"));

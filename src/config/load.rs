@@ -44,6 +44,12 @@ pub const RESERVED_VARIABLES: &[&str] = &[
     "SPEC_RUNNER_FORMAT",
 ];
 
+/// Whether a `SPEC_RUNNER_*` name is one the loader ignores: reserved, or set by
+/// spec-runner for a matrix instance (`SPEC_RUNNER_MATRIX_<KEY>`).
+fn is_reserved(name: &str) -> bool {
+    RESERVED_VARIABLES.contains(&name)
+}
+
 /// Values given on the command line; they beat every other layer.
 #[derive(Clone, Debug, Default)]
 pub struct CliOverrides {
@@ -111,6 +117,9 @@ pub struct Layers {
     /// Values a higher layer overrides. They take no effect, but a bad one is still
     /// a problem of its file or variable: the day the override goes, it would break.
     pub shadowed: Vec<Shadowed>,
+    /// Non-fatal findings while reading (unknown `SPEC_RUNNER_*` variables), one line
+    /// each.
+    pub warnings: Vec<String>,
 }
 
 /// A value that a higher layer overrides.
@@ -351,7 +360,8 @@ pub fn read_layers(opts: &LoadOptions) -> Result<Layers, Vec<Problem>> {
             Some(Value::Dict(_, d)) => Some(d),
             _ => None,
         });
-    let env = env_layer(&opts.env, spec_names, &mut problems);
+    let mut warnings = Vec::new();
+    let env = env_layer(&opts.env, spec_names, &mut problems, &mut warnings);
     if !env.dict.is_empty() {
         layers.push(env);
     }
@@ -413,6 +423,7 @@ pub fn read_layers(opts: &LoadOptions) -> Result<Layers, Vec<Problem>> {
         merged,
         problems,
         shadowed,
+        warnings,
     })
 }
 
@@ -572,12 +583,35 @@ fn env_value(key: &str, text: &str) -> Value {
     }
 }
 
-fn env_layer(env: &[(String, String)], specs: Option<&Dict>, problems: &mut Vec<Problem>) -> Layer {
+/// A variable that looks like ours but names no setting: a warning, not an error, so
+/// that an unrelated `SPEC_RUNNER_VERSION=0.1.0` (an install pin in CI) stops nothing.
+/// A per-spec variable (`SPEC_RUNNER_SPECS__…`) is unmistakably meant for us: its
+/// problems stay errors.
+fn unknown_variable(var: &str) -> String {
+    let candidates: Vec<String> = known_root_keys()
+        .filter(|k| *k != "specs")
+        .map(|k| format!("{ENV_PREFIX}{}", k.to_ascii_uppercase()))
+        .chain(RESERVED_VARIABLES.iter().map(|v| (*v).to_string()))
+        .collect();
+    let hint = super::diag::did_you_mean(var, candidates.iter().map(String::as_str))
+        .map(|s| format!("; did you mean {s}?"))
+        .unwrap_or_default();
+    format!(
+        "ignoring variable {var}: spec-runner has no such setting (expected SPEC_RUNNER_<KEY> or SPEC_RUNNER_SPECS__<SPEC>__<KEY>){hint}"
+    )
+}
+
+fn env_layer(
+    env: &[(String, String)],
+    specs: Option<&Dict>,
+    problems: &mut Vec<Problem>,
+    warnings: &mut Vec<String>,
+) -> Layer {
     let mut layer = Layer::file(LayerKind::Env, "environment".into(), Dict::new(), None);
     // Sorted, so that problems come out in the same order whatever the environment's.
     let mut vars: Vec<&(String, String)> = env
         .iter()
-        .filter(|(k, _)| k.starts_with(ENV_PREFIX) && !RESERVED_VARIABLES.contains(&k.as_str()))
+        .filter(|(k, _)| k.starts_with(ENV_PREFIX) && !is_reserved(k))
         .collect();
     vars.sort();
     // Spec names as variables write them; built only when a variable needs it.
@@ -595,7 +629,17 @@ fn env_layer(env: &[(String, String)], specs: Option<&Dict>, problems: &mut Vec<
         let source = Source::Variable(var.clone());
         let parts: Vec<&str> = rest.split("__").collect();
         let (spec, key) = match parts.as_slice() {
-            [key] => (None, key.to_ascii_lowercase()),
+            [key] => {
+                let key = key.to_ascii_lowercase();
+                let known = known_root_keys().any(|k| k == key)
+                    || key == "on_exhausted"
+                    || SPEC_KEYS.contains(&key.as_str());
+                if !known {
+                    warnings.push(unknown_variable(var));
+                    continue;
+                }
+                (None, key)
+            }
             [specs, spec, key] if specs.eq_ignore_ascii_case("SPECS") => {
                 let key = key.to_ascii_lowercase();
                 let written = format!("specs.{spec}.{key}");
@@ -631,12 +675,17 @@ fn env_layer(env: &[(String, String)], specs: Option<&Dict>, problems: &mut Vec<
                     }
                 }
             }
-            _ => {
+            [first, ..] if first.eq_ignore_ascii_case("SPECS") => {
                 problems.push(Problem::new(
                     source,
                     "",
-                    "not a spec-runner variable: expected SPEC_RUNNER_<KEY> or SPEC_RUNNER_SPECS__<SPEC>__<KEY>".to_string(),
+                    "not a spec-runner variable: expected SPEC_RUNNER_SPECS__<SPEC>__<KEY>"
+                        .to_string(),
                 ));
+                continue;
+            }
+            _ => {
+                warnings.push(unknown_variable(var));
                 continue;
             }
         };

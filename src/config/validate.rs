@@ -228,6 +228,26 @@ pub fn validate(layers: &Layers) -> Result<Pipeline, Vec<Problem>> {
                 }
             }
         }
+        for (key, value) in &parts.env {
+            let at = path(&["specs", name, "env", key]);
+            let problem = if key.is_empty() {
+                Some("empty variable name: expected a name such as `RUST_LOG`".to_string())
+            } else if key.contains('=') {
+                Some(format!(
+                    "variable name `{key}` holds `=`: expected a name without `=` (the value goes after the `=` of TOML)"
+                ))
+            } else if key.contains('\0') {
+                Some("variable name holds a NUL byte: expected a name without one".to_string())
+            } else {
+                None
+            };
+            if let Some(message) = problem {
+                cx.key_problem(&at, message);
+            }
+            if value.contains('\0') {
+                cx.problem(&at, "value holds a NUL byte, which no environment variable can: expected text without one".into());
+            }
+        }
         let spec_rules = rules(
             &mut cx,
             parts.policy.retry_rules.as_deref().unwrap_or(&[]),
@@ -290,22 +310,33 @@ pub fn validate(layers: &Layers) -> Result<Pipeline, Vec<Problem>> {
 
     let waves = match waves(&specs) {
         Ok(w) => w,
-        Err(cycle) => {
-            let names: Vec<&str> = cycle.iter().map(|&i| specs[i].name.as_str()).collect();
-            cx.problem(
-                &path(&["specs", names[0], "depends_on"]),
-                format!(
-                    "dependency cycle: {} (depends_on must form a DAG)",
-                    names.join(" → ")
-                ),
-            );
+        Err(cycles) => {
+            for cycle in cycles {
+                let names: Vec<&str> = cycle.iter().map(|&i| specs[i].name.as_str()).collect();
+                // Point at the dependency that closes the walk's first step.
+                let mut at = path(&["specs", names[0], "depends_on"]);
+                let first_dep = raw_specs
+                    .iter()
+                    .find(|(n, _)| n == names[0])
+                    .and_then(|(_, parts)| parts.depends_on.iter().position(|d| d == names[1]));
+                if let Some(i) = first_dep {
+                    at.push(PathSeg::Index(i));
+                }
+                cx.problem(
+                    &at,
+                    format!(
+                        "dependency cycle: {} (depends_on must form a DAG)",
+                        names.join(" → ")
+                    ),
+                );
+            }
             Vec::new()
         }
     };
 
     check_shadowed(&mut cx);
 
-    let mut warnings = Vec::new();
+    let mut warnings = layers.warnings.clone();
     if !legacy.is_empty() {
         let file = layers
             .layers
@@ -795,6 +826,16 @@ fn rules(cx: &mut Ctx, raw: &[RawRetryRule], at: &[PathSeg]) -> Vec<RetryRule> {
                 "empty list matches nothing: expected at least one exit code (leave `exit_codes` out to match any)".into(),
             );
         }
+        for (j, code) in rule.exit_codes.iter().flatten().enumerate() {
+            if !(0..=255).contains(code) {
+                let mut at = field("exit_codes");
+                at.push(PathSeg::Index(j));
+                cx.problem(
+                    &at,
+                    format!("{code} can never match: expected an exit code from 0 to 255 (a process killed by a signal has none: use `signals`)"),
+                );
+            }
+        }
         let mut signals = None;
         if let Some(names) = &rule.signals {
             if names.is_empty() {
@@ -945,9 +986,11 @@ fn effective_policy(
     (policy, origins)
 }
 
-/// Kahn's algorithm in waves. On a cycle, returns one cycle as spec indices, closed
-/// (first == last).
-pub fn waves(specs: &[Spec]) -> Result<Vec<Vec<usize>>, Vec<usize>> {
+/// Kahn's algorithm in waves. When the graph has cycles, returns every one of them:
+/// one per knot of specs that depend on each other (a strongly connected component),
+/// plus every spec that depends on itself, each as spec indices closed
+/// (first == last) and starting at the knot's first spec by index.
+pub fn waves(specs: &[Spec]) -> Result<Vec<Vec<usize>>, Vec<Vec<usize>>> {
     let n = specs.len();
     let mut indegree = vec![0usize; n];
     let mut dependents = vec![Vec::new(); n];
@@ -977,23 +1020,123 @@ pub fn waves(specs: &[Spec]) -> Result<Vec<Vec<usize>>, Vec<usize>> {
     if seen == n {
         return Ok(out);
     }
-    // Every spec left has a dependency left: walk dependencies until one repeats.
-    let start = (0..n).find(|&i| indegree[i] > 0).unwrap_or(0);
-    let mut order = vec![start];
-    let mut pos = vec![usize::MAX; n];
-    pos[start] = 0;
-    let mut cur = start;
-    loop {
-        let Some(&next) = specs[cur].depends_on.iter().find(|&&d| indegree[d] > 0) else {
-            return Err(order);
-        };
-        if pos[next] != usize::MAX {
-            let mut cycle = order[pos[next]..].to_vec();
-            cycle.push(next);
-            return Err(cycle);
+    // Only specs left with a dependency left can be on a cycle.
+    let left: Vec<bool> = indegree.iter().map(|&d| d > 0).collect();
+    let deps = |i: usize| specs[i].depends_on.iter().copied().filter(|&d| left[d]);
+    let mut cycles = Vec::new();
+    for component in components(n, &left, &deps) {
+        let first = component[0];
+        let inside = |i: usize| component.binary_search(&i).is_ok();
+        let self_loop = |i: usize| specs[i].depends_on.contains(&i);
+        if component.len() > 1 {
+            cycles.push(shortest_cycle(first, &inside, &deps));
         }
-        pos[next] = order.len();
-        order.push(next);
-        cur = next;
+        for &i in &component {
+            if self_loop(i) {
+                cycles.push(vec![i, i]);
+            }
+        }
     }
+    cycles.sort();
+    Err(cycles)
+}
+
+/// The strongly connected components of the graph of the `left` nodes, each sorted,
+/// in the order of their first node (Tarjan's algorithm, iterative: a long chain of
+/// dependencies must not overflow the stack).
+fn components<I: Iterator<Item = usize>>(
+    n: usize,
+    left: &[bool],
+    deps: &impl Fn(usize) -> I,
+) -> Vec<Vec<usize>> {
+    const NONE: usize = usize::MAX;
+    let mut index = vec![NONE; n];
+    let mut low = vec![0; n];
+    let mut on_stack = vec![false; n];
+    let mut stack = Vec::new();
+    let mut next_index = 0;
+    let mut out = Vec::new();
+    for root in (0..n).filter(|&i| left[i]) {
+        if index[root] != NONE {
+            continue;
+        }
+        // (node, its dependencies still to visit)
+        let mut work: Vec<(usize, Vec<usize>)> = Vec::new();
+        index[root] = next_index;
+        low[root] = next_index;
+        next_index += 1;
+        stack.push(root);
+        on_stack[root] = true;
+        work.push((root, deps(root).collect()));
+        while let Some((v, todo)) = work.last_mut() {
+            let v = *v;
+            if let Some(w) = todo.pop() {
+                if index[w] == NONE {
+                    index[w] = next_index;
+                    low[w] = next_index;
+                    next_index += 1;
+                    stack.push(w);
+                    on_stack[w] = true;
+                    work.push((w, deps(w).collect()));
+                } else if on_stack[w] {
+                    low[v] = low[v].min(index[w]);
+                }
+                continue;
+            }
+            work.pop();
+            if let Some((parent, _)) = work.last() {
+                low[*parent] = low[*parent].min(low[v]);
+            }
+            if low[v] == index[v] {
+                let mut component = Vec::new();
+                while let Some(w) = stack.pop() {
+                    on_stack[w] = false;
+                    component.push(w);
+                    if w == v {
+                        break;
+                    }
+                }
+                component.sort_unstable();
+                out.push(component);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The shortest walk along dependencies from `start` back to itself, staying inside
+/// its component (breadth first).
+fn shortest_cycle<I: Iterator<Item = usize>>(
+    start: usize,
+    inside: &impl Fn(usize) -> bool,
+    deps: &impl Fn(usize) -> I,
+) -> Vec<usize> {
+    let mut from: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
+    let mut queue = std::collections::VecDeque::from([start]);
+    while let Some(v) = queue.pop_front() {
+        let mut next: Vec<usize> = deps(v).filter(|&d| inside(d)).collect();
+        next.sort_unstable();
+        for d in next {
+            if d == start && v != start {
+                let mut path = vec![start];
+                let mut cur = v;
+                while cur != start {
+                    path.push(cur);
+                    cur = from[&cur];
+                }
+                path.push(start);
+                // `path` runs backwards from start: start, v, …, start. Reverse the
+                // middle so it reads along dependencies.
+                let last = path.len() - 1;
+                path[1..last].reverse();
+                return path;
+            }
+            if d != start && !from.contains_key(&d) {
+                from.insert(d, v);
+                queue.push_back(d);
+            }
+        }
+    }
+    vec![start, start]
 }

@@ -42,6 +42,8 @@ pub enum Planned {
 }
 
 struct Attempt {
+    number: u32,
+    log: std::path::PathBuf,
     started: Option<DateTime<Utc>>,
     duration: Duration,
     exit_code: Option<i32>,
@@ -123,10 +125,8 @@ impl JunitReport {
             suite.add_property(Property::new("run_id", id));
         }
         suite.add_test_cases(self.cases.iter().map(|c| self.test_case(c)));
+        // No `timestamp` on `testsuites`: junit-10.xsd does not declare one there.
         let mut report = Report::new("spec-runner");
-        if let Some(t) = self.started {
-            report.set_timestamp(t);
-        }
         if let Some(d) = self.duration {
             report.set_time(d);
         }
@@ -142,7 +142,10 @@ impl JunitReport {
             };
             let mut status = TestCaseStatus::skipped();
             status.set_message(why);
-            return named(c, &self.suite, status);
+            status.set_description(why);
+            let mut tc = named(c, &self.suite, status);
+            tc.set_time(Duration::ZERO);
+            return tc;
         };
         // The case is the attempt that ended the spec; every other attempt was
         // followed by a retry.
@@ -154,7 +157,10 @@ impl JunitReport {
             Status::Succeeded => TestCaseStatus::success(),
             Status::Skipped => {
                 let mut s = TestCaseStatus::skipped();
-                s.set_message(reason.as_deref().unwrap_or("skipped"));
+                let why = reason.as_deref().unwrap_or("skipped");
+                s.set_message(why);
+                // GitLab shows the text, not the message.
+                s.set_description(why);
                 s
             }
             Status::Stopped => {
@@ -173,14 +179,25 @@ impl JunitReport {
                 s
             }
         };
+        // GitLab shows only the verdict element's text (not its attributes, not
+        // system-out, not the reruns): the reason and the end of the log go there.
+        if let Status::Failed | Status::Stopped = status {
+            tc_status.set_description(failure_text(
+                reason.as_deref().unwrap_or(status.as_str()),
+                // Stopped during a backoff: the attempt before it says why it failed.
+                last.or(c.attempts.last()),
+            ));
+        }
         // Success keeps them as flakyFailure, non-success as rerunFailure (the
         // default kind), skipped drops them.
         tc_status.add_reruns(earlier.iter().map(Attempt::rerun));
         let mut tc = named(c, &self.suite, tc_status);
+        // Every case has a time, 0 when no attempt ended it (skipped, stopped during a
+        // backoff), as pytest and Surefire write.
+        tc.set_time(Duration::ZERO);
         if let Some(last) = last {
-            if let Some(t) = last.started {
-                tc.set_timestamp(t);
-            }
+            // No `timestamp` on the case: junit-10.xsd does not declare one there (the
+            // suite has the run's).
             tc.set_time(last.duration);
             if !last.output.is_empty() {
                 tc.set_system_out_lossy(&*last.output);
@@ -189,10 +206,16 @@ impl JunitReport {
         tc
     }
 
+    /// The report as XML text, well-formed whatever the specs printed.
+    pub fn to_xml(&self) -> std::io::Result<String> {
+        let xml = self.render().to_string().map_err(std::io::Error::other)?;
+        Ok(without_root_skipped(&xml_chars(&xml)))
+    }
+
     /// Writes the report to `path` atomically (a temporary file in the same folder,
     /// then a rename), creating the folder if needed.
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
-        let xml = self.render().to_string().map_err(std::io::Error::other)?;
+        let xml = self.to_xml()?;
         let dir = match path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d,
             _ => Path::new("."),
@@ -212,6 +235,65 @@ impl JunitReport {
         tmp.persist(path).map_err(|e| e.error)?;
         Ok(())
     }
+}
+
+/// `text` with every character outside XML 1.0's `Char` production replaced by
+/// U+FFFD. quick-junit drops the C0 controls itself but lets U+FFFE and U+FFFF
+/// through, and one of them makes the whole report unreadable for xmllint, lxml and
+/// expat. (A Rust string holds no surrogates, so those two and the C0 controls are
+/// all there is to catch.) The serialised document can hold them only inside text
+/// and attribute values, so replacing them there is safe.
+fn xml_chars(text: &str) -> String {
+    text.chars()
+        .map(|c| if is_xml_char(c) { c } else { '\u{FFFD}' })
+        .collect()
+}
+
+/// XML 1.0, production 2: `#x9 | #xA | #xD | [#x20-#xD7FF] | [#xE000-#xFFFD] |
+/// [#x10000-#x10FFFF]`.
+fn is_xml_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
+}
+
+/// `xml` without the `skipped` attribute quick-junit always writes on `<testsuites>`:
+/// junit-10.xsd does not declare it there (Jenkins' xunit plugin validates against it
+/// and refuses the report), and the count stays on `<testsuite>`, where it does.
+fn without_root_skipped(xml: &str) -> String {
+    let Some(open) = xml.find("<testsuites ") else {
+        return xml.to_string();
+    };
+    let end = xml[open..].find('>').map_or(xml.len(), |e| open + e);
+    let tag = &xml[open..end];
+    let Some(at) = tag.find(" skipped=\"") else {
+        return xml.to_string();
+    };
+    let value_end = tag[at + 10..]
+        .find('"')
+        .map_or(tag.len(), |e| at + 10 + e + 1);
+    format!("{}{}{}", &xml[..open + at], &tag[value_end..], &xml[end..])
+}
+
+/// How many lines of the log a `failure` or `error` text shows.
+const FAILURE_TEXT_LINES: usize = 50;
+
+/// The text of a `failure` or `error` element: the reason, then the end of the last
+/// attempt's log and its path.
+fn failure_text(reason: &str, last: Option<&Attempt>) -> String {
+    let mut text = reason.to_string();
+    if let Some(a) = last {
+        let lines = crate::report::tail_lines(&a.output, FAILURE_TEXT_LINES);
+        if !lines.is_empty() {
+            text.push_str(&format!("\n\nlast lines of attempt {}:\n", a.number));
+            for l in lines {
+                text.push_str(&l);
+                text.push('\n');
+            }
+        } else {
+            text.push('\n');
+        }
+        text.push_str(&format!("log: {}\n", crate::report::shown(&a.log)));
+    }
+    text
 }
 
 fn named(c: &Case, suite: &str, status: TestCaseStatus) -> TestCase {
@@ -242,14 +324,24 @@ impl Attempt {
 
     fn rerun(&self) -> TestRerun {
         let mut r = TestRerun::new(self.kind());
+        // junit-10.xsd declares only `message` and a required `type` on these
+        // elements: the attempt's start and duration go into its text.
+        let reason = self.reason.as_deref().unwrap_or("failed");
+        r.set_message(reason);
+        r.set_type(self.ty().unwrap_or_else(|| "not started".to_string()));
+        let mut text = format!(
+            "attempt {}: {reason}, after {:.3} s",
+            self.number,
+            self.duration.as_secs_f64()
+        );
         if let Some(t) = self.started {
-            r.set_timestamp(t);
+            text.push_str(&format!(
+                ", started {}",
+                t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            ));
         }
-        r.set_time(self.duration);
-        r.set_message(self.reason.as_deref().unwrap_or("failed"));
-        if let Some(ty) = self.ty() {
-            r.set_type(ty);
-        }
+        text.push_str(&format!("; log: {}", crate::report::shown(&self.log)));
+        r.set_description(text);
         if !self.output.is_empty() {
             r.set_system_out_lossy(&*self.output);
         }
@@ -287,12 +379,13 @@ impl EventSink for JunitReport {
             }
             EventKind::AttemptFinished {
                 spec,
+                attempt,
                 exit_code,
                 signal,
                 reason,
                 duration,
+                log,
                 tail,
-                ..
             } => {
                 if let Some(c) = self.case(spec) {
                     // Only the last attempt keeps its whole tail: bounded memory
@@ -302,6 +395,8 @@ impl EventSink for JunitReport {
                     }
                     let started = c.running_since.take();
                     c.attempts.push(Attempt {
+                        number: *attempt,
+                        log: log.clone(),
                         started,
                         duration: *duration,
                         exit_code: *exit_code,
@@ -515,6 +610,108 @@ mod tests {
         // The earlier attempt's own output, without the escape codes XML cannot hold.
         assert!(xml.contains("first red\n"), "{xml}");
         assert!(!xml.contains('\x1b'), "{xml}");
+    }
+
+    #[test]
+    fn the_report_stays_well_formed_whatever_the_output_holds() {
+        // U+FFFE and U+FFFF are not XML characters; neither are the C0 controls.
+        let nasty = "a\u{FFFE}b\u{FFFF}c\u{0}d\u{1b}[31me\u{7}\u{b}\n";
+        let mut r = JunitReport::new("spec\u{FFFF}.toml", [("s".to_string(), Planned::Run)]);
+        attempt(&mut r, "s", 1, Some(1), nasty);
+        attempt(&mut r, "s", 2, Some(1), nasty);
+        finish(&mut r, "s", Status::Failed, Some("exit 1 \u{FFFE}"));
+        let xml = r.to_xml().unwrap();
+        let doc = roxmltree::Document::parse(&xml).unwrap_or_else(|e| panic!("{e}:\n{xml}"));
+        let out = doc
+            .descendants()
+            .find(|n| n.has_tag_name("system-out"))
+            .and_then(|n| n.text())
+            .unwrap();
+        assert_eq!(out, "a\u{FFFD}b\u{FFFD}cdred\n".replace("red", "e"));
+        assert!(!xml.contains(['\u{FFFE}', '\u{FFFF}']));
+    }
+
+    #[test]
+    fn the_root_element_has_no_skipped_count() {
+        let xml = sample().to_xml().unwrap();
+        let doc = roxmltree::Document::parse(&xml).unwrap();
+        let root = doc.root_element();
+        assert_eq!(root.attribute("skipped"), None, "{xml}");
+        assert_eq!(root.attribute("tests"), Some("6"), "{xml}");
+        assert_eq!(root.attribute("failures"), Some("1"), "{xml}");
+        let suite = root.first_element_child().unwrap();
+        assert_eq!(suite.attribute("skipped"), Some("3"), "{xml}");
+    }
+
+    #[test]
+    fn xml_chars_keeps_every_xml_character_and_only_those() {
+        for c in [
+            '\t',
+            '\n',
+            '\r',
+            ' ',
+            'é',
+            '\u{D7FF}',
+            '\u{E000}',
+            '\u{FFFD}',
+            '\u{10000}',
+            '\u{10FFFF}',
+        ] {
+            assert_eq!(xml_chars(&c.to_string()), c.to_string(), "{c:?}");
+        }
+        for c in ['\u{0}', '\u{8}', '\u{B}', '\u{1F}', '\u{FFFE}', '\u{FFFF}'] {
+            assert_eq!(xml_chars(&c.to_string()), "\u{FFFD}", "{c:?}");
+        }
+    }
+
+    /// The text of the verdict element of testcase `name`.
+    fn verdict_text(xml: &str, name: &str) -> String {
+        let doc = roxmltree::Document::parse(xml).unwrap();
+        doc.descendants()
+            .find(|n| n.has_tag_name("testcase") && n.attribute("name") == Some(name))
+            .unwrap()
+            .children()
+            .find(|n| ["failure", "error", "skipped"].contains(&n.tag_name().name()))
+            .unwrap()
+            .text()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    #[test]
+    fn a_failure_carries_its_reason_and_log_tail_as_text_for_gitlab() {
+        let xml = sample().to_xml().unwrap();
+        assert_eq!(
+            verdict_text(&xml, "broken"),
+            "exit 3; no more retries\n\nlast lines of attempt 2:\nb2\nlog: broken/task_2.log\n"
+        );
+        assert_eq!(
+            verdict_text(&xml, "missing"),
+            "could not start: not found\nlog: missing/task_1.log\n"
+        );
+        // Skipped cases have a time of 0, like the ones that ran have theirs.
+        let doc = roxmltree::Document::parse(&xml).unwrap();
+        for case in doc.descendants().filter(|n| n.has_tag_name("testcase")) {
+            let skipped = case.children().any(|n| n.has_tag_name("skipped"));
+            let time = case.attribute("time");
+            if skipped {
+                assert_eq!(time, Some("0.000"), "{xml}");
+            } else {
+                assert_eq!(time, Some("1.500"), "{xml}");
+            }
+        }
+        // Reruns: a type always (the XSD requires one), start and time in the text.
+        let rerun = doc
+            .descendants()
+            .find(|n| n.has_tag_name("rerunFailure"))
+            .unwrap();
+        assert_eq!(rerun.attribute("type"), Some("exit 2"));
+        let text = rerun.text().unwrap().trim_end();
+        assert!(
+            text.starts_with("attempt 1: exit 2, after 1.500 s, started ")
+                && text.ends_with("; log: broken/task_1.log"),
+            "{text}"
+        );
     }
 
     #[test]

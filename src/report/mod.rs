@@ -73,6 +73,22 @@ pub fn tail_lines(tail: &[u8], n: usize) -> Vec<String> {
         .collect()
 }
 
+/// `text` made one line that is safe to print, as [`tail_lines`] makes output: every
+/// control character (CR, LF, escape) becomes `·`. Reasons can hold text from the
+/// pipeline file (a program name) or the system, and a line break in one would split
+/// an event's line — and let what follows pose as a line of its own (a GitHub
+/// `::error::` command outside the `::stop-commands::` section).
+pub fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.chars().any(char::is_control) {
+        text.chars()
+            .map(|c| if c.is_control() { '·' } else { c })
+            .collect::<String>()
+            .into()
+    } else {
+        text.into()
+    }
+}
+
 /// The longest log line shown in a failure report.
 pub const TAIL_LINE_CHARS: usize = 300;
 
@@ -176,6 +192,15 @@ mod tests {
         assert!(lines[0].starts_with('…'));
         assert!(lines[0].ends_with("·[2Jthe error"), "{}", lines[0]);
         assert_eq!(tail_lines(b"a\nb\nc\n", 2), vec!["b", "c"]);
+    }
+
+    #[test]
+    fn one_line_keeps_a_reason_on_one_printable_line() {
+        assert_eq!(one_line("exit 1"), "exit 1");
+        assert_eq!(
+            one_line("not found: `a\r\n::error::x\x1b[2J`"),
+            "not found: `a··::error::x·[2J`"
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@ use console::Style;
 
 use crate::events::EventSink;
 use crate::events::{Event, EventKind, Status};
-use crate::report::{human_duration, summary, tail_lines};
+use crate::report::{human_duration, one_line, summary, tail_lines};
 
 /// How many lines of a failed spec's log to show.
 pub const TAIL_LINES: usize = 15;
@@ -113,9 +113,10 @@ pub fn line(event: &Event, look: Look) -> Option<String> {
                 human_duration(*duration)
             ),
             Some(r) => format!(
-                "{spec}: attempt {attempt} {} in {}: {r}",
+                "{spec}: attempt {attempt} {} in {}: {}",
                 paint(look, Tone::Bad, "failed"),
-                human_duration(*duration)
+                human_duration(*duration),
+                one_line(r)
             ),
         },
         EventKind::RetryScheduled {
@@ -127,8 +128,9 @@ pub fn line(event: &Event, look: Look) -> Option<String> {
         } if !quiet => {
             let state = format!("BACKOFF {}", human_duration(*delay));
             format!(
-                "{spec}: {} (retry {retry}/{max_retries}, {reason})",
-                paint(look, Tone::Warn, &state)
+                "{spec}: {} (retry {retry}/{max_retries}, {})",
+                paint(look, Tone::Warn, &state),
+                one_line(reason)
             )
         }
         EventKind::SpecFinished {
@@ -153,7 +155,7 @@ pub fn line(event: &Event, look: Look) -> Option<String> {
                 _ => {
                     let why = reason
                         .as_deref()
-                        .map(|r| format!(": {r}"))
+                        .map(|r| format!(": {}", one_line(r)))
                         .unwrap_or_default();
                     format!("{spec}: {word}{why}")
                 }
@@ -183,8 +185,9 @@ pub fn line(event: &Event, look: Look) -> Option<String> {
                 crate::report::shown(log)
             ),
             Some(r) => format!(
-                "{spec}: {hook} {}: {r}, log {}",
+                "{spec}: {hook} {}: {}, log {}",
                 paint(look, Tone::Bad, "FAILED"),
+                one_line(r),
                 crate::report::shown(log)
             ),
         },
@@ -362,5 +365,27 @@ mod tests {
             rest,
             "auth: RUNNING (retry 1/3), log logs/auth/task_2.log\n"
         );
+    }
+
+    #[test]
+    fn a_reason_with_line_breaks_stays_on_its_event_line() {
+        let bad = "could not start: `a\r\n::error::injected`";
+        for e in [
+            finished(Status::Failed, 1, Some(bad)),
+            finished(Status::Skipped, 0, Some(bad)),
+            hook(Some(bad)),
+        ] {
+            let l = line(&e, PLAIN).unwrap();
+            let first = l.lines().next().unwrap();
+            assert!(
+                first.ends_with("a··::error::injected`")
+                    || first.contains("a··::error::injected`, log"),
+                "{l}"
+            );
+            assert!(
+                !l.contains('\r') && !l.lines().any(|x| x.starts_with("::")),
+                "{l}"
+            );
+        }
     }
 }

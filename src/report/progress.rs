@@ -40,6 +40,12 @@ pub struct ProgressReporter {
     look: plain::Look,
 }
 
+/// Whether indicatif would draw bars on stderr: a terminal, and `TERM` neither unset
+/// nor `dumb`. Asked of indicatif itself, so the two cannot disagree.
+pub fn bars_drawn() -> bool {
+    !ProgressDrawTarget::stderr().is_hidden()
+}
+
 impl ProgressReporter {
     pub fn new(look: plain::Look) -> Self {
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10));
@@ -88,44 +94,54 @@ impl ProgressReporter {
     }
 
     fn render(line: &Line) {
-        let msg = match &line.phase {
-            Phase::Running {
-                since,
-                live,
-                retry,
-                max,
-            } => {
-                let state = if *retry == 0 {
-                    "RUNNING".to_string()
-                } else {
-                    format!("RUNNING (retry {retry}/{max})")
-                };
-                let last = live
-                    .as_ref()
-                    .and_then(|l| l.last_line.lock().ok().map(|s| s.clone()))
-                    .unwrap_or_default();
-                let elapsed = human_duration(since.elapsed());
-                if last.is_empty() {
-                    format!("{state} {elapsed}")
-                } else {
-                    format!("{state} {elapsed} │ {last}")
-                }
+        line.bar.set_message(message(&line.phase, Instant::now()));
+        line.bar.tick();
+    }
+}
+
+/// What a spec's line says at `now`.
+fn message(phase: &Phase, now: Instant) -> String {
+    match phase {
+        Phase::Running {
+            since,
+            live,
+            retry,
+            max,
+        } => {
+            let state = if *retry == 0 {
+                "RUNNING".to_string()
+            } else {
+                format!("RUNNING (retry {retry}/{max})")
+            };
+            let last = live
+                .as_ref()
+                .and_then(|l| l.last_line.lock().ok().map(|s| s.clone()))
+                .unwrap_or_default();
+            let elapsed = human_duration(now.saturating_duration_since(*since));
+            if last.is_empty() {
+                format!("{state} {elapsed}")
+            } else {
+                format!("{state} {elapsed} │ {last}")
             }
-            Phase::Backoff {
-                until,
-                retry,
-                max,
-                why,
-            } => {
-                let left = until.saturating_duration_since(Instant::now());
+        }
+        Phase::Backoff {
+            until,
+            retry,
+            max,
+            why,
+        } => {
+            let left = until.saturating_duration_since(now);
+            if left.is_zero() {
+                // The delay is over but the retry has not started: every slot is
+                // taken (it goes first when one frees).
+                format!("WAITING FOR A SLOT (retry {retry}/{max}, {why})")
+            } else {
                 format!(
                     "BACKOFF {} (retry {retry}/{max}, {why})",
                     human_duration(Duration::from_secs(left.as_secs_f64().ceil() as u64))
                 )
             }
-        };
-        line.bar.set_message(msg);
-        line.bar.tick();
+        }
     }
 }
 
@@ -165,7 +181,7 @@ impl EventSink for ProgressReporter {
                     until: Instant::now() + *delay,
                     retry: *retry,
                     max: *max_retries,
-                    why: reason.clone(),
+                    why: crate::report::one_line(reason).into_owned(),
                 };
                 let line = self.line_for(spec);
                 line.phase = phase;
@@ -210,5 +226,29 @@ impl EventSink for ProgressReporter {
         for line in self.lines.values() {
             Self::render(line);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_retry_whose_delay_is_over_is_waiting_for_a_slot() {
+        let now = Instant::now();
+        let backoff = |until| Phase::Backoff {
+            until,
+            retry: 1,
+            max: 3,
+            why: "exit 1".into(),
+        };
+        assert_eq!(
+            message(&backoff(now + Duration::from_millis(7_300)), now),
+            "BACKOFF 8s (retry 1/3, exit 1)"
+        );
+        assert_eq!(
+            message(&backoff(now), now),
+            "WAITING FOR A SLOT (retry 1/3, exit 1)"
+        );
     }
 }

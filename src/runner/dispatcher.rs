@@ -64,6 +64,14 @@ struct SpecRun {
     last_log: Option<PathBuf>,
     /// Whether a failed attempt preceded success (a flaky spec).
     had_failure: bool,
+    /// A retry is scheduled (counted in `retry_count`) but has not started yet.
+    retry_pending: bool,
+    /// A due retry found every slot taken: `retry_max_total_seconds` is checked
+    /// again when it really starts.
+    waited_for_slot: bool,
+    /// Why the last attempt failed, and its output's end: a retry cancelled before
+    /// it starts ends the spec with them.
+    last_failure: Option<(String, Tail)>,
     /// The loop of an iterating spec (`tasks` or `until`).
     looping: Option<LoopRun>,
 }
@@ -122,7 +130,11 @@ struct Dispatcher<'p> {
     specs: Vec<SpecRun>,
     selected: Vec<bool>,
     dependents: Vec<Vec<usize>>,
+    /// Specs whose dependencies are done and that have not started in this run.
     ready: VecDeque<usize>,
+    /// Retries whose backoff is over (and whose state is on disk): they take the next
+    /// free slot before anything in `ready`, in the order they became due.
+    due: VecDeque<usize>,
     /// Backoff timers: (when, spec).
     timers: BinaryHeap<Reverse<(Instant, usize)>>,
     running: usize,
@@ -174,6 +186,9 @@ impl<'p> Dispatcher<'p> {
                 next_log: opts.next_log.get(i).copied().unwrap_or(1).max(1),
                 last_log: None,
                 had_failure: false,
+                retry_pending: false,
+                waited_for_slot: false,
+                last_failure: None,
                 looping: s.iterates().then(|| {
                     let resumed = opts.loops.get(i).cloned().flatten().unwrap_or_default();
                     LoopRun {
@@ -203,6 +218,7 @@ impl<'p> Dispatcher<'p> {
             selected: opts.selected,
             dependents,
             ready,
+            due: VecDeque::new(),
             timers: BinaryHeap::new(),
             running: 0,
             stopping: false,
@@ -246,6 +262,7 @@ impl<'p> Dispatcher<'p> {
                 && self.hooks.is_empty()
                 && (self.stopping
                     || (self.ready.is_empty()
+                        && self.due.is_empty()
                         && self.timers.is_empty()
                         && self.awaiting_flush.is_empty()))
             {
@@ -296,7 +313,7 @@ impl<'p> Dispatcher<'p> {
                         // the run lives): stop waiting for the disk rather than spin.
                         flushed = crossbeam_channel::never();
                         self.state = None;
-                        self.ready.extend(self.awaiting_flush.drain(..));
+                        self.due.extend(self.awaiting_flush.drain(..));
                     }
                     self.release_flushed();
                 }
@@ -356,17 +373,16 @@ impl<'p> Dispatcher<'p> {
         }
         // A retry that was due but waiting for a free slot is stopped too; a spec that
         // never started stays pending (it runs next time).
-        for i in std::mem::take(&mut self.ready) {
-            if self.specs[i].attempts > 0 {
-                self.conclude(
-                    i,
-                    Status::Stopped,
-                    Some("stopped before its retry".into()),
-                    Tail::default(),
-                    sink,
-                );
-            }
+        for i in std::mem::take(&mut self.due) {
+            self.conclude(
+                i,
+                Status::Stopped,
+                Some("stopped before its retry".into()),
+                Tail::default(),
+                sink,
+            );
         }
+        self.ready.clear();
     }
 
     fn fire_timers(&mut self, sink: &mut dyn EventSink) {
@@ -376,16 +392,22 @@ impl<'p> Dispatcher<'p> {
                 break;
             }
             self.timers.pop();
-            if self.stopping || self.fail_fast_tripped {
-                let reason = if self.stopping {
-                    "stopped during backoff"
-                } else {
-                    "not retried: fail_fast"
-                };
+            if self.stopping {
                 self.conclude(
                     i,
                     Status::Stopped,
-                    Some(reason.into()),
+                    Some("stopped during backoff".into()),
+                    Tail::default(),
+                    sink,
+                );
+                continue;
+            }
+            if self.fail_fast_tripped {
+                self.uncount_retry(i);
+                self.conclude(
+                    i,
+                    Status::Failed,
+                    Some("not retried: fail_fast".into()),
                     Tail::default(),
                     sink,
                 );
@@ -399,9 +421,48 @@ impl<'p> Dispatcher<'p> {
             {
                 self.awaiting_flush.push(i);
             } else {
-                self.ready.push_back(i);
+                self.due.push_back(i);
             }
         }
+    }
+
+    /// A scheduled retry that will never run: it is not counted (a resume must not
+    /// lose it, the summary must not show it).
+    fn uncount_retry(&mut self, i: usize) {
+        let s = &mut self.specs[i];
+        if s.retry_pending {
+            s.retry_pending = false;
+            s.retry_count = s.retry_count.saturating_sub(1);
+            self.retries_used = self.retries_used.saturating_sub(1);
+        }
+    }
+
+    /// Whether due retry `i`, which waited for a free slot, would now start past
+    /// `retry_max_total_seconds`: then the spec gives up instead (with the reason of
+    /// its last failure, like a retry refused when it was scheduled).
+    fn past_max_total(&mut self, i: usize, sink: &mut dyn EventSink) -> bool {
+        let s = &self.specs[i];
+        let Some(max_total) = self.p.specs[i].policy.retry.max_total else {
+            return false;
+        };
+        let elapsed = s.first_start.map_or(Duration::ZERO, |t| t.elapsed());
+        if !s.waited_for_slot || elapsed <= max_total {
+            return false;
+        }
+        let (last, tail) = s.last_failure.clone().unwrap_or_default();
+        self.uncount_retry(i);
+        self.conclude(
+            i,
+            Status::Failed,
+            Some(format!(
+                "{last}; next retry would start past retry_max_total_seconds ({}s): it waited {} for a free slot",
+                max_total.as_secs_f64(),
+                crate::report::human_duration(elapsed),
+            )),
+            tail,
+            sink,
+        );
+        true
     }
 
     /// Retries whose state reached the disk may start.
@@ -412,7 +473,7 @@ impl<'p> Dispatcher<'p> {
             .drain(..)
             .partition(|&i| st.is_durable(self.needs_version[i]));
         self.awaiting_flush = wait;
-        self.ready.extend(go);
+        self.due.extend(go);
     }
 
     fn dispatch(&mut self, pool: &Pool, sink: &mut dyn EventSink) {
@@ -428,7 +489,16 @@ impl<'p> Dispatcher<'p> {
             && !self.stopping
             && !self.fail_fast_tripped
         {
-            let Some(i) = self.ready.pop_front() else {
+            // Due retries first: a flaky spec must not wait behind every spec that has
+            // not started yet.
+            let i = if let Some(i) = self.due.pop_front() {
+                if self.past_max_total(i, sink) {
+                    continue;
+                }
+                i
+            } else if let Some(i) = self.ready.pop_front() {
+                i
+            } else {
                 break;
             };
             if !self.loop_step(i, pool, sink) {
@@ -436,6 +506,7 @@ impl<'p> Dispatcher<'p> {
             }
             let spec = &self.p.specs[i];
             let s = &mut self.specs[i];
+            s.retry_pending = false;
             s.attempts += 1;
             s.status = Status::Running;
             s.first_start.get_or_insert_with(Instant::now);
@@ -480,6 +551,9 @@ impl<'p> Dispatcher<'p> {
                 terminate_grace: spec.policy.terminate_grace,
                 control: rx,
             });
+        }
+        for &i in &self.due {
+            self.specs[i].waited_for_slot = true;
         }
     }
 
@@ -581,6 +655,8 @@ impl<'p> Dispatcher<'p> {
         }
         let reason = reason.unwrap_or_default();
         self.specs[i].had_failure = true;
+        self.specs[i].waited_for_slot = false;
+        self.specs[i].last_failure = Some((reason.clone(), tail.clone()));
         match &end.cause {
             EndCause::Stopped => {
                 self.conclude(i, Status::Stopped, Some(reason), tail, sink);
@@ -623,6 +699,7 @@ impl<'p> Dispatcher<'p> {
             Decision::Retry { delay, .. } => {
                 let s = &mut self.specs[i];
                 s.retry_count += 1;
+                s.retry_pending = true;
                 s.previous_delay = Some(delay);
                 s.status = Status::Backoff;
                 self.retries_used += 1;
@@ -998,24 +1075,28 @@ impl<'p> Dispatcher<'p> {
                 // Nothing new starts: queued specs are skipped, and specs waiting to
                 // retry (in backoff, waiting for the disk, or for a free slot) fail
                 // now rather than idling out their delay.
+                // Their scheduled retry never runs, so it is not counted.
                 let not_retried = || Some(format!("not retried: fail_fast after `{name}` failed"));
-                for (_, j) in self.timers.drain().map(|Reverse(t)| t) {
-                    work.push((j, Status::Failed, not_retried(), Tail::default()));
-                }
-                for j in self.awaiting_flush.drain(..) {
+                let waiting: Vec<usize> = (self.timers.drain().map(|Reverse((_, j))| j))
+                    .chain(self.awaiting_flush.drain(..))
+                    .chain(self.due.drain(..))
+                    .collect();
+                for j in waiting {
+                    let s = &mut self.specs[j];
+                    if s.retry_pending {
+                        s.retry_pending = false;
+                        s.retry_count = s.retry_count.saturating_sub(1);
+                        self.retries_used = self.retries_used.saturating_sub(1);
+                    }
                     work.push((j, Status::Failed, not_retried(), Tail::default()));
                 }
                 for j in self.ready.drain(..) {
-                    if self.specs[j].attempts > 0 {
-                        work.push((j, Status::Failed, not_retried(), Tail::default()));
-                    } else {
-                        work.push((
-                            j,
-                            Status::Skipped,
-                            Some(format!("not started: fail_fast after `{name}` failed")),
-                            Tail::default(),
-                        ));
-                    }
+                    work.push((
+                        j,
+                        Status::Skipped,
+                        Some(format!("not started: fail_fast after `{name}` failed")),
+                        Tail::default(),
+                    ));
                 }
             }
             if status == Status::Stopped && self.stopping {

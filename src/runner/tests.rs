@@ -82,6 +82,8 @@ type Trigger = Box<dyn Fn(&Event) -> bool + Send>;
 struct Recorder {
     events: Vec<Event>,
     interrupt_on: Option<(Trigger, Sender<SignalEvent>)>,
+    /// How long after the trigger the interrupt comes.
+    delay: Duration,
 }
 
 impl EventSink for Recorder {
@@ -89,7 +91,15 @@ impl EventSink for Recorder {
         if let Some((when, tx)) = &self.interrupt_on
             && when(event)
         {
-            let _ = tx.send(SignalEvent::Interrupt(2));
+            if self.delay.is_zero() {
+                let _ = tx.send(SignalEvent::Interrupt(2));
+            } else {
+                let (tx, delay) = (tx.clone(), self.delay);
+                std::thread::spawn(move || {
+                    std::thread::sleep(delay);
+                    let _ = tx.send(SignalEvent::Interrupt(2));
+                });
+            }
         }
         self.events.push(event.clone());
     }
@@ -144,6 +154,11 @@ fn load(toml: &str) -> (Pipeline, tempfile::TempDir) {
 
 /// Runs the pipeline on the scripted backend; fails the test if the run hangs.
 fn run(toml: &str, interrupt_on: Option<Trigger>) -> Outcome {
+    run_with_delay(toml, interrupt_on, Duration::ZERO)
+}
+
+/// Like [`run`], the interrupt coming `delay` after its trigger.
+fn run_with_delay(toml: &str, interrupt_on: Option<Trigger>, delay: Duration) -> Outcome {
     let (p, dir) = load(toml);
     let (sig_tx, sig_rx) = crossbeam_channel::unbounded();
     let (done_tx, done_rx) = crossbeam_channel::bounded(1);
@@ -152,6 +167,7 @@ fn run(toml: &str, interrupt_on: Option<Trigger>) -> Outcome {
         let mut rec = Recorder {
             events: Vec::new(),
             interrupt_on: interrupt_on.map(|f| (f, sig_tx)),
+            delay,
         };
         let opts = RunOptions {
             run_id: "test".into(),
@@ -254,11 +270,14 @@ fn an_interrupt_during_a_backoff_stops_the_spec_and_exits_130() {
 
 #[test]
 fn an_interrupt_concludes_a_retry_waiting_for_a_slot() {
-    let o = run(
-        "jobs = 1\nretry_backoff_seconds = 0\n[specs.a]\ncommand = \"fail\"\n[specs.b]\ncommand = \"block\"\n",
+    // `b` takes the slot during `a`'s short backoff; the interrupt comes long after
+    // `a`'s retry is due.
+    let o = run_with_delay(
+        "jobs = 1\nretry_backoff_seconds = 0.01\n[specs.a]\ncommand = \"fail\"\n[specs.b]\ncommand = \"block\"\n",
         Some(Box::new(
             |e| matches!(&e.kind, EventKind::AttemptStarted { spec, .. } if spec == "b"),
         )),
+        Duration::from_secs(1),
     );
     assert_eq!(o.code, 130);
     assert_eq!(
@@ -321,4 +340,77 @@ fn a_long_chain_of_dependents_is_skipped_iteratively() {
         })
         .count();
     assert_eq!(skipped, 29_999);
+}
+
+impl Outcome {
+    fn retries_of(&self, spec: &str) -> Option<u32> {
+        self.events.iter().find_map(|e| match &e.kind {
+            EventKind::SpecFinished {
+                spec: s, retries, ..
+            } if s == spec => Some(*retries),
+            _ => None,
+        })
+    }
+    fn run_retries(&self) -> Option<u32> {
+        self.events.iter().find_map(|e| match &e.kind {
+            EventKind::RunFinished { retries, .. } => Some(*retries),
+            _ => None,
+        })
+    }
+}
+
+#[test]
+fn a_due_retry_takes_the_next_slot_before_specs_not_yet_started() {
+    // `a` fails; `b` runs during its backoff; when `b` ends, `a`'s retry is long due
+    // and goes before `c` and `d`, which have not started.
+    let o = run(
+        "jobs = 1\nretry_backoff_seconds = 0.05\n[specs.a]\ncommand = \"fail-first\"\n[specs.b]\ncommand = \"sleep:300\"\n[specs.c]\ncommand = \"ok\"\n[specs.d]\ncommand = \"ok\"\n",
+        None,
+    );
+    assert_eq!(o.code, 0);
+    assert_eq!(o.started(), vec!["a#1", "b#1", "a#2", "c#1", "d#1"]);
+}
+
+#[test]
+fn a_retry_due_at_once_runs_before_queued_specs() {
+    let o = run(
+        "jobs = 1\nretry_backoff_seconds = 0\n[specs.a]\ncommand = \"fail-first\"\n[specs.b]\ncommand = \"ok\"\n[specs.c]\ncommand = \"ok\"\n",
+        None,
+    );
+    assert_eq!(o.started(), vec!["a#1", "a#2", "b#1", "c#1"]);
+}
+
+#[test]
+fn max_total_is_checked_when_a_retry_that_waited_for_a_slot_really_starts() {
+    // The retry was allowed when scheduled (0.05 s in, cap 0.5 s), but `b` holds the only
+    // slot for 1.5 s: starting then would break the cap, so `a` gives up instead.
+    let o = run(
+        "jobs = 1\nretry_backoff_seconds = 0.05\nretry_max_total_seconds = 0.5\n[specs.a]\ncommand = \"fail-first\"\n[specs.b]\ncommand = \"sleep:1500\"\n",
+        None,
+    );
+    assert_eq!(o.code, 1);
+    assert_eq!(o.started(), vec!["a#1", "b#1"]);
+    let (status, reason) = o.status("a").unwrap();
+    assert_eq!(status, Status::Failed);
+    let reason = reason.unwrap();
+    assert!(
+        reason.starts_with("exit 1; next retry would start past retry_max_total_seconds (0.5s)"),
+        "{reason}"
+    );
+    assert!(reason.contains("waited"), "{reason}");
+    // The refused retry never ran: it is not counted.
+    assert_eq!(o.retries_of("a"), Some(0));
+    assert_eq!(o.run_retries(), Some(0));
+}
+
+#[test]
+fn fail_fast_does_not_count_a_retry_it_cancelled() {
+    let o = run(
+        "jobs = 2\nfail_fast = true\n[specs.a]\ncommand = \"sleep:100\"\n[specs.a2]\ncommand = \"fail\"\nretry_max_retries = 0\ndepends_on = [\"a\"]\n[specs.b]\ncommand = \"fail-first\"\nretry_max_retries = 2\nretry_backoff_seconds = 3600\n",
+        None,
+    );
+    assert_eq!(o.code, 1);
+    assert_eq!(o.status("b").unwrap().0, Status::Failed);
+    assert_eq!(o.retries_of("b"), Some(0), "the cancelled retry never ran");
+    assert_eq!(o.run_retries(), Some(0));
 }

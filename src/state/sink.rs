@@ -220,10 +220,22 @@ impl StateSink {
                 spec,
                 status,
                 reason,
+                retries,
                 ..
             } => {
                 if let Some(s) = m.specs.get_mut(spec) {
                     s.status = *status;
+                    if *retries < s.retry_count {
+                        // A scheduled retry cancelled before it ran (`fail_fast`) is
+                        // not counted: the last retry is the one that last ran.
+                        s.last_retry_at = s
+                            .attempts
+                            .iter()
+                            .rev()
+                            .find(|a| *retries > 0 && a.attempt == retries + 1)
+                            .map(|a| a.started_at);
+                    }
+                    s.retry_count = *retries;
                     s.reason = reason.clone();
                     s.running = None;
                 }
@@ -484,6 +496,11 @@ pub fn initial_state(
             s.definition_hash = hash;
             s.max_retries = max;
             s.retry_count = plan.initial_retries[i];
+            if s.retry_count == 0 {
+                // A new cycle: an earlier cycle's retries say nothing about this one.
+                s.last_retry_at = None;
+                s.last_delay_ms = None;
+            }
             // A loop continues where it was, or starts afresh.
             s.iteration = plan.loops[i].clone();
         } else if matches!(s.status, Status::Running | Status::Backoff) {

@@ -635,6 +635,41 @@ retry_backoff_seconds = 600
         b[0]
     );
     assert_eq!(of(&ev, "attempt_started", Some("b")).len(), 1);
+    // The cancelled retry never ran: neither the event nor the state counts it.
+    assert_eq!(b[0]["retries"], 0, "{}", b[0]);
+    assert_eq!(ev.last().unwrap()["retries"], 0);
+    let state: Value = serde_json::from_str(&t.read(".spec-runner/state.json")).unwrap();
+    assert_eq!(state["specs"]["b"]["retry_count"], 0);
+    assert!(state["specs"]["b"]["last_retry_at"].is_null());
+}
+
+#[test]
+fn a_due_retry_runs_before_specs_that_have_not_started() {
+    // One slot: `a-flaky` fails, `b-slow` takes the slot during its short backoff; when
+    // `b-slow` ends, the retry (long due) goes before `c` and `d`.
+    let t = Test::with_pipeline(&format!(
+        r#"
+jobs = 1
+[specs.a-flaky]
+command = ["{}", "counter", "1"]
+retry_backoff_seconds = 0.1
+[specs.b-slow]
+command = "sleep 1"
+[specs.c]
+command = "true"
+[specs.d]
+command = "true"
+"#,
+        fixture("fail_then_pass.sh")
+    ));
+    let (run, ev) = apply_json(&t);
+    run.code(0);
+    let order: Vec<String> = of(&ev, "attempt_started", None)
+        .iter()
+        .map(|e| format!("{}#{}", e["spec"].as_str().unwrap(), e["attempt"]))
+        .collect();
+    // (Specs not yet started go in the pipeline's order: by name.)
+    assert_eq!(order, ["a-flaky#1", "b-slow#1", "a-flaky#2", "c#1", "d#1"]);
 }
 
 #[test]

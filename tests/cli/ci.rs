@@ -32,46 +32,45 @@ depends_on = ["broken"]
 }
 
 /// Where an element of a JUnit report may appear: its allowed and required attributes
-/// and allowed child elements, space-separated.
+/// and allowed child elements, space-separated; `ordered` when the children must come
+/// in the listed order (an `xs:sequence`), each at most once.
 struct Shape {
     attrs: &'static str,
     required: &'static str,
     children: &'static str,
+    ordered: bool,
 }
 
-/// The JUnit shape CI tools read: the Jenkins / Ant XSD, with Maven Surefire's
-/// `flaky*` and `rerun*` elements.
+/// The rules of Jenkins xunit's `junit-10.xsd` (the schema its JUnit input is validated
+/// against, and pytest's own output passes), element by element, restated here.
 fn junit_shape(element: &str) -> Option<Shape> {
     let shape = |attrs, required, children| Shape {
         attrs,
         required,
         children,
+        ordered: false,
     };
     Some(match element {
-        "testsuites" => shape(
-            "name time tests failures errors skipped disabled timestamp uuid",
-            "",
-            "testsuite",
-        ),
+        "testsuites" => shape("name time tests failures errors", "", "testsuite"),
         "testsuite" => shape(
-            "name tests failures errors skipped disabled time timestamp hostname id package file",
-            "name tests",
-            "properties testcase system-out system-err",
+            "name tests failures errors group time skipped timestamp hostname id package \
+             file log url",
+            "name tests failures errors",
+            "testsuite properties testcase system-out system-err",
         ),
         "properties" => shape("", "", "property"),
         "property" => shape("name value", "name value", ""),
         "testcase" => shape(
-            "name classname time timestamp assertions status file line",
+            "name time classname group",
             "name",
             "skipped error failure rerunFailure rerunError flakyFailure flakyError \
-             system-out system-err properties",
+             system-out system-err",
         ),
-        "failure" | "error" | "skipped" => shape("message type", "", ""),
-        "rerunFailure" | "rerunError" | "flakyFailure" | "flakyError" => shape(
-            "message type timestamp time",
-            "",
-            "stackTrace system-out system-err",
-        ),
+        "failure" | "error" | "skipped" => shape("type message", "", ""),
+        "rerunFailure" | "rerunError" | "flakyFailure" | "flakyError" => Shape {
+            ordered: true,
+            ..shape("message type", "type", "stackTrace system-out system-err")
+        },
         "stackTrace" | "system-out" | "system-err" => shape("", "", ""),
         _ => return None,
     })
@@ -81,11 +80,13 @@ fn listed(list: &str, name: &str) -> bool {
     list.split_whitespace().any(|n| n == name)
 }
 
-/// Checks `xml` against [`junit_shape`]: every element in its place, only known
-/// attributes, required ones present, numbers and times well formed, one verdict per
-/// case, counts that add up. Returns the document for further checks.
+/// Checks `xml` against [`junit_shape`]: every element in its place, only declared
+/// attributes, required ones present, times in the XSD's `SUREFIRE_TIME` pattern, one
+/// verdict per case, counts that add up. Returns the document for further checks.
 fn check_junit_shape(xml: &str) -> roxmltree::Document<'_> {
     let doc = roxmltree::Document::parse(xml).unwrap_or_else(|e| panic!("not XML ({e}):\n{xml}"));
+    let surefire_time =
+        regex::Regex::new(r"^(([0-9]{0,3},)*[0-9]{3}|[0-9]{0,3})*(\.[0-9]*)?$").unwrap();
     let root = doc.root_element();
     assert_eq!(root.tag_name().name(), "testsuites");
     for node in root.descendants().filter(roxmltree::Node::is_element) {
@@ -101,7 +102,14 @@ fn check_junit_shape(xml: &str) -> roxmltree::Document<'_> {
                 "tests" | "failures" | "errors" | "skipped" | "disabled" => {
                     assert!(a.value().parse::<u64>().is_ok(), "{name}@{}", a.name());
                 }
-                "time" => assert!(a.value().parse::<f64>().is_ok_and(|t| t >= 0.0)),
+                "time" => {
+                    assert!(a.value().parse::<f64>().is_ok_and(|t| t >= 0.0));
+                    assert!(
+                        surefire_time.is_match(a.value()),
+                        "{name}@time {}",
+                        a.value()
+                    );
+                }
                 "timestamp" => {
                     assert!(chrono::DateTime::parse_from_rfc3339(a.value()).is_ok());
                 }
@@ -111,9 +119,15 @@ fn check_junit_shape(xml: &str) -> roxmltree::Document<'_> {
         for r in shape.required.split_whitespace() {
             assert!(node.has_attribute(r), "<{name}> lacks {r}:\n{xml}");
         }
+        let mut last = None;
         for child in node.children().filter(roxmltree::Node::is_element) {
             let c = child.tag_name().name();
             assert!(listed(shape.children, c), "<{c}> inside <{name}>:\n{xml}");
+            if shape.ordered {
+                let at = shape.children.split_whitespace().position(|n| n == c);
+                assert!(at > last, "<{c}> out of order in <{name}>:\n{xml}");
+                last = at;
+            }
         }
         if name == "testcase" {
             let kinds: Vec<&str> = node.children().map(|c| c.tag_name().name()).collect();
@@ -129,6 +143,7 @@ fn check_junit_shape(xml: &str) -> roxmltree::Document<'_> {
             if kinds.iter().any(|k| k.starts_with("rerun")) {
                 assert!(verdicts == ["failure"] || verdicts == ["error"], "{xml}");
             }
+            assert!(node.has_attribute("time"), "every case has a time:\n{xml}");
         }
     }
     for suite in root.children().filter(|n| n.has_tag_name("testsuite")) {
@@ -203,9 +218,11 @@ fn junit_records_a_flaky_a_failed_and_a_skipped_spec_with_every_attempt() {
     let doc = check_junit_shape(&xml);
     let suites = doc.root_element();
     assert_eq!(
-        ["tests", "failures", "errors", "skipped"].map(|a| suites.attribute(a)),
-        [Some("3"), Some("1"), Some("0"), Some("1")]
+        ["tests", "failures", "errors"].map(|a| suites.attribute(a)),
+        [Some("3"), Some("1"), Some("0")]
     );
+    let suite = suites.first_element_child().unwrap();
+    assert_eq!(suite.attribute("skipped"), Some("1"));
 
     let flaky = case_children(&doc, "flaky");
     assert_eq!(
@@ -242,6 +259,45 @@ fn junit_records_a_flaky_a_failed_and_a_skipped_spec_with_every_attempt() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(left, ["junit.xml"], "no temporary file is left behind");
+}
+
+#[test]
+fn junit_stays_readable_after_output_xml_cannot_hold_and_shows_why_a_spec_failed() {
+    // U+FFFE, U+FFFF (as UTF-8), a NUL, an escape and a vertical tab: none is an XML
+    // character.
+    let t = Test::with_pipeline(
+        r#"
+retry_max_retries = 0
+[specs.noisy]
+command = 'printf "before \357\277\276 \357\277\277 \000 \033[1m \013 after\n"; echo the real error; exit 5'
+[specs.skipped]
+command = "true"
+depends_on = ["noisy"]
+"#,
+    );
+    run_in(&t, &["apply", "--junit", "junit.xml"]).code(1);
+    let xml = t.read("junit.xml");
+    let doc = check_junit_shape(&xml);
+    let case = |name: &str| {
+        doc.descendants()
+            .find(|n| n.has_tag_name("testcase") && n.attribute("name") == Some(name))
+            .unwrap()
+    };
+    // GitLab shows the failure's text and nothing else of a failed case: the reason,
+    // the end of the log and where the log is.
+    let failure = case("noisy")
+        .children()
+        .find(|n| n.has_tag_name("failure"))
+        .unwrap();
+    let text = failure.text().unwrap();
+    assert!(text.starts_with("exit 5"), "{text}");
+    assert!(text.contains("before \u{FFFD} \u{FFFD}"), "{text:?}");
+    assert!(text.contains("the real error\n"), "{text}");
+    assert!(
+        text.contains("log: .spec-runner/logs/noisy/task_1.log"),
+        "{text}"
+    );
+    assert_eq!(case("skipped").attribute("time"), Some("0.000"));
 }
 
 #[test]
@@ -303,6 +359,40 @@ fn github_actions_gets_an_error_with_the_log_in_a_group_and_a_flaky_warning() {
         !plain.stderr.contains("::error") && !plain.stderr.contains("::warning"),
         "annotations only in GitHub Actions:\n{}",
         plain.stderr
+    );
+}
+
+#[test]
+fn a_reason_with_line_breaks_cannot_issue_workflow_commands() {
+    // A program name from the pipeline file with a line break and a command after it:
+    // the reason that names it must stay on its event's line.
+    let t = Test::with_pipeline("[specs.odd]\ncommand = [\"no-such\\r\\n::error::injected\"]\n")
+        .env("GITHUB_ACTIONS", "true");
+    let run = run_in(&t, &["apply"]);
+    run.code(1);
+    let mut inside = None;
+    for l in run.stderr.lines() {
+        if let Some(token) = l.strip_prefix("::stop-commands::") {
+            inside = Some(format!("::{token}::"));
+            continue;
+        }
+        if inside.as_deref() == Some(l) {
+            inside = None;
+            continue;
+        }
+        if inside.is_none() {
+            assert!(!l.starts_with("::error::"), "{l:?} in\n{}", run.stderr);
+            assert!(!l.contains('\r'), "{l:?}");
+        }
+    }
+    let annotations = run.stderr.lines().filter(|l| l.starts_with("::error"));
+    assert_eq!(annotations.count(), 1, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .lines()
+            .any(|l| l.contains("odd: FAILED: ") && l.contains("no-such··::error::injected")),
+        "{}",
+        run.stderr
     );
 }
 
@@ -389,6 +479,61 @@ fn colour_on_a_terminal_unless_no_color_or_never_and_never_off_a_terminal() {
         .output()
         .unwrap();
     assert!(has_colour(&String::from_utf8_lossy(&run.stderr)));
+}
+
+#[test]
+fn a_dumb_terminal_gets_plain_lines_with_the_failure() {
+    // indicatif draws nothing where `TERM` is `dumb` or unset: bars there would hide
+    // the FAILED line, the log tail and the log's path.
+    let t = Test::with_pipeline(
+        "[specs.bad]\ncommand = 'echo the cause; exit 4'\nretry_max_retries = 0\n",
+    );
+    for progress in ["auto", "bar"] {
+        let args = ["apply", "--fresh", "--progress", progress];
+        let (code, shown) = on_terminal(&t, &args, &[("TERM", "dumb")]);
+        assert_eq!(code, Some(1));
+        assert!(
+            shown.contains("bad: FAILED: exit 4"),
+            "{progress}: {shown:?}"
+        );
+        assert!(shown.contains("| the cause"), "{progress}: {shown:?}");
+        assert!(
+            shown.contains("log: .spec-runner/logs/bad/task_"),
+            "{shown:?}"
+        );
+        assert!(
+            !has_colour(&shown),
+            "no colour on a dumb terminal: {shown:?}"
+        );
+    }
+}
+
+#[test]
+fn the_colour_choice_reaches_clap_s_own_help_and_usage_errors() {
+    let t = Test::new();
+    // Usage errors go to stderr, here a terminal: coloured unless told otherwise.
+    let (code, shown) = on_terminal(&t, &["apply", "--bogus"], &[]);
+    assert_eq!(code, Some(2));
+    assert!(has_colour(&shown), "a terminal gets colour: {shown:?}");
+    for args in [
+        &["--color", "never", "apply", "--bogus"][..],
+        &["apply", "--bogus", "--color=never"][..],
+    ] {
+        let (code, shown) = on_terminal(&t, args, &[]);
+        assert_eq!(code, Some(2));
+        assert!(shown.contains("--bogus"), "{shown:?}");
+        assert!(!has_colour(&shown), "{args:?}: {shown:?}");
+    }
+    let (_, shown) = on_terminal(&t, &["apply", "--bogus"], &[("SPEC_RUNNER_COLOR", "never")]);
+    assert!(!has_colour(&shown), "SPEC_RUNNER_COLOR=never: {shown:?}");
+    // Help goes to stdout, here a pipe: plain, unless forced.
+    let run = run_in(&t, &["--help"]);
+    assert!(!has_colour(&run.stdout), "{}", run.stdout);
+    let run = run_in(&t, &["apply", "--help", "--color", "always"]);
+    run.code(0);
+    assert!(has_colour(&run.stdout), "{}", run.stdout);
+    let run = run_in(&t, &["--color", "always", "apply", "--bogus"]);
+    assert!(has_colour(&run.stderr), "{}", run.stderr);
 }
 
 #[test]

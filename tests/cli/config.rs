@@ -119,14 +119,6 @@ const BAD_INPUTS: &[Bad] = &[
         ..BAD
     },
     Bad {
-        what: "unknown key in a variable",
-        env: &[("SPEC_RUNNER_RETRY_MAX_RETRYS", "3")],
-        source: "variable SPEC_RUNNER_RETRY_MAX_RETRYS",
-        key: "retry_max_retrys",
-        says: &["unknown key", "did you mean `retry_max_retries`?"],
-        ..BAD
-    },
-    Bad {
         what: "unknown key in a per-spec variable",
         env: &[("SPEC_RUNNER_SPECS__A__TIMEOUT", "3")],
         source: "variable SPEC_RUNNER_SPECS__A__TIMEOUT",
@@ -140,14 +132,6 @@ const BAD_INPUTS: &[Bad] = &[
         source: "spec-runner.toml:1:1",
         key: "repos_root",
         says: &["unknown key"],
-        ..BAD
-    },
-    Bad {
-        what: "a variable that is not SPEC_RUNNER_<KEY> or SPEC_RUNNER_SPECS__<SPEC>__<KEY>",
-        env: &[("SPEC_RUNNER_A__B", "1")],
-        source: "variable SPEC_RUNNER_A__B",
-        key: "",
-        says: &["SPEC_RUNNER_SPECS__<SPEC>__<KEY>"],
         ..BAD
     },
     // Wrong types.
@@ -197,6 +181,38 @@ const BAD_INPUTS: &[Bad] = &[
         source: "spec-runner.toml:3:13",
         key: "specs.a.env.A",
         says: &["1", "expected a string"],
+        ..BAD
+    },
+    Bad {
+        what: "an env name holding `=`",
+        pipeline: "[specs.a]\ncommand = \"true\"\nenv = { \"A=B\" = \"x\" }\n",
+        source: "spec-runner.toml:3:9",
+        key: "specs.a.env.\"A=B\"",
+        says: &["`A=B` holds `=`", "expected a name without `=`"],
+        ..BAD
+    },
+    Bad {
+        what: "an empty env name",
+        pipeline: "[specs.a]\ncommand = \"true\"\n[specs.a.env]\n\"\" = \"x\"\n",
+        source: "spec-runner.toml:4:1",
+        key: "specs.a.env.\"\"",
+        says: &["empty variable name", "expected a name"],
+        ..BAD
+    },
+    Bad {
+        what: "an exit code above 255",
+        pipeline: "[[retry_rules]]\nexit_codes = [1, 256]\naction = \"fail\"\n[specs.a]\ncommand = \"true\"\n",
+        source: "spec-runner.toml:2:18",
+        key: "retry_rules[0].exit_codes[1]",
+        says: &["256 can never match", "expected an exit code from 0 to 255"],
+        ..BAD
+    },
+    Bad {
+        what: "a negative exit code in a spec's rule",
+        pipeline: "[specs.a]\ncommand = \"true\"\n[[specs.a.retry_rules]]\nexit_codes = [-1]\naction = \"fail\"\n",
+        source: "spec-runner.toml:4:15",
+        key: "specs.a.retry_rules[0].exit_codes[0]",
+        says: &["-1 can never match", "expected an exit code from 0 to 255"],
         ..BAD
     },
     Bad {
@@ -445,7 +461,7 @@ const BAD_INPUTS: &[Bad] = &[
         what: "spec name with a slash",
         pipeline: "[specs.\"a/b\"]\ncommand = \"true\"\n",
         source: "spec-runner.toml:1:8",
-        key: "specs.a/b",
+        key: "specs.\"a/b\"",
         says: &["`a/b`", "invalid spec name", "letters, digits"],
         ..BAD
     },
@@ -461,7 +477,7 @@ const BAD_INPUTS: &[Bad] = &[
         what: "spec name that climbs out",
         pipeline: "[specs.\"../x\"]\ncommand = \"true\"\n",
         source: "spec-runner.toml:1:8",
-        key: "specs.../x",
+        key: "specs.\"../x\"",
         says: &["`../x`", "invalid spec name"],
         ..BAD
     },
@@ -469,7 +485,7 @@ const BAD_INPUTS: &[Bad] = &[
         what: "absolute spec name",
         pipeline: "[specs.\"/etc\"]\ncommand = \"true\"\n",
         source: "spec-runner.toml:1:8",
-        key: "specs./etc",
+        key: "specs.\"/etc\"",
         says: &["`/etc`", "invalid spec name"],
         ..BAD
     },
@@ -493,7 +509,7 @@ const BAD_INPUTS: &[Bad] = &[
         what: "spec name with a space",
         pipeline: "[specs.\"a b\"]\ncommand = \"true\"\n",
         source: "spec-runner.toml:1:8",
-        key: "specs.a b",
+        key: "specs.\"a b\"",
         says: &["`a b`", "invalid spec name"],
         ..BAD
     },
@@ -501,7 +517,7 @@ const BAD_INPUTS: &[Bad] = &[
         what: "spec name with a backslash",
         pipeline: "[specs.'a\\b']\ncommand = \"true\"\n",
         source: "spec-runner.toml:1:8",
-        key: "specs.a\\b",
+        key: "specs.\"a\\\\b\"",
         says: &["invalid spec name"],
         ..BAD
     },
@@ -509,7 +525,7 @@ const BAD_INPUTS: &[Bad] = &[
         what: "non-ASCII spec name",
         pipeline: "[specs.\"é\"]\ncommand = \"true\"\n",
         source: "spec-runner.toml:1:8",
-        key: "specs.é",
+        key: "specs.\"é\"",
         says: &["`é`", "invalid spec name"],
         ..BAD
     },
@@ -517,7 +533,7 @@ const BAD_INPUTS: &[Bad] = &[
         what: "empty spec name",
         pipeline: "[specs.\"\"]\ncommand = \"true\"\n",
         source: "spec-runner.toml:1:8",
-        key: "specs.",
+        key: "specs.\"\"",
         says: &["``", "invalid spec name"],
         ..BAD
     },
@@ -599,16 +615,16 @@ const BAD_INPUTS: &[Bad] = &[
     Bad {
         what: "a dependency cycle",
         pipeline: "[specs.a]\ncommand = \"true\"\ndepends_on = [\"c\"]\n[specs.b]\ncommand = \"true\"\ndepends_on = [\"a\"]\n[specs.c]\ncommand = \"true\"\ndepends_on = [\"b\"]\n[specs.d]\ncommand = \"true\"\n",
-        source: "spec-runner.toml:3:14",
-        key: "specs.a.depends_on",
+        source: "spec-runner.toml:3:15",
+        key: "specs.a.depends_on[0]",
         says: &["dependency cycle", "a → c → b → a"],
         ..BAD
     },
     Bad {
         what: "a spec that depends on itself",
         pipeline: "[specs.a]\ncommand = \"true\"\ndepends_on = [\"a\"]\n",
-        source: "spec-runner.toml:3:14",
-        key: "specs.a.depends_on",
+        source: "spec-runner.toml:3:15",
+        key: "specs.a.depends_on[0]",
         says: &["dependency cycle", "a → a"],
         ..BAD
     },
@@ -1043,7 +1059,7 @@ depends_on = [\"a\"]
         )
         .problem(
             "spec-runner.toml:9:8",
-            "specs.bad/name",
+            "specs.\"bad/name\"",
             &["invalid spec name"],
         )
         .problem(
@@ -1984,6 +2000,142 @@ fn init_writes_a_pipeline_that_validates_and_keeps_an_existing_one() {
     let t = Test::new().args(&["init", "-f", "pipelines/nightly.toml"]);
     t.run().code(0);
     assert_eq!(t.read("pipelines/nightly.toml"), written);
+}
+
+#[test]
+fn init_overwrites_no_file_without_force_schemas_included() {
+    // A schema of one's own (or an older one) next to no pipeline file: refused, named,
+    // and nothing is written, the pipeline file included.
+    let t = Test::new().args(&["init"]);
+    t.write("schema/config.schema.json", "{\"mine\": true}\n");
+    t.run()
+        .code(2)
+        .stderr_has("`schema/config.schema.json` already exists")
+        .stderr_has("nothing was written")
+        .stderr_has("--force");
+    assert_eq!(t.read("schema/config.schema.json"), "{\"mine\": true}\n");
+    assert!(!t.path().join("spec-runner.toml").exists());
+    assert!(!t.path().join("schema/spec-runner.schema.json").exists());
+
+    // Every file in the way is named at once.
+    let t = Test::with_pipeline("# mine\n").args(&["init"]);
+    t.write("schema/spec-runner.schema.json", "{}\n");
+    t.run()
+        .code(2)
+        .stderr_has("`spec-runner.toml`, `schema/spec-runner.schema.json` already exist");
+    assert_eq!(t.read("schema/spec-runner.schema.json"), "{}\n");
+
+    // --force overwrites them all.
+    let t = t.args(&["init", "--force"]);
+    t.run().code(0);
+    assert_ne!(t.read("schema/spec-runner.schema.json"), "{}\n");
+    assert!(t.read("spec-runner.toml").starts_with("#:schema"));
+
+    // A schema that is already current is not in the way.
+    let t = Test::new().args(&["init"]);
+    t.run().code(0);
+    std::fs::remove_file(t.path().join("spec-runner.toml")).expect("rm");
+    t.run().code(0).stderr_lacks("schema.json");
+}
+
+#[test]
+fn an_unknown_global_variable_is_a_warning_and_a_per_spec_one_an_error() {
+    // An install pin in CI, a typo, a name with `__`: warned about, never fatal.
+    let run = Test::with_pipeline(ONE_SPEC)
+        .envs(&[
+            ("SPEC_RUNNER_VERSION", "0.1.0"),
+            ("SPEC_RUNNER_RETRY_MAX_RETRYS", "3"),
+            ("SPEC_RUNNER_A__B", "1"),
+        ])
+        .args(&["validate"])
+        .run();
+    run.code(0)
+        .stdout_has("1 spec, valid")
+        .stderr_has("warning: ignoring variable SPEC_RUNNER_VERSION: spec-runner has no such setting")
+        .stderr_has(
+            "warning: ignoring variable SPEC_RUNNER_RETRY_MAX_RETRYS: spec-runner has no such setting (expected SPEC_RUNNER_<KEY> or SPEC_RUNNER_SPECS__<SPEC>__<KEY>); did you mean SPEC_RUNNER_RETRY_MAX_RETRIES?",
+        )
+        .stderr_has("warning: ignoring variable SPEC_RUNNER_A__B");
+    // It does not stop a run either.
+    Test::with_pipeline(ONE_SPEC)
+        .env("SPEC_RUNNER_VERSION", "0.1.0")
+        .args(&["apply", "--progress", "plain"])
+        .run()
+        .code(0)
+        .stderr_has("warning: ignoring variable SPEC_RUNNER_VERSION");
+
+    // A per-spec variable is unmistakably meant for spec-runner: its problems stay errors.
+    Test::with_pipeline(ONE_SPEC)
+        .envs(&[
+            ("SPEC_RUNNER_SPECS__A__TIMEOUT", "3"),
+            ("SPEC_RUNNER_SPECS__A", "3"),
+        ])
+        .args(&["validate"])
+        .run()
+        .code(2)
+        .problem(
+            "variable SPEC_RUNNER_SPECS__A__TIMEOUT",
+            "specs.a.timeout",
+            &["unknown key", "did you mean `timeout_seconds`?"],
+        )
+        .problem(
+            "variable SPEC_RUNNER_SPECS__A",
+            "",
+            &["SPEC_RUNNER_SPECS__<SPEC>__<KEY>"],
+        );
+}
+
+#[test]
+fn validate_reports_every_dependency_cycle() {
+    // Two separate knots and a spec that depends on itself, plus a spec that only
+    // waits behind a cycle (it is not on one, so it is not named).
+    let run = Test::with_pipeline(
+        "\
+[specs.a]
+command = \"true\"
+depends_on = [\"b\"]
+[specs.b]
+command = \"true\"
+depends_on = [\"c\"]
+[specs.c]
+command = \"true\"
+depends_on = [\"a\"]
+[specs.self]
+command = \"true\"
+depends_on = [\"ok\", \"self\"]
+[specs.ok]
+command = \"true\"
+[specs.x]
+command = \"true\"
+depends_on = [\"y\"]
+[specs.y]
+command = \"true\"
+depends_on = [\"x\"]
+[specs.waits]
+command = \"true\"
+depends_on = [\"x\"]
+",
+    )
+    .args(&["validate"])
+    .run();
+    run.code(2)
+        .problem(
+            "spec-runner.toml:3:15",
+            "specs.a.depends_on[0]",
+            &["dependency cycle: a → b → c → a"],
+        )
+        .problem(
+            "spec-runner.toml:12:21",
+            "specs.self.depends_on[1]",
+            &["dependency cycle: self → self"],
+        )
+        .problem(
+            "spec-runner.toml:17:15",
+            "specs.x.depends_on[0]",
+            &["dependency cycle: x → y → x"],
+        );
+    assert_eq!(run.problems().len(), 3, "{}", run.stderr);
+    run.stderr_lacks("waits →");
 }
 
 #[test]
