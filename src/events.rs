@@ -79,6 +79,9 @@ pub enum EventKind {
         log: PathBuf,
         #[serde(skip_serializing_if = "Option::is_none")]
         pid: Option<u32>,
+        /// The batch job running the attempt (a backend that submits jobs).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        job_id: Option<u64>,
         #[serde(skip)]
         live: Option<SharedLive>,
         /// The `n` of `task_<n>.log`.

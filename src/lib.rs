@@ -15,6 +15,7 @@ pub mod report;
 pub mod retry;
 mod run;
 pub mod runner;
+pub mod slurm;
 mod starter;
 pub mod state;
 pub mod tasks;

@@ -78,7 +78,7 @@ fn rule_json(rule: &RetryRule) -> Value {
 }
 
 /// Every policy key, in the order of DESIGN §3 (retry rules after the retry keys).
-pub const POLICY_KEYS: [&str; 20] = [
+pub const POLICY_KEYS: [&str; 22] = [
     "retry_max_retries",
     "retry_backoff_seconds",
     "retry_backoff_multiplier",
@@ -97,13 +97,15 @@ pub const POLICY_KEYS: [&str; 20] = [
     "state_dir",
     "on_exhausted",
     "junit_path",
+    "backend",
+    "slurm",
     "max_iterations",
     "no_progress_limit",
 ];
 
 /// The effective value of every policy key of one spec (run-wide ones included), in
 /// the order of [`POLICY_KEYS`].
-fn policy_values(p: &Pipeline, spec: &Spec) -> [Value; 20] {
+fn policy_values(p: &Pipeline, spec: &Spec) -> [Value; 22] {
     let r = &spec.policy.retry;
     let pol = &spec.policy;
     let run = &p.run;
@@ -128,9 +130,23 @@ fn policy_values(p: &Pipeline, spec: &Spec) -> [Value; 20] {
         run.junit_path
             .as_ref()
             .map_or(Value::Null, |j| json!(show_path(&p.dir, j))),
+        json!(pol.backend),
+        slurm_json(&run.slurm),
         json!(pol.iterate.max_iterations),
         json!(pol.iterate.no_progress_limit),
     ]
+}
+
+/// The `[slurm]` table's effective values.
+fn slurm_json(s: &crate::config::policy::SlurmSettings) -> Value {
+    json!({
+        "partition": s.partition,
+        "account": s.account,
+        "qos": s.qos,
+        "sbatch_args": s.sbatch_args,
+        "time_limit_margin_seconds": secs(s.time_limit_margin),
+        "poll_interval_seconds": secs(s.poll_interval),
+    })
 }
 
 /// Every policy key of one spec (run-wide ones included), by name.

@@ -19,6 +19,14 @@ use crate::exit;
 /// Runs spec-runner with these arguments; returns the process exit code.
 pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     let args: Vec<OsString> = args.into_iter().collect();
+    // What a Slurm batch job runs (see `slurm::job`): not a user command, so not in
+    // the help, the man page or the completions.
+    if args
+        .get(1)
+        .is_some_and(|a| a == crate::slurm::JOB_SUBCOMMAND)
+    {
+        return ExitCode::from(crate::slurm::job_main(&args[2..]));
+    }
     // clap prints help and usage errors while it parses, before `--color` is known:
     // tell it the choice first (it reads NO_COLOR and the terminal itself for `auto`).
     let color = color_flag(&args).unwrap_or_else(|| {
@@ -79,7 +87,7 @@ fn dispatch(cli: Cli) -> u8 {
     crate::report::set_color(color);
     init_tracing(g.verbose, color);
     match &cli.command {
-        Command::Validate(o) => match load(g, o) {
+        Command::Validate(o) => match load(g, o).and_then(|p| backends_ready(&p).map(|()| p)) {
             Ok(p) => {
                 let n = p.specs.len();
                 println!(
@@ -110,15 +118,17 @@ fn dispatch(cli: Cli) -> u8 {
             },
             Err(code) => code,
         },
-        Command::Apply(args) => match load(g, &args.overrides) {
-            Ok(p) => apply(&p, args, color),
-            Err(code) => code,
-        },
+        Command::Apply(args) => {
+            match load(g, &args.overrides).and_then(|p| backends_ready(&p).map(|()| p)) {
+                Ok(p) => apply(&p, args, color),
+                Err(code) => code,
+            }
+        }
         Command::Restart {
             specs,
             overrides,
             output,
-        } => match load(g, overrides) {
+        } => match load(g, overrides).and_then(|p| backends_ready(&p).map(|()| p)) {
             Ok(p) => restart(&p, specs, output, color),
             Err(code) => code,
         },
@@ -274,6 +284,29 @@ fn load(g: &GlobalArgs, o: &OverrideArgs) -> Result<Pipeline, u8> {
             Err(exit::USAGE)
         }
     }
+}
+
+/// A spec whose backend needs commands that are not on PATH: an error before anything
+/// runs (exit 2), naming the spec and where its `backend` was set.
+fn backends_ready(p: &Pipeline) -> Result<(), u8> {
+    use crate::config::policy::BackendKind;
+    let Some(spec) = p
+        .specs
+        .iter()
+        .find(|s| s.policy.backend == BackendKind::Slurm)
+    else {
+        return Ok(());
+    };
+    let Some(tool) = crate::slurm::tools_missing(std::env::var_os("PATH").as_deref()) else {
+        return Ok(());
+    };
+    let from = crate::plan::origin(p, spec, "backend");
+    eprintln!(
+        "error: spec `{}` has backend = \"slurm\" (from {from}) but `{tool}` is not on PATH: install Slurm's client commands (sbatch, squeue, scancel, scontrol) and make them reachable, or use backend = \"local\"",
+        spec.name
+    );
+    eprintln!("1 problem found; nothing was run");
+    Err(exit::USAGE)
 }
 
 /// `.spec-runner` next to the pipeline file: where the state is unless `state_dir`
@@ -574,7 +607,14 @@ fn execute(p: &Pipeline, req: RunRequest, out: &OutputArgs, color: bool) -> u8 {
         next_log: plan.next_log.clone(),
         up_to_date: plan.up_to_date.iter().filter(|u| **u).count(),
         state: Some(handle),
-        backend: std::sync::Arc::new(crate::runner::backend::Local),
+        backend: std::sync::Arc::new(crate::runner::backend::PerSpec {
+            local: crate::runner::backend::Local,
+            slurm: p
+                .specs
+                .iter()
+                .any(|s| s.policy.backend == crate::config::policy::BackendKind::Slurm)
+                .then(|| crate::slurm::Cluster::new(p.run.slurm.clone(), run_id.clone())),
+        }),
         loops: plan.loops.clone(),
     };
     let code = {
@@ -670,6 +710,14 @@ fn end_abandoned(
             eprintln!(
                 "warning: ended process group {} of spec `{name}`, left running by a runner that was killed",
                 proc.pgid
+            );
+        }
+    }
+    for &(i, id, _) in &plan.jobs_left {
+        let name = &p.specs[i].name;
+        if crate::slurm::cancel_left(id, name) {
+            eprintln!(
+                "warning: cancelled slurm job {id} of spec `{name}`, left running by a runner that was killed"
             );
         }
     }

@@ -28,6 +28,51 @@ impl CommandLine {
     }
 }
 
+/// Where a spec's attempts run.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// Process groups on this machine.
+    #[default]
+    Local,
+    /// One Slurm batch job per attempt.
+    Slurm,
+}
+
+/// The `[slurm]` table, validated.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SlurmSettings {
+    pub partition: Option<String>,
+    pub account: Option<String>,
+    pub qos: Option<String>,
+    pub sbatch_args: Vec<String>,
+    pub time_limit_margin: Duration,
+    pub poll_interval: Duration,
+}
+
+impl Default for SlurmSettings {
+    fn default() -> SlurmSettings {
+        SlurmSettings {
+            partition: None,
+            account: None,
+            qos: None,
+            sbatch_args: Vec::new(),
+            time_limit_margin: Duration::from_secs(300),
+            poll_interval: Duration::from_secs(1),
+        }
+    }
+}
+
 /// Per-spec policy: every key a spec may override.
 #[derive(Clone, Debug)]
 pub struct Policy {
@@ -37,6 +82,7 @@ pub struct Policy {
     pub activity_timeout: Option<Duration>,
     pub terminate_grace: Duration,
     pub on_exhausted: Option<CommandLine>,
+    pub backend: BackendKind,
     /// `max_iterations` and `no_progress_limit`: they matter only to iterating specs.
     pub iterate: crate::iterate::LoopPolicy,
 }
@@ -49,6 +95,7 @@ pub struct RunPolicy {
     pub retry_budget: Option<u32>,
     pub state_dir: PathBuf,
     pub junit_path: Option<PathBuf>,
+    pub slurm: SlurmSettings,
 }
 
 /// Where each effective value came from, by key: `default`, a file and key

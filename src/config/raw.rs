@@ -267,6 +267,8 @@ policy_struct! {
         terminate_grace_seconds: Seconds,
         /// A command run when a spec fails for good. Default: none.
         on_exhausted: RawCommand,
+        /// Where attempts run: `local` (process groups on this machine) or `slurm` (one batch job per attempt; see the `slurm` table). Default `local`.
+        backend: crate::config::policy::BackendKind,
         /// An iterating spec (one with `tasks` or `until`) gives up when its work is not done after this many iterations. Default 50.
         #[schemars(range(min = 1))]
         max_iterations: u32,
@@ -290,7 +292,33 @@ policy_struct! {
         state_dir: String,
         /// Write a JUnit XML report there after each run. Default: none.
         junit_path: String,
+        /// Settings of the Slurm backend (specs with `backend = "slurm"`).
+        slurm: RawSlurm,
     }
+}
+
+/// The `[slurm]` table: how specs with `backend = "slurm"` are submitted and watched.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawSlurm {
+    /// `sbatch --partition`. Default: the cluster's default partition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<String>,
+    /// `sbatch --account`. Default: the user's default account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    /// `sbatch --qos`. Default: the account's default QOS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qos: Option<String>,
+    /// Further `sbatch` arguments, one per element, e.g. `["--mem=4G", "--cpus-per-task=2"]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sbatch_args: Option<Vec<String>>,
+    /// Slurm's own time limit (`--time`) of a spec with `timeout_seconds` is that timeout plus this margin, rounded up to whole minutes: a backstop in case the runner dies. Default 300 s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_limit_margin_seconds: Option<Seconds>,
+    /// How often one `squeue` call checks every job of the run. Default 1 s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poll_interval_seconds: Option<Seconds>,
 }
 
 /// One spec: `[specs.NAME]` in the pipeline file.

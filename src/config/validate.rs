@@ -693,6 +693,9 @@ pub fn valid_spec_name(name: &str) -> bool {
 pub const MAX_JOBS: u32 = 1024;
 
 fn check_run(cx: &mut Ctx, raw: &RawRunPolicy) {
+    if let Some(slurm) = &raw.slurm {
+        check_slurm(cx, slurm);
+    }
     match raw.jobs {
         Some(0) => cx.problem(
             &path(&["jobs"]),
@@ -752,6 +755,101 @@ fn run_policy(cx: &mut Ctx, raw: &RawRunPolicy, dir: &Path) -> RunPolicy {
         retry_budget: raw.retry_budget,
         state_dir: dir.join(raw.state_dir.as_deref().unwrap_or(defaults::STATE_DIR)),
         junit_path: raw.junit_path.as_deref().map(|p| dir.join(p)),
+        slurm: slurm_settings(raw.slurm.as_ref()),
+    }
+}
+
+/// The `[slurm]` table with its defaults; out-of-range values were reported by
+/// `check_run`.
+fn slurm_settings(raw: Option<&super::raw::RawSlurm>) -> super::policy::SlurmSettings {
+    let mut s = super::policy::SlurmSettings::default();
+    let Some(raw) = raw else { return s };
+    s.partition.clone_from(&raw.partition);
+    s.account.clone_from(&raw.account);
+    s.qos.clone_from(&raw.qos);
+    s.sbatch_args = raw.sbatch_args.clone().unwrap_or_default();
+    if let Some(m) = raw.time_limit_margin_seconds {
+        s.time_limit_margin = m.duration();
+    }
+    if let Some(p) = raw.poll_interval_seconds
+        && p.0 >= MIN_POLL_SECONDS
+    {
+        s.poll_interval = p.duration();
+    }
+    s
+}
+
+/// The shortest `slurm.poll_interval_seconds`: more often would load the controller
+/// for nothing (a job's end is seen within one interval).
+const MIN_POLL_SECONDS: f64 = 0.05;
+
+/// `sbatch` options the Slurm backend sets itself: a `sbatch_args` entry that sets
+/// one would break how attempts are logged, found again or passed their environment.
+const OWN_SBATCH_OPTIONS: &[(&str, Option<char>)] = &[
+    ("--output", Some('o')),
+    ("--error", Some('e')),
+    ("--input", Some('i')),
+    ("--open-mode", None),
+    ("--chdir", Some('D')),
+    ("--job-name", Some('J')),
+    ("--comment", None),
+    ("--export", None),
+    ("--parsable", None),
+    ("--wrap", None),
+    ("--wait", Some('W')),
+    ("--array", Some('a')),
+];
+
+fn check_slurm(cx: &mut Ctx, raw: &super::raw::RawSlurm) {
+    if let Some(p) = raw.poll_interval_seconds
+        && p.0 < MIN_POLL_SECONDS
+    {
+        cx.problem(
+            &path(&["slurm", "poll_interval_seconds"]),
+            format!(
+                "{} is out of range: expected at least {MIN_POLL_SECONDS} seconds",
+                p.0
+            ),
+        );
+    }
+    for (i, arg) in raw.sbatch_args.iter().flatten().enumerate() {
+        let mut at = path(&["slurm", "sbatch_args"]);
+        at.push(PathSeg::Index(i));
+        let own = OWN_SBATCH_OPTIONS.iter().find(|(long, short)| {
+            arg == long
+                || arg.starts_with(&format!("{long}="))
+                || short.is_some_and(|c| {
+                    let mut chars = arg.chars();
+                    chars.next() == Some('-') && chars.next() == Some(c)
+                })
+        });
+        if let Some((long, _)) = own {
+            cx.problem(
+                &at,
+                format!(
+                    "`{arg}`: spec-runner sets `{long}` itself (logs, job names and the environment depend on it); remove it"
+                ),
+            );
+        } else if !arg.starts_with('-') {
+            cx.problem(
+                &at,
+                format!(
+                    "`{arg}` is not an option: expected one `--option=value` per element (a script or command is not allowed)"
+                ),
+            );
+        }
+    }
+    for (key, value) in [
+        ("partition", &raw.partition),
+        ("account", &raw.account),
+        ("qos", &raw.qos),
+    ] {
+        if value.as_ref().is_some_and(|v| v.trim().is_empty()) {
+            cx.problem(
+                &path(&["slurm", key]),
+                "empty: expected a name (leave the key out for the cluster's default)".into(),
+            );
+        }
     }
 }
 
@@ -933,6 +1031,7 @@ fn effective_policy(
     let activity = pick!(activity_timeout_seconds).map(|s| s.duration());
     let grace = pick!(terminate_grace_seconds).map_or(defaults::TERMINATE_GRACE_SECONDS, |s| s.0);
     let on_exhausted = pick!(on_exhausted);
+    let backend = pick!(backend).unwrap_or_default();
     let max_iterations = pick!(max_iterations).unwrap_or(defaults::MAX_ITERATIONS);
     let no_progress_limit = pick!(no_progress_limit).unwrap_or(defaults::NO_PROGRESS_LIMIT);
     origin_of("retry_rules", own.retry_rules.is_some());
@@ -978,6 +1077,7 @@ fn effective_policy(
         activity_timeout: activity,
         terminate_grace: Duration::from_secs_f64(grace),
         on_exhausted,
+        backend,
         iterate: crate::iterate::LoopPolicy {
             max_iterations: max_iterations.max(1),
             no_progress_limit: no_progress_limit.max(1),

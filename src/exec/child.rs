@@ -178,6 +178,7 @@ fn run_with_log(
         pid,
         pgid: pid,
         start_time,
+        job: None,
     });
 
     let mut sup = Supervisor {
@@ -404,7 +405,7 @@ fn pump_output(
 /// The last complete, non-blank line of `chunk`, cleaned for display: lossy UTF-8,
 /// the latest `\r`-rewrite of the line, no ANSI escapes or control characters,
 /// trimmed and cut to [`LAST_LINE_CHARS`]. `None` if the chunk completes no such line.
-fn last_line(chunk: &[u8]) -> Option<String> {
+pub fn last_line(chunk: &[u8]) -> Option<String> {
     let end = chunk.iter().rposition(|&b| b == b'\n')?;
     for line in chunk[..end].rsplit(|&b| b == b'\n') {
         // Progress bars redraw a line with `\r`; the last non-blank redraw is current.
@@ -765,6 +766,8 @@ mod tests {
             timeout: None,
             activity_timeout: None,
             terminate_grace: Duration::from_secs(1),
+            backend: crate::config::policy::BackendKind::Local,
+            reattach: None,
         }
     }
 

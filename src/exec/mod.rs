@@ -10,13 +10,13 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::config::policy::CommandLine;
+use crate::config::policy::{BackendKind, CommandLine};
 
 mod child;
 mod helpers;
 mod unix;
 
-pub use child::run_attempt;
+pub use child::{last_line, run_attempt};
 pub use unix::{
     become_child_subreaper, end_abandoned_group, end_processes_of_run, process_start_time,
     request_stop,
@@ -34,6 +34,11 @@ pub struct AttemptSpec {
     pub timeout: Option<Duration>,
     pub activity_timeout: Option<Duration>,
     pub terminate_grace: Duration,
+    /// What runs it: a process group here, or a batch job of a cluster.
+    pub backend: BackendKind,
+    /// A job a killed runner left running for this attempt: watch it to its end
+    /// (its log exists) instead of starting the attempt anew.
+    pub reattach: Option<u64>,
 }
 
 /// A request from the runner to a live attempt.
@@ -81,12 +86,25 @@ pub struct Started {
     /// Start time in clock ticks since boot (`/proc/<pid>/stat` field 22), to tell a
     /// reused pid from ours.
     pub start_time: Option<u64>,
+    /// The batch job running the attempt, for a backend that submits jobs (pid and
+    /// pgid are then 0: no local process to signal).
+    pub job: Option<BackendJob>,
+}
+
+/// A job of a cluster's workload manager that runs one attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BackendJob {
+    /// The backend's name, as `backend = "…"` spells it.
+    pub backend: &'static str,
+    pub id: u64,
 }
 
 /// Live view of a running attempt's output, read by progress reporters.
 #[derive(Debug, Default)]
 pub struct LiveOutput {
     pub last_line: Mutex<String>,
+    /// Set while the attempt waits for a place to run, e.g. `PENDING (slurm job 123)`.
+    pub waiting: Mutex<Option<String>>,
 }
 
 pub type SharedLive = Arc<LiveOutput>;

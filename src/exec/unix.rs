@@ -231,6 +231,12 @@ fn environ_has(pid: u32, entry: &[u8]) -> bool {
         .is_ok_and(|env| env.split(|&b| b == 0).any(|e| e == entry))
 }
 
+/// Whether the environment of `pid` has an entry starting with `prefix` (`NAME=`).
+fn environ_names(pid: u32, prefix: &[u8]) -> bool {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .is_ok_and(|env| env.split(|&b| b == 0).any(|e| e.starts_with(prefix)))
+}
+
 /// Ends every process that carries `SPEC_RUNNER_RUN_ID=<run_id>` in its environment:
 /// what a killed runner's attempts left behind, including processes that escaped
 /// their group (`setsid`) or started after the state file last recorded a group.
@@ -246,7 +252,11 @@ pub fn end_processes_of_run(run_id: &str, grace: Duration) -> usize {
     let found: Vec<(u32, u32)> = entries
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&pid| pid != me && environ_has(pid, &entry))
+        // A process of a batch job (`SPEC_RUNNER_JOB_ID`) belongs to its job: the
+        // backend ends or re-attaches to it, never this sweep.
+        .filter(|&pid| {
+            pid != me && environ_has(pid, &entry) && !environ_names(pid, b"SPEC_RUNNER_JOB_ID=")
+        })
         .filter_map(|pid| {
             let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
             let f = StatFields::parse(&stat)?;

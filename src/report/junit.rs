@@ -451,6 +451,7 @@ mod tests {
                 max_retries: 3,
                 log: PathBuf::from(format!("{spec}/task_{n}.log")),
                 pid: None,
+                job_id: None,
                 live: None,
                 log_number: n,
                 started: None,

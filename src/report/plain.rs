@@ -87,12 +87,18 @@ pub fn line(event: &Event, look: Look) -> Option<String> {
             retry,
             max_retries,
             log,
+            started,
             ..
         } if !quiet => {
+            // A batch job waits in its queue first: its line says so.
+            let word = match started.and_then(|s| s.job) {
+                Some(job) => format!("PENDING ({} job {})", job.backend, job.id),
+                None => "RUNNING".to_string(),
+            };
             let state = if *retry == 0 {
-                "RUNNING".to_string()
+                word
             } else {
-                format!("RUNNING (retry {retry}/{max_retries})")
+                format!("{word} (retry {retry}/{max_retries})")
             };
             format!(
                 "{spec}: {}, log {}",
@@ -251,6 +257,7 @@ mod tests {
             max_retries: 3,
             log: PathBuf::from("logs/auth/task_2.log"),
             pid: None,
+            job_id: None,
             live: None,
             log_number: 2,
             started: None,

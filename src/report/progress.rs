@@ -108,10 +108,15 @@ fn message(phase: &Phase, now: Instant) -> String {
             retry,
             max,
         } => {
+            // A batch job waiting in its queue says so instead of RUNNING.
+            let waiting = live
+                .as_ref()
+                .and_then(|l| l.waiting.lock().ok().and_then(|w| w.clone()));
+            let word = waiting.as_deref().unwrap_or("RUNNING");
             let state = if *retry == 0 {
-                "RUNNING".to_string()
+                word.to_string()
             } else {
-                format!("RUNNING (retry {retry}/{max})")
+                format!("{word} (retry {retry}/{max})")
             };
             let last = live
                 .as_ref()

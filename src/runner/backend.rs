@@ -5,6 +5,7 @@
 
 use crossbeam_channel::Receiver;
 
+use crate::config::policy::BackendKind;
 use crate::exec::{self, AttemptEnd, AttemptSpec, Control, SharedLive, Started};
 
 pub trait Backend: Send + Sync {
@@ -31,5 +32,30 @@ impl Backend for Local {
         on_start: &mut dyn FnMut(Started),
     ) -> AttemptEnd {
         exec::run_attempt(spec, control, live, on_start)
+    }
+}
+
+/// Each spec's attempts where its `backend` says: here, or as batch jobs of a
+/// cluster (`slurm`). Hooks always run here.
+pub struct PerSpec {
+    pub local: Local,
+    /// Present when some spec of the run uses it.
+    pub slurm: Option<crate::slurm::Cluster>,
+}
+
+impl Backend for PerSpec {
+    fn run_attempt(
+        &self,
+        spec: &AttemptSpec,
+        control: &Receiver<Control>,
+        live: Option<&SharedLive>,
+        on_start: &mut dyn FnMut(Started),
+    ) -> AttemptEnd {
+        match (spec.backend, &self.slurm) {
+            (BackendKind::Slurm, Some(cluster)) => {
+                cluster.run_attempt(spec, control, live, on_start)
+            }
+            _ => self.local.run_attempt(spec, control, live, on_start),
+        }
     }
 }

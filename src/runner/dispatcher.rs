@@ -286,7 +286,8 @@ impl<'p> Dispatcher<'p> {
                             retry: s.retry_count,
                             max_retries: self.p.specs[spec].policy.retry.max_retries,
                             log,
-                            pid: started.map(|s| s.pid),
+                            pid: started.filter(|s| s.job.is_none()).map(|s| s.pid),
+                            job_id: started.and_then(|s| s.job).map(|j| j.id),
                             live,
                             log_number,
                             started,
@@ -550,6 +551,8 @@ impl<'p> Dispatcher<'p> {
                 activity_timeout: spec.policy.activity_timeout,
                 terminate_grace: spec.policy.terminate_grace,
                 control: rx,
+                backend: spec.policy.backend,
+                reattach: None,
             });
         }
         for &i in &self.due {
@@ -589,6 +592,9 @@ impl<'p> Dispatcher<'p> {
             activity_timeout: None,
             terminate_grace: spec.policy.terminate_grace,
             control: rx,
+            // Hooks are notifications: they run here, whatever runs the attempts.
+            backend: crate::config::policy::BackendKind::Local,
+            reattach: None,
         };
         Some((job, tx))
     }
@@ -861,6 +867,10 @@ impl<'p> Dispatcher<'p> {
             activity_timeout: None,
             terminate_grace: spec.policy.terminate_grace,
             control: rx,
+            // A check of the work, like a hook: here, where the runner reads the
+            // tasks file and the repository too.
+            backend: crate::config::policy::BackendKind::Local,
+            reattach: None,
         });
     }
 

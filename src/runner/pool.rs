@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::config::policy::CommandLine;
+use crate::config::policy::{BackendKind, CommandLine};
 use crate::exec::{AttemptEnd, AttemptSpec, Control, EndCause, LiveOutput, SharedLive, Started};
 
 /// What a job is: a spec's attempt, or a hook run because of one.
@@ -67,6 +67,19 @@ pub struct Job {
     pub activity_timeout: Option<Duration>,
     pub terminate_grace: Duration,
     pub control: Receiver<Control>,
+    /// What runs it (a hook always runs here).
+    pub backend: BackendKind,
+    /// A job a killed runner left running for this attempt: watched again to its
+    /// end, with the log it already writes.
+    pub reattach: Option<Reattach>,
+}
+
+/// A job left running by a killed runner, and the attempt it runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reattach {
+    pub job_id: u64,
+    /// The `n` of its `task_<n>.log`.
+    pub log_number: u32,
 }
 
 pub enum JobResult {
@@ -204,8 +217,13 @@ fn run_job(job: Job, backend: &dyn super::backend::Backend, results: &Sender<Job
                 job.log_dir.display()
             )
         });
-    while job.log_dir.join(job.kind.log_name(n)).exists() {
-        n += 1;
+    match job.reattach {
+        Some(r) => n = r.log_number,
+        None => {
+            while job.log_dir.join(job.kind.log_name(n)).exists() {
+                n += 1;
+            }
+        }
     }
     let log = job.log_dir.join(job.kind.log_name(n));
     // Only attempts are announced: the dispatcher counts them and the state file
@@ -242,6 +260,8 @@ fn run_job(job: Job, backend: &dyn super::backend::Backend, results: &Sender<Job
                 timeout: job.timeout,
                 activity_timeout: job.activity_timeout,
                 terminate_grace: job.terminate_grace,
+                backend: job.backend,
+                reattach: job.reattach.map(|r| r.job_id),
             };
             let mut announced = false;
             let shown = job.live.then_some(&live);

@@ -29,6 +29,7 @@ impl Backend for Scripted {
             pid: 1,
             pgid: 1,
             start_time: None,
+            job: None,
         });
         let script = match &spec.command {
             config::policy::CommandLine::Shell(s) => s.clone(),

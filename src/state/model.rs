@@ -124,6 +124,9 @@ pub struct AttemptRecord {
     pub signal: Option<String>,
     pub reason: Option<String>,
     pub log: PathBuf,
+    /// The batch job that ran it (a backend that submits jobs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -132,6 +135,10 @@ pub struct RunningProcess {
     pub pgid: u32,
     /// Clock ticks since boot when it started: tells our process from a reused pid.
     pub start_time: Option<u64>,
+    /// The batch job running it (pid and pgid are then 0): a later run re-attaches
+    /// to it rather than ending a process group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<u64>,
 }
 
 /// A stable hash of what a spec runs: command, cwd, env, dependencies (by name).

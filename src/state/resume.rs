@@ -29,6 +29,9 @@ pub struct ResumePlan {
     pub loops: Vec<Option<IterationState>>,
     /// Processes recorded as running: a killed runner left them.
     pub abandoned: Vec<(String, RunningProcess)>,
+    /// Batch jobs recorded as running (spec index, job id, log number): a killed
+    /// runner left them; they may still run.
+    pub jobs_left: Vec<(usize, u64, u32)>,
 }
 
 /// How a run treats what it finds.
@@ -58,13 +61,17 @@ pub fn plan(
         next_log: vec![1; n],
         loops: vec![None; n],
         abandoned: Vec::new(),
+        jobs_left: Vec::new(),
     };
     for (i, spec) in p.specs.iter().enumerate() {
         let prev = previous.and_then(|f| f.specs.get(&spec.name));
         if let Some(s) = prev {
             plan.next_log[i] = s.last_log_number() + 1;
             if let Some(proc) = s.running {
-                plan.abandoned.push((spec.name.clone(), proc));
+                match proc.job_id {
+                    Some(id) => plan.jobs_left.push((i, id, s.last_log_number())),
+                    None => plan.abandoned.push((spec.name.clone(), proc)),
+                }
             }
         }
         if !requested[i] {

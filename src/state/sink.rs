@@ -166,6 +166,7 @@ impl StateSink {
                         pid: st.pid,
                         pgid: st.pgid,
                         start_time: st.start_time,
+                        job_id: st.job.map(|j| j.id),
                     });
                     // Bounded history: a spec retried every night for months must not
                     // make every state write carry all of it.
@@ -182,6 +183,7 @@ impl StateSink {
                         signal: None,
                         reason: None,
                         log: log.clone(),
+                        job_id: started.and_then(|st| st.job).map(|j| j.id),
                     });
                 }
                 // Not urgent: a runner killed before this reaches the disk leaves a

@@ -1691,6 +1691,8 @@ const POLICY_KEYS: &[&str] = &[
     "state_dir",
     "on_exhausted",
     "junit_path",
+    "backend",
+    "slurm",
     "max_iterations",
     "no_progress_limit",
 ];

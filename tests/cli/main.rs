@@ -11,4 +11,5 @@ mod faults;
 mod harness;
 mod iterate;
 mod procs;
+mod slurm;
 mod state;

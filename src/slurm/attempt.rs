@@ -1,0 +1,457 @@
+//! One attempt as one batch job: submit it, follow it (state from the watcher, activity
+//! from its log's growth), end it on request or timeout, and read how it ended.
+
+use std::ffi::OsString;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, select};
+
+use super::cmd::{self, JobState, Listed};
+use super::job::{Status, read_status};
+use super::script;
+use super::watch::{Seen, Watcher};
+use crate::config::policy::SlurmSettings;
+use crate::exec::{AttemptEnd, AttemptSpec, BackendJob, Control, EndCause, SharedLive, Started};
+
+/// How often a waiting attempt looks at its log and its clocks.
+const TICK: Duration = Duration::from_millis(100);
+/// The end of the output kept for rules and failure reports, as for a local attempt.
+const TAIL_BYTES: u64 = 64 * 1024;
+/// How long to wait for a finished job's status file to show up (a shared
+/// filesystem may show it late).
+const STATUS_WAIT: Duration = Duration::from_secs(3);
+
+/// The backend's name, as `backend = "slurm"` spells it.
+pub const NAME: &str = "slurm";
+
+/// The Slurm side of one run: its settings and the watcher of all its jobs.
+pub struct Cluster {
+    settings: SlurmSettings,
+    run_id: String,
+    watcher: Watcher,
+}
+
+impl Cluster {
+    pub fn new(settings: SlurmSettings, run_id: String) -> Cluster {
+        let watcher = Watcher::new(settings.poll_interval);
+        Cluster {
+            settings,
+            run_id,
+            watcher,
+        }
+    }
+
+    /// Runs one attempt as a batch job (or follows the job a killed runner left for
+    /// it, `spec.reattach`) to its end.
+    pub fn run_attempt(
+        &self,
+        spec: &AttemptSpec,
+        control: &Receiver<Control>,
+        live: Option<&SharedLive>,
+        on_start: &mut dyn FnMut(Started),
+    ) -> AttemptEnd {
+        let status_path = script::status_path(&spec.log_path);
+        let id = match spec.reattach {
+            Some(id) => id,
+            None => match self.submit(spec, &status_path) {
+                Ok(id) => id,
+                Err(cause) => return ended(cause, None, None, Duration::ZERO, Vec::new()),
+            },
+        };
+        let updates = self.watcher.watch(id);
+        if let Some(live) = live {
+            set_waiting(live, Some(format!("PENDING ({NAME} job {id})")));
+        }
+        on_start(Started {
+            pid: 0,
+            pgid: 0,
+            start_time: None,
+            job: Some(BackendJob { backend: NAME, id }),
+        });
+        let end = Follow::new(id, spec, live).run(control, &updates, &status_path);
+        self.watcher.forget(id);
+        if let Some(live) = live {
+            set_waiting(live, None);
+        }
+        end
+    }
+
+    /// Creates the log, then submits the job; its id, or why it could not start.
+    fn submit(&self, spec: &AttemptSpec, status_path: &Path) -> Result<u64, EndCause> {
+        let log_dir = spec.log_path.parent().unwrap_or(Path::new("/"));
+        // The log exists before the job does: its number is taken, `logs` shows it
+        // while the job waits, and Slurm appends to it (never truncates).
+        let mut log = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&spec.log_path)
+            .map_err(|e| {
+                EndCause::LogFailed(format!(
+                    "cannot create the log `{}`: {e}",
+                    spec.log_path.display()
+                ))
+            })?;
+        let _ = std::fs::remove_file(status_path);
+        let exe = std::env::current_exe().map_err(|e| {
+            EndCause::SpawnFailed(format!(
+                "cannot find the spec-runner program to run in the job: {e}"
+            ))
+        })?;
+        let spec_name = env_of(spec, "SPEC_RUNNER_SPEC").unwrap_or_default();
+        let attempt = env_of(spec, "SPEC_RUNNER_ATTEMPT").unwrap_or_default();
+        let log_name = spec
+            .log_path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let script = script::job_script(
+            &exe,
+            status_path,
+            &spec.cwd,
+            &self.run_id,
+            &spec.command.argv(),
+        );
+        let mut args: Vec<OsString> = vec![
+            "--parsable".into(),
+            format!("--job-name={}", script::job_name(&self.run_id, &spec_name)).into(),
+            format!(
+                "--comment=spec-runner run {} spec {spec_name} attempt {attempt} log {log_name}",
+                self.run_id
+            )
+            .into(),
+            {
+                let mut o = OsString::from("--output=");
+                o.push(script::output_path(&spec.log_path));
+                o
+            },
+            "--open-mode=append".into(),
+            {
+                // The job's own folder is entered by the job side; Slurm's must exist.
+                let mut d = OsString::from("--chdir=");
+                d.push(log_dir);
+                d
+            },
+            "--export=ALL".into(),
+        ];
+        let s = &self.settings;
+        for (flag, value) in [
+            ("--partition", &s.partition),
+            ("--account", &s.account),
+            ("--qos", &s.qos),
+        ] {
+            if let Some(v) = value {
+                args.push(format!("{flag}={v}").into());
+            }
+        }
+        if let Some(t) = spec.timeout {
+            let minutes = script::time_limit_minutes(t, s.time_limit_margin);
+            args.push(format!("--time={minutes}").into());
+        }
+        args.extend(s.sbatch_args.iter().map(OsString::from));
+        // The environment goes through sbatch's own (`--export=ALL`): a value with a
+        // comma, a quote or a newline arrives whole. The run id is an argument of the
+        // job side instead, so that a later runner's sweep of this run's processes
+        // leaves a re-attachable job alone.
+        let env: Vec<(OsString, OsString)> = spec
+            .env
+            .iter()
+            .filter(|(k, _)| k != "SPEC_RUNNER_RUN_ID")
+            .cloned()
+            .collect();
+        let out = cmd::run("sbatch", &args, &env, Some(&script), cmd::COMMAND_TIMEOUT);
+        let mut refused = |why: String| {
+            let _ = writeln!(log, "spec-runner: sbatch did not take the job: {why}");
+            EndCause::SpawnFailed(format!("sbatch did not take the job: {why}"))
+        };
+        match out {
+            Ok(o) if o.success => cmd::parse_sbatch(&o.stdout).map_err(refused),
+            Ok(o) => Err(refused(o.stderr.trim().to_string())),
+            Err(why) => Err(refused(why)),
+        }
+    }
+}
+
+/// Job `id` as squeue lists it now; `None` when it is not known (any more).
+pub fn find_job(id: u64) -> Result<Option<Listed>, String> {
+    match super::watch::poll(&[id]).pop() {
+        Some((_, Seen::Listed(state, name))) => Ok(Some(Listed { id, state, name })),
+        Some((_, Seen::Failed(why))) => Err(why),
+        _ => Ok(None),
+    }
+}
+
+fn env_of(spec: &AttemptSpec, key: &str) -> Option<String> {
+    spec.env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.to_string_lossy().into_owned())
+}
+
+fn set_waiting(live: &SharedLive, text: Option<String>) {
+    if let Ok(mut w) = live.waiting.lock() {
+        *w = text;
+    }
+}
+
+fn ended(
+    cause: EndCause,
+    exit_code: Option<i32>,
+    signal: Option<i32>,
+    duration: Duration,
+    tail: Vec<u8>,
+) -> AttemptEnd {
+    AttemptEnd {
+        cause,
+        exit_code,
+        signal,
+        duration,
+        tail,
+    }
+}
+
+/// `scancel ARGS… ID`; whether it said yes.
+fn scancel(args: &[&str], id: u64) -> bool {
+    let mut a: Vec<OsString> = args.iter().map(OsString::from).collect();
+    a.push(id.to_string().into());
+    match cmd::run("scancel", &a, &[], None, cmd::COMMAND_TIMEOUT) {
+        Ok(o) => o.success,
+        Err(why) => {
+            tracing::warn!(id, %why, "scancel failed");
+            false
+        }
+    }
+}
+
+/// Following one job to its end.
+struct Follow<'a> {
+    id: u64,
+    spec: &'a AttemptSpec,
+    live: Option<&'a SharedLive>,
+    running_since: Option<Instant>,
+    pending: bool,
+    log_size: u64,
+    last_activity: Instant,
+    /// Why the runner ended it, once it asked: a TERMed job may still end
+    /// COMPLETED or FAILED in Slurm's words.
+    cancel: Option<EndCause>,
+    term_at: Option<Instant>,
+    killed: bool,
+}
+
+impl<'a> Follow<'a> {
+    fn new(id: u64, spec: &'a AttemptSpec, live: Option<&'a SharedLive>) -> Follow<'a> {
+        let log_size = std::fs::metadata(&spec.log_path).map_or(0, |m| m.len());
+        Follow {
+            id,
+            spec,
+            live,
+            running_since: None,
+            pending: true,
+            log_size,
+            last_activity: Instant::now(),
+            cancel: None,
+            term_at: None,
+            killed: false,
+        }
+    }
+
+    fn run(
+        mut self,
+        control: &Receiver<Control>,
+        updates: &Receiver<Seen>,
+        status_path: &Path,
+    ) -> AttemptEnd {
+        let tick = crossbeam_channel::tick(TICK);
+        let mut control = control.clone();
+        let final_state = loop {
+            select! {
+                recv(control) -> c => match c {
+                    Ok(Control::Terminate) => self.terminate(EndCause::Stopped),
+                    Ok(Control::Kill) => {
+                        self.terminate(EndCause::Stopped);
+                        self.kill();
+                    }
+                    Err(_) => control = crossbeam_channel::never(),
+                },
+                recv(updates) -> seen => match seen {
+                    Ok(Seen::Listed(JobState::Ended(state), _)) => break Some(state),
+                    Ok(Seen::Listed(JobState::Running(_), _)) => self.now_running(),
+                    Ok(Seen::Listed(JobState::Pending(_), _)) => {}
+                    Ok(Seen::Gone) | Err(_) => break None,
+                    Ok(Seen::Failed(why)) => {
+                        tracing::warn!(id = self.id, %why, "cannot see the job's state");
+                    }
+                },
+                recv(tick) -> _ => self.check(),
+            }
+        };
+        self.check_log();
+        self.finish(final_state.as_deref(), status_path)
+    }
+
+    fn now_running(&mut self) {
+        if self.running_since.is_none() {
+            self.running_since = Some(Instant::now());
+            self.last_activity = Instant::now();
+            self.pending = false;
+            if let Some(live) = self.live {
+                set_waiting(live, None);
+            }
+        }
+    }
+
+    /// Activity, timeouts and the grace period.
+    fn check(&mut self) {
+        if self.check_log() && self.running_since.is_none() {
+            // Output before squeue said RUNNING: it runs.
+            self.now_running();
+        }
+        let now = Instant::now();
+        if let Some(since) = self.running_since
+            && self.cancel.is_none()
+        {
+            if self.spec.timeout.is_some_and(|t| now >= since + t) {
+                self.terminate(EndCause::TimedOut);
+            } else if self
+                .spec
+                .activity_timeout
+                .is_some_and(|t| now >= self.last_activity + t)
+            {
+                self.terminate(EndCause::Hung);
+            }
+        }
+        if let Some(t) = self.term_at
+            && !self.killed
+            && now >= t + self.spec.terminate_grace
+        {
+            self.kill();
+        }
+    }
+
+    /// Whether the log grew; updates the live line.
+    fn check_log(&mut self) -> bool {
+        let size = std::fs::metadata(&self.spec.log_path).map_or(0, |m| m.len());
+        if size <= self.log_size {
+            return false;
+        }
+        let from = self.log_size.max(size.saturating_sub(4096));
+        self.log_size = size;
+        self.last_activity = Instant::now();
+        if let Some(live) = self.live
+            && let Some(line) = read_from(&self.spec.log_path, from)
+                .as_deref()
+                .and_then(crate::exec::last_line)
+            && let Ok(mut last) = live.last_line.lock()
+        {
+            *last = line;
+        }
+        true
+    }
+
+    /// SIGTERM to the batch shell's process group (a pending job is just
+    /// cancelled); KILL follows after the grace period.
+    fn terminate(&mut self, cause: EndCause) {
+        if self.cancel.is_some() {
+            return;
+        }
+        self.cancel = Some(cause);
+        self.term_at = Some(Instant::now());
+        if self.pending {
+            scancel(&[], self.id);
+            // A pending job has nothing to be graceful with.
+            self.killed = true;
+        } else if !scancel(&["--signal=TERM", "--full"], self.id) {
+            scancel(&[], self.id);
+        }
+    }
+
+    fn kill(&mut self) {
+        if self.killed {
+            return;
+        }
+        self.killed = true;
+        scancel(&["--signal=KILL", "--full"], self.id);
+        scancel(&[], self.id);
+    }
+
+    fn finish(self, state: Option<&str>, status_path: &Path) -> AttemptEnd {
+        let duration = self.running_since.map_or(Duration::ZERO, |t| t.elapsed());
+        let tail = read_from(
+            &self.spec.log_path,
+            self.log_size.saturating_sub(TAIL_BYTES),
+        )
+        .unwrap_or_default();
+        // A job that ended by itself wrote its status; one that was killed did not.
+        let deadline = Instant::now()
+            + if matches!(state, Some("COMPLETED" | "FAILED")) {
+                STATUS_WAIT
+            } else {
+                Duration::ZERO
+            };
+        let mut status = read_status(status_path);
+        while status.is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+            status = read_status(status_path);
+        }
+        let _ = std::fs::remove_file(status_path);
+        let (mut code, mut signal) = (None, None);
+        let mut not_started = None;
+        match status {
+            Some(Status::Exit(c)) => code = Some(c),
+            Some(Status::Signal(s)) => signal = Some(s),
+            Some(Status::NotStarted(why)) => not_started = Some(why),
+            None => match scontrol_exit(self.id) {
+                Some((_, s)) if s != 0 => signal = Some(s),
+                Some((c, _)) if state != Some("CANCELLED") => code = Some(c),
+                // Cancelled (by someone else) before it could say: SIGTERM, as Slurm sent.
+                _ if state == Some("CANCELLED") => signal = Some(15),
+                _ => {}
+            },
+        }
+        let cause = match (self.cancel, not_started) {
+            (Some(c), _) => c,
+            (None, Some(why)) => EndCause::SpawnFailed(why),
+            (None, None) if state == Some("TIMEOUT") => EndCause::TimedOut,
+            (None, None) => EndCause::Exited,
+        };
+        ended(cause, code, signal, duration, tail)
+    }
+}
+
+fn scontrol_exit(id: u64) -> Option<(i32, i32)> {
+    let args: Vec<OsString> = vec![
+        "show".into(),
+        "job".into(),
+        "-o".into(),
+        id.to_string().into(),
+    ];
+    let out = cmd::run("scontrol", &args, &[], None, cmd::COMMAND_TIMEOUT).ok()?;
+    cmd::parse_scontrol(&out.stdout).map(|(c, s, _)| (c, s))
+}
+
+/// The file's bytes from offset `from` on.
+fn read_from(path: &PathBuf, from: u64) -> Option<Vec<u8>> {
+    let mut f = std::fs::File::open(path).ok()?;
+    f.seek(SeekFrom::Start(from)).ok()?;
+    let mut buf = Vec::new();
+    f.read_to_end(&mut buf).ok()?;
+    Some(buf)
+}
+
+/// Cancels job `id` when it is still queued or running and is one of `spec`'s (its
+/// job name says so): what a killed runner left, on `--fresh`. Whether it did.
+pub fn cancel_left(id: u64, spec: &str) -> bool {
+    match find_job(id) {
+        Ok(Some(job))
+            if !matches!(job.state, JobState::Ended(_)) && script::is_job_of(&job.name, spec) =>
+        {
+            scancel(&[], id)
+        }
+        _ => false,
+    }
+}

@@ -1,0 +1,259 @@
+//! Running Slurm's commands with a timeout, and parsing what they print
+//! (`--parsable`, `-o` formats and `scontrol -o`; never `--json`, whose schema changes
+//! between releases).
+
+use std::ffi::OsString;
+use std::time::Duration;
+
+/// How long one Slurm command may take before it counts as failed: a controller that
+/// does not answer must not freeze the run.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a finished command printed.
+#[derive(Debug)]
+pub struct Output {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `program args…` with `env` added to ours and `stdin` as its input; fails with
+/// a sentence when it cannot start or does not finish within `timeout`.
+pub fn run(
+    program: &str,
+    args: &[OsString],
+    env: &[(OsString, OsString)],
+    stdin: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<Output, String> {
+    let mut expr = duct::cmd(program, args)
+        .stdout_capture()
+        .stderr_capture()
+        .unchecked();
+    expr = match stdin {
+        Some(bytes) => expr.stdin_bytes(bytes.to_vec()),
+        None => expr.stdin_null(),
+    };
+    for (k, v) in env {
+        expr = expr.env(k, v);
+    }
+    let handle = expr.start().map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            format!("`{program}` is not on PATH (Slurm's client commands are needed for backend = \"slurm\")")
+        } else {
+            format!("cannot run `{program}`: {e}")
+        }
+    })?;
+    match handle.wait_timeout(timeout) {
+        Ok(Some(out)) => Ok(Output {
+            success: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }),
+        Ok(None) => {
+            let _ = handle.kill();
+            Err(format!(
+                "`{program}` did not answer within {}s",
+                timeout.as_secs()
+            ))
+        }
+        Err(e) => Err(format!("cannot run `{program}`: {e}")),
+    }
+}
+
+/// The first of Slurm's client commands the backend needs that is not on `path`.
+pub fn tools_missing(path: Option<&std::ffi::OsStr>) -> Option<&'static str> {
+    let search = path.map(std::ffi::OsStr::to_os_string).unwrap_or_default();
+    ["sbatch", "squeue", "scancel", "scontrol"]
+        .into_iter()
+        .find(|tool| {
+            !std::env::split_paths(&search).any(|dir| {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::metadata(dir.join(tool))
+                    .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            })
+        })
+}
+
+/// A job's state as `squeue %T` names it, in the three kinds the backend acts on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JobState {
+    /// Waiting for resources (or held): not running yet.
+    Pending(String),
+    /// Its batch script runs (or is suspended: its clock runs on).
+    Running(String),
+    /// Its batch script has ended (COMPLETING included: only clean-up is left).
+    Ended(String),
+}
+
+impl JobState {
+    pub fn parse(word: &str) -> JobState {
+        let word = word.trim();
+        // `CANCELLED by 0` in some outputs: the first word is the state.
+        let state = word.split_whitespace().next().unwrap_or("").to_string();
+        match state.as_str() {
+            "PENDING" | "CONFIGURING" | "REQUEUED" | "REQUEUE_HOLD" | "REQUEUE_FED"
+            | "RESV_DEL_HOLD" => JobState::Pending(state),
+            "RUNNING" | "SUSPENDED" | "STOPPED" | "SIGNALING" | "RESIZING" | "STAGE_OUT" => {
+                JobState::Running(state)
+            }
+            _ => JobState::Ended(state),
+        }
+    }
+
+    pub fn word(&self) -> &str {
+        match self {
+            JobState::Pending(s) | JobState::Running(s) | JobState::Ended(s) => s,
+        }
+    }
+}
+
+/// The job id printed by `sbatch --parsable`: `id` or `id;cluster`.
+pub fn parse_sbatch(stdout: &str) -> Result<u64, String> {
+    let line = stdout.lines().map(str::trim).find(|l| !l.is_empty());
+    line.and_then(|l| l.split(';').next())
+        .and_then(|id| id.trim().parse().ok())
+        .ok_or_else(|| format!("sbatch printed no job id: {:?}", stdout.trim()))
+}
+
+/// One job as `squeue -h -o '%i|%T|%j'` lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listed {
+    pub id: u64,
+    pub state: JobState,
+    pub name: String,
+}
+
+/// The format string that [`parse_squeue`] reads.
+pub const SQUEUE_FORMAT: &str = "%i|%T|%j";
+
+/// Lines of `squeue -h -o SQUEUE_FORMAT`; lines that do not parse are skipped.
+pub fn parse_squeue(stdout: &str) -> Vec<Listed> {
+    stdout
+        .lines()
+        .filter_map(|line| {
+            let mut parts = line.trim().splitn(3, '|');
+            let id = parts.next()?.trim().parse().ok()?;
+            let state = JobState::parse(parts.next()?);
+            let name = parts.next().unwrap_or("").to_string();
+            Some(Listed { id, state, name })
+        })
+        .collect()
+}
+
+/// Whether squeue failed only because none of the ids it was asked about exists any
+/// more (it lists nothing then, and exits 1).
+pub fn squeue_knows_none(stderr: &str) -> bool {
+    stderr.contains("Invalid job id")
+}
+
+/// `ExitCode=code:signal` and `JobState=…` of `scontrol show job -o ID`.
+pub fn parse_scontrol(stdout: &str) -> Option<(i32, i32, JobState)> {
+    let mut exit = None;
+    let mut state = None;
+    for token in stdout.split_whitespace() {
+        if let Some(v) = token.strip_prefix("ExitCode=") {
+            let (code, sig) = v.split_once(':')?;
+            exit = Some((code.parse().ok()?, sig.parse().ok()?));
+        } else if let Some(v) = token.strip_prefix("JobState=") {
+            state = Some(JobState::parse(v));
+        }
+    }
+    let (code, sig) = exit?;
+    Some((code, sig, state?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Outputs recorded on Slurm 22.05.8 (Debian 12), one-node cluster.
+
+    #[test]
+    fn sbatch_ids() {
+        assert_eq!(parse_sbatch("123\n"), Ok(123));
+        assert_eq!(parse_sbatch("77;cluster-a\n"), Ok(77));
+        assert!(parse_sbatch("").is_err());
+        assert!(parse_sbatch("sbatch: error: Batch job submission failed\n").is_err());
+    }
+
+    #[test]
+    fn squeue_lines() {
+        let out = "1|FAILED|spec-runner.r1.a\n2|RUNNING|wrap\n3|PENDING|x|y\n\ngarbage\n";
+        let listed = parse_squeue(out);
+        assert_eq!(listed.len(), 3);
+        assert_eq!(listed[0].id, 1);
+        assert_eq!(listed[0].state, JobState::Ended("FAILED".into()));
+        assert_eq!(listed[0].name, "spec-runner.r1.a");
+        assert_eq!(listed[1].state, JobState::Running("RUNNING".into()));
+        assert_eq!(listed[2].state, JobState::Pending("PENDING".into()));
+        assert_eq!(listed[2].name, "x|y");
+        assert!(squeue_knows_none(
+            "slurm_load_jobs error: Invalid job id specified\n"
+        ));
+    }
+
+    #[test]
+    fn states() {
+        for s in [
+            "COMPLETED",
+            "CANCELLED",
+            "TIMEOUT",
+            "COMPLETING",
+            "NODE_FAIL",
+            "OUT_OF_MEMORY",
+        ] {
+            assert!(matches!(JobState::parse(s), JobState::Ended(_)), "{s}");
+        }
+        assert_eq!(
+            JobState::parse("CANCELLED by 0"),
+            JobState::Ended("CANCELLED".into())
+        );
+        assert!(matches!(
+            JobState::parse("CONFIGURING"),
+            JobState::Pending(_)
+        ));
+        assert!(matches!(JobState::parse("SUSPENDED"), JobState::Running(_)));
+    }
+
+    #[test]
+    fn scontrol_exit_codes() {
+        let failed = "JobId=1 JobName=wrap UserId=root(0) GroupId=root(0) MCS_label=N/A Priority=4294901759 Nice=0 Account=(null) QOS=(null) JobState=FAILED Reason=NonZeroExitCode Dependency=(null) Requeue=1 Restarts=0 BatchFlag=1 Reboot=0 ExitCode=3:0 RunTime=00:00:00 TimeLimit=UNLIMITED";
+        assert_eq!(
+            parse_scontrol(failed),
+            Some((3, 0, JobState::Ended("FAILED".into())))
+        );
+        let killed = "JobId=9 JobState=CANCELLED Reason=None ExitCode=0:9 RunTime=00:00:03";
+        assert_eq!(
+            parse_scontrol(killed),
+            Some((0, 9, JobState::Ended("CANCELLED".into())))
+        );
+        assert_eq!(
+            parse_scontrol("slurm_load_jobs error: Invalid job id specified"),
+            None
+        );
+    }
+
+    #[test]
+    fn commands_time_out_and_report_missing_programs() {
+        let err = run(
+            "sleep",
+            &["5".into()],
+            &[],
+            None,
+            Duration::from_millis(100),
+        )
+        .unwrap_err();
+        assert!(err.contains("did not answer"), "{err}");
+        let err = run("no-such-slurm-tool", &[], &[], None, COMMAND_TIMEOUT).unwrap_err();
+        assert!(err.contains("not on PATH"), "{err}");
+        let out = run("cat", &[], &[], Some(b"script"), COMMAND_TIMEOUT).unwrap();
+        assert!(out.success);
+        assert_eq!(out.stdout, "script");
+    }
+
+    #[test]
+    fn missing_tools() {
+        assert_eq!(tools_missing(Some("/nonexistent".as_ref())), Some("sbatch"));
+    }
+}

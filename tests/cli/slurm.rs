@@ -1,0 +1,371 @@
+//! The Slurm backend against a real cluster (`.ci/slurm-up.sh` starts a one-node one).
+//!
+//! These tests run when `sinfo` answers. Under `CI=true` a missing cluster fails them
+//! (CI must test the backend, never skip it); elsewhere they say loudly that they
+//! skipped.
+
+use std::io::Write;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use rustix::process::Signal;
+use serde_json::Value;
+
+use crate::harness::*;
+use crate::procs::*;
+
+/// Whether a cluster is reachable; panics under CI when it is not.
+fn cluster() -> bool {
+    let up = Command::new("sinfo")
+        .args(["-h", "-o", "%T"])
+        .output()
+        .is_ok_and(|o| o.status.success() && !o.stdout.is_empty());
+    if !up {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but no Slurm cluster answers `sinfo`: .ci/run starts one with .ci/slurm-up.sh; the Slurm tests must not skip in CI"
+        );
+        // Straight to the terminal: the test harness would swallow `eprintln!`.
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n*** SKIPPED a Slurm backend test: no cluster answers `sinfo` (start one with .ci/slurm-up.sh) ***\n"
+        );
+    }
+    up
+}
+
+/// The state of job `id` as squeue says it (`-t all`: finished jobs too).
+fn job_state(id: u64) -> String {
+    let out = Command::new("squeue")
+        .args(["-h", "-t", "all", "-j", &id.to_string(), "-o", "%T"])
+        .output()
+        .expect("squeue");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Waits until job `id` has left the queue (ended, or purged).
+fn wait_job_ended(id: u64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = job_state(id);
+        if !matches!(
+            s.as_str(),
+            "PENDING" | "RUNNING" | "CONFIGURING" | "COMPLETING"
+        ) {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "job {id} still {s} after 60 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn job_ids(ev: &[Value], spec: &str) -> Vec<u64> {
+    of(ev, "attempt_started", Some(spec))
+        .iter()
+        .map(|e| e["job_id"].as_u64().expect("attempt_started has a job_id"))
+        .collect()
+}
+
+/// Every test's pipeline starts with this: quick polls, quick retries.
+const HEAD: &str = r#"
+backend = "slurm"
+retry_backoff_seconds = 0.1
+terminate_grace_seconds = 2
+slurm = { poll_interval_seconds = 0.2 }
+"#;
+
+#[test]
+fn slurm_retries_with_exact_logs_and_job_ids_in_events_and_state() {
+    if !cluster() {
+        return;
+    }
+    let t = Test::with_pipeline(&format!(
+        r#"{HEAD}
+[specs.flaky]
+command = 'printf "try %s\n\001\377\r" "$SPEC_RUNNER_ATTEMPT"; printf "no newline"; [ "$SPEC_RUNNER_ATTEMPT" -ge 3 ]'
+"#
+    ));
+    let run = run_in(&t, &["apply", "--format", "json"]);
+    run.code(0);
+    let ev = events(&run.stdout);
+    let ids = job_ids(&ev, "flaky");
+    assert_eq!(ids.len(), 3, "one job per attempt");
+    assert!(ids[0] < ids[1] && ids[1] < ids[2], "{ids:?}");
+    for n in 1..=3 {
+        let log = std::fs::read(
+            t.path()
+                .join(format!(".spec-runner/logs/flaky/task_{n}.log")),
+        )
+        .unwrap();
+        let mut expected = format!("try {n}\n").into_bytes();
+        expected.extend_from_slice(b"\x01\xff\rno newline");
+        assert_eq!(
+            log, expected,
+            "task_{n}.log holds exactly what attempt {n} printed"
+        );
+    }
+    let failed = of(&ev, "attempt_finished", Some("flaky"));
+    assert_eq!(failed[0]["exit_code"], 1);
+    assert_eq!(failed[2]["exit_code"], 0);
+    let st: Value =
+        serde_json::from_str(&t.read(".spec-runner/state.json")).expect("state.json parses");
+    let attempts = st["specs"]["flaky"]["attempts"].as_array().unwrap();
+    let recorded: Vec<u64> = attempts
+        .iter()
+        .map(|a| a["job_id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(recorded, ids, "the state records each attempt's job");
+    assert!(st["specs"]["flaky"]["running"].is_null());
+    for id in ids {
+        assert_eq!(
+            wait_job_ended(id),
+            if id == recorded[2] {
+                "COMPLETED"
+            } else {
+                "FAILED"
+            }
+        );
+    }
+}
+
+#[test]
+fn slurm_exit_codes_and_signals_meet_the_rules() {
+    if !cluster() {
+        return;
+    }
+    let t = Test::with_pipeline(&format!(
+        r#"{HEAD}
+retry_max_retries = 3
+[[retry_rules]]
+exit_codes = [7]
+action = "fail"
+[[retry_rules]]
+signals = ["SIGSEGV"]
+action = "fail"
+[specs.seven]
+command = "exit 7"
+[specs.segv]
+command = "kill -SEGV $$"
+[specs.argv]
+command = ["sh", "-c", "echo argv $0 \"$1\"; exit 0", "zero", "one, two"]
+"#
+    ));
+    let run = run_in(&t, &["apply", "--format", "json"]);
+    run.code(1);
+    let ev = events(&run.stdout);
+    let seven = of(&ev, "attempt_finished", Some("seven"));
+    assert_eq!(seven.len(), 1, "a fail rule: no retry");
+    assert_eq!(seven[0]["exit_code"], 7);
+    assert!(seven[0]["signal"].is_null());
+    let segv = of(&ev, "attempt_finished", Some("segv"));
+    assert_eq!(segv.len(), 1);
+    assert_eq!(segv[0]["signal"], "SIGSEGV");
+    assert!(segv[0]["exit_code"].is_null());
+    assert_eq!(
+        of(&ev, "spec_finished", Some("argv"))[0]["status"],
+        "succeeded"
+    );
+    assert_eq!(
+        t.read(".spec-runner/logs/argv/task_1.log"),
+        "argv zero one, two\n"
+    );
+}
+
+#[test]
+fn slurm_passes_env_values_whole_and_fails_a_missing_cwd() {
+    if !cluster() {
+        return;
+    }
+    let t = Test::with_pipeline(&format!(
+        r#"{HEAD}
+[specs.env]
+command = 'printf "%s|%s|%s|%s|%s" "$X" "$SPEC_RUNNER_SPEC" "$SPEC_RUNNER_ATTEMPT" "$SPEC_RUNNER_MAX_ATTEMPTS" "$(pwd)"; [ -n "$SPEC_RUNNER_RUN_ID" ]'
+cwd = "sub dir"
+env = {{ X = "a,b 'single' \"double\" $HOME\nsecond line=x" }}
+[specs.nowhere]
+command = "echo should not run"
+cwd = "missing"
+"#
+    ));
+    std::fs::create_dir(t.path().join("sub dir")).unwrap();
+    let run = run_in(&t, &["apply", "--progress", "plain"]);
+    run.code(1)
+        .stderr_has("PENDING (slurm job ")
+        .stderr_has("could not start: working directory");
+    let cwd = t.path().join("sub dir").canonicalize().unwrap();
+    assert_eq!(
+        t.read(".spec-runner/logs/env/task_1.log"),
+        format!(
+            "a,b 'single' \"double\" $HOME\nsecond line=x|env|1|4|{}",
+            cwd.display()
+        )
+    );
+    let st: Value =
+        serde_json::from_str(&t.read(".spec-runner/state.json")).expect("state.json parses");
+    let nowhere = &st["specs"]["nowhere"];
+    assert_eq!(nowhere["status"], "failed");
+    assert_eq!(
+        nowhere["attempts"].as_array().unwrap().len(),
+        1,
+        "a missing cwd is not retried"
+    );
+    assert!(
+        t.read(".spec-runner/logs/nowhere/task_1.log")
+            .contains("does not exist"),
+        "the job says why in its log"
+    );
+    assert!(
+        !t.read(".spec-runner/logs/nowhere/task_1.log")
+            .contains("should not run")
+    );
+}
+
+#[test]
+fn slurm_timeouts_cancel_the_job() {
+    if !cluster() {
+        return;
+    }
+    let t = Test::with_pipeline(&format!(
+        r#"{HEAD}
+retry_max_retries = 0
+[specs.hung]
+command = "echo started; exec sleep 600"
+activity_timeout_seconds = 2
+[specs.slow]
+command = "while :; do echo tick; sleep 0.2; done"
+timeout_seconds = 2
+"#
+    ));
+    let started = Instant::now();
+    let run = run_in(&t, &["apply", "--format", "json"]);
+    run.code(1);
+    assert!(started.elapsed() < Duration::from_secs(60));
+    let ev = events(&run.stdout);
+    let hung = of(&ev, "attempt_finished", Some("hung"));
+    assert!(
+        hung[0]["reason"].as_str().unwrap().contains("hung"),
+        "{}",
+        hung[0]
+    );
+    let slow = of(&ev, "attempt_finished", Some("slow"));
+    assert!(
+        slow[0]["reason"].as_str().unwrap().contains("timed out"),
+        "{}",
+        slow[0]
+    );
+    assert!(
+        slow[0]["duration_ms"].as_u64().unwrap() >= 2000,
+        "counted from when the job ran: {}",
+        slow[0]
+    );
+    for spec in ["hung", "slow"] {
+        for id in job_ids(&ev, spec) {
+            let s = wait_job_ended(id);
+            assert!(
+                matches!(s.as_str(), "CANCELLED" | "FAILED" | "COMPLETED" | ""),
+                "job {id} of {spec}: {s}"
+            );
+        }
+    }
+    assert!(
+        t.read(".spec-runner/logs/hung/task_1.log")
+            .starts_with("started\n")
+    );
+}
+
+#[test]
+fn slurm_ctrl_c_cancels_every_job_of_the_run() {
+    if !cluster() {
+        return;
+    }
+    let mut specs = String::new();
+    for i in 0..3 {
+        specs.push_str(&format!("[specs.s{i}]\ncommand = \"echo up; sleep 600\"\n"));
+    }
+    let t = Test::with_pipeline(&format!("{HEAD}\njobs = 3\n{specs}"));
+    let mut bg = Background::apply(&t);
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let e = bg.wait_for(Duration::from_secs(60), |e| e["event"] == "attempt_started");
+        ids.push(e["job_id"].as_u64().expect("job_id"));
+    }
+    bg.signal(Signal::INT);
+    let (code, _) = bg.wait_exit(Duration::from_secs(60));
+    assert_eq!(code, Some(130));
+    for id in ids {
+        let s = wait_job_ended(id);
+        assert!(
+            matches!(s.as_str(), "CANCELLED" | "FAILED" | "COMPLETED" | ""),
+            "job {id}: {s}"
+        );
+    }
+    let ev = bg.rest();
+    assert_eq!(of(&ev, "spec_finished", None).len(), 3);
+    for e in of(&ev, "spec_finished", None) {
+        assert_eq!(e["status"], "stopped");
+    }
+}
+
+#[test]
+fn validate_names_a_missing_sbatch() {
+    let t = Test::with_pipeline("[specs.a]\ncommand = \"true\"\nbackend = \"slurm\"\n")
+        .env("PATH", "/nonexistent")
+        .args(&["validate"]);
+    t.run()
+        .code(2)
+        .stderr_has("spec `a` has backend = \"slurm\"")
+        .stderr_has("`sbatch` is not on PATH");
+    let t = Test::with_pipeline("backend = \"slurm\"\n[specs.a]\ncommand = \"true\"\n")
+        .env("PATH", "/nonexistent")
+        .args(&["apply"]);
+    t.run().code(2).stderr_has("sbatch");
+    assert!(!t.path().join(".spec-runner").exists(), "nothing ran");
+}
+
+#[test]
+fn backend_and_the_slurm_table_come_from_every_layer_and_are_checked() {
+    let t = Test::with_pipeline(
+        r#"
+[slurm]
+partition = "debug"
+sbatch_args = ["--mem=1G"]
+[specs.a]
+command = "true"
+[specs.b]
+command = "true"
+"#,
+    )
+    .env("SPEC_RUNNER_SPECS__B__BACKEND", "slurm")
+    .args(&["plan", "--format", "json"]);
+    let run = t.run();
+    run.code(0);
+    let p = run.json();
+    let specs = p["specs"].as_array().unwrap();
+    assert_eq!(specs[0]["policy"]["backend"], "local");
+    assert_eq!(specs[1]["policy"]["backend"], "slurm");
+    assert_eq!(
+        specs[1]["origins"]["backend"],
+        "SPEC_RUNNER_SPECS__B__BACKEND"
+    );
+    assert_eq!(specs[1]["policy"]["slurm"]["partition"], "debug");
+    assert_eq!(specs[1]["policy"]["slurm"]["sbatch_args"][0], "--mem=1G");
+    assert_eq!(specs[1]["policy"]["slurm"]["poll_interval_seconds"], 1.0);
+
+    let bad = Test::with_pipeline(
+        r#"
+backend = "cluster"
+[slurm]
+sbatch_args = ["--output=x.log", "script.sh"]
+poll_interval_seconds = 0
+[specs.a]
+command = "true"
+"#,
+    )
+    .args(&["validate"]);
+    bad.run()
+        .code(2)
+        .stderr_has("`backend`")
+        .stderr_has("`slurm.sbatch_args[0]`: `--output=x.log`: spec-runner sets `--output` itself")
+        .stderr_has("`slurm.sbatch_args[1]`: `script.sh` is not an option")
+        .stderr_has("`slurm.poll_interval_seconds`: 0 is out of range");
+}
