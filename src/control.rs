@@ -125,7 +125,11 @@ pub fn status(view: &StatusView, json: bool) -> u8 {
                     match (a.exit_code, &a.signal, &a.ended_at) {
                         (Some(c), _, _) => c.to_string(),
                         (None, Some(sig), _) => sig.clone(),
-                        (None, None, None) => "running".into(),
+                        (None, None, None) => match a.job_id {
+                            // A batch job: its id finds it in the cluster's own tools.
+                            Some(id) => format!("running (job {id})"),
+                            None => "running".into(),
+                        },
                         (None, None, Some(_)) => "-".into(),
                     }
                 });

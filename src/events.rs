@@ -91,6 +91,21 @@ pub enum EventKind {
         #[serde(skip)]
         started: Option<Started>,
     },
+    /// A job a killed runner left running for this attempt is followed again to its
+    /// end, instead of a new attempt (no `attempt_started`).
+    AttemptReattached {
+        spec: String,
+        attempt: u32,
+        retry: u32,
+        max_retries: u32,
+        log: PathBuf,
+        job_id: u64,
+        #[serde(skip)]
+        live: Option<SharedLive>,
+        /// The `n` of `task_<n>.log`.
+        #[serde(skip)]
+        log_number: u32,
+    },
     AttemptFinished {
         spec: String,
         attempt: u32,

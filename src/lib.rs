@@ -10,6 +10,7 @@ pub mod events;
 pub mod exec;
 pub mod exit;
 pub mod iterate;
+mod manual;
 pub mod plan;
 pub mod report;
 pub mod retry;

@@ -186,11 +186,7 @@ fn dispatch(cli: Cli) -> u8 {
         },
         Command::Schema { check, dir } => schema_cmd(g, *check, dir.as_deref()),
         Command::Init { force } => init(g, *force),
-        Command::Completions { shell } => {
-            let mut out = Vec::new();
-            clap_complete::generate(*shell, &mut Cli::command(), "spec-runner", &mut out);
-            print_out(&String::from_utf8_lossy(&out))
-        }
+        Command::Completions { shell } => print_out(&crate::manual::completions(*shell)),
         Command::Man { dir } => man(dir.as_deref()),
     }
 }
@@ -522,7 +518,21 @@ fn execute(p: &Pipeline, req: RunRequest, out: &OutputArgs, color: bool) -> u8 {
     if let Some(w) = &loaded.warning {
         eprintln!("warning: {w}");
     }
-    let plan = resume::plan(p, &req.requested, loaded.state.as_ref(), req.mode);
+    let mut plan = resume::plan(p, &req.requested, loaded.state.as_ref(), req.mode);
+    // Batch jobs a killed runner left: a resumed run follows each one still known to
+    // the cluster to its end rather than submitting its attempt again; the others
+    // (and all of them with --fresh) are cancelled by `end_abandoned`.
+    if req.mode == resume::Mode::Resume {
+        for &(i, id, log_number) in &plan.jobs_left {
+            let spec = &p.specs[i];
+            if plan.to_run[i]
+                && spec.policy.backend == crate::config::policy::BackendKind::Slurm
+                && crate::slurm::reattachable(id, &spec.name)
+            {
+                plan.reattach[i] = Some((id, log_number));
+            }
+        }
+    }
     // Listen before the clean-up below: a Ctrl-C during it must not kill the runner
     // outright; the run then stops as soon as it starts.
     let signals = match crate::runner::signal::SignalListener::start() {
@@ -615,6 +625,13 @@ fn execute(p: &Pipeline, req: RunRequest, out: &OutputArgs, color: bool) -> u8 {
                 .any(|s| s.policy.backend == crate::config::policy::BackendKind::Slurm)
                 .then(|| crate::slurm::Cluster::new(p.run.slurm.clone(), run_id.clone())),
         }),
+        reattach: plan
+            .reattach
+            .iter()
+            .map(|r| {
+                r.map(|(job_id, log_number)| crate::runner::pool::Reattach { job_id, log_number })
+            })
+            .collect(),
         loops: plan.loops.clone(),
     };
     let code = {
@@ -714,6 +731,9 @@ fn end_abandoned(
         }
     }
     for &(i, id, _) in &plan.jobs_left {
+        if plan.reattach[i].is_some() {
+            continue;
+        }
         let name = &p.specs[i].name;
         if crate::slurm::cancel_left(id, name) {
             eprintln!(

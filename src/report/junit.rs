@@ -366,7 +366,7 @@ impl EventSink for JunitReport {
                 self.run_id = Some(run_id.clone());
                 self.started = Some(event.ts);
             }
-            EventKind::AttemptStarted { spec, .. } => {
+            EventKind::AttemptStarted { spec, .. } | EventKind::AttemptReattached { spec, .. } => {
                 if let Some(c) = self.case(spec) {
                     c.running_since = Some(event.ts);
                     c.retry_pending = false;

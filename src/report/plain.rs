@@ -106,6 +106,13 @@ pub fn line(event: &Event, look: Look) -> Option<String> {
                 crate::report::shown(log)
             )
         }
+        EventKind::AttemptReattached {
+            spec, job_id, log, ..
+        } if !quiet => format!(
+            "{spec}: {} batch job {job_id} left by a runner that was killed, log {}",
+            paint(look, Tone::Busy, "REATTACHED to"),
+            crate::report::shown(log)
+        ),
         EventKind::AttemptFinished {
             spec,
             attempt,

@@ -163,6 +163,13 @@ impl EventSink for ProgressReporter {
                 max_retries,
                 live,
                 ..
+            }
+            | EventKind::AttemptReattached {
+                spec,
+                retry,
+                max_retries,
+                live,
+                ..
             } => {
                 let (retry, max, live) = (*retry, *max_retries, live.clone());
                 let line = self.line_for(spec);

@@ -44,6 +44,9 @@ pub struct RunOptions {
     pub state: Option<StateHandle>,
     /// What runs the attempts.
     pub backend: std::sync::Arc<dyn super::backend::Backend>,
+    /// Per spec: a job a killed runner left running, which its next attempt follows
+    /// instead of starting anew (empty: none).
+    pub reattach: Vec<Option<super::pool::Reattach>>,
     /// For iterating specs that continue an interrupted loop: where it was.
     pub loops: Vec<Option<IterationState>>,
 }
@@ -148,6 +151,8 @@ struct Dispatcher<'p> {
     /// Whether a reporter draws live output lines (only bars do).
     live_output: bool,
     backend: std::sync::Arc<dyn super::backend::Backend>,
+    /// See `RunOptions::reattach`; taken by the spec's first attempt.
+    reattach: Vec<Option<super::pool::Reattach>>,
     /// Per spec: the state version its scheduled retry must see on disk first.
     needs_version: Vec<u64>,
     /// Retries whose backoff is over, waiting for their state to reach the disk.
@@ -230,6 +235,7 @@ impl<'p> Dispatcher<'p> {
             up_to_date: opts.up_to_date,
             live_output: false,
             backend: opts.backend,
+            reattach: opts.reattach,
             needs_version: vec![0; n],
             awaiting_flush: Vec::new(),
             hooks_due: Vec::new(),
@@ -278,7 +284,20 @@ impl<'p> Dispatcher<'p> {
             let timeout = timeout.unwrap_or(Duration::from_secs(3600));
             select! {
                 recv(results) -> msg => match msg {
-                    Ok(JobResult::Started { spec, attempt, log, log_number, started, live }) => {
+                    Ok(JobResult::Started { spec, attempt, log, log_number, started, live, reattached: true }) => {
+                        let s = &self.specs[spec];
+                        sink.event(&Event::now(EventKind::AttemptReattached {
+                            spec: self.p.specs[spec].name.clone(),
+                            attempt,
+                            retry: s.retry_count,
+                            max_retries: self.p.specs[spec].policy.retry.max_retries,
+                            log,
+                            job_id: started.and_then(|s| s.job).map_or(0, |j| j.id),
+                            live,
+                            log_number,
+                        }));
+                    }
+                    Ok(JobResult::Started { spec, attempt, log, log_number, started, live, reattached: false }) => {
                         let s = &self.specs[spec];
                         sink.event(&Event::now(EventKind::AttemptStarted {
                             spec: self.p.specs[spec].name.clone(),
@@ -552,7 +571,7 @@ impl<'p> Dispatcher<'p> {
                 terminate_grace: spec.policy.terminate_grace,
                 control: rx,
                 backend: spec.policy.backend,
-                reattach: None,
+                reattach: self.reattach.get_mut(i).and_then(Option::take),
             });
         }
         for &i in &self.due {

@@ -90,6 +90,8 @@ pub enum JobResult {
         log_number: u32,
         started: Option<Started>,
         live: Option<SharedLive>,
+        /// It follows a job a killed runner left (`Job::reattach`).
+        reattached: bool,
     },
     Finished {
         spec: usize,
@@ -237,6 +239,7 @@ fn run_job(job: Job, backend: &dyn super::backend::Backend, results: &Sender<Job
                 log_number: n,
                 started,
                 live,
+                reattached: job.reattach.is_some(),
             });
         }
     };

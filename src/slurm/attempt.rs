@@ -455,3 +455,9 @@ pub fn cancel_left(id: u64, spec: &str) -> bool {
         _ => false,
     }
 }
+
+/// Whether job `id` is still known to the cluster as one of `spec`'s (its job name
+/// says so): a killed runner's attempt that the next run can follow to its end.
+pub fn reattachable(id: u64, spec: &str) -> bool {
+    matches!(find_job(id), Ok(Some(job)) if script::is_job_of(&job.name, spec))
+}

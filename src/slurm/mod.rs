@@ -12,7 +12,7 @@ mod job;
 mod script;
 mod watch;
 
-pub use attempt::{Cluster, cancel_left, find_job};
+pub use attempt::{Cluster, cancel_left, find_job, reattachable};
 pub use cmd::{JobState, tools_missing};
 pub use job::job_main;
 

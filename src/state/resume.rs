@@ -32,6 +32,9 @@ pub struct ResumePlan {
     /// Batch jobs recorded as running (spec index, job id, log number): a killed
     /// runner left them; they may still run.
     pub jobs_left: Vec<(usize, u64, u32)>,
+    /// Per spec: the job (id, log number) of `jobs_left` this run follows again,
+    /// decided by the caller, which can ask the cluster (this module cannot).
+    pub reattach: Vec<Option<(u64, u32)>>,
 }
 
 /// How a run treats what it finds.
@@ -62,6 +65,7 @@ pub fn plan(
         loops: vec![None; n],
         abandoned: Vec::new(),
         jobs_left: Vec::new(),
+        reattach: vec![None; n],
     };
     for (i, spec) in p.specs.iter().enumerate() {
         let prev = previous.and_then(|f| f.specs.get(&spec.name));

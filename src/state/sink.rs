@@ -189,6 +189,38 @@ impl StateSink {
                 // Not urgent: a runner killed before this reaches the disk leaves a
                 // process the next run finds by its run id (`end_processes_of_run`).
             }
+            EventKind::AttemptReattached {
+                spec,
+                attempt,
+                log,
+                log_number,
+                job_id,
+                ..
+            } => {
+                if let Some(s) = m.specs.get_mut(spec) {
+                    s.status = Status::Running;
+                    s.running = Some(RunningProcess {
+                        pid: 0,
+                        pgid: 0,
+                        start_time: None,
+                        job_id: Some(*job_id),
+                    });
+                    // The killed run recorded this attempt: it goes on, it is not new.
+                    if !s.attempts.iter().any(|a| a.number == *log_number) {
+                        s.attempts.push(AttemptRecord {
+                            number: *log_number,
+                            attempt: *attempt,
+                            started_at: event.ts,
+                            ended_at: None,
+                            exit_code: None,
+                            signal: None,
+                            reason: None,
+                            log: log.clone(),
+                            job_id: Some(*job_id),
+                        });
+                    }
+                }
+            }
             EventKind::AttemptFinished {
                 spec,
                 exit_code,
@@ -348,6 +380,7 @@ fn counts(
 fn event_spec(event: &Event) -> Option<&str> {
     match &event.kind {
         EventKind::AttemptStarted { spec, .. }
+        | EventKind::AttemptReattached { spec, .. }
         | EventKind::AttemptFinished { spec, .. }
         | EventKind::RetryScheduled { spec, .. }
         | EventKind::IterationStarted { spec, .. }
@@ -485,8 +518,19 @@ pub fn initial_state(
         let mut s = previous
             .and_then(|prev| prev.specs.get(&spec.name).cloned())
             .unwrap_or_else(|| SpecState::new(hash.clone(), max));
-        // An attempt cut short by the runner's death: close it, it does not count.
-        for a in s.attempts.iter_mut().filter(|a| a.ended_at.is_none()) {
+        // An attempt cut short by the runner's death: close it, it does not count;
+        // unless its batch job still runs and this run follows it again.
+        let followed = plan
+            .reattach
+            .get(i)
+            .copied()
+            .flatten()
+            .map(|(_, log_number)| log_number);
+        for a in s
+            .attempts
+            .iter_mut()
+            .filter(|a| a.ended_at.is_none() && Some(a.number) != followed)
+        {
             a.ended_at = Some(Utc::now());
             a.reason =
                 Some("interrupted: the runner itself stopped (not counted as a retry)".into());

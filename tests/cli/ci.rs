@@ -733,6 +733,129 @@ fn completions_and_man_pages_come_from_the_command_line_definition() {
     }
 }
 
+/// What bash offers for the command line `words` (the last one being completed), asked
+/// of the function the script registers with `complete`, the way bash itself calls it:
+/// `COMP_WORDS`, `COMP_CWORD`, and the command, current and previous word as
+/// arguments. bash-completion is loaded first where it is installed, as in a
+/// person's shell.
+fn bash_offers(t: &Test, script: &Path, words: &[&str]) -> Vec<String> {
+    let quoted: Vec<String> = words
+        .iter()
+        .map(|w| format!("'{}'", w.replace('\'', r"'\''")))
+        .collect();
+    let program = format!(
+        r#"
+bc=/usr/share/bash-completion/bash_completion
+if [[ -r $bc ]]; then source "$bc"; [[ -n ${{BASH_COMPLETION_VERSINFO[*]}} ]] || exit 9; fi
+source '{script}'
+fn=$(complete -p spec-runner | sed -E 's/.*-F ([^ ]+).*/\1/')
+COMP_WORDS=({words})
+COMP_CWORD=$(( ${{#COMP_WORDS[@]}} - 1 ))
+COMP_LINE="${{COMP_WORDS[*]}}"
+COMP_POINT=${{#COMP_LINE}}
+COMPREPLY=()
+"$fn" spec-runner "${{COMP_WORDS[COMP_CWORD]}}" "${{COMP_WORDS[COMP_CWORD-1]}}"
+printf '%s\n' "${{COMPREPLY[@]}}"
+"#,
+        script = script.display(),
+        words = quoted.join(" "),
+    );
+    let out = std::process::Command::new("bash")
+        .args(["--norc", "--noprofile", "-c", &program])
+        .current_dir(t.path())
+        .output()
+        .expect("run bash");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn bash_completes_subcommand_options_and_their_values() {
+    let t = Test::new();
+    t.write("a-file.txt", "");
+    let run = run_in(&t, &["completions", "bash"]);
+    run.code(0);
+    t.write("spec-runner.bash", &run.stdout);
+    let script = t.path().join("spec-runner.bash");
+    let offers = |words: &[&str]| bash_offers(&t, &script, words);
+    assert_eq!(offers(&["spec-runner", "apply", "--pro"]), ["--progress"]);
+    assert_eq!(
+        offers(&["spec-runner", "apply", "--progress", ""]),
+        ["auto", "bar", "plain", "none"]
+    );
+    assert_eq!(offers(&["spec-runner", "apply", "--format", "j"]), ["json"]);
+    assert_eq!(offers(&["spec-runner", "ap"]), ["apply"]);
+    assert_eq!(
+        offers(&["spec-runner", "--color", ""]),
+        ["auto", "always", "never"]
+    );
+    assert_eq!(offers(&["spec-runner", "plan", "--color", "ne"]), ["never"]);
+    assert!(offers(&["spec-runner", "completions", ""]).contains(&"fish".to_string()));
+    assert!(offers(&["spec-runner", "status", "--f"]).contains(&"--format".to_string()));
+}
+
+/// What fish offers for `line`, or `None` where fish is not installed.
+fn fish_offers(t: &Test, script: &Path, line: &str) -> Option<Vec<String>> {
+    let out = std::process::Command::new("fish")
+        .args(["--no-config", "-c"])
+        .arg(format!(
+            "source '{}'; complete -C'{}'",
+            script.display(),
+            line.replace('\'', r"\'")
+        ))
+        .current_dir(t.path())
+        .output()
+        .ok()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| l.split('\t').next().unwrap_or_default().to_string())
+            .collect(),
+    )
+}
+
+#[test]
+fn fish_offers_values_not_file_names_after_completions_and_a_global_color() {
+    let t = Test::new();
+    t.write("a-file.txt", "");
+    let run = run_in(&t, &["completions", "fish"]);
+    run.code(0);
+    t.write("spec-runner.fish", &run.stdout);
+    let script = t.path().join("spec-runner.fish");
+    let Some(first) = fish_offers(&t, &script, "spec-runner --color ") else {
+        eprintln!("fish is not installed: its completion was not tried");
+        return;
+    };
+    assert_eq!(first, ["always", "auto", "never"]);
+    let offers = |line: &str| fish_offers(&t, &script, line).unwrap();
+    assert_eq!(
+        offers("spec-runner completions "),
+        ["bash", "elvish", "fish", "powershell", "zsh"]
+    );
+    assert!(offers("spec-runner completions fish ").is_empty());
+    assert_eq!(offers("spec-runner -v --color n"), ["never"]);
+    assert_eq!(
+        offers("spec-runner apply --color "),
+        ["always", "auto", "never"]
+    );
+    assert!(offers("spec-runner --color never ").contains(&"apply".to_string()));
+    // Where a path is wanted, files are still offered.
+    assert_eq!(offers("spec-runner -f a-"), ["a-file.txt"]);
+}
+
 #[test]
 fn every_subcommand_help_has_examples() {
     use clap::CommandFactory;

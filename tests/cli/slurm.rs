@@ -369,3 +369,103 @@ command = "true"
         .stderr_has("`slurm.sbatch_args[1]`: `script.sh` is not an option")
         .stderr_has("`slurm.poll_interval_seconds`: 0 is out of range");
 }
+
+#[test]
+fn slurm_a_killed_runner_s_job_is_reattached_not_submitted_again() {
+    if !cluster() {
+        return;
+    }
+    let t = Test::with_pipeline(&format!(
+        r#"{HEAD}
+[specs.keeper]
+command = 'echo one; while [ ! -f release ]; do sleep 0.1; done; echo two'
+"#
+    ));
+    let mut bg = Background::apply(&t);
+    let started = bg.wait_for(Duration::from_secs(60), |e| e["event"] == "attempt_started");
+    let id = started["job_id"].as_u64().expect("job_id");
+    // The state must hold the job before the runner dies.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let st: Value = serde_json::from_str(&t.read(".spec-runner/state.json")).unwrap();
+        if st["specs"]["keeper"]["running"]["job_id"] == id {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the state never recorded job {id}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bg.signal(Signal::KILL);
+    bg.wait_exit(Duration::from_secs(10));
+    assert!(
+        matches!(job_state(id).as_str(), "PENDING" | "RUNNING"),
+        "the job outlives the runner"
+    );
+
+    let mut again = Background::apply(&t);
+    let back = again.wait_for(Duration::from_secs(60), |e| {
+        e["event"] == "attempt_reattached" || e["event"] == "attempt_started"
+    });
+    assert_eq!(back["event"], "attempt_reattached", "{back}");
+    assert_eq!(back["job_id"], id);
+    t.write("release", "");
+    let (code, _) = again.wait_exit(Duration::from_secs(60));
+    assert_eq!(code, Some(0));
+    let ev = again.rest();
+    assert!(
+        of(&ev, "attempt_started", None).is_empty(),
+        "no second submission: {ev:#?}"
+    );
+    assert_eq!(
+        of(&ev, "spec_finished", Some("keeper"))[0]["status"],
+        "succeeded"
+    );
+    assert_eq!(t.read(".spec-runner/logs/keeper/task_1.log"), "one\ntwo\n");
+    assert!(
+        !t.path()
+            .join(".spec-runner/logs/keeper/task_2.log")
+            .exists()
+    );
+    let st: Value = serde_json::from_str(&t.read(".spec-runner/state.json")).unwrap();
+    let attempts = st["specs"]["keeper"]["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 1, "{attempts:#?}");
+    assert_eq!(attempts[0]["job_id"], id);
+    assert_eq!(attempts[0]["exit_code"], 0);
+    assert_eq!(wait_job_ended(id), "COMPLETED");
+}
+
+#[test]
+fn slurm_fresh_cancels_a_killed_runner_s_job() {
+    if !cluster() {
+        return;
+    }
+    let t = Test::with_pipeline(&format!(
+        r#"{HEAD}
+[specs.keeper]
+command = 'if [ -f second ]; then echo fresh; exit 0; fi; touch second; echo up; sleep 600'
+"#
+    ));
+    let mut bg = Background::apply(&t);
+    let started = bg.wait_for(Duration::from_secs(60), |e| e["event"] == "attempt_started");
+    let id = started["job_id"].as_u64().expect("job_id");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let st: Value = serde_json::from_str(&t.read(".spec-runner/state.json")).unwrap();
+        if st["specs"]["keeper"]["running"]["job_id"] == id && t.path().join("second").exists() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the state never recorded job {id}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bg.signal(Signal::KILL);
+    bg.wait_exit(Duration::from_secs(10));
+    let run = run_in(&t, &["apply", "--fresh", "--format", "json"]);
+    run.code(0).stderr_has(&format!("cancelled slurm job {id}"));
+    assert_eq!(wait_job_ended(id), "CANCELLED");
+    assert_eq!(t.read(".spec-runner/logs/keeper/task_2.log"), "fresh\n");
+}
