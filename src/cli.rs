@@ -116,17 +116,9 @@ pub enum Command {
     Validate(OverrideArgs),
     /// Show the order, each spec's effective policy and backoff schedule
     #[command(
-        after_help = "Examples:\n  spec-runner plan\n  spec-runner plan --explain\n  SPEC_RUNNER_RETRY_MAX_RETRIES=7 spec-runner plan --format json"
+        after_help = "Examples:\n  spec-runner plan\n  spec-runner plan --explain          # run-wide values once, then what each spec changes\n  spec-runner plan auth --explain --all\n  SPEC_RUNNER_RETRY_MAX_RETRIES=7 spec-runner plan --format json"
     )]
-    Plan {
-        /// Print every effective value with where it came from
-        #[arg(long)]
-        explain: bool,
-        #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
-        format: PlanFormat,
-        #[command(flatten)]
-        overrides: OverrideArgs,
-    },
+    Plan(PlanArgs),
     /// Write (or check) schema/spec-runner.schema.json and schema/config.schema.json
     #[command(
         after_help = "Examples:\n  spec-runner schema\n  spec-runner schema --check   # exit 1 when a committed schema is stale"
@@ -166,6 +158,25 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
+}
+
+/// `plan`'s arguments.
+#[derive(Debug, Args, Clone)]
+pub struct PlanArgs {
+    /// Show only these specs [default: all]
+    #[arg(value_name = "SPEC")]
+    pub specs: Vec<String>,
+    /// Show where each value came from: run-wide and global values once, then per spec
+    /// what differs from them
+    #[arg(long)]
+    pub explain: bool,
+    /// With --explain: every effective value of every spec
+    #[arg(long, requires = "explain")]
+    pub all: bool,
+    #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+    pub format: PlanFormat,
+    #[command(flatten)]
+    pub overrides: OverrideArgs,
 }
 
 /// Flags that override policy (the highest layer).

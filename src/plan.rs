@@ -8,7 +8,8 @@ use serde::Serialize;
 use serde::ser::{SerializeMap, SerializeSeq, Serializer};
 use serde_json::{Map, Value, json};
 
-use crate::config::policy::{CommandLine, Pipeline, Spec};
+use crate::config::policy::{CommandLine, Origins, Pipeline, Policy, Spec};
+use crate::config::raw::RawRunPolicy;
 use crate::retry::{self, RetryRule};
 
 /// Names that look secret: their values are never printed.
@@ -105,9 +106,13 @@ pub const POLICY_KEYS: [&str; 22] = [
 
 /// The effective value of every policy key of one spec (run-wide ones included), in
 /// the order of [`POLICY_KEYS`].
-fn policy_values(p: &Pipeline, spec: &Spec) -> [Value; 22] {
-    let r = &spec.policy.retry;
-    let pol = &spec.policy;
+fn policy_values(p: &Pipeline, spec: &Spec) -> [Value; POLICY_KEYS.len()] {
+    values_of(p, &spec.policy)
+}
+
+/// Every policy key's value under `pol` and the run-wide policy.
+fn values_of(p: &Pipeline, pol: &Policy) -> [Value; POLICY_KEYS.len()] {
+    let r = &pol.retry;
     let run = &p.run;
     [
         json!(r.max_retries),
@@ -160,7 +165,11 @@ pub fn policy_json(p: &Pipeline, spec: &Spec) -> Map<String, Value> {
 
 /// Where the value of policy key `key` of `spec` came from.
 pub fn origin<'a>(p: &'a Pipeline, spec: &'a Spec, key: &str) -> &'a str {
-    spec.origins
+    origin_in(p, &spec.origins, key)
+}
+
+fn origin_in<'a>(p: &'a Pipeline, origins: &'a Origins, key: &str) -> &'a str {
+    origins
         .get(key)
         .or_else(|| p.run_origins.get(key))
         .unwrap_or("default")
@@ -180,24 +189,44 @@ pub fn origins(p: &Pipeline, spec: &Spec) -> Map<String, Value> {
 /// It streams instead of building a `serde_json::Value` first: for a 1,000-spec
 /// pipeline the tree (about 100 allocations per spec), its copy into the output and
 /// its drop cost more than loading the pipeline did.
-pub fn plan_json(p: &Pipeline) -> PlanJson<'_> {
-    PlanJson(p)
+///
+/// `view.only` limits it to some specs: `order` keeps their names (waves left empty
+/// are dropped), `specs` only them.
+pub fn plan_json<'a>(p: &'a Pipeline, view: &View<'a>) -> PlanJson<'a> {
+    PlanJson(p, view.only)
 }
 
-/// [`plan_json`] as a `serde_json::Value`, for callers that inspect it.
+/// [`plan_json`] of every spec as a `serde_json::Value`, for callers that inspect it.
 pub fn plan_value(p: &Pipeline) -> Value {
-    serde_json::to_value(PlanJson(p)).unwrap_or(Value::Null)
+    serde_json::to_value(PlanJson(p, None)).unwrap_or(Value::Null)
 }
 
 /// See [`plan_json`].
-pub struct PlanJson<'a>(&'a Pipeline);
+pub struct PlanJson<'a>(&'a Pipeline, Option<&'a [bool]>);
 
 impl Serialize for PlanJson<'_> {
     fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
-        let p = self.0;
+        let PlanJson(p, only) = *self;
+        let shown = move |i: usize| only.is_none_or(|o| o.get(i).copied().unwrap_or(false));
         let mut doc = ser.serialize_map(Some(2))?;
-        doc.serialize_entry("order", &Seq(p.waves.iter().map(|w| Names(p, w))))?;
-        doc.serialize_entry("specs", &Seq(p.specs.iter().map(|s| SpecJson(p, s))))?;
+        if only.is_none() {
+            doc.serialize_entry("order", &Seq(p.waves.iter().map(|w| Names(p, w))))?;
+        } else {
+            let waves: Vec<Vec<usize>> = p
+                .waves
+                .iter()
+                .map(|w| w.iter().copied().filter(|&i| shown(i)).collect::<Vec<_>>())
+                .filter(|w| !w.is_empty())
+                .collect();
+            doc.serialize_entry("order", &Seq(waves.iter().map(|w| Names(p, w))))?;
+        }
+        let specs = p
+            .specs
+            .iter()
+            .enumerate()
+            .filter(move |(i, _)| shown(*i))
+            .map(|(_, s)| SpecJson(p, s));
+        doc.serialize_entry("specs", &Seq(specs))?;
         doc.end()
     }
 }
@@ -344,23 +373,85 @@ fn round(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
-/// The human `plan`: waves, then per spec its command and backoff schedule; with
-/// `explain`, every effective value and its origin.
-pub fn plan_text(p: &Pipeline, explain: bool) -> String {
+/// How much `plan` explains.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Explain {
+    /// Order, commands, dependencies, backoff schedules.
+    #[default]
+    No,
+    /// Also: run-wide values and the global effective policy once, with their origins,
+    /// and per spec what differs from it.
+    Diff,
+    /// Also: every effective value of every spec with its origin.
+    All,
+}
+
+/// What `plan` shows.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct View<'a> {
+    pub explain: Explain,
+    /// Only the specs marked here (by index); every spec when `None`.
+    pub only: Option<&'a [bool]>,
+}
+
+/// One `key = value (origin)` line, the key padded to `width`.
+fn explain_line(out: &mut String, width: usize, key: &str, value: &Value, origin: &str) {
     use std::fmt::Write;
+    let _ = writeln!(out, "  {key:width$} = {:<24} ({origin})", value_text(value));
+}
+
+/// The human `plan`: waves, then per spec its command and backoff schedule; with
+/// `explain`, the values and their origins (see [`Explain`]).
+pub fn plan_text(p: &Pipeline, view: &View) -> String {
+    use std::fmt::Write;
+    let shown = |i: usize| view.only.is_none_or(|o| o.get(i).copied().unwrap_or(false));
     let mut out = String::new();
-    let _ = writeln!(
+    let total = p.specs.len();
+    let _ = write!(
         out,
-        "{} specs in {} waves, {} at once",
-        p.specs.len(),
+        "{total} spec{} in {} wave{}, {} at once",
+        if total == 1 { "" } else { "s" },
         p.waves.len(),
+        if p.waves.len() == 1 { "" } else { "s" },
         p.run.jobs
     );
-    for (i, wave) in p.waves.iter().enumerate() {
-        let names: Vec<&str> = wave.iter().map(|&i| p.specs[i].name.as_str()).collect();
-        let _ = writeln!(out, "wave {}: {}", i + 1, names.join(", "));
+    if view.only.is_some() {
+        let n = (0..total).filter(|&i| shown(i)).count();
+        let _ = write!(out, "; showing {n}");
     }
-    for spec in &p.specs {
+    let _ = writeln!(out);
+    for (i, wave) in p.waves.iter().enumerate() {
+        let names: Vec<&str> = wave
+            .iter()
+            .filter(|&&i| shown(i))
+            .map(|&i| p.specs[i].name.as_str())
+            .collect();
+        if !names.is_empty() {
+            let _ = writeln!(out, "wave {}: {}", i + 1, names.join(", "));
+        }
+    }
+    let width = POLICY_KEYS.iter().map(|k| k.len()).max().unwrap_or(0);
+    let is_run_wide = |k: &str| RawRunPolicy::KEYS.contains(&k);
+    let global = values_of(p, &p.global);
+    if view.explain == Explain::Diff {
+        let _ = writeln!(out);
+        let _ = writeln!(out, "run-wide:");
+        for (k, v) in POLICY_KEYS.iter().zip(&global) {
+            if is_run_wide(k) {
+                explain_line(&mut out, width, k, v, origin_in(p, &p.global_origins, k));
+            }
+        }
+        let _ = writeln!(out, "every spec, unless it says otherwise below:");
+        for (k, v) in POLICY_KEYS.iter().zip(&global) {
+            if !is_run_wide(k) {
+                explain_line(&mut out, width, k, v, origin_in(p, &p.global_origins, k));
+            }
+        }
+    }
+    for (i, spec) in p.specs.iter().enumerate() {
+        if !shown(i) {
+            continue;
+        }
         let _ = writeln!(out);
         let _ = writeln!(out, "[{}] {}", spec.name, command_text(&spec.command));
         if !spec.depends_on.is_empty() {
@@ -384,34 +475,42 @@ pub fn plan_text(p: &Pipeline, explain: bool) -> String {
                 i.max_iterations, i.no_progress_limit
             );
         }
-        if explain {
-            let _ = writeln!(out, "  cwd = {}", show_path(&p.dir, &spec.cwd));
-            // Loop keys come only from the pipeline file.
-            let file = show_path(&p.dir, &p.file);
-            if let Some(t) = &spec.tasks {
-                let _ = writeln!(
-                    out,
-                    "  tasks = {} ({file}: specs.{}.tasks)",
-                    show_path(&p.dir, t),
-                    spec.name
-                );
-            }
-            if let Some(u) = &spec.until {
-                let _ = writeln!(
-                    out,
-                    "  until = {} ({file}: specs.{}.until)",
-                    command_text(u),
-                    spec.name
-                );
-            }
-            for (k, v) in &spec.env {
-                let shown = if is_secret_name(k) { "<redacted>" } else { v };
-                let _ = writeln!(out, "  env.{k} = {shown}");
-            }
-            let width = POLICY_KEYS.iter().map(|k| k.len()).max().unwrap_or(0);
-            for (k, v) in POLICY_KEYS.iter().zip(policy_values(p, spec)) {
-                let origin = origin(p, spec, k);
-                let _ = writeln!(out, "  {k:width$} = {:<24} ({origin})", value_text(&v));
+        if view.explain == Explain::No {
+            continue;
+        }
+        let cwd = show_path(&p.dir, &spec.cwd);
+        if view.explain == Explain::All || cwd != "." {
+            let _ = writeln!(out, "  cwd = {cwd}");
+        }
+        // Loop keys come only from the pipeline file.
+        let file = show_path(&p.dir, &p.file);
+        if let Some(t) = &spec.tasks {
+            let _ = writeln!(
+                out,
+                "  tasks = {} ({file}: specs.{}.tasks)",
+                show_path(&p.dir, t),
+                spec.name
+            );
+        }
+        if let Some(u) = &spec.until {
+            let _ = writeln!(
+                out,
+                "  until = {} ({file}: specs.{}.until)",
+                command_text(u),
+                spec.name
+            );
+        }
+        for (k, v) in &spec.env {
+            let shown = if is_secret_name(k) { "<redacted>" } else { v };
+            let _ = writeln!(out, "  env.{k} = {shown}");
+        }
+        for ((k, v), g) in POLICY_KEYS.iter().zip(policy_values(p, spec)).zip(&global) {
+            let origin = origin(p, spec, k);
+            // A value of its own, or the same value from somewhere else (a per-spec
+            // variable that repeats the global value), is worth a line.
+            let differs = v != *g || origin != origin_in(p, &p.global_origins, k);
+            if view.explain == Explain::All || differs {
+                explain_line(&mut out, width, k, &v, origin);
             }
         }
     }

@@ -99,23 +99,8 @@ fn dispatch(cli: Cli) -> u8 {
             }
             Err(code) => code,
         },
-        Command::Plan {
-            explain,
-            format,
-            overrides,
-        } => match load(g, overrides) {
-            Ok(p) => match format {
-                PlanFormat::Json => {
-                    // Streamed: a 100,000-spec plan is hundreds of MB as one string.
-                    let mut out =
-                        std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
-                    let _ = serde_json::to_writer_pretty(&mut out, &crate::plan::plan_json(&p));
-                    let _ = out.write_all(b"\n");
-                    let _ = out.flush();
-                    exit::SUCCESS
-                }
-                PlanFormat::Text => print_out(&crate::plan::plan_text(&p, *explain)),
-            },
+        Command::Plan(args) => match load(g, &args.overrides) {
+            Ok(p) => plan(&p, args),
             Err(code) => code,
         },
         Command::Apply(args) => {
@@ -188,6 +173,45 @@ fn dispatch(cli: Cli) -> u8 {
         Command::Init { force } => init(g, *force),
         Command::Completions { shell } => print_out(&crate::manual::completions(*shell)),
         Command::Man { dir } => man(dir.as_deref()),
+    }
+}
+
+/// `plan`: the whole pipeline, or the named specs only.
+fn plan(p: &Pipeline, args: &crate::cli::PlanArgs) -> u8 {
+    use crate::plan::{Explain, View};
+    let only = if args.specs.is_empty() {
+        None
+    } else {
+        let mut only = vec![false; p.specs.len()];
+        for name in &args.specs {
+            match p.index_of(name) {
+                Some(i) => only[i] = true,
+                None => {
+                    eprintln!("error: {}", p.no_such_spec(name));
+                    return exit::USAGE;
+                }
+            }
+        }
+        Some(only)
+    };
+    let view = View {
+        explain: match (args.explain, args.all) {
+            (_, true) => Explain::All,
+            (true, false) => Explain::Diff,
+            (false, false) => Explain::No,
+        },
+        only: only.as_deref(),
+    };
+    match args.format {
+        PlanFormat::Json => {
+            // Streamed: a 100,000-spec plan is hundreds of MB as one string.
+            let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+            let _ = serde_json::to_writer_pretty(&mut out, &crate::plan::plan_json(p, &view));
+            let _ = out.write_all(b"\n");
+            let _ = out.flush();
+            exit::SUCCESS
+        }
+        PlanFormat::Text => print_out(&crate::plan::plan_text(p, &view)),
     }
 }
 

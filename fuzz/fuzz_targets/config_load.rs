@@ -13,6 +13,7 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use spec_runner::config::{self, CliOverrides, LoadOptions};
+use spec_runner::plan::{Explain, View};
 
 /// One folder for the whole fuzzing session: a new one per input would cost more than
 /// the load itself.
@@ -63,8 +64,11 @@ fuzz_target!(|data: &[u8]| {
     };
     match config::load(&opts) {
         Ok(p) => {
-            let _ = spec_runner::plan::plan_json(&p);
-            let _ = spec_runner::plan::plan_text(&p, true);
+            let _ = spec_runner::plan::plan_value(&p);
+            for explain in [Explain::Diff, Explain::All] {
+                let view = View { explain, only: None };
+                let _ = spec_runner::plan::plan_text(&p, &view);
+            }
         }
         Err(problems) => {
             // Every problem must render, and there is at least one.

@@ -164,6 +164,10 @@ pub struct Pipeline {
     pub run: RunPolicy,
     /// Where each run-wide value came from.
     pub run_origins: Origins,
+    /// The policy of a spec that sets no key of its own (the global effective policy).
+    pub global: Policy,
+    /// Where each value of `global` came from.
+    pub global_origins: Origins,
     /// Sorted by name.
     pub specs: Vec<Spec>,
     /// Dependency order: each wave holds specs whose dependencies are all in earlier waves.

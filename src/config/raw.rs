@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::retry::{Jitter, RuleAction, TimeoutKind};
 
 /// A duration in seconds: a number (fractions allowed) or a string such as `"90s"`,
-/// `"5m"`, `"1h"`, `"250ms"`.
+/// `"5m"`, `"1.5h"`, `"250ms"`, or a compound one such as `"1h30m"` or `"2h 15m 30s"`.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 #[serde(transparent)]
 pub struct Seconds(pub f64);
@@ -24,15 +24,37 @@ pub struct Seconds(pub f64);
 pub const MAX_SECONDS: f64 = 1.0e9;
 
 impl Seconds {
-    /// Parses `"90s"`, `"5m"`, `"1.5h"`, `"250ms"`, `"2d"` or a bare number of seconds.
+    /// Parses `"90s"`, `"5m"`, `"1.5h"`, `"250ms"`, `"2d"`, a bare number of seconds, or
+    /// a compound duration such as `"1h30m"` (humantime's syntax: whole numbers, each
+    /// with its unit).
     pub fn parse(text: &str) -> Result<Seconds, String> {
+        Seconds::parse_simple(text).or_else(|simple| {
+            // Only a duration of several parts goes to humantime: a single one is the
+            // simple parser's, whose message names the unit it did not know.
+            let t = text.trim();
+            let is_unit = |c: char| c.is_alphabetic();
+            let compound = t.trim_end_matches(is_unit).contains(is_unit);
+            match humantime::parse_duration(t) {
+                Ok(d) if compound => {
+                    let seconds = d.as_secs_f64();
+                    Seconds::check(seconds, &format!("`{text}` ({seconds} seconds)"))
+                }
+                _ => Err(simple),
+            }
+        })
+    }
+
+    /// One number, optionally with fractions, and one optional unit.
+    fn parse_simple(text: &str) -> Result<Seconds, String> {
         let t = text.trim();
         let split = t
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .unwrap_or(t.len());
         let (num, unit) = t.split_at(split);
         let value: f64 = num.parse().map_err(|_| {
-            format!("`{text}` is not a duration (expected e.g. 30, \"90s\", \"5m\", \"1h\")")
+            format!(
+                "`{text}` is not a duration (expected e.g. 30, \"90s\", \"5m\", \"1h\", \"1h30m\")"
+            )
         })?;
         let factor = match unit.trim() {
             "" | "s" | "sec" | "secs" | "second" | "seconds" => 1.0,
@@ -42,7 +64,7 @@ impl Seconds {
             "d" | "day" | "days" => 86400.0,
             other => {
                 return Err(format!(
-                    "`{text}` is not a duration: unknown unit `{other}` (expected a number followed by ms, s, m, h or d)"
+                    "`{text}` is not a duration: unknown unit `{other}` (expected a number followed by ms, s, m, h or d, or parts like \"1h30m\")"
                 ));
             }
         };
@@ -99,16 +121,21 @@ impl<'de> Deserialize<'de> for Seconds {
     }
 }
 
+/// A compound duration as humantime reads it, as a JSON-schema pattern: whole numbers,
+/// each with a unit.
+const COMPOUND_DURATION_PATTERN: &str = "^\\s*([0-9]+(\\.[0-9]+)?\\s*(nanos|nsec|ns|usec|us|µs|millis|msec|ms|seconds|second|secs|sec|s|minutes|minute|mins|min|m|hours|hour|hrs|hr|h|days|day|d|weeks|week|wks|wk|w|months|month|M|years|year|yrs|yr|y)\\s*)+$";
+
 impl JsonSchema for Seconds {
     fn schema_name() -> std::borrow::Cow<'static, str> {
         "Seconds".into()
     }
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         schemars::json_schema!({
-            "description": "A duration: seconds as a number (fractions allowed), or a string such as \"90s\", \"5m\", \"1h\", \"250ms\".",
+            "description": "A duration: seconds as a number (fractions allowed), or a string such as \"90s\", \"5m\", \"1.5h\", \"250ms\", or a compound one such as \"1h30m\".",
             "anyOf": [
                 { "type": "number", "minimum": 0, "maximum": MAX_SECONDS },
-                { "type": "string", "pattern": "^\\s*([0-9]+(\\.[0-9]*)?|\\.[0-9]+)\\s*(ms|s|sec|secs|second|seconds|m|min|mins|minute|minutes|h|hour|hours|d|day|days)?\\s*$" }
+                { "type": "string", "pattern": "^\\s*([0-9]+(\\.[0-9]*)?|\\.[0-9]+)\\s*(ms|s|sec|secs|second|seconds|m|min|mins|minute|minutes|h|hour|hours|d|day|days)?\\s*$" },
+                { "type": "string", "pattern": COMPOUND_DURATION_PATTERN }
             ]
         })
     }
@@ -450,6 +477,11 @@ mod tests {
             ("250ms", 0.25),
             ("2d", 172_800.0),
             (" 2 min ", 120.0),
+            ("1h30m", 5400.0),
+            ("1h 30m", 5400.0),
+            ("2h15m30s", 8130.0),
+            ("1m500ms", 60.5),
+            ("1.5h30m", 7200.0),
             (".5s", 0.5),
             ("0", 0.0),
         ] {
@@ -465,6 +497,9 @@ mod tests {
             "inf",
             "NaN",
             "20000d",
+            "1h30",
+            "1h-30m",
+            "40000w2d",
         ] {
             assert!(Seconds::parse(text).is_err(), "{text}");
         }

@@ -176,6 +176,19 @@ pub fn validate(layers: &Layers) -> Result<Pipeline, Vec<Problem>> {
         })
         .collect();
 
+    // What a spec that sets nothing of its own gets: `plan --explain` shows it once
+    // and, per spec, only what differs.
+    let (global_policy, global_policy_origins) = effective_policy(
+        &mut cx,
+        "",
+        &RawPolicy::default(),
+        &global,
+        &global_origins,
+        Vec::new(),
+        &global_rules,
+        &dir,
+    );
+
     // Names → indices, for depends_on.
     let names: Vec<&str> = raw_specs.iter().map(|(n, _)| n.as_str()).collect();
     let mut specs = Vec::with_capacity(raw_specs.len());
@@ -363,6 +376,8 @@ pub fn validate(layers: &Layers) -> Result<Pipeline, Vec<Problem>> {
         dir,
         run: run_policy,
         run_origins,
+        global: global_policy,
+        global_origins: global_policy_origins,
         specs,
         waves,
         warnings,

@@ -1870,7 +1870,7 @@ fn explain_shows_each_value_with_its_origin() {
     t.write("config.json", r#"{"retry_backoff_seconds": 7}"#);
     let run = t
         .env("SPEC_RUNNER_RETRY_MAX_RETRIES", "4")
-        .args(&["plan", "--explain"])
+        .args(&["plan", "--explain", "--all"])
         .run();
     run.code(0);
     let e = explained(&run.stdout);
@@ -1902,6 +1902,138 @@ fn explain_shows_each_value_with_its_origin() {
         }
     }
     run.stdout_has("backoff: 7s");
+}
+
+#[test]
+fn explain_shows_run_wide_and_global_values_once_and_per_spec_what_differs() {
+    let t = Test::with_pipeline(
+        "\
+jobs = 3
+timeout_seconds = \"1h30m\"
+[specs.x]
+command = \"true\"
+retry_max_retries = 1
+cwd = \"sub\"
+[specs.y]
+command = \"true\"
+[specs.z]
+command = \"true\"
+",
+    );
+    let run = t
+        .env("SPEC_RUNNER_SPECS__Z__RETRY_JITTER", "full")
+        .args(&["plan", "--explain"])
+        .run();
+    run.code(0);
+    let out = &run.stdout;
+    // Run-wide keys and the global effective policy, once each, with their origins.
+    let (head, specs) = out.split_once("\n[").expect("spec sections");
+    assert!(head.contains("run-wide:\n"), "{out}");
+    assert!(
+        head.lines().any(|l| l.starts_with("  jobs ")
+            && l.contains("= 3 ")
+            && l.ends_with("(spec-runner.toml: jobs)")),
+        "{out}"
+    );
+    assert!(
+        head.lines().any(|l| l.starts_with("  timeout_seconds ")
+            && l.contains("= 5400.0 ")
+            && l.ends_with("(spec-runner.toml: timeout_seconds)")),
+        "{out}"
+    );
+    assert!(
+        head.lines()
+            .any(|l| l.starts_with("  retry_jitter ") && l.ends_with("(default)")),
+        "{out}"
+    );
+    assert_eq!(out.matches("  jobs ").count(), 1, "{out}");
+    assert_eq!(out.matches("  timeout_seconds ").count(), 1, "{out}");
+    // Per spec, only what differs.
+    let e = explained(&format!("[{specs}"));
+    let keys = |name: &str| -> Vec<String> {
+        e.get(name)
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
+    };
+    assert_eq!(keys("x"), ["cwd", "retry_max_retries"], "{out}");
+    assert_eq!(keys("y"), Vec::<String>::new(), "{out}");
+    assert_eq!(keys("z"), ["retry_jitter"], "{out}");
+    assert_eq!(
+        e["z"]["retry_jitter"],
+        (
+            "full".to_string(),
+            "SPEC_RUNNER_SPECS__Z__RETRY_JITTER".to_string()
+        )
+    );
+    // A 25-spec pipeline stays short: a few lines per spec, not one per key.
+    let mut many = String::from("retry_max_retries = 2\n");
+    for i in 0..25 {
+        many.push_str(&format!("[specs.s{i}]\ncommand = \"true\"\n"));
+    }
+    let run = Test::with_pipeline(&many)
+        .args(&["plan", "--explain"])
+        .run();
+    run.code(0);
+    let lines = run.stdout.lines().count();
+    assert!(lines < 130, "{lines} lines:\n{}", run.stdout);
+    let all = Test::with_pipeline(&many)
+        .args(&["plan", "--explain", "--all"])
+        .run();
+    assert!(all.stdout.lines().count() > 25 * POLICY_KEYS.len());
+}
+
+#[test]
+fn plan_names_limit_it_to_those_specs() {
+    let t = Test::with_pipeline(
+        "[specs.a]\ncommand = \"true\"\n[specs.b]\ncommand = \"true\"\ndepends_on = [\"a\"]\n[specs.c]\ncommand = \"true\"\n",
+    );
+    let run = Test::with_pipeline(&t.read("spec-runner.toml"))
+        .args(&["plan", "b", "c"])
+        .run();
+    run.code(0)
+        .stdout_has("3 specs in 2 waves, ")
+        .stdout_has("; showing 2\n")
+        .stdout_has("wave 1: c\n")
+        .stdout_has("wave 2: b\n")
+        .stdout_has("[b] true")
+        .stdout_has("[c] true")
+        .stdout_lacks("[a]");
+    let p = plan_with(Test::with_pipeline(&t.read("spec-runner.toml")), &["b"]);
+    assert_eq!(p["order"], json!([["b"]]));
+    assert_eq!(p["specs"].as_array().map(Vec::len), Some(1));
+    assert_eq!(p["specs"][0]["name"], "b");
+    assert_eq!(p["specs"][0]["depends_on"], json!(["a"]));
+    Test::with_pipeline(&t.read("spec-runner.toml"))
+        .args(&["plan", "bb"])
+        .run()
+        .code(2)
+        .stderr_has("no spec named `bb`")
+        .stderr_has("did you mean `b`?");
+}
+
+#[test]
+fn compound_durations_are_accepted_wherever_durations_are() {
+    let t = Test::with_pipeline(
+        "retry_backoff_seconds = \"1m30s\"\n[specs.a]\ncommand = \"true\"\ntimeout_seconds = \"1h30m\"\n",
+    );
+    let p = plan(
+        t.env("SPEC_RUNNER_ACTIVITY_TIMEOUT_SECONDS", "2h 15m")
+            .args(&["plan", "--format", "json"]),
+    );
+    let a = &spec(&p, "a")["policy"];
+    assert_eq!(a["timeout_seconds"], json!(5400.0));
+    assert_eq!(a["retry_backoff_seconds"], json!(90.0));
+    assert_eq!(a["activity_timeout_seconds"], json!(8100.0));
+    // Half a compound duration is still an error, naming the value.
+    Test::with_pipeline("[specs.a]\ncommand = \"true\"\ntimeout_seconds = \"1h30\"\n")
+        .args(&["validate"])
+        .run()
+        .code(2)
+        .problem(
+            "spec-runner.toml:3:19",
+            "specs.a.timeout_seconds",
+            &["`1h30` is not a duration", "\"1h30m\""],
+        );
 }
 
 #[test]
@@ -2742,7 +2874,18 @@ mod props {
         // Rendering never panics either.
         let json = spec_runner::plan::plan_value(p);
         prop_assert_eq!(json["specs"].as_array().map(Vec::len), Some(p.specs.len()));
-        let _ = spec_runner::plan::plan_text(p, true);
+        for explain in [
+            spec_runner::plan::Explain::Diff,
+            spec_runner::plan::Explain::All,
+        ] {
+            let _ = spec_runner::plan::plan_text(
+                p,
+                &spec_runner::plan::View {
+                    explain,
+                    only: None,
+                },
+            );
+        }
         Ok(())
     }
 
