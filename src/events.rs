@@ -205,6 +205,11 @@ pub enum EventKind {
         not_run: usize,
         retries: u32,
         flaky: Vec<String>,
+        /// The names of the specs that failed, were skipped, were stopped (in pipeline
+        /// order), for the closing lines.
+        failed_specs: Vec<String>,
+        skipped_specs: Vec<String>,
+        stopped_specs: Vec<String>,
         #[serde(rename = "duration_ms", serialize_with = "ms")]
         duration: Duration,
         exit_code: u8,

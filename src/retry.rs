@@ -405,6 +405,15 @@ pub fn signal_number(name: &str) -> Option<i32> {
         .map(|&(number, _)| number)
 }
 
+/// The signal a shell reports as exit status 128 + N: `sh -c` turns a child killed
+/// by SIGSEGV into exit 139. Only for commands run under a shell; N is 1–64 (Linux
+/// signals, real-time ones included).
+pub fn signal_in_shell(exit_code: Option<i32>) -> Option<i32> {
+    exit_code
+        .filter(|code| (129..=128 + 64).contains(code))
+        .map(|code| code - 128)
+}
+
 /// The conventional name of a Linux signal number, e.g. `"SIGSEGV"` for 11.
 pub fn signal_name(number: i32) -> Option<&'static str> {
     SIGNALS
@@ -877,6 +886,24 @@ mod tests {
         assert!(when.matches(&facts(1, b"killed: OOM")));
         assert!(!when.matches(&facts(2, b"killed: OOM")));
         assert!(!when.matches(&facts(1, b"fine")));
+    }
+
+    #[test]
+    fn a_shell_status_above_128_names_the_signal() {
+        assert_eq!(signal_in_shell(Some(139)), Some(11));
+        assert_eq!(signal_in_shell(Some(129)), Some(1));
+        assert_eq!(signal_in_shell(Some(192)), Some(64));
+        for not in [
+            Some(128),
+            Some(193),
+            Some(255),
+            Some(1),
+            Some(0),
+            Some(-1),
+            None,
+        ] {
+            assert_eq!(signal_in_shell(not), None, "{not:?}");
+        }
     }
 
     #[test]

@@ -134,6 +134,21 @@ pub fn human_duration(d: std::time::Duration) -> String {
     }
 }
 
+/// How many spec names a summary lists before it says "and N more".
+const SUMMARY_NAMES: usize = 10;
+
+/// `a, b, c`, or the first [`SUMMARY_NAMES`] and `and N more`.
+fn names(list: &[String]) -> String {
+    if list.len() <= SUMMARY_NAMES {
+        return list.join(", ");
+    }
+    format!(
+        "{}, and {} more",
+        list[..SUMMARY_NAMES].join(", "),
+        list.len() - SUMMARY_NAMES
+    )
+}
+
 /// The one-line summary of a run.
 pub fn summary(event: &Event) -> Option<String> {
     let crate::events::EventKind::RunFinished {
@@ -144,6 +159,9 @@ pub fn summary(event: &Event) -> Option<String> {
         not_run,
         retries,
         flaky,
+        failed_specs,
+        skipped_specs,
+        stopped_specs,
         duration,
         up_to_date,
         ..
@@ -153,11 +171,18 @@ pub fn summary(event: &Event) -> Option<String> {
     };
     let mut s = format!("{succeeded} succeeded");
     if !flaky.is_empty() {
-        s.push_str(&format!(" ({} flaky: {})", flaky.len(), flaky.join(", ")));
+        s.push_str(&format!(" ({} flaky: {})", flaky.len(), names(flaky)));
     }
-    s.push_str(&format!(
-        ", {failed} failed, {skipped} skipped, {stopped} stopped"
-    ));
+    for (n, word, list) in [
+        (failed, "failed", failed_specs),
+        (skipped, "skipped", skipped_specs),
+        (stopped, "stopped", stopped_specs),
+    ] {
+        s.push_str(&format!(", {n} {word}"));
+        if !list.is_empty() {
+            s.push_str(&format!(" ({})", names(list)));
+        }
+    }
     if *up_to_date > 0 {
         s.push_str(&format!(", {up_to_date} up to date"));
     }
@@ -226,6 +251,16 @@ mod tests {
                 "{choice:?} tty={tty} NO_COLOR={no_color:?} TERM={term:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_long_list_of_names_is_cut_with_a_count() {
+        let list: Vec<String> = (1..=12).map(|i| format!("s{i}")).collect();
+        assert_eq!(names(&list[..2]), "s1, s2");
+        assert_eq!(
+            names(&list),
+            "s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, and 2 more"
+        );
     }
 
     #[test]

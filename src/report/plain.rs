@@ -281,6 +281,9 @@ mod tests {
             not_run: 0,
             retries: 3,
             flaky: vec!["auth".into()],
+            failed_specs: (0..failed).map(|i| format!("f{i}")).collect(),
+            skipped_specs: vec!["deploy".into()],
+            stopped_specs: Vec::new(),
             duration: Duration::from_millis(61_500),
             exit_code: u8::from(failed > 0),
         })
@@ -341,7 +344,7 @@ mod tests {
         );
         assert_eq!(
             line(&run_finished(1), QUIET).unwrap(),
-            "2 succeeded (1 flaky: auth), 1 failed, 1 skipped, 0 stopped; 3 retries; 1m01s"
+            "2 succeeded (1 flaky: auth), 1 failed (f0), 1 skipped (deploy), 0 stopped; 3 retries; 1m01s"
         );
     }
 

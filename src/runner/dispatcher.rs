@@ -650,14 +650,22 @@ impl<'p> Dispatcher<'p> {
         let spec = &self.p.specs[i];
         let success = end.cause == EndCause::Exited && end.exit_code == Some(0);
         let tail: Tail = end.tail.as_slice().into();
+        // `sh -c` reports a child killed by signal N as exit 128 + N: for rules and
+        // reasons, that is a signal (in the shell).
+        let shell_signal = match spec.command {
+            crate::config::policy::CommandLine::Shell(_) if end.cause == EndCause::Exited => {
+                retry::signal_in_shell(end.exit_code)
+            }
+            _ => None,
+        };
         let reason = if success {
             None
         } else {
-            Some(describe(
-                &end,
-                spec.policy.timeout,
-                spec.policy.activity_timeout,
-            ))
+            let why = describe(&end, spec.policy.timeout, spec.policy.activity_timeout);
+            Some(match shell_signal {
+                Some(sig) => format!("{why} (killed by {} in the shell)", signal_text(sig)),
+                None => why,
+            })
         };
         self.specs[i].last_log = Some(log.clone());
         sink.event(&Event::now(EventKind::AttemptFinished {
@@ -699,7 +707,7 @@ impl<'p> Dispatcher<'p> {
         }
         let facts = FailureFacts {
             exit_code: end.exit_code,
-            signal: end.signal,
+            signal: end.signal.or(shell_signal),
             timeout: match end.cause {
                 EndCause::TimedOut => Some(TimeoutKind::Total),
                 EndCause::Hung => Some(TimeoutKind::Activity),
@@ -1153,23 +1161,29 @@ impl<'p> Dispatcher<'p> {
         let mut counts = [0usize; 4];
         let mut not_run = 0;
         let mut flaky = Vec::new();
+        let mut names: [Vec<String>; 3] = Default::default();
         for (i, s) in self.specs.iter().enumerate() {
             if !self.selected[i] {
                 continue;
             }
+            let name = || self.p.specs[i].name.clone();
             match s.status {
                 Status::Succeeded => {
                     counts[0] += 1;
                     if s.had_failure {
-                        flaky.push(self.p.specs[i].name.clone());
+                        flaky.push(name());
                     }
                 }
-                Status::Failed => counts[1] += 1,
-                Status::Skipped => counts[2] += 1,
-                Status::Stopped => counts[3] += 1,
+                Status::Failed => names[0].push(name()),
+                Status::Skipped => names[1].push(name()),
+                Status::Stopped => names[2].push(name()),
                 _ => not_run += 1,
             }
         }
+        for k in 0..3 {
+            counts[k + 1] = names[k].len();
+        }
+        let [failed_specs, skipped_specs, stopped_specs] = names;
         let code = if self.stopping && !self.aborted {
             exit::INTERRUPTED
         } else if counts[1] + counts[2] > 0 || self.aborted {
@@ -1186,6 +1200,9 @@ impl<'p> Dispatcher<'p> {
             not_run,
             retries: self.retries_used,
             flaky,
+            failed_specs,
+            skipped_specs,
+            stopped_specs,
             duration: started.elapsed(),
             exit_code: code,
         }));

@@ -553,7 +553,7 @@ fn quiet_prints_only_failures_and_the_summary() {
     assert_eq!(lines[1], "later: SKIPPED: dependency `broken` failed");
     assert!(
         lines[2].starts_with(
-            "1 succeeded (1 flaky: flaky), 1 failed, 1 skipped, 0 stopped; 4 retries; "
+            "1 succeeded (1 flaky: flaky), 1 failed (broken), 1 skipped (later), 0 stopped; 4 retries; "
         ),
         "{}",
         lines[2]

@@ -787,3 +787,46 @@ fn a_variable_cannot_make_a_spec_run_another_command() {
         assert!(!t.path().join(".spec-runner/state.json").exists());
     }
 }
+
+#[test]
+fn a_shell_exit_status_of_128_plus_n_counts_as_signal_n_for_rules_and_reasons() {
+    // The shell runs the fixture as a child (it is not the last command, so no exec):
+    // its SIGSEGV comes back as `exit 139`.
+    let t = Test::with_pipeline(&format!(
+        r#"
+retry_max_retries = 3
+retry_backoff_seconds = 0
+[[retry_rules]]
+signals = ["SIGSEGV"]
+action = "fail"
+[specs.crash]
+command = '"{0}" SEGV; exit $?'
+[specs.argv]
+command = ["sh", "-c", "exit 139"]
+"#,
+        fixture("crash_signal.sh")
+    ));
+    let (run, ev) = apply_json(&t);
+    run.code(1);
+    let crash = of(&ev, "attempt_finished", Some("crash"));
+    assert_eq!(
+        crash.len(),
+        1,
+        "the SIGSEGV rule matched: no retry: {ev:#?}"
+    );
+    assert_eq!(crash[0]["exit_code"], 139);
+    assert_eq!(
+        reason(crash[0]),
+        "exit 139 (killed by SIGSEGV in the shell)"
+    );
+    let fin = of(&ev, "spec_finished", Some("crash"));
+    assert!(
+        reason(fin[0]).contains("(killed by SIGSEGV in the shell)"),
+        "{}",
+        fin[0]
+    );
+    // An array command's status is what it is: no rule matches, it is retried.
+    let argv = of(&ev, "attempt_finished", Some("argv"));
+    assert_eq!(argv.len(), 4);
+    assert_eq!(reason(argv[0]), "exit 139");
+}
