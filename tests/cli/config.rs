@@ -2883,6 +2883,7 @@ mod props {
                 &spec_runner::plan::View {
                     explain,
                     only: None,
+                    why: None,
                 },
             );
         }
