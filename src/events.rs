@@ -141,6 +141,15 @@ pub enum EventKind {
         #[serde(skip)]
         tail: Tail,
     },
+    /// A person asked for this spec to run again (`restart`, the control socket), or a
+    /// spec it depends on was restarted: a new cycle begins, its retry count at 0. A
+    /// running attempt it ended is not a failure and not a retry.
+    SpecRestarted {
+        spec: String,
+        /// What it was before (`running`, `backoff`, `failed`, `skipped`, …).
+        previous: Status,
+        reason: String,
+    },
     /// An iterating spec starts an iteration (the first, the next, or on resume the
     /// one a killed runner cut short).
     IterationStarted {

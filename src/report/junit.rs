@@ -428,6 +428,12 @@ impl EventSink for JunitReport {
             EventKind::HookFinished { .. }
             | EventKind::IterationStarted { .. }
             | EventKind::IterationFinished { .. } => {}
+            // A new cycle: the case ends with what the restarted spec does next.
+            EventKind::SpecRestarted { spec, .. } => {
+                if let Some(c) = self.case(spec) {
+                    c.end = None;
+                }
+            }
         }
     }
 }

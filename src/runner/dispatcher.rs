@@ -25,6 +25,8 @@ use crate::state::model::IterationState;
 use crate::state::sink::StateHandle;
 use crate::tasks::TaskCounts;
 
+pub(crate) mod steer;
+
 /// What a run needs besides the pipeline.
 pub struct RunOptions {
     pub run_id: String,
@@ -44,6 +46,8 @@ pub struct RunOptions {
     pub state: Option<StateHandle>,
     /// What runs the attempts.
     pub backend: std::sync::Arc<dyn super::backend::Backend>,
+    /// Requests from the control socket (stop or restart a spec, stop the run).
+    pub steering: Option<steer::Steering>,
     /// Per spec: a job a killed runner left running, which its next attempt follows
     /// instead of starting anew (empty: none).
     pub reattach: Vec<Option<super::pool::Reattach>>,
@@ -77,6 +81,23 @@ struct SpecRun {
     last_failure: Option<(String, Tail)>,
     /// The loop of an iterating spec (`tasks` or `until`).
     looping: Option<LoopRun>,
+}
+
+impl SpecRun {
+    /// Starts an iterating spec's loop afresh (a manual restart): iteration 1 next,
+    /// after a look at the work.
+    fn reset_loop(&mut self) {
+        if let Some(lr) = self.looping.as_mut() {
+            *lr = LoopRun {
+                iteration: 0,
+                streak: 0,
+                before: Snapshot::default(),
+                tasks: None,
+                next: LoopStep::Look,
+                checking: None,
+            };
+        }
+    }
 }
 
 /// An iterating spec's loop, as this run sees it. The rules are `iterate`'s; this is
@@ -163,6 +184,8 @@ struct Dispatcher<'p> {
     hooks: Vec<(usize, Sender<Control>)>,
     /// Ctrl-C (or SIGTERM, SIGHUP) arrived: no hook starts any more.
     interrupted: bool,
+    /// Requests from the control socket, and what they are waiting for.
+    steer: steer::SteerState,
 }
 
 impl<'p> Dispatcher<'p> {
@@ -241,6 +264,7 @@ impl<'p> Dispatcher<'p> {
             hooks_due: Vec::new(),
             hooks: Vec::new(),
             interrupted: false,
+            steer: steer::SteerState::new(opts.steering, n),
         }
     }
 
@@ -261,6 +285,7 @@ impl<'p> Dispatcher<'p> {
         self.live_output = sink.tick_interval().is_some();
         let pool = Pool::start(jobs.min(selected_count.max(1)), self.backend.clone());
         let results = pool.results().clone();
+        let commands = self.steer.commands();
         loop {
             self.fire_timers(sink);
             self.dispatch(&pool, sink);
@@ -316,7 +341,9 @@ impl<'p> Dispatcher<'p> {
                         self.running -= 1;
                         self.specs[spec].control = None;
                         self.specs[spec].next_log = log_number + 1;
-                        self.finished(spec, attempt, log, end, sink);
+                        if let Some((log, end)) = self.steer_finished(spec, attempt, log, end, sink) {
+                            self.finished(spec, attempt, log, end, sink);
+                        }
                     }
                     Ok(JobResult::HookFinished { spec, kind: JobKind::Until, log, end }) => {
                         self.until_finished(spec, &log, &end, sink);
@@ -340,6 +367,11 @@ impl<'p> Dispatcher<'p> {
                 recv(signals) -> sig => {
                     if let Ok(sig) = sig {
                         self.on_signal(sig, sink);
+                    }
+                }
+                recv(commands) -> cmd => {
+                    if let Ok(cmd) = cmd {
+                        self.on_command(cmd, sink);
                     }
                 }
                 default(timeout) => sink.tick(),
@@ -912,6 +944,9 @@ impl<'p> Dispatcher<'p> {
     ) {
         self.running -= 1;
         self.specs[i].control = None;
+        if self.steer_until_finished(i, sink) {
+            return;
+        }
         let spec = &self.p.specs[i];
         let passed = end.cause == EndCause::Exited && end.exit_code == Some(0);
         tracing::info!(spec = %spec.name, passed, log = %log.display(), "`until` ended");
@@ -1091,7 +1126,9 @@ impl<'p> Dispatcher<'p> {
                         continue;
                     }
                     let d = &mut self.specs[j];
-                    d.deps_left -= 1;
+                    // Saturating: a restarted spec that succeeds again finds dependents
+                    // that already counted it.
+                    d.deps_left = d.deps_left.saturating_sub(1);
                     if d.deps_left == 0 && d.status == Status::Pending && !self.stopping {
                         if self.fail_fast_tripped {
                             work.push((

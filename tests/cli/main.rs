@@ -10,6 +10,7 @@ mod config;
 mod faults;
 mod harness;
 mod iterate;
+mod live;
 mod procs;
 mod slurm;
 mod state;
