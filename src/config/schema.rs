@@ -3,7 +3,7 @@
 use schemars::{JsonSchema, SchemaGenerator, generate::SchemaSettings};
 use serde_json::{Value, json};
 
-use super::raw::{LEGACY_KEYS, RawPipelineFile, RawPolicy, RawRunPolicy};
+use super::raw::{CONFIG_ALIASES, LEGACY_KEYS, RawPipelineFile, RawPolicy, RawRunPolicy};
 
 /// File name under `schema/` of the pipeline file's schema.
 pub const PIPELINE_SCHEMA_FILE: &str = "spec-runner.schema.json";
@@ -46,6 +46,16 @@ pub fn config_schema() -> Value {
         // so it comes only from the committed pipeline file.
         for key in CONFIG_JSON_REFUSED {
             props.remove(*key);
+        }
+        for (old, new) in CONFIG_ALIASES {
+            let mut alias = props.get(*new).cloned().unwrap_or_else(|| json!({}));
+            if let Value::Object(a) = &mut alias {
+                a.insert(
+                    "description".into(),
+                    json!(format!("The original spec-workflow-runner's name for `{new}`: it takes effect as that key.")),
+                );
+            }
+            props.insert((*old).to_string(), alias);
         }
         for key in LEGACY_KEYS {
             props.insert(
