@@ -72,9 +72,7 @@ pub fn man_page() -> String {
         root.get_about().map(|a| a.to_string()).unwrap_or_default()
     ));
     page.section("SYNOPSIS");
-    page.raw(&format!(
-        "\\fBspec\\-runner\\fR [\\fIOPTIONS\\fR] \\fICOMMAND\\fR [\\fIARGS\\fR]...\n"
-    ));
+    page.raw("\\fBspec\\-runner\\fR [\\fIOPTIONS\\fR] \\fICOMMAND\\fR [\\fIARGS\\fR]...\n");
     page.section("DESCRIPTION");
     page.text(
         "spec-runner runs the specs of a pipeline file (spec-runner.toml) on a pool of \
