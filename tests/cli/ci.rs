@@ -390,7 +390,8 @@ fn a_reason_with_line_breaks_cannot_issue_workflow_commands() {
         }
     }
     assert!(
-        run.stderr.contains("log logs·::error::from the folder/odd/task_1.log"),
+        run.stderr
+            .contains("log logs·::error::from the folder/odd/task_1.log"),
         "{}",
         run.stderr
     );
