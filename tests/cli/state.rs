@@ -488,3 +488,46 @@ command = "echo attempt output; exit 1"
     );
     run_in(&t, &["logs", "s", "--hook", "--attempt", "2"]).code(2);
 }
+
+#[test]
+fn restart_refuses_a_spec_whose_dependency_has_not_succeeded_and_with_deps_runs_it_first() {
+    let t = Test::with_pipeline(
+        r#"
+retry_max_retries = 0
+[specs.build]
+command = "test -f fixed && echo built > artifact"
+[specs.deploy]
+command = "cat artifact"
+depends_on = ["build"]
+"#,
+    );
+    run_in(&t, &["apply"]).code(1);
+    assert_eq!(state(&t)["specs"]["deploy"]["status"], "skipped");
+
+    let run = run_in(&t, &["restart", "deploy", "--format", "json"]);
+    run.code(2)
+        .stderr_has("cannot restart `deploy`: its dependency `build` (failed) has not succeeded")
+        .stderr_has("--with-deps");
+    assert!(
+        events(&run.stdout).is_empty(),
+        "nothing ran: {}",
+        run.stdout
+    );
+    assert!(!t.path().join(".spec-runner/logs/deploy").exists());
+
+    t.write("fixed", "");
+    let run = run_in(
+        &t,
+        &["restart", "deploy", "--with-deps", "--format", "json"],
+    );
+    run.code(0);
+    let ev = events(&run.stdout);
+    let order: Vec<&str> = of(&ev, "attempt_started", None)
+        .iter()
+        .map(|e| e["spec"].as_str().unwrap())
+        .collect();
+    assert_eq!(order, ["build", "deploy"]);
+    assert_eq!(state(&t)["specs"]["deploy"]["status"], "succeeded");
+    // Now that `build` succeeded, `deploy` restarts on its own.
+    run_in(&t, &["restart", "deploy"]).code(0);
+}
