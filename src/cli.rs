@@ -177,6 +177,9 @@ pub struct PlanArgs {
     /// With --explain: every effective value of every spec
     #[arg(long, requires = "explain")]
     pub all: bool,
+    /// Say what `apply --fresh` would run (every spec) rather than what `apply` would
+    #[arg(long)]
+    pub fresh: bool,
     #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
     pub format: PlanFormat,
     #[command(flatten)]

@@ -11,6 +11,7 @@ use serde_json::{Map, Value, json};
 use crate::config::policy::{CommandLine, Origins, Pipeline, Policy, Spec};
 use crate::config::raw::RawRunPolicy;
 use crate::retry::{self, RetryRule};
+use crate::state::resume::Why;
 
 /// Names that look secret: their values are never printed.
 const SECRET_MARKERS: &[&str] = &[
@@ -188,21 +189,25 @@ pub fn origins(p: &Pipeline, spec: &Spec) -> Map<String, Value> {
 ///
 /// `view.only` limits it to some specs: `order` keeps their names (waves left empty
 /// are dropped), `specs` only them.
+///
+/// With `view.why`, each spec also has `will_run` (whether `apply` would run it),
+/// `why` (a sentence) and `why_kind` (`new`, `changed`, `fresh`, `failed`, `skipped`,
+/// `unfinished`, `dependency_ran`, `dependency_runs`, `up_to_date`).
 pub fn plan_json<'a>(p: &'a Pipeline, view: &View<'a>) -> PlanJson<'a> {
-    PlanJson(p, view.only)
+    PlanJson(p, view.only, view.why)
 }
 
 /// [`plan_json`] of every spec as a `serde_json::Value`, for callers that inspect it.
 pub fn plan_value(p: &Pipeline) -> Value {
-    serde_json::to_value(PlanJson(p, None)).unwrap_or(Value::Null)
+    serde_json::to_value(PlanJson(p, None, None)).unwrap_or(Value::Null)
 }
 
 /// See [`plan_json`].
-pub struct PlanJson<'a>(&'a Pipeline, Option<&'a [bool]>);
+pub struct PlanJson<'a>(&'a Pipeline, Option<&'a [bool]>, Option<&'a [Why]>);
 
 impl Serialize for PlanJson<'_> {
     fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
-        let PlanJson(p, only) = *self;
+        let PlanJson(p, only, why) = *self;
         let shown = move |i: usize| only.is_none_or(|o| o.get(i).copied().unwrap_or(false));
         let mut doc = ser.serialize_map(Some(2))?;
         if only.is_none() {
@@ -221,7 +226,7 @@ impl Serialize for PlanJson<'_> {
             .iter()
             .enumerate()
             .filter(move |(i, _)| shown(*i))
-            .map(|(_, s)| SpecJson(p, s));
+            .map(move |(i, s)| SpecJson(p, s, why.and_then(|w| w.get(i))));
         doc.serialize_entry("specs", &Seq(specs))?;
         doc.end()
     }
@@ -257,12 +262,12 @@ impl Serialize for Names<'_> {
 }
 
 #[derive(Clone, Copy)]
-struct SpecJson<'a>(&'a Pipeline, &'a Spec);
+struct SpecJson<'a>(&'a Pipeline, &'a Spec, Option<&'a Why>);
 
 impl Serialize for SpecJson<'_> {
     fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
-        let SpecJson(p, s) = *self;
-        let mut m = ser.serialize_map(Some(8))?;
+        let SpecJson(p, s, why) = *self;
+        let mut m = ser.serialize_map(Some(11))?;
         m.serialize_entry("name", &s.name)?;
         match &s.command {
             CommandLine::Shell(c) => m.serialize_entry("command", c)?,
@@ -278,6 +283,11 @@ impl Serialize for SpecJson<'_> {
             "backoff_seconds",
             &Seq(schedule.iter().map(Duration::as_secs_f64)),
         )?;
+        if let Some(why) = why {
+            m.serialize_entry("will_run", &why.runs())?;
+            m.serialize_entry("why", &why.to_string())?;
+            m.serialize_entry("why_kind", why.kind())?;
+        }
         m.end()
     }
 }
@@ -386,6 +396,8 @@ pub struct View<'a> {
     pub explain: Explain,
     /// Only the specs marked here (by index); every spec when `None`.
     pub only: Option<&'a [bool]>,
+    /// Why each spec runs or not (from the saved state), when known.
+    pub why: Option<&'a [Why]>,
 }
 
 /// One `key = value (origin)` line, the key padded to `width`.
@@ -409,6 +421,12 @@ pub fn plan_text(p: &Pipeline, view: &View) -> String {
         if p.waves.len() == 1 { "" } else { "s" },
         p.run.jobs
     );
+    if let Some(why) = view.why {
+        let runs = (0..total)
+            .filter(|&i| why.get(i).is_some_and(Why::runs))
+            .count();
+        let _ = write!(out, "; {runs} to run, {} up to date", total - runs);
+    }
     if view.only.is_some() {
         let n = (0..total).filter(|&i| shown(i)).count();
         let _ = write!(out, "; showing {n}");
@@ -455,6 +473,15 @@ pub fn plan_text(p: &Pipeline, view: &View) -> String {
                 .map(|&d| p.specs[d].name.as_str())
                 .collect();
             let _ = writeln!(out, "  depends on: {}", deps.join(", "));
+        }
+        match view.why.and_then(|w| w.get(i)) {
+            Some(why) if why.runs() => {
+                let _ = writeln!(out, "  runs: {why}");
+            }
+            Some(why) => {
+                let _ = writeln!(out, "  {why}");
+            }
+            None => {}
         }
         let _ = writeln!(
             out,

@@ -195,7 +195,23 @@ fn plan(p: &Pipeline, args: &crate::cli::PlanArgs) -> u8 {
         }
         Some(only)
     };
+    // What `apply` (or `apply --fresh`) would do, from the saved state; a state that
+    // cannot be read is a warning here (apply moves a corrupt one aside).
+    let previous = match crate::state::store::peek(&p.run.state_dir) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("warning: {e}; planning as if nothing had run");
+            None
+        }
+    };
+    let mode = if args.fresh {
+        crate::state::resume::Mode::Fresh
+    } else {
+        crate::state::resume::Mode::Resume
+    };
+    let resume = crate::state::resume::plan(p, &vec![true; p.specs.len()], previous.as_ref(), mode);
     let view = View {
+        why: Some(&resume.why),
         explain: match (args.explain, args.all) {
             (_, true) => Explain::All,
             (true, false) => Explain::Diff,

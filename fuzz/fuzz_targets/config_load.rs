@@ -66,7 +66,7 @@ fuzz_target!(|data: &[u8]| {
         Ok(p) => {
             let _ = spec_runner::plan::plan_value(&p);
             for explain in [Explain::Diff, Explain::All] {
-                let view = View { explain, only: None };
+                let view = View { explain, only: None, why: None };
                 let _ = spec_runner::plan::plan_text(&p, &view);
             }
         }

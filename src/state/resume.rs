@@ -1,10 +1,93 @@
 //! Deciding, from the saved state, what a new run does: which specs are up to date,
-//! which run again and with which retry count, and which process groups a killed
-//! runner left behind. Pure: reads the state, touches nothing.
+//! which run again (and why) and with which retry count, and which process groups a
+//! killed runner left behind. Pure: reads the state, touches nothing.
+//!
+//! A success stays up to date the way a file does for make: while its definition is
+//! unchanged and no dependency has succeeded since it started, nor runs again now.
 
-use super::model::{RunningProcess, StateFile, definition_hash};
+use chrono::{DateTime, Utc};
+
+use super::model::{RunningProcess, SpecState, StateFile, definition_hash};
 use crate::config::Pipeline;
 use crate::events::Status;
+
+/// Why a requested spec runs, or why it does not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Why {
+    /// Not requested by this run.
+    NotRequested,
+    /// Succeeded with this definition, and no dependency succeeded after it.
+    UpToDate,
+    /// No saved state of it: it never ran here.
+    New,
+    /// Its command, cwd, env or dependencies changed since it last ran.
+    Changed,
+    /// `--fresh` (or a restart): every requested spec runs.
+    Fresh,
+    /// It failed for good last time.
+    Failed,
+    /// It was skipped last time (a dependency failed).
+    Skipped,
+    /// It did not finish last time (it was running, waiting to retry, stopped, or not
+    /// yet started when the run ended); its retry cycle continues.
+    Unfinished(Status),
+    /// This dependency succeeded after it started: it may have used an old result.
+    DependencyRan(String),
+    /// This dependency runs in this run, so this spec runs after it.
+    DependencyRuns(String),
+}
+
+impl Why {
+    /// A short stable name, for JSON.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Why::NotRequested => "not_requested",
+            Why::UpToDate => "up_to_date",
+            Why::New => "new",
+            Why::Changed => "changed",
+            Why::Fresh => "fresh",
+            Why::Failed => "failed",
+            Why::Skipped => "skipped",
+            Why::Unfinished(_) => "unfinished",
+            Why::DependencyRan(_) => "dependency_ran",
+            Why::DependencyRuns(_) => "dependency_runs",
+        }
+    }
+
+    /// Whether the spec runs.
+    pub fn runs(&self) -> bool {
+        !matches!(self, Why::NotRequested | Why::UpToDate)
+    }
+}
+
+impl std::fmt::Display for Why {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Why::NotRequested => write!(f, "not requested"),
+            Why::UpToDate => write!(
+                f,
+                "up to date: it succeeded with this definition, and no dependency ran after it"
+            ),
+            Why::New => write!(f, "new (it has not run here yet)"),
+            Why::Changed => write!(
+                f,
+                "its definition changed (command, cwd, env or dependencies)"
+            ),
+            Why::Fresh => write!(f, "--fresh"),
+            Why::Failed => write!(f, "it failed last time"),
+            Why::Skipped => write!(f, "it was skipped last time"),
+            Why::Unfinished(status) => write!(
+                f,
+                "it did not finish last time ({}); its retry cycle continues",
+                status.as_str()
+            ),
+            Why::DependencyRan(dep) => {
+                write!(f, "dependency `{dep}` succeeded again after it started")
+            }
+            Why::DependencyRuns(dep) => write!(f, "dependency `{dep}` runs again"),
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct ResumePlan {
@@ -14,6 +97,8 @@ pub struct ResumePlan {
     pub to_run: Vec<bool>,
     /// Requested specs skipped because they succeeded with this very definition.
     pub up_to_date: Vec<bool>,
+    /// Why each spec runs or does not.
+    pub why: Vec<Why>,
     /// Retry count each spec starts from.
     pub initial_retries: Vec<u32>,
     /// For a spec that continues an interrupted cycle: how long ago its first attempt
@@ -55,6 +140,7 @@ pub fn plan(
         hashes,
         to_run: vec![false; n],
         up_to_date: vec![false; n],
+        why: vec![Why::NotRequested; n],
         initial_retries: vec![0; n],
         cycle_age: vec![None; n],
         previous_delay: vec![None; n],
@@ -74,42 +160,79 @@ pub fn plan(
                 }
             }
         }
+    }
+    // In dependency order: whether a dependency runs is known before its dependents.
+    for &i in p.waves.iter().flatten() {
         if !requested[i] {
             continue;
         }
+        let spec = &p.specs[i];
+        let prev = previous.and_then(|f| f.specs.get(&spec.name));
         let unchanged = prev.is_some_and(|s| s.definition_hash == plan.hashes[i]);
-        match (mode, prev) {
-            (Mode::Resume, Some(s)) if unchanged && s.status == Status::Succeeded => {
-                plan.up_to_date[i] = true
-            }
-            (Mode::Resume, Some(s)) if unchanged => {
-                plan.to_run[i] = true;
-                // Interrupted work continues its cycle; a spec that ended (failed,
-                // skipped) starts a new one.
-                if matches!(
-                    s.status,
-                    Status::Running | Status::Backoff | Status::Stopped | Status::Pending
-                ) && s.retry_count <= spec.policy.retry.max_retries
-                {
-                    // (A count beyond a since-lowered limit starts a new cycle rather
-                    // than an attempt "4 of 2".)
-                    plan.initial_retries[i] = s.retry_count;
-                    let first = s.attempts.iter().rev().find(|a| a.attempt == 1);
-                    plan.cycle_age[i] = first.map(|a| {
-                        (chrono::Utc::now() - a.started_at)
-                            .to_std()
-                            .unwrap_or_default()
-                    });
-                    if s.retry_count > 0 {
-                        plan.previous_delay[i] =
-                            s.last_delay_ms.map(std::time::Duration::from_millis);
-                    }
+        let why = match (mode, prev) {
+            (Mode::Fresh, _) => Why::Fresh,
+            (Mode::Resume, None) => Why::New,
+            (Mode::Resume, Some(_)) if !unchanged => Why::Changed,
+            (Mode::Resume, Some(s)) => match s.status {
+                Status::Succeeded => {
+                    stale_because(p, i, s, previous, &plan.to_run).unwrap_or(Why::UpToDate)
                 }
+                Status::Failed => Why::Failed,
+                Status::Skipped => Why::Skipped,
+                other => Why::Unfinished(other),
+            },
+        };
+        plan.up_to_date[i] = why == Why::UpToDate;
+        plan.to_run[i] = why.runs();
+        plan.why[i] = why;
+        // Interrupted work continues its cycle; a spec that ended (failed, skipped)
+        // starts a new one. (A count beyond a since-lowered limit starts a new cycle
+        // rather than an attempt "4 of 2".)
+        if let (Why::Unfinished(_), Some(s)) = (&plan.why[i], prev)
+            && s.retry_count <= spec.policy.retry.max_retries
+        {
+            plan.initial_retries[i] = s.retry_count;
+            let first = s.attempts.iter().rev().find(|a| a.attempt == 1);
+            plan.cycle_age[i] = first.map(|a| {
+                (chrono::Utc::now() - a.started_at)
+                    .to_std()
+                    .unwrap_or_default()
+            });
+            if s.retry_count > 0 {
+                plan.previous_delay[i] = s.last_delay_ms.map(std::time::Duration::from_millis);
             }
-            _ => plan.to_run[i] = true,
         }
     }
     plan
+}
+
+/// When a success of spec `i` is stale by make's rule: a dependency that runs in this
+/// run, or one that succeeded after this spec's successful attempt started.
+fn stale_because(
+    p: &Pipeline,
+    i: usize,
+    own: &SpecState,
+    previous: Option<&StateFile>,
+    to_run: &[bool],
+) -> Option<Why> {
+    let spec = &p.specs[i];
+    if let Some(&d) = spec.depends_on.iter().find(|&&d| to_run[d]) {
+        return Some(Why::DependencyRuns(p.specs[d].name.clone()));
+    }
+    let started = own.attempts.last().map(|a| a.started_at)?;
+    spec.depends_on.iter().find_map(|&d| {
+        let dep = previous?.specs.get(&p.specs[d].name)?;
+        let ended = succeeded_at(dep)?;
+        (ended > started).then(|| Why::DependencyRan(p.specs[d].name.clone()))
+    })
+}
+
+/// When a spec's last success ended, if its state is a success.
+fn succeeded_at(s: &SpecState) -> Option<DateTime<Utc>> {
+    if s.status != Status::Succeeded {
+        return None;
+    }
+    s.attempts.last().and_then(|a| a.ended_at)
 }
 
 /// Why a dependency does not count as done for a spec run on its own (`restart`).
@@ -207,6 +330,216 @@ pub fn restart_selection(
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::config::{LoadOptions, load};
+    use crate::state::model::{AttemptRecord, SpecState};
+
+    fn pipeline(toml: &str) -> Pipeline {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("spec-runner.toml"), toml).expect("write");
+        load(&LoadOptions {
+            cwd: dir.path().to_path_buf(),
+            ..LoadOptions::default()
+        })
+        .expect("valid pipeline")
+    }
+
+    const BUILD_DEPLOY: &str = "\
+[specs.build]
+command = \"make\"
+[specs.deploy]
+command = \"deploy\"
+depends_on = [\"build\"]
+[specs.docs]
+command = \"docs\"
+";
+
+    fn at(minute: u32) -> DateTime<Utc> {
+        use chrono::TimeZone;
+        Utc.with_ymd_and_hms(2026, 1, 1, 12, minute, 0)
+            .single()
+            .expect("time")
+    }
+
+    /// A state where each named spec ended as `status`, its last attempt running
+    /// from minute `start` to `end`.
+    fn state(p: &Pipeline, specs: &[(&str, Status, u32, u32)]) -> StateFile {
+        let mut f = StateFile::new("run-1");
+        for &(name, status, start, end) in specs {
+            let i = p.index_of(name).expect("spec");
+            let mut s = SpecState::new(definition_hash(p, &p.specs[i]), 3);
+            s.status = status;
+            s.attempts.push(AttemptRecord {
+                number: 1,
+                attempt: 1,
+                started_at: at(start),
+                ended_at: Some(at(end)),
+                exit_code: Some(if status == Status::Succeeded { 0 } else { 1 }),
+                signal: None,
+                reason: None,
+                log: "task_1.log".into(),
+                job_id: None,
+            });
+            f.specs.insert(name.to_string(), s);
+        }
+        f
+    }
+
+    fn why(p: &Pipeline, f: Option<&StateFile>, mode: Mode) -> Vec<(String, Why)> {
+        let plan = plan(p, &vec![true; p.specs.len()], f, mode);
+        p.specs
+            .iter()
+            .map(|s| s.name.clone())
+            .zip(plan.why.iter().cloned())
+            .collect()
+    }
+
+    fn named(list: &[(&str, Why)]) -> Vec<(String, Why)> {
+        list.iter()
+            .map(|(n, w)| ((*n).to_string(), w.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn a_success_is_up_to_date_until_a_dependency_succeeds_after_it() {
+        let p = pipeline(BUILD_DEPLOY);
+        use Status::Succeeded as Ok;
+        // build, then deploy after it: all up to date.
+        let f = state(
+            &p,
+            &[
+                ("build", Ok, 0, 1),
+                ("deploy", Ok, 1, 2),
+                ("docs", Ok, 0, 1),
+            ],
+        );
+        assert_eq!(
+            why(&p, Some(&f), Mode::Resume),
+            named(&[
+                ("build", Why::UpToDate),
+                ("deploy", Why::UpToDate),
+                ("docs", Why::UpToDate)
+            ])
+        );
+        // `restart build` later: deploy used the old build.
+        let f = state(
+            &p,
+            &[
+                ("build", Ok, 5, 6),
+                ("deploy", Ok, 1, 2),
+                ("docs", Ok, 0, 1),
+            ],
+        );
+        let w = why(&p, Some(&f), Mode::Resume);
+        assert_eq!(w[0].1, Why::UpToDate);
+        assert_eq!(w[1].1, Why::DependencyRan("build".into()));
+        assert_eq!(w[2].1, Why::UpToDate);
+        let plan = plan(&p, &[true; 3], Some(&f), Mode::Resume);
+        assert_eq!(plan.to_run, [false, true, false]);
+        assert_eq!(plan.up_to_date, [true, false, true]);
+        // A dependency that ended while the dependent ran counts too (it started first).
+        let f = state(
+            &p,
+            &[
+                ("build", Ok, 0, 3),
+                ("deploy", Ok, 2, 4),
+                ("docs", Ok, 0, 1),
+            ],
+        );
+        assert_eq!(
+            why(&p, Some(&f), Mode::Resume)[1].1,
+            Why::DependencyRan("build".into())
+        );
+    }
+
+    #[test]
+    fn a_dependency_that_runs_now_makes_its_dependents_run() {
+        let p = pipeline(BUILD_DEPLOY);
+        use Status::{Failed, Succeeded as Ok};
+        // build failed last time (say after a later restart): it runs, so deploy does.
+        let f = state(
+            &p,
+            &[
+                ("build", Failed, 5, 6),
+                ("deploy", Ok, 1, 2),
+                ("docs", Ok, 0, 1),
+            ],
+        );
+        assert_eq!(
+            why(&p, Some(&f), Mode::Resume),
+            named(&[
+                ("build", Why::Failed),
+                ("deploy", Why::DependencyRuns("build".into())),
+                ("docs", Why::UpToDate)
+            ])
+        );
+        // A changed build: the same.
+        let mut f = state(&p, &[("build", Ok, 0, 1), ("deploy", Ok, 1, 2)]);
+        if let Some(b) = f.specs.get_mut("build") {
+            b.definition_hash = "something else".into();
+        }
+        assert_eq!(
+            why(&p, Some(&f), Mode::Resume),
+            named(&[
+                ("build", Why::Changed),
+                ("deploy", Why::DependencyRuns("build".into())),
+                ("docs", Why::New)
+            ])
+        );
+    }
+
+    #[test]
+    fn each_other_reason() {
+        let p = pipeline(BUILD_DEPLOY);
+        assert!(
+            why(&p, None, Mode::Resume)
+                .iter()
+                .all(|(_, w)| *w == Why::New)
+        );
+        let f = state(
+            &p,
+            &[
+                ("build", Status::Stopped, 0, 1),
+                ("deploy", Status::Skipped, 1, 2),
+                ("docs", Status::Succeeded, 0, 1),
+            ],
+        );
+        assert_eq!(
+            why(&p, Some(&f), Mode::Resume),
+            named(&[
+                ("build", Why::Unfinished(Status::Stopped)),
+                ("deploy", Why::Skipped),
+                ("docs", Why::UpToDate)
+            ])
+        );
+        assert!(
+            why(&p, Some(&f), Mode::Fresh)
+                .iter()
+                .all(|(_, w)| *w == Why::Fresh)
+        );
+        // Not requested: neither run nor up to date.
+        let plan = plan(&p, &[false, false, true], Some(&f), Mode::Resume);
+        assert_eq!(plan.why[0], Why::NotRequested);
+        assert_eq!(plan.to_run, [false, false, false]);
+        // Every reason reads as a sentence and has a kind.
+        for w in [
+            Why::UpToDate,
+            Why::New,
+            Why::Changed,
+            Why::Fresh,
+            Why::Failed,
+            Why::Skipped,
+            Why::Unfinished(Status::Running),
+            Why::DependencyRan("b".into()),
+            Why::DependencyRuns("b".into()),
+        ] {
+            assert!(!w.to_string().is_empty() && !w.kind().is_empty());
+        }
+    }
+}
+
+#[cfg(test)]
+mod restart_tests {
     use super::*;
     use crate::state::model::SpecState;
 

@@ -135,6 +135,22 @@ pub struct Loaded {
     pub warning: Option<String>,
 }
 
+/// Reads the state file without changing anything (for `plan`): `None` when there is
+/// none, an error when it cannot be read or parsed.
+pub fn peek(dir: &Path) -> Result<Option<StateFile>, String> {
+    let path = dir.join(STATE_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| format!("cannot read the state file `{}`: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!(
+            "cannot read the state file `{}`: {e}",
+            path.display()
+        )),
+    }
+}
+
 /// Reads the state file. A corrupt or truncated one is moved aside (never deleted) and
 /// the run starts fresh; one from a newer version is refused.
 pub fn load(dir: &Path) -> Result<Loaded, StateError> {

@@ -2877,6 +2877,7 @@ mod props {
                 &spec_runner::plan::View {
                     explain,
                     only: None,
+                    why: None,
                 },
             );
         }

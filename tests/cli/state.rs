@@ -165,6 +165,109 @@ command = "test -f ok"
     assert_eq!(t.read(".spec-runner/logs/a/task_3.log"), "a\n");
 }
 
+/// Names of the specs that started an attempt, in order.
+fn started(stdout: &str) -> Vec<String> {
+    of(&events(stdout), "attempt_started", None)
+        .iter()
+        .map(|e| e["spec"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// `plan --format json`: spec name → (will_run, why_kind, why).
+fn plan_why(t: &Test) -> std::collections::BTreeMap<String, (bool, String, String)> {
+    let run = run_in(t, &["plan", "--format", "json"]);
+    run.code(0);
+    run.json()["specs"]
+        .as_array()
+        .expect("specs")
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap_or_default().to_string(),
+                (
+                    s["will_run"].as_bool().expect("will_run"),
+                    s["why_kind"].as_str().unwrap_or_default().to_string(),
+                    s["why"].as_str().unwrap_or_default().to_string(),
+                ),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_dependent_runs_again_after_its_dependency_ran_again_and_plan_says_why() {
+    let t = Test::with_pipeline(
+        r#"
+[specs.build]
+command = "date +%s%N > artifact"
+[specs.deploy]
+command = "cp artifact deployed"
+depends_on = ["build"]
+[specs.docs]
+command = "true"
+"#,
+    );
+    let why = plan_why(&t);
+    assert_eq!(why["build"].1, "new", "{why:?}");
+    assert!(why["deploy"].0);
+    run_in(&t, &["plan"])
+        .code(0)
+        .stdout_has("  runs: new (it has not run here yet)\n");
+
+    assert_eq!(
+        started(&run_in(&t, &["apply", "--format", "json"]).code(0).stdout).len(),
+        3
+    );
+    let why = plan_why(&t);
+    assert!(
+        why.values()
+            .all(|(runs, kind, _)| !runs && kind == "up_to_date"),
+        "{why:?}"
+    );
+    assert_eq!(
+        started(&run_in(&t, &["apply", "--format", "json"]).code(0).stdout).len(),
+        0
+    );
+
+    // A new build: deploy used the old artifact, so it is no longer up to date.
+    run_in(&t, &["restart", "build", "--format", "json"]).code(0);
+    assert_ne!(t.read("artifact"), t.read("deployed"));
+    let why = plan_why(&t);
+    assert_eq!(
+        why["deploy"],
+        (
+            true,
+            "dependency_ran".to_string(),
+            "dependency `build` succeeded again after it started".to_string()
+        )
+    );
+    assert!(!why["build"].0 && !why["docs"].0, "{why:?}");
+    run_in(&t, &["plan", "deploy"])
+        .code(0)
+        .stdout_has("  runs: dependency `build` succeeded again after it started\n");
+    run_in(&t, &["plan", "--fresh", "--format", "json"])
+        .code(0)
+        .stdout_has("\"why_kind\": \"fresh\"");
+
+    let ran = started(&run_in(&t, &["apply", "--format", "json"]).code(0).stdout);
+    assert_eq!(ran, ["deploy"]);
+    assert_eq!(t.read("artifact"), t.read("deployed"));
+    // And then all is up to date again.
+    assert_eq!(
+        started(&run_in(&t, &["apply", "--format", "json"]).code(0).stdout).len(),
+        0
+    );
+
+    // A dependency that runs again now (changed) takes its dependents along.
+    let toml = t.read("spec-runner.toml").replace("%s%N", "%s%N ");
+    t.write("spec-runner.toml", &toml);
+    let why = plan_why(&t);
+    assert_eq!(why["build"].1, "changed");
+    assert_eq!(why["deploy"].1, "dependency_runs");
+    let ran = started(&run_in(&t, &["apply", "--format", "json"]).code(0).stdout);
+    assert_eq!(ran, ["build", "deploy"]);
+}
+
 #[test]
 fn a_killed_runner_carries_the_retry_count_over() {
     let t = Test::with_pipeline(
