@@ -12,5 +12,6 @@ mod harness;
 mod iterate;
 mod live;
 mod procs;
+mod schema_corpus;
 mod slurm;
 mod state;
