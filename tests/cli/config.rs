@@ -3158,6 +3158,7 @@ fn the_example_and_starter_pipelines_keep_their_lines_short() {
             );
         }
     }
+}
 
 // ---------------------------------------------------------------------------------
 // Iterating specs: the loop keys.
