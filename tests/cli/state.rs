@@ -96,7 +96,10 @@ command = 'if [ -f done-once ]; then echo second run; exit 0; fi; touch done-onc
         .lines()
         .find(|l| l.starts_with("sleeper "))
         .expect("a row for sleeper");
-    assert!(row.contains("interrupted") && !row.contains("running"), "{row}");
+    assert!(
+        row.contains("interrupted") && !row.contains("running"),
+        "{row}"
+    );
     let json = run_in(&t, &["status", "--format", "json"]).code(0).json();
     assert_eq!(json["specs"]["sleeper"]["status"], "interrupted");
     assert_eq!(json["interrupted"], true);
@@ -675,7 +678,11 @@ command = 'test -f fixed || [ "$SPEC_RUNNER_ATTEMPT" = 2 ]'
     };
     // SPEC STATUS NOW ATTEMPTS RETRY LAST-RETRY(date time) …
     let r = row(&t);
-    assert_eq!((r[1].as_str(), r[3].as_str(), r[4].as_str()), ("succeeded", "2", "1/2"), "{r:?}");
+    assert_eq!(
+        (r[1].as_str(), r[3].as_str(), r[4].as_str()),
+        ("succeeded", "2", "1/2"),
+        "{r:?}"
+    );
 
     t.write("fixed", "");
     let ev = events(
@@ -685,7 +692,11 @@ command = 'test -f fixed || [ "$SPEC_RUNNER_ATTEMPT" = 2 ]'
     );
     assert_eq!(of(&ev, "spec_finished", Some("s"))[0]["attempts"], 1);
     let st = state(&t);
-    assert!(st["specs"]["s"]["last_retry_at"].is_null(), "{}", st["specs"]["s"]);
+    assert!(
+        st["specs"]["s"]["last_retry_at"].is_null(),
+        "{}",
+        st["specs"]["s"]
+    );
     assert_eq!(st["specs"]["s"]["retry_count"], 0);
     let r = row(&t);
     // One attempt in this cycle (three logs in all), no retry, no last retry.
