@@ -126,7 +126,6 @@ fn interrupted(s: &StateFile) -> bool {
 /// the retries after it, earlier runs' included when a killed runner's cycle was
 /// resumed): the number `spec_finished` reports as `attempts`. The log numbers count
 /// every attempt ever.
-
 pub fn status(view: &StatusView, json: bool) -> u8 {
     let seen = match seen(&view.state_dir) {
         Ok(s) => s,
