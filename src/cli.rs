@@ -67,7 +67,7 @@ pub enum ColorChoice {
 pub enum Command {
     /// Run the pipeline (or the named specs and what they depend on)
     #[command(
-        after_help = "Examples:\n  spec-runner apply\n  spec-runner apply auth billing -j 2\n  SPEC_RUNNER_RETRY_MAX_RETRIES=5 spec-runner apply --format json > events.ndjson\n  spec-runner apply --junit target/spec-runner.xml   # in CI: plain lines, a JUnit report\n\nExit codes: 0 all succeeded, 1 a spec failed, 2 bad config or usage, 130 interrupted."
+        after_help = "Examples:\n  spec-runner apply\n  spec-runner apply auth billing -j 2\n  SPEC_RUNNER_RETRY_MAX_RETRIES=5 spec-runner apply --format json > events.ndjson\n  spec-runner apply --junit target/spec-runner.xml   # in CI: plain lines, a JUnit report\n  spec-runner apply --detach && spec-runner tui\n\nExit codes: 0 all succeeded, 1 a spec failed, 2 bad config or usage, 130 interrupted."
     )]
     Apply(ApplyArgs),
     /// Show the saved state of every spec
@@ -91,14 +91,19 @@ pub enum Command {
         #[command(flatten)]
         output: OutputArgs,
     },
-    /// Ask the running `apply` of this pipeline to stop; its running specs end as stopped
+    /// Ask the running `apply` of this pipeline to stop (or only the named specs)
     #[command(
-        after_help = "Examples:\n  spec-runner stop\n  spec-runner stop -f pipelines/nightly.toml"
+        after_help = "Examples:\n  spec-runner stop\n  spec-runner stop auth        # that spec only; the run goes on\n  spec-runner stop -f pipelines/nightly.toml"
     )]
-    Stop,
+    Stop {
+        /// Stop only these specs (they end `stopped`, are not retried, their dependents
+        /// are skipped); the rest of the run goes on
+        #[arg(value_name = "SPEC")]
+        specs: Vec<String>,
+    },
     /// Print the log of a spec's attempt (default: the latest)
     #[command(
-        after_help = "Examples:\n  spec-runner logs auth\n  spec-runner logs auth --attempt 2 | less\n  spec-runner logs auth --hook"
+        after_help = "Examples:\n  spec-runner logs auth\n  spec-runner logs auth --attempt 2 | less\n  spec-runner logs auth --hook\n  spec-runner logs auth --follow"
     )]
     Logs {
         spec: String,
@@ -108,6 +113,10 @@ pub enum Command {
         /// The log of the spec's on_exhausted command instead of its attempts
         #[arg(long)]
         hook: bool,
+        /// Keep printing as the log grows, on to the next attempt's log, until the spec
+        /// ends (needs a live run)
+        #[arg(long, conflicts_with_all = ["attempt", "hook"])]
+        follow: bool,
     },
     /// Load, merge and validate the pipeline; print every problem
     #[command(
@@ -209,6 +218,13 @@ pub struct ApplyArgs {
     /// Run every requested spec, even those that succeeded unchanged
     #[arg(long)]
     pub fresh: bool,
+    /// Run in the background (own session, output to a file in the state folder);
+    /// return once the run is live, printing its id, its pid and how to attach
+    #[arg(long)]
+    pub detach: bool,
+    /// Set on the background process `--detach` starts
+    #[arg(long, hide = true)]
+    pub detached_child: bool,
     #[command(flatten)]
     pub output: OutputArgs,
 }

@@ -1,11 +1,14 @@
 //! The commands that look at or steer a pipeline's state: `status`, `stop`, `logs`.
-//! They read the state file (always whole: it is replaced atomically) and never write it.
+//! They ask the live run over its control socket when one serves it, and otherwise
+//! read the state file (always whole: it is replaced atomically); they never write it.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::config::Pipeline;
 use crate::exit;
+use crate::live::client::Client;
+use crate::live::protocol;
 use crate::plan::show_path;
 use crate::state::model::StateFile;
 use crate::state::store::{self, STATE_FILE};
@@ -48,24 +51,72 @@ impl StatusView {
     }
 }
 
-/// `status`: a table, or the state as JSON.
+/// What `status` shows: from the live run when one serves its socket (fresh to the
+/// millisecond), from the state file otherwise.
+struct Seen {
+    state: Option<StateFile>,
+    /// The state as JSON with each spec's live fields.
+    json: serde_json::Value,
+    /// The pid of the live runner.
+    holder: Option<u32>,
+}
+
+fn seen(state_dir: &Path) -> Result<Seen, String> {
+    let live = Client::connect(state_dir).and_then(|mut c| {
+        c.set_timeout(Some(std::time::Duration::from_secs(10)));
+        c.request("snapshot", &[]).ok()
+    });
+    if let Some(mut reply) = live {
+        let snap = reply["snapshot"].take();
+        return Ok(Seen {
+            state: serde_json::from_value(snap.clone()).ok(),
+            holder: snap["runner_pid"]
+                .as_u64()
+                .and_then(|p| u32::try_from(p).ok()),
+            json: snap,
+        });
+    }
+    let state = read_state(state_dir)?;
+    let holder = store::holder(state_dir).ok().flatten();
+    let json = match &state {
+        Some(s) => {
+            let mut v = protocol::snapshot(s, chrono::Utc::now());
+            if holder.is_none() {
+                // No runner: nothing is running, whatever a killed one left written.
+                for spec in v["specs"]
+                    .as_object_mut()
+                    .into_iter()
+                    .flat_map(|m| m.values_mut())
+                {
+                    for key in ["pid", "started_at", "elapsed_ms", "next_retry_at"] {
+                        spec[key] = serde_json::Value::Null;
+                    }
+                }
+            }
+            v
+        }
+        // No run yet: an empty state, so that readers always get the same shape.
+        None => serde_json::json!({ "version": crate::state::model::STATE_VERSION, "specs": {} }),
+    };
+    Ok(Seen {
+        state,
+        json,
+        holder,
+    })
+}
+
+/// `status`: a table, or the state as JSON (each spec with its live fields).
 pub fn status(view: &StatusView, json: bool) -> u8 {
-    let state = match read_state(&view.state_dir) {
+    let seen = match seen(&view.state_dir) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
             return exit::USAGE;
         }
     };
-    let holder = store::holder(&view.state_dir).ok().flatten();
+    let (state, holder) = (&seen.state, seen.holder);
     if json {
-        // No run yet: an empty state, so that readers always get the same shape.
-        let mut v = match &state {
-            Some(s) => serde_json::to_value(s).unwrap_or_default(),
-            None => {
-                serde_json::json!({ "version": crate::state::model::STATE_VERSION, "specs": {} })
-            }
-        };
+        let mut v = seen.json;
         if let Some(obj) = v.as_object_mut() {
             obj.insert("running_pid".into(), serde_json::json!(holder));
         }
@@ -75,8 +126,9 @@ pub fn status(view: &StatusView, json: bool) -> u8 {
         let _ = std::io::stdout().lock().write_all(text.as_bytes());
         return exit::SUCCESS;
     }
+    let now = chrono::Utc::now();
     let mut out = String::new();
-    match (&state, holder) {
+    match (state, holder) {
         (None, _) => out.push_str("no run yet: every spec is pending\n"),
         (Some(s), Some(pid)) => {
             out.push_str(&format!("run {} in progress (pid {pid})\n", s.run_id))
@@ -91,6 +143,7 @@ pub fn status(view: &StatusView, json: bool) -> u8 {
         [
             "SPEC",
             "STATUS",
+            "NOW",
             "ATTEMPTS",
             "RETRY",
             "LAST RETRY",
@@ -113,6 +166,7 @@ pub fn status(view: &StatusView, json: bool) -> u8 {
             None => vec![
                 name.clone(),
                 "pending".into(),
+                "-".into(),
                 "0".into(),
                 format!("0/{max_retries}"),
                 "-".into(),
@@ -133,9 +187,24 @@ pub fn status(view: &StatusView, json: bool) -> u8 {
                         (None, None, Some(_)) => "-".into(),
                     }
                 });
+                let live = protocol::live(s, now);
+                let now_cell = match (holder, live.pid, live.elapsed_ms, live.next_retry_at) {
+                    (Some(_), Some(pid), Some(ms), _) => {
+                        format!("pid {pid}, {}", human_ms(ms))
+                    }
+                    (Some(_), _, _, Some(at)) => format!(
+                        "retry {}/{} in {} ({})",
+                        s.retry_count,
+                        s.max_retries,
+                        human_ms((at - now).num_milliseconds().max(0) as u64),
+                        at.format("%H:%M:%SZ")
+                    ),
+                    _ => "-".into(),
+                };
                 vec![
                     name.clone(),
                     s.status.as_str().into(),
+                    now_cell,
                     s.attempts.len().to_string(),
                     format!("{}/{}", s.retry_count, s.max_retries),
                     s.last_retry_at
@@ -147,7 +216,7 @@ pub fn status(view: &StatusView, json: bool) -> u8 {
         };
         rows.push(row);
     }
-    let widths: Vec<usize> = (0..7)
+    let widths: Vec<usize> = (0..rows[0].len())
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
         .collect();
     for r in &rows {
@@ -163,8 +232,22 @@ pub fn status(view: &StatusView, json: bool) -> u8 {
     exit::SUCCESS
 }
 
-/// `stop`: SIGTERM to the runner holding the lock, then wait until it has let go.
-pub fn stop(dir: &std::path::Path, pipeline_file: &std::path::Path) -> u8 {
+/// `1m02s`, `8s`, `1h05m`.
+pub fn human_ms(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+    }
+}
+
+/// `stop`: the whole run (over the socket, or SIGTERM to the runner holding the
+/// lock), then wait until it has let go. `stop SPEC…`: those specs only.
+pub fn stop(dir: &Path, pipeline_file: &Path, specs: &[String]) -> u8 {
+    if !specs.is_empty() {
+        return stop_specs(dir, pipeline_file, specs);
+    }
     let pid = match store::holder(dir) {
         Ok(Some(pid)) => pid,
         Ok(None) => {
@@ -176,7 +259,8 @@ pub fn stop(dir: &std::path::Path, pipeline_file: &std::path::Path) -> u8 {
             return exit::USAGE;
         }
     };
-    if let Err(e) = crate::exec::request_stop(pid) {
+    let asked = Client::connect(dir).is_some_and(|mut c| c.request("stop_run", &[]).is_ok());
+    if !asked && let Err(e) = crate::exec::request_stop(pid) {
         eprintln!("error: cannot signal the runner (pid {pid}): {e}");
         return exit::USAGE;
     }
@@ -191,6 +275,56 @@ pub fn stop(dir: &std::path::Path, pipeline_file: &std::path::Path) -> u8 {
             exit::USAGE
         }
     }
+}
+
+/// `stop SPEC…`: asks the live run, then waits until each named spec has ended.
+fn stop_specs(dir: &Path, pipeline_file: &Path, specs: &[String]) -> u8 {
+    let Some(mut c) = Client::connect(dir) else {
+        eprintln!(
+            "no apply is running for {}: nothing to stop",
+            pipeline_file.display()
+        );
+        return exit::SUCCESS;
+    };
+    // Subscribed first: the ends we wait for cannot slip by.
+    let snapshot = match c.request("subscribe", &[]) {
+        Ok(mut r) => r["snapshot"].take(),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::USAGE;
+        }
+    };
+    match c.request("stop", specs) {
+        Ok(r) => eprintln!("{}", r["message"].as_str().unwrap_or("stopping")),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::USAGE;
+        }
+    }
+    let mut waiting: Vec<&String> = specs
+        .iter()
+        .filter(|n| {
+            let st = snapshot["specs"][n.as_str()]["status"]
+                .as_str()
+                .unwrap_or("");
+            matches!(st, "pending" | "running" | "backoff")
+        })
+        .collect();
+    while !waiting.is_empty() {
+        let Ok(ev) = c.next_event() else { break };
+        match ev["event"].as_str() {
+            Some("spec_finished") => {
+                let spec = ev["spec"].as_str().unwrap_or_default();
+                if let Some(k) = waiting.iter().position(|n| n.as_str() == spec) {
+                    waiting.remove(k);
+                    eprintln!("{spec}: {}", ev["status"].as_str().unwrap_or("ended"));
+                }
+            }
+            Some("run_finished") => break,
+            _ => {}
+        }
+    }
+    exit::SUCCESS
 }
 
 /// The numbers of a spec's logs named `<prefix><n>.log`, ascending.
@@ -257,4 +391,96 @@ pub fn logs(p: &Pipeline, name: &str, attempt: Option<u32>, hook: bool) -> u8 {
             exit::USAGE
         }
     }
+}
+
+/// `restart SPEC…` while a run is live: the run restarts them. `None` when no run
+/// serves this pipeline (the caller runs them itself).
+pub fn restart_live(p: &Pipeline, names: &[String]) -> Option<u8> {
+    let mut c = Client::connect(&p.run.state_dir)?;
+    c.set_timeout(Some(std::time::Duration::from_secs(60)));
+    match c.request("restart", names) {
+        Ok(r) => {
+            let pid = c
+                .request("snapshot", &[])
+                .ok()
+                .and_then(|s| s["snapshot"]["runner_pid"].as_u64());
+            eprintln!("{}", r["message"].as_str().unwrap_or("restarted"));
+            let who = pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
+            eprintln!(
+                "the live run{who} runs them; watch with `spec-runner logs {} --follow`, `spec-runner status` or `spec-runner tui`",
+                names[0]
+            );
+            Some(exit::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Some(exit::USAGE)
+        }
+    }
+}
+
+/// `logs SPEC --follow`: the current attempt's log as it grows, then the next
+/// attempt's (a retry or a restart), until the spec ends. Without a live run, the
+/// latest log.
+pub fn logs_follow(p: &Pipeline, name: &str) -> u8 {
+    use std::io::Read;
+    if p.index_of(name).is_none() {
+        eprintln!("error: {}", p.no_such_spec(name));
+        return exit::USAGE;
+    }
+    let Some(mut c) = Client::connect(&p.run.state_dir) else {
+        eprintln!("note: no run is live; printing the latest log");
+        return logs(p, name, None, false);
+    };
+    let snap = match c.request("subscribe", &[]) {
+        Ok(mut r) => r["snapshot"].take(),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::USAGE;
+        }
+    };
+    let entry = &snap["specs"][name];
+    let status = entry["status"].as_str().unwrap_or("pending");
+    let mut file: Option<std::fs::File> = entry["log"]
+        .as_str()
+        .and_then(|l| std::fs::File::open(l).ok());
+    let events = c.into_events();
+    let mut out = std::io::stdout().lock();
+    let mut buf = vec![0u8; 64 * 1024];
+    // Copies what the log holds now; false when stdout is gone.
+    let mut drain = |file: &mut Option<std::fs::File>, out: &mut std::io::StdoutLock| -> bool {
+        let Some(f) = file.as_mut() else { return true };
+        loop {
+            match f.read(&mut buf) {
+                Ok(0) | Err(_) => return out.flush().is_ok(),
+                Ok(n) => {
+                    if out.write_all(&buf[..n]).is_err() {
+                        return false;
+                    }
+                }
+            }
+        }
+    };
+    let mut done = !matches!(status, "pending" | "running" | "backoff");
+    while !done {
+        if !drain(&mut file, &mut out) {
+            return exit::SUCCESS;
+        }
+        match events.recv_timeout(std::time::Duration::from_millis(100)) {
+            Ok(ev) if ev["spec"] == name || ev["event"] == "run_finished" => {
+                match ev["event"].as_str() {
+                    Some("attempt_started") => {
+                        drain(&mut file, &mut out);
+                        file = ev["log"].as_str().and_then(|l| std::fs::File::open(l).ok());
+                    }
+                    Some("spec_finished" | "run_finished") => done = true,
+                    _ => {}
+                }
+            }
+            Ok(_) | Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => done = true,
+        }
+    }
+    drain(&mut file, &mut out);
+    exit::SUCCESS
 }

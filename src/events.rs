@@ -141,6 +141,15 @@ pub enum EventKind {
         #[serde(skip)]
         tail: Tail,
     },
+    /// A person asked for this spec to run again (`restart`, the control socket), or a
+    /// spec it depends on was restarted: a new cycle begins, its retry count at 0. A
+    /// running attempt it ended is not a failure and not a retry.
+    SpecRestarted {
+        spec: String,
+        /// What it was before (`running`, `backoff`, `failed`, `skipped`, …).
+        previous: Status,
+        reason: String,
+    },
     /// A hook (`on_exhausted`) ran for a spec that failed for good. Its failure is
     /// reported, never counted against the run.
     HookFinished {

@@ -6,9 +6,11 @@
 pub mod cli;
 pub mod config;
 mod control;
+mod detach;
 pub mod events;
 pub mod exec;
 pub mod exit;
+pub mod live;
 mod manual;
 pub mod plan;
 pub mod report;

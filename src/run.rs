@@ -143,8 +143,14 @@ fn dispatch(cli: Cli) -> u8 {
                 },
             }
         }
-        Command::Stop => match load(g, &OverrideArgs::default()) {
-            Ok(p) => crate::control::stop(&p.run.state_dir, &p.file),
+        Command::Stop { specs } => match load(g, &OverrideArgs::default()) {
+            Ok(p) => {
+                if let Some(name) = specs.iter().find(|n| p.index_of(n).is_none()) {
+                    eprintln!("error: {}", p.no_such_spec(name));
+                    return exit::USAGE;
+                }
+                crate::control::stop(&p.run.state_dir, &p.file, specs)
+            }
             // A pipeline file edited into an invalid state while it runs must not make
             // the run unstoppable: try the default state folder next to the file.
             Err(code) => {
@@ -155,7 +161,7 @@ fn dispatch(cli: Cli) -> u8 {
                             "note: the pipeline does not load; stopping the runner of `{}`",
                             dir.display()
                         );
-                        crate::control::stop(&dir, &file)
+                        crate::control::stop(&dir, &file, specs)
                     }
                     _ => code,
                 }
@@ -165,7 +171,9 @@ fn dispatch(cli: Cli) -> u8 {
             spec,
             attempt,
             hook,
+            follow,
         } => match load(g, &OverrideArgs::default()) {
+            Ok(p) if *follow => crate::control::logs_follow(&p, spec),
             Ok(p) => crate::control::logs(&p, spec, *attempt, *hook),
             Err(code) => code,
         },
@@ -497,6 +505,13 @@ fn apply(p: &Pipeline, args: &ApplyArgs, color: bool) -> u8 {
             return exit::USAGE;
         }
     };
+    if args.detach && !args.detached_child {
+        return crate::detach::start(p);
+    }
+    if args.detached_child {
+        // Our own session: closing the terminal that started us does not end us.
+        let _ = rustix::process::setsid();
+    }
     let mode = if args.fresh {
         crate::state::resume::Mode::Fresh
     } else {
@@ -515,6 +530,10 @@ fn restart(p: &Pipeline, names: &[String], out: &OutputArgs, color: bool) -> u8 
                 return exit::USAGE;
             }
         }
+    }
+    // A live run restarts them itself, the rest of it undisturbed.
+    if let Some(code) = crate::control::restart_live(p, names) {
+        return code;
     }
     // Only these specs: what they depend on is taken as done.
     execute(
@@ -586,6 +605,7 @@ fn execute(p: &Pipeline, req: RunRequest, out: &OutputArgs, color: bool) -> u8 {
 
     let run_id = new_run_id();
     let initial = sink::initial_state(p, loaded.state.as_ref(), &plan, &run_id);
+    let mut hub = crate::live::hub::Hub::new(initial.clone());
     let mut state_sink = match sink::StateSink::start(dir.clone(), initial) {
         Ok(s) => s,
         Err(e) => {
@@ -605,6 +625,32 @@ fn execute(p: &Pipeline, req: RunRequest, out: &OutputArgs, color: bool) -> u8 {
         "starting the run"
     );
     let handle = state_sink.handle();
+    // The control socket: a run that cannot serve one still runs (status and stop fall
+    // back to the state file and a signal).
+    let (commands_tx, commands) = crossbeam_channel::unbounded();
+    let mut server = match crate::live::server::Server::start(dir, hub.clone(), commands_tx) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            eprintln!(
+                "warning: cannot serve the control socket in `{}`: {e}; `status` reads the state file, `stop` signals the runner, `stop SPEC` and `restart` in this run are not available",
+                dir.display()
+            );
+            None
+        }
+    };
+    let succeeded_before = p
+        .specs
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            plan.up_to_date[i]
+                || loaded
+                    .state
+                    .as_ref()
+                    .and_then(|st| st.specs.get(&s.name))
+                    .is_some_and(|st| st.status == crate::events::Status::Succeeded)
+        })
+        .collect();
     let look = crate::report::plain::Look {
         quiet: out.quiet,
         color,
@@ -615,7 +661,7 @@ fn execute(p: &Pipeline, req: RunRequest, out: &OutputArgs, color: bool) -> u8 {
     let mut github;
     let junit_path = out.junit.clone().or_else(|| p.run.junit_path.clone());
     let mut junit = junit_path.as_ref().map(|_| junit_report(p, &plan));
-    let mut sinks: Vec<&mut dyn crate::events::EventSink> = vec![&mut state_sink];
+    let mut sinks: Vec<&mut dyn crate::events::EventSink> = vec![&mut state_sink, &mut hub];
     match out.format {
         ApplyFormat::Json => {
             json = crate::report::json::JsonReporter::new(std::io::stdout());
@@ -672,11 +718,18 @@ fn execute(p: &Pipeline, req: RunRequest, out: &OutputArgs, color: bool) -> u8 {
                 r.map(|(job_id, log_number)| crate::runner::pool::Reattach { job_id, log_number })
             })
             .collect(),
+        steering: Some(crate::runner::dispatcher::steer::Steering {
+            commands,
+            succeeded_before,
+        }),
     };
     let code = {
         let mut fan = crate::report::Fanout(sinks);
         crate::runner::dispatcher::run(p, opts, &mut fan, &signals.events)
     };
+    if let Some(s) = server.as_mut() {
+        s.close();
+    }
     end_leftovers(p, &run_id);
     if let Some(e) = state_sink.close() {
         eprintln!("warning: {e}");

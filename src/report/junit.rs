@@ -426,6 +426,12 @@ impl EventSink for JunitReport {
             }
             EventKind::RunFinished { duration, .. } => self.duration = Some(*duration),
             EventKind::HookFinished { .. } => {}
+            // A new cycle: the case ends with what the restarted spec does next.
+            EventKind::SpecRestarted { spec, .. } => {
+                if let Some(c) = self.case(spec) {
+                    c.end = None;
+                }
+            }
         }
     }
 }

@@ -183,6 +183,12 @@ pub fn line(event: &Event, look: Look) -> Option<String> {
             }
             s
         }
+        EventKind::SpecRestarted { spec, reason, .. } if !quiet => {
+            format!(
+                "{spec}: {} ({reason})",
+                paint(look, Tone::Busy, "RESTARTED")
+            )
+        }
         EventKind::HookFinished {
             spec,
             hook,

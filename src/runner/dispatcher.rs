@@ -22,6 +22,8 @@ use crate::exit;
 use crate::retry::{self, Decision, FailureFacts, RetryContext, TimeoutKind};
 use crate::state::sink::StateHandle;
 
+pub(crate) mod steer;
+
 /// What a run needs besides the pipeline.
 pub struct RunOptions {
     pub run_id: String,
@@ -41,6 +43,8 @@ pub struct RunOptions {
     pub state: Option<StateHandle>,
     /// What runs the attempts.
     pub backend: std::sync::Arc<dyn super::backend::Backend>,
+    /// Requests from the control socket (stop or restart a spec, stop the run).
+    pub steering: Option<steer::Steering>,
     /// Per spec: a job a killed runner left running, which its next attempt follows
     /// instead of starting anew (empty: none).
     pub reattach: Vec<Option<super::pool::Reattach>>,
@@ -119,6 +123,8 @@ struct Dispatcher<'p> {
     hooks: Vec<(usize, Sender<Control>)>,
     /// Ctrl-C (or SIGTERM, SIGHUP) arrived: no hook starts any more.
     interrupted: bool,
+    /// Requests from the control socket, and what they are waiting for.
+    steer: steer::SteerState,
 }
 
 impl<'p> Dispatcher<'p> {
@@ -180,6 +186,7 @@ impl<'p> Dispatcher<'p> {
             hooks_due: Vec::new(),
             hooks: Vec::new(),
             interrupted: false,
+            steer: steer::SteerState::new(opts.steering, n),
         }
     }
 
@@ -200,6 +207,7 @@ impl<'p> Dispatcher<'p> {
         self.live_output = sink.tick_interval().is_some();
         let pool = Pool::start(jobs.min(selected_count.max(1)), self.backend.clone());
         let results = pool.results().clone();
+        let commands = self.steer.commands();
         loop {
             self.fire_timers(sink);
             self.dispatch(&pool, sink);
@@ -255,7 +263,9 @@ impl<'p> Dispatcher<'p> {
                         self.running -= 1;
                         self.specs[spec].control = None;
                         self.specs[spec].next_log = log_number + 1;
-                        self.finished(spec, attempt, log, end, sink);
+                        if let Some((log, end)) = self.steer_finished(spec, attempt, log, end, sink) {
+                            self.finished(spec, attempt, log, end, sink);
+                        }
                     }
                     Ok(JobResult::HookFinished { spec, kind, log, end }) => {
                         self.hooks.retain(|(i, _)| *i != spec);
@@ -276,6 +286,11 @@ impl<'p> Dispatcher<'p> {
                 recv(signals) -> sig => {
                     if let Ok(sig) = sig {
                         self.on_signal(sig, sink);
+                    }
+                }
+                recv(commands) -> cmd => {
+                    if let Ok(cmd) = cmd {
+                        self.on_command(cmd, sink);
                     }
                 }
                 default(timeout) => sink.tick(),
@@ -747,7 +762,9 @@ impl<'p> Dispatcher<'p> {
                         continue;
                     }
                     let d = &mut self.specs[j];
-                    d.deps_left -= 1;
+                    // Saturating: a restarted spec that succeeds again finds dependents
+                    // that already counted it.
+                    d.deps_left = d.deps_left.saturating_sub(1);
                     if d.deps_left == 0 && d.status == Status::Pending && !self.stopping {
                         if self.fail_fast_tripped {
                             work.push((

@@ -180,6 +180,7 @@ fn run_with_delay(toml: &str, interrupt_on: Option<Trigger>, delay: Duration) ->
             up_to_date: 0,
             state: None,
             backend: Arc::new(Scripted),
+            steering: None,
             reattach: Vec::new(),
         };
         let code = dispatcher::run(&p, opts, &mut rec, &sig_rx);

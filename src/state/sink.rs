@@ -145,7 +145,12 @@ impl StateSink {
         if let Some(spec) = event_spec(event) {
             model.dirty.insert(spec.to_string());
         }
-        let m = &mut model.file;
+        StateSink::update(&mut model.file, event)
+    }
+
+    /// Applies one event to a state: what the file says after it. Returns whether it
+    /// must reach the disk at once. Also keeps the live view a control socket serves.
+    pub fn update(m: &mut StateFile, event: &Event) -> bool {
         let mut urgent = false;
         match &event.kind {
             EventKind::RunStarted { run_id, .. } => {
@@ -155,6 +160,7 @@ impl StateSink {
             EventKind::AttemptStarted {
                 spec,
                 attempt,
+                retry,
                 log,
                 log_number,
                 started,
@@ -162,6 +168,8 @@ impl StateSink {
             } => {
                 if let Some(s) = m.specs.get_mut(spec) {
                     s.status = Status::Running;
+                    // A manual restart starts a new cycle: its count shows at once.
+                    s.retry_count = *retry;
                     s.running = started.map(|st| RunningProcess {
                         pid: st.pid,
                         pgid: st.pgid,
@@ -274,6 +282,15 @@ impl StateSink {
                     s.running = None;
                 }
             }
+            EventKind::SpecRestarted { spec, .. } => {
+                if let Some(s) = m.specs.get_mut(spec) {
+                    s.status = Status::Pending;
+                    s.retry_count = 0;
+                    s.last_delay_ms = None;
+                    s.reason = None;
+                }
+                urgent = true;
+            }
             // A hook changes no spec's state.
             EventKind::HookFinished { .. } => {}
             EventKind::RunFinished { .. } => {
@@ -310,7 +327,8 @@ fn event_spec(event: &Event) -> Option<&str> {
         | EventKind::AttemptReattached { spec, .. }
         | EventKind::AttemptFinished { spec, .. }
         | EventKind::RetryScheduled { spec, .. }
-        | EventKind::SpecFinished { spec, .. } => Some(spec),
+        | EventKind::SpecFinished { spec, .. }
+        | EventKind::SpecRestarted { spec, .. } => Some(spec),
         EventKind::RunStarted { .. }
         | EventKind::RunFinished { .. }
         | EventKind::HookFinished { .. } => None,

@@ -42,9 +42,6 @@ fn a_second_apply_is_refused_naming_the_holder_and_stop_ends_the_first() {
 
     let second = run_in(&t, &["apply"]);
     second.code(2).stderr_has(&format!("pid {}", bg.child.id()));
-    run_in(&t, &["restart", "long"])
-        .code(2)
-        .stderr_has(&format!("pid {}", bg.child.id()));
 
     let stop = run_in(&t, &["stop"]);
     stop.code(0);

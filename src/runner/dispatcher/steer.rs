@@ -1,0 +1,343 @@
+//! Steering a live run: stop one spec, restart one spec, stop the run.
+//!
+//! The control socket turns requests into [`SteerCommand`] messages; the dispatcher
+//! takes them in its `select!` the way it takes signals and handles them here, on its
+//! own thread, so it stays the one owner of run state. Nothing here blocks.
+
+use std::cmp::Reverse;
+use std::path::PathBuf;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use super::Dispatcher;
+use crate::events::{Event, EventKind, EventSink, Status, Tail};
+use crate::exec::{AttemptEnd, Control, EndCause};
+use crate::runner::signal::SignalEvent;
+
+/// What a client asks of the run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SteerRequest {
+    /// End these specs: `stopped`, never retried, their dependents skipped.
+    Stop(Vec<String>),
+    /// Run these specs again now, from a retry count of 0.
+    Restart(Vec<String>),
+    /// Stop the whole run (like Ctrl-C).
+    StopRun,
+}
+
+/// A request and where its answer goes: `Ok(what was done)` or `Err(why not)`.
+pub struct SteerCommand {
+    pub request: SteerRequest,
+    pub reply: Sender<Result<String, String>>,
+}
+
+/// What the dispatcher needs to take commands.
+pub struct Steering {
+    pub commands: Receiver<SteerCommand>,
+    /// Per spec: whether it succeeded before this run. A spec this run does not run
+    /// counts as a met dependency only then.
+    pub succeeded_before: Vec<bool>,
+}
+
+/// The dispatcher's steering state.
+pub(super) struct SteerState {
+    commands: Receiver<SteerCommand>,
+    succeeded_before: Vec<bool>,
+    /// Specs whose running attempt is being ended for a restart.
+    restarting: Vec<bool>,
+    /// Specs whose running attempt is being ended by request.
+    stop_requested: Vec<bool>,
+}
+
+impl SteerState {
+    pub(super) fn new(steering: Option<Steering>, n: usize) -> SteerState {
+        let (commands, succeeded_before) = match steering {
+            Some(s) => (s.commands, s.succeeded_before),
+            None => (crossbeam_channel::never(), Vec::new()),
+        };
+        SteerState {
+            commands,
+            succeeded_before,
+            restarting: vec![false; n],
+            stop_requested: vec![false; n],
+        }
+    }
+
+    pub(super) fn commands(&self) -> Receiver<SteerCommand> {
+        self.commands.clone()
+    }
+}
+
+const BY_REQUEST: &str = "stopped by request";
+
+impl Dispatcher<'_> {
+    pub(super) fn on_command(&mut self, cmd: SteerCommand, sink: &mut dyn EventSink) {
+        let answer = match cmd.request {
+            SteerRequest::StopRun => {
+                let already = self.stopping;
+                self.on_signal(SignalEvent::Interrupt(libc_sigterm()), sink);
+                Ok(if already {
+                    "the run was already stopping: its attempts are killed now".into()
+                } else {
+                    "stopping the run".into()
+                })
+            }
+            SteerRequest::Stop(names) => self
+                .indices(&names)
+                .map(|specs| self.stop_specs(&specs, sink)),
+            SteerRequest::Restart(names) => self
+                .indices(&names)
+                .and_then(|specs| self.restart_specs(&specs, sink)),
+        };
+        tracing::info!(?answer, "answered a control request");
+        let _ = cmd.reply.send(answer);
+    }
+
+    fn indices(&self, names: &[String]) -> Result<Vec<usize>, String> {
+        if names.is_empty() {
+            return Err("name at least one spec".into());
+        }
+        let mut out = Vec::new();
+        for name in names {
+            match self.p.index_of(name) {
+                Some(i) if !out.contains(&i) => out.push(i),
+                Some(_) => {}
+                None => return Err(self.p.no_such_spec(name)),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Takes spec `i` out of every wait (backoff, the disk, the ready queue).
+    fn unqueue(&mut self, i: usize) {
+        self.timers.retain(|Reverse((_, j))| *j != i);
+        self.awaiting_flush.retain(|&j| j != i);
+        self.ready.retain(|&j| j != i);
+        self.due.retain(|&j| j != i);
+    }
+
+    fn stop_specs(&mut self, specs: &[usize], sink: &mut dyn EventSink) -> String {
+        let mut said = Vec::new();
+        for &i in specs {
+            let name = self.p.specs[i].name.clone();
+            let status = self.specs[i].status;
+            if !self.selected[i] {
+                said.push(format!("`{name}` is not part of this run"));
+            } else if status.is_final() {
+                said.push(format!("`{name}` had already ended ({})", status.as_str()));
+            } else if let Some(c) = &self.specs[i].control {
+                let _ = c.send(Control::Terminate);
+                self.steer.stop_requested[i] = true;
+                self.steer.restarting[i] = false;
+                said.push(format!("stopping `{name}`"));
+            } else {
+                self.unqueue(i);
+                // A scheduled retry that will never run is not counted.
+                self.uncount_retry(i);
+                self.conclude(
+                    i,
+                    Status::Stopped,
+                    Some(BY_REQUEST.into()),
+                    Tail::default(),
+                    sink,
+                );
+                said.push(format!("stopped `{name}`"));
+            }
+        }
+        said.join("; ")
+    }
+
+    /// The unmet dependencies of spec `i`, with their status, or an empty list.
+    fn unmet(&self, i: usize) -> Vec<String> {
+        self.p.specs[i]
+            .depends_on
+            .iter()
+            .filter_map(|&d| {
+                let (met, status) = if self.selected[d] {
+                    let st = self.specs[d].status;
+                    (st == Status::Succeeded, st.as_str())
+                } else {
+                    let ok = self.steer.succeeded_before.get(d).copied().unwrap_or(false);
+                    (ok, "not run")
+                };
+                (!met).then(|| format!("`{}` ({status})", self.p.specs[d].name))
+            })
+            .collect()
+    }
+
+    fn restart_specs(
+        &mut self,
+        specs: &[usize],
+        sink: &mut dyn EventSink,
+    ) -> Result<String, String> {
+        if self.stopping {
+            return Err("the run is stopping; start a new one with `spec-runner apply`".into());
+        }
+        if self.fail_fast_tripped {
+            return Err(
+                "fail_fast ended this run: nothing new starts in it; start a new one with `spec-runner restart`"
+                    .into(),
+            );
+        }
+        let refused: Vec<String> = specs
+            .iter()
+            .filter_map(|&i| {
+                let unmet = self.unmet(i);
+                (!unmet.is_empty()).then(|| {
+                    format!(
+                        "cannot restart `{}`: its dependencies have not succeeded: {}",
+                        self.p.specs[i].name,
+                        unmet.join(", ")
+                    )
+                })
+            })
+            .collect();
+        if !refused.is_empty() {
+            return Err(refused.join("; "));
+        }
+        let mut said = Vec::new();
+        for &i in specs {
+            let name = self.p.specs[i].name.clone();
+            if let Some(c) = &self.specs[i].control {
+                // The attempt ends first; `steer_finished` starts the spec again.
+                let _ = c.send(Control::Terminate);
+                self.steer.restarting[i] = true;
+                self.steer.stop_requested[i] = false;
+                said.push(format!("restarting `{name}`: ending its running attempt"));
+                continue;
+            }
+            let previous = self.specs[i].status;
+            if !self.selected[i] {
+                self.selected[i] = true;
+            }
+            self.unqueue(i);
+            self.restart_now(i, previous, "restart requested".into(), sink);
+            said.push(format!("restarted `{name}`"));
+        }
+        Ok(said.join("; "))
+    }
+
+    /// Starts a new cycle of spec `i` now (its dependencies have succeeded); dependents
+    /// it made skip, or that must wait for it again, wait for it again.
+    fn restart_now(
+        &mut self,
+        i: usize,
+        previous: Status,
+        reason: String,
+        sink: &mut dyn EventSink,
+    ) {
+        self.uncount_retry(i);
+        let s = &mut self.specs[i];
+        s.retry_pending = false;
+        s.waited_for_slot = false;
+        s.last_failure = None;
+        s.retry_count = 0;
+        s.carried = 0;
+        s.attempts = 0;
+        s.first_start = None;
+        s.previous_delay = None;
+        s.had_failure = false;
+        s.status = Status::Pending;
+        s.deps_left = 0;
+        self.needs_version[i] = 0;
+        sink.event(&Event::now(EventKind::SpecRestarted {
+            spec: self.p.specs[i].name.clone(),
+            previous,
+            reason,
+        }));
+        // Before specs not started yet, like a due retry.
+        self.due.push_front(i);
+        self.reopen_dependents(i, previous, sink);
+    }
+
+    fn reopen_dependents(&mut self, root: usize, previous: Status, sink: &mut dyn EventSink) {
+        let mut work = vec![(root, previous)];
+        while let Some((i, was)) = work.pop() {
+            let name = self.p.specs[i].name.clone();
+            for j in self.dependents[i].clone() {
+                if !self.selected[j] {
+                    continue;
+                }
+                match self.specs[j].status {
+                    Status::Skipped => {
+                        let waits = self.p.specs[j]
+                            .depends_on
+                            .iter()
+                            .filter(|&&d| {
+                                self.selected[d] && self.specs[d].status != Status::Succeeded
+                            })
+                            .count();
+                        let s = &mut self.specs[j];
+                        s.status = Status::Pending;
+                        s.attempts = 0;
+                        s.retry_count = 0;
+                        s.carried = 0;
+                        s.first_start = None;
+                        s.previous_delay = None;
+                        s.deps_left = waits;
+                        sink.event(&Event::now(EventKind::SpecRestarted {
+                            spec: self.p.specs[j].name.clone(),
+                            previous: Status::Skipped,
+                            reason: format!("dependency `{name}` restarted"),
+                        }));
+                        work.push((j, Status::Skipped));
+                    }
+                    // It counted `i` as done: it waits for it again.
+                    Status::Pending if was == Status::Succeeded && self.specs[j].attempts == 0 => {
+                        self.specs[j].deps_left += 1;
+                        self.ready.retain(|&k| k != j);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// An attempt ended that a request was ending: a restart starts the spec again (the
+    /// attempt is neither a failure nor a retry), a stop ends it `stopped`. Gives the
+    /// result back when no request was pending.
+    pub(super) fn steer_finished(
+        &mut self,
+        i: usize,
+        attempt: u32,
+        log: PathBuf,
+        end: AttemptEnd,
+        sink: &mut dyn EventSink,
+    ) -> Option<(PathBuf, AttemptEnd)> {
+        let restart = std::mem::take(&mut self.steer.restarting[i]);
+        let stop = std::mem::take(&mut self.steer.stop_requested[i]);
+        let success = end.cause == EndCause::Exited && end.exit_code == Some(0);
+        if !restart && (!stop || success) {
+            return Some((log, end));
+        }
+        let reason = if restart {
+            "ended for a manual restart (not counted)"
+        } else {
+            BY_REQUEST
+        };
+        let spec = &self.p.specs[i];
+        self.specs[i].last_log = Some(log.clone());
+        let tail: Tail = end.tail.as_slice().into();
+        sink.event(&Event::now(EventKind::AttemptFinished {
+            spec: spec.name.clone(),
+            attempt,
+            exit_code: end.exit_code,
+            signal: end.signal.map(super::signal_text),
+            reason: (!success).then(|| reason.to_string()),
+            duration: end.duration,
+            log,
+            tail: tail.clone(),
+        }));
+        if restart && !self.stopping && !self.fail_fast_tripped {
+            self.restart_now(i, Status::Running, "restart requested".into(), sink);
+        } else {
+            self.conclude(i, Status::Stopped, Some(reason.into()), tail, sink);
+        }
+        None
+    }
+}
+
+/// SIGTERM's number, as the signal thread would report it.
+fn libc_sigterm() -> i32 {
+    signal_hook::consts::SIGTERM
+}
