@@ -408,8 +408,8 @@ fn name_part(value: &str) -> String {
     part
 }
 
-/// One instance's table: `${matrix.KEY}` replaced in `command`, `cwd` and `env`
-/// values, and `SPEC_RUNNER_MATRIX_<KEY>` added to `env`. `None` after reporting a
+/// One instance's table: `${matrix.KEY}` replaced in `command`, `cwd`, `env` values,
+/// `tasks` and `until`, and `SPEC_RUNNER_MATRIX_<KEY>` added to `env`. `None` after reporting a
 /// placeholder that names no key.
 fn instance_table(
     name: &str,
@@ -443,7 +443,8 @@ fn check_no_placeholders(name: &str, table: &Dict, problems: &mut Vec<MatrixProb
     substitute_in(name, &mut table, None, problems);
 }
 
-/// Replaces placeholders in the values of `command`, `cwd` and `env` of `table`.
+/// Replaces placeholders in the values of `command`, `cwd`, `env`, `tasks` and `until`
+/// of `table`.
 fn substitute_in(
     name: &str,
     table: &mut Dict,
@@ -459,10 +460,10 @@ fn substitute_in(
             });
         }
     };
-    for key in ["command", "cwd"] {
+    for key in ["command", "cwd", "tasks", "until"] {
         match table.get_mut(key) {
             Some(Value::String(_, s)) => one(s, path(&["specs", name, key])),
-            Some(Value::Array(_, items)) if key == "command" => {
+            Some(Value::Array(_, items)) if key == "command" || key == "until" => {
                 for (i, item) in items.iter_mut().enumerate() {
                     if let Value::String(_, s) = item {
                         let mut at = path(&["specs", name, key]);

@@ -296,6 +296,12 @@ policy_struct! {
         on_exhausted: RawCommand,
         /// Where attempts run: `local` (process groups on this machine) or `slurm` (one batch job per attempt; see the `slurm` table). Default `local`.
         backend: crate::config::policy::BackendKind,
+        /// An iterating spec (one with `tasks` or `until`) gives up when its work is not done after this many iterations. Default 50.
+        #[schemars(range(min = 1))]
+        max_iterations: u32,
+        /// An iterating spec fails when this many iterations in a row made no progress (no new commit, no more tasks checked). Default 3. config.json's `no_commit_limit` sets it too.
+        #[schemars(range(min = 1))]
+        no_progress_limit: u32,
     }
 }
 
@@ -366,6 +372,13 @@ pub struct RawSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("propertyNames" = { "pattern": MATRIX_KEY_PATTERN }, "minProperties" = 1))]
     pub matrix: Option<BTreeMap<String, RawMatrixValues>>,
+    /// A `tasks.md` (relative to `cwd`): the spec iterates until no open task is left.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub tasks: Option<String>,
+    /// A command (run in `cwd`): the spec iterates until it exits 0. With `tasks`, both must hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<RawCommand>,
     #[serde(flatten)]
     pub policy: RawPolicy,
 }
@@ -440,7 +453,15 @@ impl JsonSchema for RawMatrixValues {
 pub const SPEC_NAME_PATTERN: &str = r"^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9._-]*$";
 
 /// Keys of a spec table besides the policy keys.
-pub const SPEC_KEYS: &[&str] = &["command", "cwd", "env", "depends_on", "matrix"];
+pub const SPEC_KEYS: &[&str] = &[
+    "command",
+    "cwd",
+    "env",
+    "depends_on",
+    "tasks",
+    "until",
+    "matrix",
+];
 
 /// The pipeline file, `spec-runner.toml`. Used to generate its schema; the loader walks
 /// the same field types key by key.
@@ -457,8 +478,13 @@ pub struct RawPipelineFile {
     pub specs: BTreeMap<String, RawSpec>,
 }
 
+/// Keys of the original's `config.json` that take effect under another name:
+/// (the original's name, spec-runner's).
+pub const CONFIG_ALIASES: &[(&str, &str)] = &[("no_commit_limit", "no_progress_limit")];
+
 /// Keys of the original spec-workflow-runner's `config.json` that spec-runner accepts
-/// and ignores (named in one warning).
+/// and ignores (named in one warning). (`no_commit_limit` is not one: it takes effect
+/// as `no_progress_limit`, see [`CONFIG_ALIASES`].)
 pub const LEGACY_KEYS: &[&str] = &[
     "repos_root",
     "spec_workflow_dir_name",
@@ -468,7 +494,6 @@ pub const LEGACY_KEYS: &[&str] = &[
     "prompt_template",
     "pre_session_validation_prompt",
     "enable_pre_session_validation",
-    "no_commit_limit",
     "log_dir_name",
     "log_file_template",
     "ignore_dirs",

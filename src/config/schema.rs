@@ -3,7 +3,7 @@
 use schemars::{JsonSchema, SchemaGenerator, generate::SchemaSettings};
 use serde_json::{Value, json};
 
-use super::raw::{LEGACY_KEYS, RawPipelineFile, RawPolicy, RawRunPolicy};
+use super::raw::{CONFIG_ALIASES, LEGACY_KEYS, RawPipelineFile, RawPolicy, RawRunPolicy};
 
 /// File name under `schema/` of the pipeline file's schema.
 pub const PIPELINE_SCHEMA_FILE: &str = "spec-runner.schema.json";
@@ -39,6 +39,16 @@ pub fn config_schema() -> Value {
         .into_root_schema_for::<RawConfigJson>()
         .to_value();
     if let Some(Value::Object(props)) = schema.get_mut("properties") {
+        for (old, new) in CONFIG_ALIASES {
+            let mut alias = props.get(*new).cloned().unwrap_or_else(|| json!({}));
+            if let Value::Object(a) = &mut alias {
+                a.insert(
+                    "description".into(),
+                    json!(format!("The original spec-workflow-runner's name for `{new}`: it takes effect as that key.")),
+                );
+            }
+            props.insert((*old).to_string(), alias);
+        }
         for key in LEGACY_KEYS {
             props.insert(
                 (*key).to_string(),

@@ -28,6 +28,8 @@ pub mod defaults {
     pub const TERMINATE_GRACE_SECONDS: f64 = 10.0;
     pub const FAIL_FAST: bool = false;
     pub const STATE_DIR: &str = ".spec-runner";
+    pub const MAX_ITERATIONS: u32 = 50;
+    pub const NO_PROGRESS_LIMIT: u32 = 3;
 }
 
 struct Ctx<'a> {
@@ -300,16 +302,46 @@ pub fn validate(layers: &Layers) -> Result<Pipeline, Vec<Problem>> {
             &global_rules,
             &dir,
         );
+        let cwd = parts
+            .cwd
+            .as_deref()
+            .map(|c| dir.join(c))
+            .unwrap_or_else(|| dir.clone());
+        let tasks = match parts.tasks.as_deref() {
+            Some(t) if t.trim().is_empty() => {
+                cx.problem(
+                    &path(&["specs", name, "tasks"]),
+                    "empty path: expected the spec's tasks file, e.g. \"tasks.md\" (relative to `cwd`)".into(),
+                );
+                None
+            }
+            Some(t) => Some(cwd.join(t)),
+            None => None,
+        };
+        let until = match &parts.until {
+            Some(RawCommand::Shell(s)) if !s.trim().is_empty() => {
+                Some(CommandLine::Shell(s.clone()))
+            }
+            Some(RawCommand::Argv(v)) if v.first().is_some_and(|p| !p.is_empty()) => {
+                Some(CommandLine::Argv(v.clone()))
+            }
+            Some(_) => {
+                cx.problem(
+                    &path(&["specs", name, "until"]),
+                    "empty command: expected a string run with `sh -c`, or a non-empty array whose first element is the program".into(),
+                );
+                None
+            }
+            None => None,
+        };
         specs.push(Spec {
             name: name.clone(),
             command,
-            cwd: parts
-                .cwd
-                .as_deref()
-                .map(|c| dir.join(c))
-                .unwrap_or_else(|| dir.clone()),
+            cwd,
             env: parts.env.clone(),
             depends_on,
+            tasks,
+            until,
             policy,
             origins,
         });
@@ -398,6 +430,8 @@ struct RawSpecParts {
     cwd: Option<String>,
     env: BTreeMap<String, String>,
     depends_on: Vec<String>,
+    tasks: Option<String>,
+    until: Option<RawCommand>,
     policy: RawPolicy,
 }
 
@@ -413,6 +447,8 @@ fn spec_parts(cx: &mut Ctx, name: &str, table: &Dict) -> RawSpecParts {
             "cwd" => value.deserialize().map(|v| parts.cwd = Some(v)),
             "env" => value.deserialize().map(|v| parts.env = v),
             "depends_on" => value.deserialize().map(|v| parts.depends_on = v),
+            "tasks" => value.deserialize().map(|v| parts.tasks = Some(v)),
+            "until" => value.deserialize().map(|v| parts.until = Some(v)),
             _ => {
                 if set_policy_key(cx, &mut parts.policy, key, value, &at) {
                     continue;
@@ -898,6 +934,18 @@ fn check_policy(cx: &mut Ctx, raw: &RawPolicy, base: &[PathSeg]) {
             );
         }
     }
+    // No iteration at all, or a breaker that trips before any: surely a mistake.
+    for (key, value) in [
+        ("max_iterations", raw.max_iterations),
+        ("no_progress_limit", raw.no_progress_limit),
+    ] {
+        if value == Some(0) {
+            cx.problem(
+                &at(key),
+                "0 is out of range: expected a whole number ≥ 1".into(),
+            );
+        }
+    }
     let empty = match &raw.on_exhausted {
         Some(RawCommand::Shell(s)) => s.trim().is_empty(),
         Some(RawCommand::Argv(v)) => v.first().is_none_or(|p| p.is_empty()),
@@ -1036,6 +1084,8 @@ fn effective_policy(
     let grace = pick!(terminate_grace_seconds).map_or(defaults::TERMINATE_GRACE_SECONDS, |s| s.0);
     let on_exhausted = pick!(on_exhausted);
     let backend = pick!(backend).unwrap_or_default();
+    let max_iterations = pick!(max_iterations).unwrap_or(defaults::MAX_ITERATIONS);
+    let no_progress_limit = pick!(no_progress_limit).unwrap_or(defaults::NO_PROGRESS_LIMIT);
     origin_of("retry_rules", own.retry_rules.is_some());
     if let (Some(_), Some(_)) = (&own.retry_rules, &global.retry_rules) {
         let both = format!(
@@ -1080,6 +1130,10 @@ fn effective_policy(
         terminate_grace: Duration::from_secs_f64(grace),
         on_exhausted,
         backend,
+        iterate: crate::iterate::LoopPolicy {
+            max_iterations: max_iterations.max(1),
+            no_progress_limit: no_progress_limit.max(1),
+        },
     };
     (policy, origins)
 }

@@ -425,7 +425,9 @@ impl EventSink for JunitReport {
                 }
             }
             EventKind::RunFinished { duration, .. } => self.duration = Some(*duration),
-            EventKind::HookFinished { .. } => {}
+            EventKind::HookFinished { .. }
+            | EventKind::IterationStarted { .. }
+            | EventKind::IterationFinished { .. } => {}
             // A new cycle: the case ends with what the restarted spec does next.
             EventKind::SpecRestarted { spec, .. } => {
                 if let Some(c) = self.case(spec) {

@@ -7,7 +7,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::model::{RunningProcess, SpecState, StateFile, definition_hash};
+use super::model::{IterationState, RunningProcess, SpecState, StateFile, definition_hash};
 use crate::config::Pipeline;
 use crate::events::Status;
 
@@ -109,6 +109,9 @@ pub struct ResumePlan {
     pub previous_delay: Vec<Option<std::time::Duration>>,
     /// The next log number of each spec.
     pub next_log: Vec<u32>,
+    /// For an iterating spec that continues an interrupted loop: where it was (the
+    /// same iteration runs again, its number and no-progress streak carried over).
+    pub loops: Vec<Option<IterationState>>,
     /// Processes recorded as running: a killed runner left them.
     pub abandoned: Vec<(String, RunningProcess)>,
     /// Batch jobs recorded as running (spec index, job id, log number): a killed
@@ -145,6 +148,7 @@ pub fn plan(
         cycle_age: vec![None; n],
         previous_delay: vec![None; n],
         next_log: vec![1; n],
+        loops: vec![None; n],
         abandoned: Vec::new(),
         jobs_left: Vec::new(),
         reattach: vec![None; n],
@@ -185,6 +189,13 @@ pub fn plan(
         plan.up_to_date[i] = why == Why::UpToDate;
         plan.to_run[i] = why.runs();
         plan.why[i] = why;
+        // An interrupted loop continues in the same iteration; a loop that ended
+        // (failed, skipped) or whose definition changed starts afresh.
+        if let (Why::Unfinished(_), Some(s)) = (&plan.why[i], prev)
+            && spec.iterates()
+        {
+            plan.loops[i] = s.iteration.clone();
+        }
         // Interrupted work continues its cycle; a spec that ended (failed, skipped)
         // starts a new one. (A count beyond a since-lowered limit starts a new cycle
         // rather than an attempt "4 of 2".)

@@ -9,6 +9,7 @@ mod ci;
 mod config;
 mod faults;
 mod harness;
+mod iterate;
 mod live;
 mod matrix;
 mod procs;

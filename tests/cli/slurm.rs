@@ -234,6 +234,9 @@ activity_timeout_seconds = 2
 [specs.slow]
 command = "while :; do echo tick; sleep 0.2; done"
 timeout_seconds = 2
+[specs.stubborn]
+command = "trap '' TERM; echo deaf; sleep 600"
+activity_timeout_seconds = 1
 "#
     ));
     let started = Instant::now();
@@ -258,7 +261,18 @@ timeout_seconds = 2
         "counted from when the job ran: {}",
         slow[0]
     );
-    for spec in ["hung", "slow"] {
+    let stubborn = of(&ev, "attempt_finished", Some("stubborn"));
+    assert!(
+        stubborn[0]["reason"].as_str().unwrap().contains("hung"),
+        "TERM ignored: KILL after the grace period: {}",
+        stubborn[0]
+    );
+    assert!(
+        stubborn[0]["duration_ms"].as_u64().unwrap() >= 3000,
+        "{}",
+        stubborn[0]
+    );
+    for spec in ["hung", "slow", "stubborn"] {
         for id in job_ids(&ev, spec) {
             let s = wait_job_ended(id);
             assert!(
