@@ -222,7 +222,7 @@ pub fn validate(layers: &Layers) -> Result<Pipeline, Vec<Problem>> {
                 CommandLine::Shell(s.clone())
             }
             Some(RawCommand::Argv(v)) => {
-                if v.first().is_none_or(|p| p.is_empty()) {
+                if v.first().is_none_or(|p| p.trim().is_empty()) {
                     cx.problem(
                         &path(&["specs", name, "command"]),
                         "empty command: expected a non-empty array whose first element is the program".into(),
@@ -676,9 +676,22 @@ fn report_type_error(cx: &mut Ctx, at: &[PathSeg], value: &Value, e: &figment::E
         }
     }
     let shown = show_value(value);
+    // A key whose range is narrower than its type's says so.
+    let narrower = match at.last() {
+        Some(PathSeg::Key(k)) if k == "jobs" => {
+            Some(format!("a whole number from 1 to {MAX_JOBS}"))
+        }
+        Some(PathSeg::Index(_))
+            if at.iter().rev().nth(1) == Some(&PathSeg::Key("exit_codes".into())) =>
+        {
+            Some("an exit code, a whole number from 0 to 255".to_string())
+        }
+        _ => None,
+    };
     let msg = match &e.kind {
         Kind::InvalidType(_, expected) => {
-            format!("expected {}, found {shown}", expected_text(expected))
+            let expected = narrower.unwrap_or_else(|| expected_text(expected));
+            format!("expected {expected}, found {shown}")
         }
         Kind::InvalidValue(actual, expected) => {
             let n = match actual {
@@ -687,7 +700,10 @@ fn report_type_error(cx: &mut Ctx, at: &[PathSeg], value: &Value, e: &figment::E
                 _ => None,
             };
             match n.and_then(|n| Some((n, integer_range(expected, n)?))) {
-                Some((n, range)) => format!("{n} is out of range: expected {range}"),
+                Some((n, range)) => format!(
+                    "{n} is out of range: expected {}",
+                    narrower.unwrap_or(range)
+                ),
                 None => format!(
                     "invalid value {shown}: expected {}",
                     expected_text(expected)
@@ -948,7 +964,7 @@ fn check_policy(cx: &mut Ctx, raw: &RawPolicy, base: &[PathSeg]) {
     }
     let empty = match &raw.on_exhausted {
         Some(RawCommand::Shell(s)) => s.trim().is_empty(),
-        Some(RawCommand::Argv(v)) => v.first().is_none_or(|p| p.is_empty()),
+        Some(RawCommand::Argv(v)) => v.first().is_none_or(|p| p.trim().is_empty()),
         None => false,
     };
     if empty {

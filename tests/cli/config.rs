@@ -184,6 +184,25 @@ const BAD_INPUTS: &[Bad] = &[
         ..BAD
     },
     Bad {
+        what: "a string for jobs",
+        pipeline: "jobs = \"2\"\n[specs.a]\ncommand = \"true\"\n",
+        source: "spec-runner.toml:1:8",
+        key: "jobs",
+        says: &["\"2\"", "expected a whole number from 1 to 1024"],
+        ..BAD
+    },
+    Bad {
+        what: "a negative jobs",
+        pipeline: "jobs = -1\n[specs.a]\ncommand = \"true\"\n",
+        source: "spec-runner.toml:1:8",
+        key: "jobs",
+        says: &[
+            "-1 is out of range",
+            "expected a whole number from 1 to 1024",
+        ],
+        ..BAD
+    },
+    Bad {
         what: "an env name holding `=`",
         pipeline: "[specs.a]\ncommand = \"true\"\nenv = { \"A=B\" = \"x\" }\n",
         source: "spec-runner.toml:3:9",
@@ -3085,6 +3104,60 @@ fn variable_values_are_read_as_toml_values_or_else_strings() {
     assert_eq!(policy["timeout_seconds"], 300.0);
     assert_eq!(policy["retry_rules"][0]["exit_codes"][0], 3);
     assert_eq!(policy["retry_rules"][0]["action"], "fail");
+}
+
+#[test]
+fn config_json_sets_run_wide_keys_and_timeouts_too() {
+    // What the README promises of config.json: every policy key but `on_exhausted`
+    // takes effect, the run-wide ones included.
+    let t = Test::with_pipeline("[specs.a]\ncommand = \"true\"\n");
+    t.write(
+        "config.json",
+        r#"{"jobs": 3, "fail_fast": true, "state_dir": "st", "junit_path": "j.xml",
+            "timeout_seconds": 7, "terminate_grace_seconds": 2, "retry_max_retries": 1}"#,
+    );
+    let p = crate::procs::run_in(&t, &["plan", "--format", "json"]).json();
+    for (key, value) in [
+        ("jobs", json!(3)),
+        ("fail_fast", json!(true)),
+        ("timeout_seconds", json!(7.0)),
+        ("terminate_grace_seconds", json!(2.0)),
+        ("retry_max_retries", json!(1)),
+    ] {
+        let (v, origin) = policy(&p, "a", key);
+        assert_eq!(
+            (v, origin),
+            (&value, format!("config.json: {key}").as_str())
+        );
+    }
+    crate::procs::run_in(&t, &["apply"]).code(0);
+    assert!(t.path().join("st/state.json").is_file());
+    assert!(t.path().join("j.xml").is_file());
+}
+
+#[test]
+fn the_example_and_starter_pipelines_keep_their_lines_short() {
+    // taplo's formatter (npm CLI, VS Code extension) panics on a key whose trailing
+    // comment runs past 80 columns (taplo#741): both files people open in an editor
+    // keep every line within 80.
+    let t = Test::new();
+    crate::procs::run_in(&t, &["init"]).code(0);
+    for (name, text) in [
+        (
+            "spec-runner.toml",
+            std::fs::read_to_string(repo().join("spec-runner.toml")).unwrap(),
+        ),
+        ("init's spec-runner.toml", t.read("spec-runner.toml")),
+    ] {
+        for (i, line) in text.lines().enumerate() {
+            assert!(
+                line.chars().count() <= 80,
+                "{name}:{}: {} columns: {line}",
+                i + 1,
+                line.chars().count()
+            );
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------

@@ -13,5 +13,6 @@ mod iterate;
 mod live;
 mod matrix;
 mod procs;
+mod schema_corpus;
 mod slurm;
 mod state;
