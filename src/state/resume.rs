@@ -319,6 +319,49 @@ command = \"docs\"
     }
 
     #[test]
+    fn an_interrupted_loop_continues_and_a_changed_or_ended_one_starts_afresh() {
+        let toml = "[specs.work]\ncommand = \"agent\"\ntasks = \"tasks.md\"\n";
+        let p = pipeline(toml);
+        let where_it_was = IterationState {
+            iteration: 3,
+            max_iterations: 50,
+            no_progress_streak: 1,
+            tasks: None,
+            start_head: Some("abc".into()),
+            start_tasks_done: Some(2),
+        };
+        let loops = |status: Status, hash: Option<&str>| {
+            let mut f = state(&p, &[("work", status, 0, 1)]);
+            let s = f.specs.get_mut("work").expect("spec");
+            s.iteration = Some(where_it_was.clone());
+            if let Some(h) = hash {
+                s.definition_hash = h.into();
+            }
+            plan(&p, &[true], Some(&f), Mode::Resume).loops[0].clone()
+        };
+        for status in [
+            Status::Running,
+            Status::Backoff,
+            Status::Stopped,
+            Status::Pending,
+        ] {
+            assert_eq!(
+                loops(status, None).as_ref(),
+                Some(&where_it_was),
+                "{status:?}"
+            );
+        }
+        assert_eq!(loops(Status::Failed, None), None);
+        assert_eq!(loops(Status::Running, Some("changed")), None);
+        // `tasks` is part of the definition: a spec that starts iterating changed.
+        let plain = pipeline("[specs.work]\ncommand = \"agent\"\n");
+        assert_ne!(
+            definition_hash(&plain, &plain.specs[0]),
+            definition_hash(&p, &p.specs[0])
+        );
+    }
+
+    #[test]
     fn a_success_is_up_to_date_until_a_dependency_succeeds_after_it() {
         let p = pipeline(BUILD_DEPLOY);
         use Status::Succeeded as Ok;

@@ -483,3 +483,69 @@ tasks = "tasks.md"
     assert_eq!(of(&ev, "retry_scheduled", None).len(), 1);
     assert_eq!(commits(&t), 3);
 }
+
+#[test]
+fn the_loop_shows_in_plain_lines_status_and_junit() {
+    let t = repo(
+        &format!(
+            r#"
+retry_backoff_seconds = 0
+[specs.work]
+command = 'if [ "$SPEC_RUNNER_ITERATION" = 2 ] && [ ! -e crashed ]; then touch crashed; exit 3; fi; {}'
+tasks = "tasks.md"
+"#,
+            agent()
+        ),
+        0,
+        3,
+    );
+    let run = run_in(
+        &t,
+        &["apply", "--progress", "plain", "--junit", "report.xml"],
+    );
+    run.code(0)
+        .stderr_has("work: iteration 1/50 · tasks 0/3\n")
+        .stderr_has("work: iteration 1/50 · tasks 1/3 ended: progress, not done yet")
+        .stderr_has("work: iteration 3/50 · tasks 3/3 ended: done");
+
+    let status = run_in(&t, &["status"]);
+    status
+        .code(0)
+        .stdout_has("iterating specs:\n")
+        .stdout_has("iteration 3/50 · tasks 3/3 (0 pending, 0 in progress)");
+    let json: Value = serde_json::from_str(&run_in(&t, &["status", "--format", "json"]).stdout)
+        .expect("status json");
+    let it = &json["specs"]["work"]["iteration"];
+    assert_eq!(it["iteration"], 3);
+    assert_eq!(it["max_iterations"], 50);
+    assert_eq!(it["no_progress_streak"], 0);
+    assert_eq!(it["tasks"]["done"], 3);
+
+    // One test case for the spec; its output lists the iterations; the crash inside
+    // iteration 2 is its only rerun (passing iterations are not failures).
+    let xml = t.read("report.xml");
+    let doc = roxmltree::Document::parse(&xml).expect("xml");
+    let cases: Vec<_> = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("testcase"))
+        .collect();
+    assert_eq!(cases.len(), 1);
+    let flaky = cases[0]
+        .children()
+        .filter(|n| n.has_tag_name("flakyFailure"))
+        .count();
+    assert_eq!(flaky, 1, "{xml}");
+    let out = cases[0]
+        .children()
+        .find(|n| n.has_tag_name("system-out"))
+        .and_then(|n| n.text())
+        .unwrap_or_default();
+    assert!(
+        out.starts_with(
+            "iteration 1/50 · tasks 1/3: progress\n\
+             iteration 2/50 · tasks 2/3: progress\n\
+             iteration 3/50 · tasks 3/3: done\n"
+        ),
+        "{out}"
+    );
+}
