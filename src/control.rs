@@ -228,8 +228,50 @@ pub fn status(view: &StatusView, json: bool) -> u8 {
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
     }
+    // Iterating specs: where each loop is.
+    let loops: Vec<(&String, &crate::state::model::IterationState)> = specs
+        .iter()
+        .filter_map(|(name, _)| {
+            let it = state.as_ref()?.specs.get(name)?.iteration.as_ref()?;
+            Some((name, it))
+        })
+        .collect();
+    if !loops.is_empty() {
+        out.push_str("\niterating specs:\n");
+        let width = loops
+            .iter()
+            .map(|(n, _)| n.chars().count())
+            .max()
+            .unwrap_or(0);
+        for (name, it) in loops {
+            out.push_str(&format!("  {name:width$}  {}\n", loop_text(it)));
+        }
+    }
     let _ = std::io::stdout().write_all(out.as_bytes());
     exit::SUCCESS
+}
+
+/// `iteration 3/50 · tasks 4/10 (5 pending, 1 in progress), no progress in the last 1`.
+fn loop_text(it: &crate::state::model::IterationState) -> String {
+    let mut text = crate::report::iteration_text(
+        it.iteration,
+        it.max_iterations,
+        it.tasks.map(|t| t.done),
+        it.tasks.map(crate::tasks::TaskCounts::total),
+    );
+    if let Some(t) = it.tasks {
+        text.push_str(&format!(
+            " ({} pending, {} in progress)",
+            t.pending, t.in_progress
+        ));
+    }
+    if it.no_progress_streak > 0 {
+        text.push_str(&format!(
+            ", no progress in the last {}",
+            it.no_progress_streak
+        ));
+    }
+    text
 }
 
 /// `1m02s`, `8s`, `1h05m`.

@@ -150,6 +150,45 @@ pub enum EventKind {
         previous: Status,
         reason: String,
     },
+    /// An iterating spec starts an iteration (the first, the next, or on resume the
+    /// one a killed runner cut short).
+    IterationStarted {
+        spec: String,
+        iteration: u32,
+        max_iterations: u32,
+        /// The task counts as the iteration starts (`null` without a tasks file).
+        tasks_done: Option<u32>,
+        tasks_total: Option<u32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        tasks_pending: Option<u32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        tasks_in_progress: Option<u32>,
+        /// Iterations in a row without progress before this one.
+        no_progress_streak: u32,
+        /// The git HEAD and the tasks done as the iteration started (for a resumed
+        /// iteration, when the killed runner started it): progress is measured from here.
+        #[serde(skip)]
+        head: Option<String>,
+        #[serde(skip)]
+        start_tasks_done: Option<u32>,
+    },
+    /// An iteration of an iterating spec ended in success (its attempt cycle did);
+    /// `done` says whether the work is done, `progress` whether it moved.
+    IterationFinished {
+        spec: String,
+        iteration: u32,
+        max_iterations: u32,
+        tasks_done: Option<u32>,
+        tasks_total: Option<u32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        tasks_pending: Option<u32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        tasks_in_progress: Option<u32>,
+        progress: bool,
+        done: bool,
+        /// Iterations in a row without progress, this one included.
+        no_progress_streak: u32,
+    },
     /// A hook (`on_exhausted`) ran for a spec that failed for good. Its failure is
     /// reported, never counted against the run.
     HookFinished {

@@ -10,6 +10,7 @@ mod detach;
 pub mod events;
 pub mod exec;
 pub mod exit;
+pub mod iterate;
 pub mod live;
 mod manual;
 pub mod plan;
@@ -20,5 +21,6 @@ pub mod runner;
 pub mod slurm;
 mod starter;
 pub mod state;
+pub mod tasks;
 
 pub use run::run;

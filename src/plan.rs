@@ -80,7 +80,7 @@ fn rule_json(rule: &RetryRule) -> Value {
 }
 
 /// Every policy key, in the order of DESIGN §3 (retry rules after the retry keys).
-pub const POLICY_KEYS: [&str; 20] = [
+pub const POLICY_KEYS: [&str; 22] = [
     "retry_max_retries",
     "retry_backoff_seconds",
     "retry_backoff_multiplier",
@@ -101,6 +101,8 @@ pub const POLICY_KEYS: [&str; 20] = [
     "junit_path",
     "backend",
     "slurm",
+    "max_iterations",
+    "no_progress_limit",
 ];
 
 /// The effective value of every policy key of one spec (run-wide ones included), in
@@ -136,6 +138,8 @@ fn values_of(p: &Pipeline, pol: &Policy) -> [Value; POLICY_KEYS.len()] {
             .map_or(Value::Null, |j| json!(show_path(&p.dir, j))),
         json!(pol.backend),
         slurm_json(&run.slurm),
+        json!(pol.iterate.max_iterations),
+        json!(pol.iterate.no_progress_limit),
     ]
 }
 
@@ -267,7 +271,7 @@ struct SpecJson<'a>(&'a Pipeline, &'a Spec, Option<&'a Why>);
 impl Serialize for SpecJson<'_> {
     fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
         let SpecJson(p, s, why) = *self;
-        let mut m = ser.serialize_map(Some(11))?;
+        let mut m = ser.serialize_map(Some(13))?;
         m.serialize_entry("name", &s.name)?;
         match &s.command {
             CommandLine::Shell(c) => m.serialize_entry("command", c)?,
@@ -276,6 +280,8 @@ impl Serialize for SpecJson<'_> {
         m.serialize_entry("cwd", &show_path(&p.dir, &s.cwd))?;
         m.serialize_entry("env", &EnvJson(s))?;
         m.serialize_entry("depends_on", &Names(p, &s.depends_on))?;
+        m.serialize_entry("tasks", &s.tasks.as_ref().map(|t| show_path(&p.dir, t)))?;
+        m.serialize_entry("until", &s.until.as_ref().map(command_json))?;
         m.serialize_entry("policy", &PolicyJson(p, s))?;
         m.serialize_entry("origins", &OriginsJson(p, s))?;
         let schedule = retry::schedule(&s.policy.retry);
@@ -488,12 +494,38 @@ pub fn plan_text(p: &Pipeline, view: &View) -> String {
             "  backoff: {}",
             schedule_text(&retry::schedule(&spec.policy.retry))
         );
+        if spec.iterates() {
+            let i = spec.policy.iterate;
+            let _ = writeln!(
+                out,
+                "  iterates: at most {} iterations, fails after {} in a row without progress",
+                i.max_iterations, i.no_progress_limit
+            );
+        }
         if view.explain == Explain::No {
             continue;
         }
         let cwd = show_path(&p.dir, &spec.cwd);
         if view.explain == Explain::All || cwd != "." {
             let _ = writeln!(out, "  cwd = {cwd}");
+        }
+        // Loop keys come only from the pipeline file.
+        let file = show_path(&p.dir, &p.file);
+        if let Some(t) = &spec.tasks {
+            let _ = writeln!(
+                out,
+                "  tasks = {} ({file}: specs.{}.tasks)",
+                show_path(&p.dir, t),
+                spec.name
+            );
+        }
+        if let Some(u) = &spec.until {
+            let _ = writeln!(
+                out,
+                "  until = {} ({file}: specs.{}.until)",
+                command_text(u),
+                spec.name
+            );
         }
         for (k, v) in &spec.env {
             let shown = if is_secret_name(k) { "<redacted>" } else { v };

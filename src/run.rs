@@ -722,6 +722,7 @@ fn execute(p: &Pipeline, req: RunRequest, out: &OutputArgs, color: bool) -> u8 {
             commands,
             succeeded_before,
         }),
+        loops: plan.loops.clone(),
     };
     let code = {
         let mut fan = crate::report::Fanout(sinks);

@@ -2,21 +2,22 @@
 
 /// A commented starter pipeline; a test checks that it validates.
 pub const STARTER_PIPELINE: &str = r#"#:schema ./schema/spec-runner.schema.json
-# spec-runner pipeline: each [specs.NAME] is a command spec-runner runs, retries and logs.
+# spec-runner pipeline: each [specs.NAME] is a command that spec-runner runs,
+# retries and logs.
 # Policy keys below are defaults for every spec; a spec may override any of them
 # (except the run-wide jobs, fail_fast, retry_budget, state_dir, junit_path).
-# config.json next to this file and SPEC_RUNNER_* variables can override them too:
+# config.json next to this file and SPEC_RUNNER_* variables can override them:
 #   SPEC_RUNNER_RETRY_MAX_RETRIES=5 spec-runner apply
 #   SPEC_RUNNER_SPECS__BUILD__TIMEOUT_SECONDS=600 spec-runner apply
 
 # jobs = 4                          # specs at once (default: number of CPUs)
-# fail_fast = false                 # stop starting specs after one fails for good
+# fail_fast = false                 # stop starting specs after a final failure
 retry_max_retries = 3               # retries after the first attempt
 retry_backoff_seconds = 5           # first delay; then × multiplier per retry
 retry_backoff_multiplier = 2.0
 retry_max_backoff_seconds = "5m"    # cap on one delay
 # retry_jitter = "full"             # none | full | equal | decorrelated
-# retry_max_total_seconds = "1h"    # give up when the next retry would start later
+# retry_max_total_seconds = "1h"    # no retry starting later than this
 # retry_budget = 20                 # run-wide cap on retries
 # timeout_seconds = "2h"            # wall-clock limit of one attempt
 # activity_timeout_seconds = "10m"  # no output for this long = a hang

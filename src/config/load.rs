@@ -32,6 +32,12 @@ pub const RESERVED_VARIABLES: &[&str] = &[
     "SPEC_RUNNER_LOG",
     "SPEC_RUNNER_ATTEMPTS",
     "SPEC_RUNNER_JOB_ID",
+    "SPEC_RUNNER_ITERATION",
+    "SPEC_RUNNER_TASKS_DONE",
+    "SPEC_RUNNER_TASKS_TOTAL",
+    "SPEC_RUNNER_TASKS_PENDING",
+    "SPEC_RUNNER_TASKS_IN_PROGRESS",
+    "SPEC_RUNNER_TASKS_SUMMARY",
     "SPEC_RUNNER_FILE",
     "SPEC_RUNNER_CONFIG",
     "SPEC_RUNNER_PROGRESS",
@@ -93,6 +99,10 @@ pub struct Layer {
     pub flags: BTreeMap<String, String>,
     /// For `Pipeline`: the file's text, to find line and column of a problem.
     pub text: Option<String>,
+    /// For `ConfigJson`: keys the file wrote under the original tool's name
+    /// (spec-runner's name → the name written, e.g. `no_progress_limit` →
+    /// `no_commit_limit`), so that origins name what the user wrote.
+    pub aliases: BTreeMap<String, String>,
 }
 
 /// All layers plus their merge.
@@ -150,7 +160,16 @@ impl Layers {
         let layer = self.layer_of(path)?;
         let key = PathSeg::join(path);
         Some(match layer.kind {
-            LayerKind::ConfigJson | LayerKind::Pipeline => format!("{}: {key}", layer.display),
+            LayerKind::ConfigJson => {
+                let written = match path.split_last() {
+                    Some((PathSeg::Key(last), [])) => {
+                        layer.aliases.get(last).map_or(key.as_str(), String::as_str)
+                    }
+                    _ => key.as_str(),
+                };
+                format!("{}: {written}", layer.display)
+            }
+            LayerKind::Pipeline => format!("{}: {key}", layer.display),
             LayerKind::Env | LayerKind::Cli => layer.setter_of(&key).cloned().unwrap_or(key),
         })
     }
@@ -281,12 +300,12 @@ pub fn read_layers(opts: &LoadOptions) -> Result<Layers, Vec<Problem>> {
     };
     match std::fs::read_to_string(&config_path) {
         Ok(text) => match parse_config_json(&text) {
-            Ok(dict) => layers.push(Layer::file(
-                LayerKind::ConfigJson,
-                config_display,
-                dict,
-                None,
-            )),
+            Ok(mut dict) => {
+                let aliases = apply_aliases(&mut dict, &config_display, &mut problems);
+                let mut layer = Layer::file(LayerKind::ConfigJson, config_display, dict, None);
+                layer.aliases = aliases;
+                layers.push(layer);
+            }
             Err((location, message)) => problems.push(Problem::new(
                 Source::File {
                     path: config_display,
@@ -487,6 +506,7 @@ impl Layer {
             variables: BTreeMap::new(),
             flags: BTreeMap::new(),
             text,
+            aliases: BTreeMap::new(),
         }
     }
 }
@@ -762,6 +782,33 @@ fn display_path(_cwd: &Path, given: Option<&Path>, default: &str) -> String {
     given
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| default.to_string())
+}
+
+/// Renames the original tool's keys that take effect under spec-runner's name
+/// (`no_commit_limit` → `no_progress_limit`); returns spec-runner's name → the name
+/// written. Both names in one file is a problem: which one was meant?
+fn apply_aliases(
+    dict: &mut Dict,
+    display: &str,
+    problems: &mut Vec<Problem>,
+) -> BTreeMap<String, String> {
+    let mut aliases = BTreeMap::new();
+    for (old, new) in super::raw::CONFIG_ALIASES {
+        let Some(value) = dict.remove(*old) else {
+            continue;
+        };
+        if dict.contains_key(*new) {
+            problems.push(Problem::new(
+                Source::File { path: display.to_string(), location: None },
+                old,
+                format!("`{old}` is the original tool's name for `{new}`, which is set too: keep one of them"),
+            ));
+            continue;
+        }
+        dict.insert((*new).to_string(), value);
+        aliases.insert((*new).to_string(), (*old).to_string());
+    }
+    aliases
 }
 
 /// `config.json`'s text as a dict of keys. A key set to `null` counts as not set (JSON

@@ -83,6 +83,8 @@ pub struct Policy {
     pub terminate_grace: Duration,
     pub on_exhausted: Option<CommandLine>,
     pub backend: BackendKind,
+    /// `max_iterations` and `no_progress_limit`: they matter only to iterating specs.
+    pub iterate: crate::iterate::LoopPolicy,
 }
 
 /// Run-wide policy: keys that only make sense once per run.
@@ -134,10 +136,22 @@ pub struct Spec {
     pub env: BTreeMap<String, String>,
     /// Indices into `Pipeline::specs`.
     pub depends_on: Vec<usize>,
+    /// `tasks`, absolute (resolved against `cwd`): the spec iterates until none is open.
+    pub tasks: Option<PathBuf>,
+    /// `until`: the spec iterates until this command exits 0 (run in `cwd`).
+    pub until: Option<CommandLine>,
     pub policy: Policy,
     /// For each effective key, where its value came from (`default`, a file and key,
     /// a variable name or a flag).
     pub origins: Origins,
+}
+
+impl Spec {
+    /// Whether the spec iterates (has `tasks` or `until`): one successful attempt
+    /// cycle is one iteration, not the end.
+    pub fn iterates(&self) -> bool {
+        self.tasks.is_some() || self.until.is_some()
+    }
 }
 
 /// A loaded, validated pipeline.

@@ -134,7 +134,7 @@ impl JsonSchema for Seconds {
             "description": "A duration: seconds as a number (fractions allowed), or a string such as \"90s\", \"5m\", \"1.5h\", \"250ms\", or a compound one such as \"1h30m\".",
             "anyOf": [
                 { "type": "number", "minimum": 0, "maximum": MAX_SECONDS },
-                { "type": "string", "pattern": "^\\s*([0-9]+(\\.[0-9]*)?|\\.[0-9]+)\\s*(ms|s|sec|secs|second|seconds|m|min|mins|minute|minutes|h|hour|hours|d|day|days)?\\s*$" },
+                { "type": "string", "pattern": SECONDS_PATTERN },
                 { "type": "string", "pattern": COMPOUND_DURATION_PATTERN }
             ]
         })
@@ -182,12 +182,39 @@ impl JsonSchema for RawCommand {
         schemars::json_schema!({
             "description": "A command: a string runs under `sh -c`; an array of strings runs directly (the first is looked up on PATH).",
             "anyOf": [
-                { "type": "string", "minLength": 1 },
-                { "type": "array", "items": { "type": "string" }, "minItems": 1 }
+                { "type": "string", "pattern": NON_BLANK },
+                {
+                    "type": "array",
+                    "prefixItems": [{ "type": "string", "pattern": NON_BLANK }],
+                    "items": { "type": "string" },
+                    "minItems": 1
+                }
             ]
         })
     }
 }
+
+/// A JSON-schema pattern that a string matches when it is not blank: it holds a
+/// character other than ASCII white space. (ECMA 262's `\S` would also refuse U+FEFF,
+/// which Rust's `trim`, and so the loader, keeps; this refuses only what the loader
+/// refuses too.)
+pub const NON_BLANK: &str = r"[^\t\n\v\f\r ]";
+
+/// The schema of a duration that must be more than 0 (`timeout_seconds`,
+/// `activity_timeout_seconds`): 0 would end every attempt at once.
+fn positive_seconds(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "description": "A duration > 0: seconds as a number (fractions allowed), or a string such as \"90s\", \"5m\", \"1.5h\", \"250ms\", or a compound one such as \"1h30m\". Leave the key out for no limit.",
+        "anyOf": [
+            { "type": "number", "exclusiveMinimum": 0, "maximum": MAX_SECONDS },
+            { "type": "string", "pattern": format!("(?=[^1-9]*[1-9]){SECONDS_PATTERN}") },
+            { "type": "string", "pattern": format!("(?=[^1-9]*[1-9]){COMPOUND_DURATION_PATTERN}") }
+        ]
+    })
+}
+
+/// The strings [`Seconds::parse`] reads, as a JSON-schema pattern.
+const SECONDS_PATTERN: &str = "^\\s*([0-9]+(\\.[0-9]*)?|\\.[0-9]+)\\s*(ms|s|sec|secs|second|seconds|m|min|mins|minute|minutes|h|hour|hours|d|day|days)?\\s*$";
 
 /// One selective-retry rule. Every condition present must hold; the first matching
 /// rule wins (a spec's own rules before the global ones).
@@ -196,7 +223,7 @@ impl JsonSchema for RawCommand {
 pub struct RawRetryRule {
     /// Match when the command exited with one of these codes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1), inner(range(min = 0, max = 255)))]
     pub exit_codes: Option<Vec<i32>>,
     /// Match when the command was killed by one of these signals, e.g. `["SIGSEGV"]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -286,9 +313,11 @@ policy_struct! {
         retry_log_dir: String,
         /// Selective retry: ordered rules, first match wins; a spec's rules come before the global ones.
         retry_rules: Vec<RawRetryRule>,
-        /// Wall-clock limit of one attempt. Default: none.
+        /// Wall-clock limit of one attempt; more than 0. Default: none.
+        #[schemars(schema_with = "positive_seconds")]
         timeout_seconds: Seconds,
-        /// End an attempt that printed nothing for this long (a hang). Default: none.
+        /// End an attempt that printed nothing for this long (a hang); more than 0. Default: none.
+        #[schemars(schema_with = "positive_seconds")]
         activity_timeout_seconds: Seconds,
         /// After SIGTERM to the process group, SIGKILL it after this long. Default 10 s.
         terminate_grace_seconds: Seconds,
@@ -296,6 +325,12 @@ policy_struct! {
         on_exhausted: RawCommand,
         /// Where attempts run: `local` (process groups on this machine) or `slurm` (one batch job per attempt; see the `slurm` table). Default `local`.
         backend: crate::config::policy::BackendKind,
+        /// An iterating spec (one with `tasks` or `until`) gives up when its work is not done after this many iterations. Default 50.
+        #[schemars(range(min = 1))]
+        max_iterations: u32,
+        /// An iterating spec fails when this many iterations in a row made no progress (no new commit, no more tasks checked). Default 3. config.json's `no_commit_limit` sets it too.
+        #[schemars(range(min = 1))]
+        no_progress_limit: u32,
     }
 }
 
@@ -324,15 +359,19 @@ policy_struct! {
 pub struct RawSlurm {
     /// `sbatch --partition`. Default: the cluster's default partition.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = NON_BLANK))]
     pub partition: Option<String>,
     /// `sbatch --account`. Default: the user's default account.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = NON_BLANK))]
     pub account: Option<String>,
     /// `sbatch --qos`. Default: the account's default QOS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = NON_BLANK))]
     pub qos: Option<String>,
     /// Further `sbatch` arguments, one per element, e.g. `["--mem=4G", "--cpus-per-task=2"]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(inner(regex(pattern = "^-")))]
     pub sbatch_args: Option<Vec<String>>,
     /// Slurm's own time limit (`--time`) of a spec with `timeout_seconds` is that timeout plus this margin, rounded up to whole minutes: a backstop in case the runner dies. Default 300 s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -352,12 +391,21 @@ pub struct RawSpec {
     /// Working directory, relative to the pipeline file. Default: the pipeline file's folder.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cwd: Option<String>,
-    /// Variables added to the command's environment.
+    /// Variables added to the command's environment. Names are not empty and hold no `=`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("propertyNames" = { "minLength": 1, "pattern": r"^[^=\x00]*$" }))]
     pub env: Option<BTreeMap<String, String>>,
     /// Specs that must succeed before this one starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(inner(regex(pattern = SPEC_NAME_PATTERN)))]
     pub depends_on: Option<Vec<String>>,
+    /// A `tasks.md` (relative to `cwd`): the spec iterates until no open task is left.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub tasks: Option<String>,
+    /// A command (run in `cwd`): the spec iterates until it exits 0. With `tasks`, both must hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<RawCommand>,
     #[serde(flatten)]
     pub policy: RawPolicy,
 }
@@ -367,12 +415,15 @@ pub struct RawSpec {
 pub const SPEC_NAME_PATTERN: &str = r"^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9._-]*$";
 
 /// Keys of a spec table besides the policy keys.
-pub const SPEC_KEYS: &[&str] = &["command", "cwd", "env", "depends_on"];
+pub const SPEC_KEYS: &[&str] = &["command", "cwd", "env", "depends_on", "tasks", "until"];
 
 /// The pipeline file, `spec-runner.toml`. Used to generate its schema; the loader walks
 /// the same field types key by key.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
-#[schemars(title = "spec-runner pipeline file (spec-runner.toml)")]
+#[schemars(
+    title = "spec-runner pipeline file (spec-runner.toml)",
+    description = "A pipeline of specs for spec-runner: run-wide keys and policy defaults at the top, one [specs.NAME] table per spec (its command, cwd, env, depends_on and policy overrides)."
+)]
 pub struct RawPipelineFile {
     #[serde(flatten)]
     pub run: RawRunPolicy,
@@ -384,8 +435,13 @@ pub struct RawPipelineFile {
     pub specs: BTreeMap<String, RawSpec>,
 }
 
+/// Keys of the original's `config.json` that take effect under another name:
+/// (the original's name, spec-runner's).
+pub const CONFIG_ALIASES: &[(&str, &str)] = &[("no_commit_limit", "no_progress_limit")];
+
 /// Keys of the original spec-workflow-runner's `config.json` that spec-runner accepts
-/// and ignores (named in one warning).
+/// and ignores (named in one warning). (`no_commit_limit` is not one: it takes effect
+/// as `no_progress_limit`, see [`CONFIG_ALIASES`].)
 pub const LEGACY_KEYS: &[&str] = &[
     "repos_root",
     "spec_workflow_dir_name",
@@ -395,7 +451,6 @@ pub const LEGACY_KEYS: &[&str] = &[
     "prompt_template",
     "pre_session_validation_prompt",
     "enable_pre_session_validation",
-    "no_commit_limit",
     "log_dir_name",
     "log_file_template",
     "ignore_dirs",

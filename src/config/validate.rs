@@ -28,6 +28,8 @@ pub mod defaults {
     pub const TERMINATE_GRACE_SECONDS: f64 = 10.0;
     pub const FAIL_FAST: bool = false;
     pub const STATE_DIR: &str = ".spec-runner";
+    pub const MAX_ITERATIONS: u32 = 50;
+    pub const NO_PROGRESS_LIMIT: u32 = 3;
 }
 
 struct Ctx<'a> {
@@ -212,7 +214,7 @@ pub fn validate(layers: &Layers) -> Result<Pipeline, Vec<Problem>> {
                 CommandLine::Shell(s.clone())
             }
             Some(RawCommand::Argv(v)) => {
-                if v.first().is_none_or(|p| p.is_empty()) {
+                if v.first().is_none_or(|p| p.trim().is_empty()) {
                     cx.problem(
                         &path(&["specs", name, "command"]),
                         "empty command: expected a non-empty array whose first element is the program".into(),
@@ -274,16 +276,46 @@ pub fn validate(layers: &Layers) -> Result<Pipeline, Vec<Problem>> {
             &global_rules,
             &dir,
         );
+        let cwd = parts
+            .cwd
+            .as_deref()
+            .map(|c| dir.join(c))
+            .unwrap_or_else(|| dir.clone());
+        let tasks = match parts.tasks.as_deref() {
+            Some(t) if t.trim().is_empty() => {
+                cx.problem(
+                    &path(&["specs", name, "tasks"]),
+                    "empty path: expected the spec's tasks file, e.g. \"tasks.md\" (relative to `cwd`)".into(),
+                );
+                None
+            }
+            Some(t) => Some(cwd.join(t)),
+            None => None,
+        };
+        let until = match &parts.until {
+            Some(RawCommand::Shell(s)) if !s.trim().is_empty() => {
+                Some(CommandLine::Shell(s.clone()))
+            }
+            Some(RawCommand::Argv(v)) if v.first().is_some_and(|p| !p.is_empty()) => {
+                Some(CommandLine::Argv(v.clone()))
+            }
+            Some(_) => {
+                cx.problem(
+                    &path(&["specs", name, "until"]),
+                    "empty command: expected a string run with `sh -c`, or a non-empty array whose first element is the program".into(),
+                );
+                None
+            }
+            None => None,
+        };
         specs.push(Spec {
             name: name.clone(),
             command,
-            cwd: parts
-                .cwd
-                .as_deref()
-                .map(|c| dir.join(c))
-                .unwrap_or_else(|| dir.clone()),
+            cwd,
             env: parts.env.clone(),
             depends_on,
+            tasks,
+            until,
             policy,
             origins,
         });
@@ -361,6 +393,8 @@ struct RawSpecParts {
     cwd: Option<String>,
     env: BTreeMap<String, String>,
     depends_on: Vec<String>,
+    tasks: Option<String>,
+    until: Option<RawCommand>,
     policy: RawPolicy,
 }
 
@@ -376,6 +410,8 @@ fn spec_parts(cx: &mut Ctx, name: &str, table: &Dict) -> RawSpecParts {
             "cwd" => value.deserialize().map(|v| parts.cwd = Some(v)),
             "env" => value.deserialize().map(|v| parts.env = v),
             "depends_on" => value.deserialize().map(|v| parts.depends_on = v),
+            "tasks" => value.deserialize().map(|v| parts.tasks = Some(v)),
+            "until" => value.deserialize().map(|v| parts.until = Some(v)),
             _ => {
                 if set_policy_key(cx, &mut parts.policy, key, value, &at) {
                     continue;
@@ -603,9 +639,22 @@ fn report_type_error(cx: &mut Ctx, at: &[PathSeg], value: &Value, e: &figment::E
         }
     }
     let shown = show_value(value);
+    // A key whose range is narrower than its type's says so.
+    let narrower = match at.last() {
+        Some(PathSeg::Key(k)) if k == "jobs" => {
+            Some(format!("a whole number from 1 to {MAX_JOBS}"))
+        }
+        Some(PathSeg::Index(_))
+            if at.iter().rev().nth(1) == Some(&PathSeg::Key("exit_codes".into())) =>
+        {
+            Some("an exit code, a whole number from 0 to 255".to_string())
+        }
+        _ => None,
+    };
     let msg = match &e.kind {
         Kind::InvalidType(_, expected) => {
-            format!("expected {}, found {shown}", expected_text(expected))
+            let expected = narrower.unwrap_or_else(|| expected_text(expected));
+            format!("expected {expected}, found {shown}")
         }
         Kind::InvalidValue(actual, expected) => {
             let n = match actual {
@@ -614,7 +663,10 @@ fn report_type_error(cx: &mut Ctx, at: &[PathSeg], value: &Value, e: &figment::E
                 _ => None,
             };
             match n.and_then(|n| Some((n, integer_range(expected, n)?))) {
-                Some((n, range)) => format!("{n} is out of range: expected {range}"),
+                Some((n, range)) => format!(
+                    "{n} is out of range: expected {}",
+                    narrower.unwrap_or(range)
+                ),
                 None => format!(
                     "invalid value {shown}: expected {}",
                     expected_text(expected)
@@ -861,9 +913,21 @@ fn check_policy(cx: &mut Ctx, raw: &RawPolicy, base: &[PathSeg]) {
             );
         }
     }
+    // No iteration at all, or a breaker that trips before any: surely a mistake.
+    for (key, value) in [
+        ("max_iterations", raw.max_iterations),
+        ("no_progress_limit", raw.no_progress_limit),
+    ] {
+        if value == Some(0) {
+            cx.problem(
+                &at(key),
+                "0 is out of range: expected a whole number ≥ 1".into(),
+            );
+        }
+    }
     let empty = match &raw.on_exhausted {
         Some(RawCommand::Shell(s)) => s.trim().is_empty(),
-        Some(RawCommand::Argv(v)) => v.first().is_none_or(|p| p.is_empty()),
+        Some(RawCommand::Argv(v)) => v.first().is_none_or(|p| p.trim().is_empty()),
         None => false,
     };
     if empty {
@@ -999,6 +1063,8 @@ fn effective_policy(
     let grace = pick!(terminate_grace_seconds).map_or(defaults::TERMINATE_GRACE_SECONDS, |s| s.0);
     let on_exhausted = pick!(on_exhausted);
     let backend = pick!(backend).unwrap_or_default();
+    let max_iterations = pick!(max_iterations).unwrap_or(defaults::MAX_ITERATIONS);
+    let no_progress_limit = pick!(no_progress_limit).unwrap_or(defaults::NO_PROGRESS_LIMIT);
     origin_of("retry_rules", own.retry_rules.is_some());
     if let (Some(_), Some(_)) = (&own.retry_rules, &global.retry_rules) {
         let both = format!(
@@ -1043,6 +1109,10 @@ fn effective_policy(
         terminate_grace: Duration::from_secs_f64(grace),
         on_exhausted,
         backend,
+        iterate: crate::iterate::LoopPolicy {
+            max_iterations: max_iterations.max(1),
+            no_progress_limit: no_progress_limit.max(1),
+        },
     };
     (policy, origins)
 }

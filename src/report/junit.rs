@@ -63,6 +63,8 @@ struct Case {
     retry_pending: bool,
     /// Final status and reason, once the spec finished.
     end: Option<(Status, Option<String>)>,
+    /// An iterating spec: one line per finished iteration, for its output.
+    iterations: Vec<String>,
 }
 
 /// Collects what the report needs; [`JunitReport::write`] writes it.
@@ -91,6 +93,7 @@ impl JunitReport {
                 running_since: None,
                 retry_pending: false,
                 end: None,
+                iterations: Vec::new(),
             })
             .collect();
         let index = cases
@@ -148,11 +151,13 @@ impl JunitReport {
             return tc;
         };
         // The case is the attempt that ended the spec; every other attempt was
-        // followed by a retry.
+        // followed by a retry (or, for an iterating spec, passed and ended an
+        // iteration: those are not reruns).
         let (last, earlier) = match c.attempts.split_last() {
             Some((last, earlier)) if !c.retry_pending => (Some(last), earlier),
             _ => (None, &c.attempts[..]),
         };
+        let earlier: Vec<&Attempt> = earlier.iter().filter(|a| a.reason.is_some()).collect();
         let mut tc_status = match status {
             Status::Succeeded => TestCaseStatus::success(),
             Status::Skipped => {
@@ -190,18 +195,31 @@ impl JunitReport {
         }
         // Success keeps them as flakyFailure, non-success as rerunFailure (the
         // default kind), skipped drops them.
-        tc_status.add_reruns(earlier.iter().map(Attempt::rerun));
+        tc_status.add_reruns(earlier.iter().map(|a| a.rerun()));
         let mut tc = named(c, &self.suite, tc_status);
         // Every case has a time, 0 when no attempt ended it (skipped, stopped during a
         // backoff), as pytest and Surefire write.
         tc.set_time(Duration::ZERO);
         if let Some(last) = last {
             // No `timestamp` on the case: junit-10.xsd does not declare one there (the
-            // suite has the run's).
-            tc.set_time(last.duration);
-            if !last.output.is_empty() {
-                tc.set_system_out_lossy(&*last.output);
-            }
+            // suite has the run's). An iterating spec's time is all of its iterations'.
+            tc.set_time(if c.iterations.is_empty() {
+                last.duration
+            } else {
+                c.attempts.iter().map(|a| a.duration).sum()
+            });
+        }
+        // The iterations first, then the end of the last attempt's log.
+        let mut out: Vec<u8> = Vec::new();
+        for line in &c.iterations {
+            out.extend_from_slice(line.as_bytes());
+            out.push(b'\n');
+        }
+        if let Some(last) = last {
+            out.extend_from_slice(&last.output);
+        }
+        if !out.is_empty() {
+            tc.set_system_out_lossy(&out);
         }
         tc
     }
@@ -425,7 +443,42 @@ impl EventSink for JunitReport {
                 }
             }
             EventKind::RunFinished { duration, .. } => self.duration = Some(*duration),
-            EventKind::HookFinished { .. } => {}
+            EventKind::IterationFinished {
+                spec,
+                iteration,
+                max_iterations,
+                tasks_done,
+                tasks_total,
+                progress,
+                done,
+                no_progress_streak,
+                ..
+            } => {
+                if let Some(c) = self.case(spec) {
+                    let outcome = if *done {
+                        "done".to_string()
+                    } else if *progress {
+                        "progress".to_string()
+                    } else {
+                        format!("no progress ({no_progress_streak} in a row)")
+                    };
+                    c.iterations.push(format!(
+                        "{}: {outcome}",
+                        crate::report::iteration_text(
+                            *iteration,
+                            *max_iterations,
+                            *tasks_done,
+                            *tasks_total
+                        )
+                    ));
+                    // The attempt that passed this iteration is no rerun; its output
+                    // is the iteration's own, in its log.
+                    if !*done && let Some(a) = c.attempts.last_mut() {
+                        a.output = Tail::default();
+                    }
+                }
+            }
+            EventKind::HookFinished { .. } | EventKind::IterationStarted { .. } => {}
             // A new cycle: the case ends with what the restarted spec does next.
             EventKind::SpecRestarted { spec, .. } => {
                 if let Some(c) = self.case(spec) {

@@ -117,6 +117,22 @@ pub fn shown(path: &std::path::Path) -> String {
         .unwrap_or_else(|| path.display().to_string())
 }
 
+/// Where an iterating spec's loop is: `iteration 3/50 · tasks 4/10` (without the
+/// tasks when it has no tasks file).
+pub fn iteration_text(
+    iteration: u32,
+    max_iterations: u32,
+    tasks_done: Option<u32>,
+    tasks_total: Option<u32>,
+) -> String {
+    match (tasks_done, tasks_total) {
+        (Some(done), Some(total)) => {
+            format!("iteration {iteration}/{max_iterations} · tasks {done}/{total}")
+        }
+        _ => format!("iteration {iteration}/{max_iterations}"),
+    }
+}
+
 /// `1.5s`, `2m03s`, `1h02m`.
 pub fn human_duration(d: std::time::Duration) -> String {
     let s = d.as_secs_f64();

@@ -7,7 +7,7 @@ use console::Style;
 
 use crate::events::EventSink;
 use crate::events::{Event, EventKind, Status};
-use crate::report::{human_duration, one_line, summary, tail_lines};
+use crate::report::{human_duration, iteration_text, one_line, summary, tail_lines};
 
 /// How many lines of a failed spec's log to show.
 pub const TAIL_LINES: usize = 15;
@@ -158,6 +158,14 @@ pub fn line(event: &Event, look: Look) -> Option<String> {
             let word = paint(look, status_tone(*status), &status.as_str().to_uppercase());
             let mut s = match status {
                 Status::Succeeded if quiet => return None,
+                // An iterating spec whose work was done before anything ran.
+                Status::Succeeded if *attempts == 0 => {
+                    let why = reason
+                        .as_deref()
+                        .map(|r| format!(": {}", one_line(r)))
+                        .unwrap_or_default();
+                    format!("{spec}: {word}{why}")
+                }
                 Status::Succeeded => {
                     let flaky = if *attempts > 1 { " (flaky)" } else { "" };
                     format!(
@@ -182,6 +190,48 @@ pub fn line(event: &Event, look: Look) -> Option<String> {
                 }
             }
             s
+        }
+        EventKind::IterationStarted {
+            spec,
+            iteration,
+            max_iterations,
+            tasks_done,
+            tasks_total,
+            ..
+        } if !quiet => format!(
+            "{spec}: {}",
+            paint(
+                look,
+                Tone::Busy,
+                &iteration_text(*iteration, *max_iterations, *tasks_done, *tasks_total)
+            )
+        ),
+        EventKind::IterationFinished {
+            spec,
+            iteration,
+            max_iterations,
+            tasks_done,
+            tasks_total,
+            progress,
+            done,
+            no_progress_streak,
+            ..
+        } if !quiet => {
+            let outcome = if *done {
+                paint(look, Tone::Good, "done")
+            } else if *progress {
+                "progress, not done yet".to_string()
+            } else {
+                paint(
+                    look,
+                    Tone::Warn,
+                    &format!("no progress ({no_progress_streak} in a row)"),
+                )
+            };
+            format!(
+                "{spec}: {} ended: {outcome}",
+                iteration_text(*iteration, *max_iterations, *tasks_done, *tasks_total)
+            )
         }
         EventKind::SpecRestarted { spec, reason, .. } if !quiet => {
             format!(

@@ -29,12 +29,16 @@ enum Phase {
 struct Line {
     bar: ProgressBar,
     phase: Phase,
+    /// An iterating spec's `iteration 3/50 · tasks 4/10`, shown before its state.
+    iteration: Option<String>,
 }
 
 pub struct ProgressReporter {
     multi: MultiProgress,
     overall: ProgressBar,
     lines: HashMap<String, Line>,
+    /// Iterations announced before their spec has a line (its attempt not started).
+    iterations: HashMap<String, String>,
     failed: usize,
     retries: u32,
     look: plain::Look,
@@ -61,6 +65,7 @@ impl ProgressReporter {
             multi,
             overall,
             lines: HashMap::new(),
+            iterations: HashMap::new(),
             failed: 0,
             retries: 0,
             look,
@@ -89,12 +94,17 @@ impl ProgressReporter {
                     max: 0,
                     why: String::new(),
                 },
+                iteration: None,
             }
         })
     }
 
     fn render(line: &Line) {
-        line.bar.set_message(message(&line.phase, Instant::now()));
+        let state = message(&line.phase, Instant::now());
+        line.bar.set_message(match &line.iteration {
+            Some(it) => format!("{it} · {state}"),
+            None => state,
+        });
         line.bar.tick();
     }
 }
@@ -172,7 +182,11 @@ impl EventSink for ProgressReporter {
                 ..
             } => {
                 let (retry, max, live) = (*retry, *max_retries, live.clone());
+                let iteration = self.iterations.remove(spec);
                 let line = self.line_for(spec);
+                if iteration.is_some() {
+                    line.iteration = iteration;
+                }
                 line.phase = Phase::Running {
                     since: Instant::now(),
                     live,
@@ -201,6 +215,7 @@ impl EventSink for ProgressReporter {
                 self.overall_message();
             }
             EventKind::SpecFinished { spec, status, .. } => {
+                self.iterations.remove(spec);
                 if let Some(line) = self.lines.remove(spec) {
                     line.bar.finish_and_clear();
                     self.multi.remove(&line.bar);
@@ -210,6 +225,32 @@ impl EventSink for ProgressReporter {
                 }
                 self.overall.inc(1);
                 self.overall_message();
+                if let Some(text) = plain::line(event, self.look) {
+                    let _ = self.multi.println(text);
+                }
+            }
+            EventKind::IterationStarted {
+                spec,
+                iteration,
+                max_iterations,
+                tasks_done,
+                tasks_total,
+                ..
+            } => {
+                let text = crate::report::iteration_text(
+                    *iteration,
+                    *max_iterations,
+                    *tasks_done,
+                    *tasks_total,
+                );
+                match self.lines.get_mut(spec) {
+                    Some(line) => line.iteration = Some(text),
+                    None => {
+                        self.iterations.insert(spec.clone(), text);
+                    }
+                }
+            }
+            EventKind::IterationFinished { .. } => {
                 if let Some(text) = plain::line(event, self.look) {
                     let _ = self.multi.println(text);
                 }
@@ -244,6 +285,40 @@ impl EventSink for ProgressReporter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_iterating_spec_shows_its_iteration_before_its_state() {
+        let mut r = ProgressReporter::new(plain::Look::default());
+        r.event(&Event::now(EventKind::IterationStarted {
+            spec: "work".into(),
+            iteration: 3,
+            max_iterations: 50,
+            tasks_done: Some(4),
+            tasks_total: Some(10),
+            tasks_pending: Some(6),
+            tasks_in_progress: Some(0),
+            no_progress_streak: 0,
+            head: None,
+            start_tasks_done: Some(4),
+        }));
+        r.event(&Event::now(EventKind::AttemptStarted {
+            spec: "work".into(),
+            attempt: 1,
+            retry: 0,
+            max_retries: 3,
+            log: "task_5.log".into(),
+            pid: None,
+            job_id: None,
+            live: None,
+            log_number: 5,
+            started: None,
+        }));
+        let msg = r.lines["work"].bar.message();
+        assert!(
+            msg.starts_with("iteration 3/50 · tasks 4/10 · RUNNING"),
+            "{msg}"
+        );
+    }
 
     #[test]
     fn a_retry_whose_delay_is_over_is_waiting_for_a_slot() {

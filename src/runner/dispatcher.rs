@@ -19,8 +19,11 @@ use crate::config::policy::Pipeline;
 use crate::events::{Event, EventKind, EventSink, Status, Tail};
 use crate::exec::{Control, EndCause};
 use crate::exit;
+use crate::iterate::{self, Snapshot, Verdict};
 use crate::retry::{self, Decision, FailureFacts, RetryContext, TimeoutKind};
+use crate::state::model::IterationState;
 use crate::state::sink::StateHandle;
+use crate::tasks::TaskCounts;
 
 pub(crate) mod steer;
 
@@ -48,6 +51,8 @@ pub struct RunOptions {
     /// Per spec: a job a killed runner left running, which its next attempt follows
     /// instead of starting anew (empty: none).
     pub reattach: Vec<Option<super::pool::Reattach>>,
+    /// For iterating specs that continue an interrupted loop: where it was.
+    pub loops: Vec<Option<IterationState>>,
 }
 
 #[derive(Debug)]
@@ -74,6 +79,62 @@ struct SpecRun {
     /// Why the last attempt failed, and its output's end: a retry cancelled before
     /// it starts ends the spec with them.
     last_failure: Option<(String, Tail)>,
+    /// The loop of an iterating spec (`tasks` or `until`).
+    looping: Option<LoopRun>,
+}
+
+impl SpecRun {
+    /// Starts an iterating spec's loop afresh (a manual restart): iteration 1 next,
+    /// after a look at the work.
+    fn reset_loop(&mut self) {
+        if let Some(lr) = self.looping.as_mut() {
+            *lr = LoopRun {
+                iteration: 0,
+                streak: 0,
+                before: Snapshot::default(),
+                tasks: None,
+                next: LoopStep::Look,
+                checking: None,
+            };
+        }
+    }
+}
+
+/// An iterating spec's loop, as this run sees it. The rules are `iterate`'s; this is
+/// where the loop is.
+#[derive(Debug)]
+struct LoopRun {
+    /// The iteration under way (0 before the first).
+    iteration: u32,
+    /// Iterations in a row without progress.
+    streak: u32,
+    /// The work when the iteration started: its progress is measured from here.
+    before: Snapshot,
+    /// The latest task counts, for the commands' environment.
+    tasks: Option<TaskCounts>,
+    /// What happens when the spec next leaves the ready queue.
+    next: LoopStep,
+    /// What the `until` command now running decides.
+    checking: Option<Check>,
+}
+
+#[derive(Debug)]
+enum LoopStep {
+    /// Look at the work before anything runs in this run: it may be done already.
+    Look,
+    /// Run `until` (after an iteration, with the work as the iteration left it).
+    Until(Snapshot),
+    /// Run an attempt of the current iteration.
+    Attempt,
+}
+
+/// Why `until` runs.
+#[derive(Debug)]
+enum Check {
+    /// Before the first iteration of this run: done already? (The work as it was.)
+    Before(Snapshot),
+    /// After an iteration (the work as it left it).
+    After(Snapshot),
 }
 
 /// Runs the pipeline to the end; returns the exit code.
@@ -156,6 +217,23 @@ impl<'p> Dispatcher<'p> {
                 retry_pending: false,
                 waited_for_slot: false,
                 last_failure: None,
+                looping: s.iterates().then(|| {
+                    let resumed = opts.loops.get(i).cloned().flatten().unwrap_or_default();
+                    LoopRun {
+                        iteration: resumed.iteration,
+                        streak: resumed.no_progress_streak,
+                        before: Snapshot {
+                            head: resumed.start_head,
+                            tasks: resumed.start_tasks_done.map(|done| TaskCounts {
+                                done,
+                                ..TaskCounts::default()
+                            }),
+                        },
+                        tasks: resumed.tasks,
+                        next: LoopStep::Look,
+                        checking: None,
+                    }
+                }),
             });
         }
         let ready = (0..n)
@@ -266,6 +344,9 @@ impl<'p> Dispatcher<'p> {
                         if let Some((log, end)) = self.steer_finished(spec, attempt, log, end, sink) {
                             self.finished(spec, attempt, log, end, sink);
                         }
+                    }
+                    Ok(JobResult::HookFinished { spec, kind: JobKind::Until, log, end }) => {
+                        self.until_finished(spec, &log, &end, sink);
                     }
                     Ok(JobResult::HookFinished { spec, kind, log, end }) => {
                         self.hooks.retain(|(i, _)| *i != spec);
@@ -472,6 +553,9 @@ impl<'p> Dispatcher<'p> {
             } else {
                 break;
             };
+            if !self.loop_step(i, pool, sink) {
+                continue;
+            }
             let spec = &self.p.specs[i];
             let s = &mut self.specs[i];
             s.retry_pending = false;
@@ -481,7 +565,7 @@ impl<'p> Dispatcher<'p> {
             let (tx, rx) = crossbeam_channel::unbounded();
             s.control = Some(tx);
             let max = spec.policy.retry.max_retries;
-            let env = vec![
+            let mut env = vec![
                 ("SPEC_RUNNER_SPEC".into(), spec.name.clone().into()),
                 (
                     "SPEC_RUNNER_ATTEMPT".into(),
@@ -493,6 +577,9 @@ impl<'p> Dispatcher<'p> {
                 ),
                 ("SPEC_RUNNER_RUN_ID".into(), self.run_id.clone().into()),
             ];
+            if let Some(lr) = &s.looping {
+                env.extend(loop_env(lr));
+            }
             self.running += 1;
             tracing::debug!(spec = %spec.name, attempt = s.retry_count + 1, "starting attempt");
             pool.submit(Job {
@@ -624,7 +711,11 @@ impl<'p> Dispatcher<'p> {
             tail: tail.clone(),
         }));
         if success {
-            self.conclude(i, Status::Succeeded, None, tail, sink);
+            if self.specs[i].looping.is_some() {
+                self.iteration_succeeded(i, tail, sink);
+            } else {
+                self.conclude(i, Status::Succeeded, None, tail, sink);
+            }
             return;
         }
         let reason = reason.unwrap_or_default();
@@ -705,6 +796,279 @@ impl<'p> Dispatcher<'p> {
                     sink,
                 );
                 self.abort(sink);
+            }
+        }
+    }
+
+    /// The work of spec `i` as it is now (task counts, git HEAD).
+    fn look(&self, i: usize) -> Result<Snapshot, String> {
+        let dir = &self.p.dir;
+        super::work::snapshot(&self.p.specs[i], &|p| crate::plan::show_path(dir, p))
+    }
+
+    /// An iterating spec left the ready queue: look at its work (done already?), run
+    /// its `until`, or go on to an attempt (`true`).
+    fn loop_step(&mut self, i: usize, pool: &Pool, sink: &mut dyn EventSink) -> bool {
+        let Some(lr) = self.specs[i].looping.as_mut() else {
+            return true;
+        };
+        match std::mem::replace(&mut lr.next, LoopStep::Attempt) {
+            LoopStep::Attempt => true,
+            LoopStep::Until(after) => {
+                self.start_until(i, Check::After(after), pool);
+                false
+            }
+            LoopStep::Look => {
+                let now = match self.look(i) {
+                    Ok(now) => now,
+                    Err(why) => {
+                        self.conclude(i, Status::Failed, Some(why), Tail::default(), sink);
+                        return false;
+                    }
+                };
+                if let Some(lr) = self.specs[i].looping.as_mut() {
+                    lr.tasks = now.tasks;
+                }
+                if self.p.specs[i].until.is_some() && iterate::needs_until(now.tasks) {
+                    self.start_until(i, Check::Before(now), pool);
+                    return false;
+                }
+                if iterate::is_done(now.tasks, None) {
+                    self.already_done(i, now.tasks, sink);
+                    return false;
+                }
+                self.begin_iteration(i, now, sink);
+                true
+            }
+        }
+    }
+
+    /// Succeeds a spec whose work was done before this run ran anything of it.
+    fn already_done(&mut self, i: usize, tasks: Option<TaskCounts>, sink: &mut dyn EventSink) {
+        let why = match tasks {
+            Some(t) => format!("already done: {}", t.summary()),
+            None => "already done: `until` passed".to_string(),
+        };
+        tracing::info!(spec = %self.p.specs[i].name, %why, "not run");
+        self.conclude(i, Status::Succeeded, Some(why), Tail::default(), sink);
+    }
+
+    /// Starts the first iteration of this run: iteration 1, or the one a killed runner
+    /// cut short (its number, streak and starting point carried over).
+    fn begin_iteration(&mut self, i: usize, now: Snapshot, sink: &mut dyn EventSink) {
+        let Some(lr) = self.specs[i].looping.as_mut() else {
+            return;
+        };
+        lr.tasks = now.tasks;
+        if lr.iteration == 0 {
+            lr.iteration = 1;
+            lr.streak = 0;
+            lr.before = now;
+        }
+        self.iteration_started(i, sink);
+    }
+
+    fn iteration_started(&self, i: usize, sink: &mut dyn EventSink) {
+        let spec = &self.p.specs[i];
+        let Some(lr) = &self.specs[i].looping else {
+            return;
+        };
+        sink.event(&Event::now(EventKind::IterationStarted {
+            spec: spec.name.clone(),
+            iteration: lr.iteration,
+            max_iterations: spec.policy.iterate.max_iterations,
+            tasks_done: lr.tasks.map(|t| t.done),
+            tasks_total: lr.tasks.map(TaskCounts::total),
+            tasks_pending: lr.tasks.map(|t| t.pending),
+            tasks_in_progress: lr.tasks.map(|t| t.in_progress),
+            no_progress_streak: lr.streak,
+            head: lr.before.head.clone(),
+            start_tasks_done: lr.before.tasks.map(|t| t.done),
+        }));
+    }
+
+    /// Runs spec `i`'s `until` command on the pool (it takes a slot like an attempt).
+    fn start_until(&mut self, i: usize, check: Check, pool: &Pool) {
+        let spec = &self.p.specs[i];
+        let Some(command) = spec.until.clone() else {
+            return;
+        };
+        let s = &mut self.specs[i];
+        let (tx, rx) = crossbeam_channel::unbounded();
+        s.control = Some(tx);
+        let mut env: Vec<(std::ffi::OsString, std::ffi::OsString)> = vec![
+            ("SPEC_RUNNER_SPEC".into(), spec.name.clone().into()),
+            ("SPEC_RUNNER_RUN_ID".into(), self.run_id.clone().into()),
+        ];
+        if let Some(lr) = s.looping.as_mut() {
+            env.extend(loop_env(lr));
+            lr.checking = Some(check);
+        }
+        self.running += 1;
+        tracing::debug!(spec = %spec.name, "running `until`");
+        pool.submit(Job {
+            live: false,
+            kind: JobKind::Until,
+            spec: i,
+            attempt: s.retry_count + 1,
+            name: spec.name.clone(),
+            command,
+            cwd: spec.cwd.clone(),
+            env: spec
+                .env
+                .iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .chain(env)
+                .collect(),
+            log_dir: spec.policy.retry_log_dir.join(&spec.name),
+            first_log_number: 1,
+            timeout: spec.policy.timeout,
+            activity_timeout: None,
+            terminate_grace: spec.policy.terminate_grace,
+            control: rx,
+            // A check of the work, like a hook: here, where the runner reads the
+            // tasks file and the repository too.
+            backend: crate::config::policy::BackendKind::Local,
+            reattach: None,
+        });
+    }
+
+    /// Spec `i`'s `until` command ended: 0 means the work is done (as far as `until`
+    /// can tell; open tasks still count).
+    fn until_finished(
+        &mut self,
+        i: usize,
+        log: &std::path::Path,
+        end: &crate::exec::AttemptEnd,
+        sink: &mut dyn EventSink,
+    ) {
+        self.running -= 1;
+        self.specs[i].control = None;
+        if self.steer_until_finished(i, sink) {
+            return;
+        }
+        let spec = &self.p.specs[i];
+        let passed = end.cause == EndCause::Exited && end.exit_code == Some(0);
+        tracing::info!(spec = %spec.name, passed, log = %log.display(), "`until` ended");
+        let check = self.specs[i]
+            .looping
+            .as_mut()
+            .and_then(|lr| lr.checking.take());
+        match &end.cause {
+            EndCause::Stopped => {
+                let why = "stopped while `until` ran".to_string();
+                self.conclude(i, Status::Stopped, Some(why), Tail::default(), sink);
+                return;
+            }
+            EndCause::SpawnFailed(_) | EndCause::LogFailed(_) => {
+                let why = format!("`until` {}", describe(end, spec.policy.timeout, None));
+                self.conclude(i, Status::Failed, Some(why), Tail::default(), sink);
+                return;
+            }
+            _ => {}
+        }
+        match check {
+            Some(Check::Before(now)) => {
+                if iterate::is_done(now.tasks, Some(passed)) {
+                    self.already_done(i, now.tasks, sink);
+                } else if self.stopping || self.fail_fast_tripped {
+                    // Nothing of it ran: it stays pending for the next run.
+                } else {
+                    self.begin_iteration(i, now, sink);
+                    self.ready.push_front(i);
+                }
+            }
+            Some(Check::After(after)) => {
+                self.after_iteration(i, after, Some(passed), Tail::default(), sink);
+            }
+            None => {}
+        }
+    }
+
+    /// An iteration's attempt cycle ended in success: look at the work, run `until`
+    /// when it decides, then decide.
+    fn iteration_succeeded(&mut self, i: usize, tail: Tail, sink: &mut dyn EventSink) {
+        let after = match self.look(i) {
+            Ok(after) => after,
+            Err(why) => {
+                self.conclude(i, Status::Failed, Some(why), tail, sink);
+                return;
+            }
+        };
+        if self.p.specs[i].until.is_some() && iterate::needs_until(after.tasks) && !self.stopping {
+            let s = &mut self.specs[i];
+            s.status = Status::Pending;
+            if let Some(lr) = s.looping.as_mut() {
+                lr.tasks = after.tasks;
+                lr.next = LoopStep::Until(after);
+            }
+            self.ready.push_front(i);
+            return;
+        }
+        self.after_iteration(i, after, None, tail, sink);
+    }
+
+    /// Decides after an iteration: done, the next iteration, or give up.
+    fn after_iteration(
+        &mut self,
+        i: usize,
+        after: Snapshot,
+        until: Option<bool>,
+        tail: Tail,
+        sink: &mut dyn EventSink,
+    ) {
+        let spec = &self.p.specs[i];
+        let Some(lr) = self.specs[i].looping.as_mut() else {
+            return;
+        };
+        let done = iterate::is_done(after.tasks, until);
+        let progress = iterate::progressed(&lr.before, &after);
+        lr.streak = iterate::streak_after(lr.streak, progress);
+        lr.tasks = after.tasks;
+        let policy = spec.policy.iterate;
+        sink.event(&Event::now(EventKind::IterationFinished {
+            spec: spec.name.clone(),
+            iteration: lr.iteration,
+            max_iterations: policy.max_iterations,
+            tasks_done: after.tasks.map(|t| t.done),
+            tasks_total: after.tasks.map(TaskCounts::total),
+            tasks_pending: after.tasks.map(|t| t.pending),
+            tasks_in_progress: after.tasks.map(|t| t.in_progress),
+            progress,
+            done,
+            no_progress_streak: lr.streak,
+        }));
+        let verdict = iterate::decide(policy, lr.iteration, done, lr.streak);
+        tracing::info!(spec = %spec.name, iteration = lr.iteration, progress, done, ?verdict, "iteration ended");
+        match verdict {
+            Verdict::Done => self.conclude(i, Status::Succeeded, None, tail, sink),
+            Verdict::GiveUp(why) => self.conclude(i, Status::Failed, Some(why), tail, sink),
+            Verdict::Next if self.stopping || self.fail_fast_tripped => {
+                let why = format!("stopped after iteration {}", lr.iteration);
+                self.conclude(i, Status::Stopped, Some(why), tail, sink);
+            }
+            Verdict::Next => {
+                lr.iteration += 1;
+                lr.before = after;
+                let s = &mut self.specs[i];
+                // A new iteration is a new attempt cycle; the run's retry budget is not.
+                s.retry_count = 0;
+                s.first_start = None;
+                s.previous_delay = None;
+                s.status = Status::Pending;
+                self.iteration_started(i, sink);
+                // Like a retry, the next iteration starts once its state is on disk:
+                // a runner killed now resumes it rather than redoing this one.
+                self.needs_version[i] = self.state.as_ref().map_or(0, StateHandle::version);
+                if self
+                    .state
+                    .as_ref()
+                    .is_some_and(|st| !st.is_durable(self.needs_version[i]))
+                {
+                    self.awaiting_flush.push(i);
+                } else {
+                    self.ready.push_back(i);
+                }
             }
         }
     }
@@ -881,6 +1245,27 @@ impl<'p> Dispatcher<'p> {
         }));
         code
     }
+}
+
+/// What an iterating spec's commands see: `SPEC_RUNNER_ITERATION` and, with a tasks
+/// file, `SPEC_RUNNER_TASKS_*`.
+fn loop_env(lr: &LoopRun) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    let mut env = vec![(
+        "SPEC_RUNNER_ITERATION".into(),
+        lr.iteration.to_string().into(),
+    )];
+    if let Some(t) = lr.tasks {
+        for (name, value) in [
+            ("SPEC_RUNNER_TASKS_DONE", t.done.to_string()),
+            ("SPEC_RUNNER_TASKS_TOTAL", t.total().to_string()),
+            ("SPEC_RUNNER_TASKS_PENDING", t.pending.to_string()),
+            ("SPEC_RUNNER_TASKS_IN_PROGRESS", t.in_progress.to_string()),
+            ("SPEC_RUNNER_TASKS_SUMMARY", t.summary()),
+        ] {
+            env.push((name.into(), value.into()));
+        }
+    }
+    env
 }
 
 /// `SIGSEGV`, or the number when it has no name.

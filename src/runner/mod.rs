@@ -5,6 +5,7 @@ pub mod backend;
 pub mod dispatcher;
 pub mod pool;
 pub mod signal;
+pub mod work;
 
 pub use dispatcher::RunOptions;
 

@@ -23,6 +23,9 @@ pub enum JobKind {
     /// The `on_exhausted` command of a spec that failed for good: logged as
     /// `on_exhausted_<n>.log`, reported only when it ends.
     OnExhausted,
+    /// The `until` command of an iterating spec (is the work done?): logged as
+    /// `until_<n>.log`, reported only when it ends.
+    Until,
 }
 
 impl JobKind {
@@ -31,6 +34,7 @@ impl JobKind {
         match self {
             JobKind::Attempt => "attempt",
             JobKind::OnExhausted => "on_exhausted",
+            JobKind::Until => "until",
         }
     }
 
@@ -38,6 +42,7 @@ impl JobKind {
         match self {
             JobKind::Attempt => format!("task_{n}.log"),
             JobKind::OnExhausted => format!("on_exhausted_{n}.log"),
+            JobKind::Until => format!("until_{n}.log"),
         }
     }
 }

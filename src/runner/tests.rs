@@ -182,6 +182,7 @@ fn run_with_delay(toml: &str, interrupt_on: Option<Trigger>, delay: Duration) ->
             backend: Arc::new(Scripted),
             steering: None,
             reattach: Vec::new(),
+            loops: vec![None; n],
         };
         let code = dispatcher::run(&p, opts, &mut rec, &sig_rx);
         let _ = done_tx.send((code, rec.events));

@@ -66,6 +66,28 @@ pub struct SpecState {
     /// The live attempt's process, while one runs.
     #[serde(default)]
     pub running: Option<RunningProcess>,
+    /// For an iterating spec: where its loop is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iteration: Option<IterationState>,
+}
+
+/// Where an iterating spec's loop is: enough to resume it in the same iteration.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IterationState {
+    /// The iteration started last (1 for the first).
+    pub iteration: u32,
+    pub max_iterations: u32,
+    /// Iterations in a row without progress (no new commit, no more tasks checked).
+    pub no_progress_streak: u32,
+    /// The latest task counts (`None` without a tasks file).
+    #[serde(default)]
+    pub tasks: Option<crate::tasks::TaskCounts>,
+    /// The git HEAD when the iteration started: its progress is measured from here.
+    #[serde(default)]
+    pub start_head: Option<String>,
+    /// Tasks done when the iteration started.
+    #[serde(default)]
+    pub start_tasks_done: Option<u32>,
 }
 
 impl SpecState {
@@ -80,6 +102,7 @@ impl SpecState {
             reason: None,
             definition_hash,
             running: None,
+            iteration: None,
         }
     }
 
@@ -143,6 +166,25 @@ pub fn definition_hash(p: &Pipeline, spec: &Spec) -> String {
     h.field(b"deps");
     for &d in &spec.depends_on {
         h.field(p.specs[d].name.as_bytes());
+    }
+    // What makes a spec iterate is part of what it runs; only when present, so that
+    // the hashes of other specs stay as earlier versions wrote them.
+    if let Some(t) = &spec.tasks {
+        h.field(b"tasks");
+        h.field(t.as_os_str().as_encoded_bytes());
+    }
+    match &spec.until {
+        Some(CommandLine::Shell(s)) => {
+            h.field(b"until-sh");
+            h.field(s.as_bytes());
+        }
+        Some(CommandLine::Argv(v)) => {
+            h.field(b"until-argv");
+            for a in v {
+                h.field(a.as_bytes());
+            }
+        }
+        None => {}
     }
     format!("{:016x}", h.0)
 }

@@ -7,7 +7,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::model::{RunningProcess, SpecState, StateFile, definition_hash};
+use super::model::{IterationState, RunningProcess, SpecState, StateFile, definition_hash};
 use crate::config::Pipeline;
 use crate::events::Status;
 
@@ -109,6 +109,9 @@ pub struct ResumePlan {
     pub previous_delay: Vec<Option<std::time::Duration>>,
     /// The next log number of each spec.
     pub next_log: Vec<u32>,
+    /// For an iterating spec that continues an interrupted loop: where it was (the
+    /// same iteration runs again, its number and no-progress streak carried over).
+    pub loops: Vec<Option<IterationState>>,
     /// Processes recorded as running: a killed runner left them.
     pub abandoned: Vec<(String, RunningProcess)>,
     /// Batch jobs recorded as running (spec index, job id, log number): a killed
@@ -145,6 +148,7 @@ pub fn plan(
         cycle_age: vec![None; n],
         previous_delay: vec![None; n],
         next_log: vec![1; n],
+        loops: vec![None; n],
         abandoned: Vec::new(),
         jobs_left: Vec::new(),
         reattach: vec![None; n],
@@ -185,6 +189,13 @@ pub fn plan(
         plan.up_to_date[i] = why == Why::UpToDate;
         plan.to_run[i] = why.runs();
         plan.why[i] = why;
+        // An interrupted loop continues in the same iteration; a loop that ended
+        // (failed, skipped) or whose definition changed starts afresh.
+        if let (Why::Unfinished(_), Some(s)) = (&plan.why[i], prev)
+            && spec.iterates()
+        {
+            plan.loops[i] = s.iteration.clone();
+        }
         // Interrupted work continues its cycle; a spec that ended (failed, skipped)
         // starts a new one. (A count beyond a since-lowered limit starts a new cycle
         // rather than an attempt "4 of 2".)
@@ -305,6 +316,49 @@ command = \"docs\"
         list.iter()
             .map(|(n, w)| ((*n).to_string(), w.clone()))
             .collect()
+    }
+
+    #[test]
+    fn an_interrupted_loop_continues_and_a_changed_or_ended_one_starts_afresh() {
+        let toml = "[specs.work]\ncommand = \"agent\"\ntasks = \"tasks.md\"\n";
+        let p = pipeline(toml);
+        let where_it_was = IterationState {
+            iteration: 3,
+            max_iterations: 50,
+            no_progress_streak: 1,
+            tasks: None,
+            start_head: Some("abc".into()),
+            start_tasks_done: Some(2),
+        };
+        let loops = |status: Status, hash: Option<&str>| {
+            let mut f = state(&p, &[("work", status, 0, 1)]);
+            let s = f.specs.get_mut("work").expect("spec");
+            s.iteration = Some(where_it_was.clone());
+            if let Some(h) = hash {
+                s.definition_hash = h.into();
+            }
+            plan(&p, &[true], Some(&f), Mode::Resume).loops[0].clone()
+        };
+        for status in [
+            Status::Running,
+            Status::Backoff,
+            Status::Stopped,
+            Status::Pending,
+        ] {
+            assert_eq!(
+                loops(status, None).as_ref(),
+                Some(&where_it_was),
+                "{status:?}"
+            );
+        }
+        assert_eq!(loops(Status::Failed, None), None);
+        assert_eq!(loops(Status::Running, Some("changed")), None);
+        // `tasks` is part of the definition: a spec that starts iterating changed.
+        let plain = pipeline("[specs.work]\ncommand = \"agent\"\n");
+        assert_ne!(
+            definition_hash(&plain, &plain.specs[0]),
+            definition_hash(&p, &p.specs[0])
+        );
     }
 
     #[test]

@@ -291,6 +291,61 @@ impl StateSink {
                 }
                 urgent = true;
             }
+            EventKind::IterationStarted {
+                spec,
+                iteration,
+                max_iterations,
+                tasks_done,
+                tasks_total,
+                tasks_pending,
+                tasks_in_progress,
+                no_progress_streak,
+                head,
+                start_tasks_done,
+            } => {
+                if let Some(s) = m.specs.get_mut(spec) {
+                    s.iteration = Some(super::model::IterationState {
+                        iteration: *iteration,
+                        max_iterations: *max_iterations,
+                        no_progress_streak: *no_progress_streak,
+                        tasks: counts(
+                            *tasks_done,
+                            *tasks_total,
+                            *tasks_pending,
+                            *tasks_in_progress,
+                        ),
+                        start_head: head.clone(),
+                        start_tasks_done: *start_tasks_done,
+                    });
+                    // A new iteration is a new retry cycle.
+                    s.retry_count = 0;
+                    s.last_delay_ms = None;
+                }
+                // Urgent: a runner killed now must resume this iteration, not redo
+                // the one before.
+                urgent = true;
+            }
+            EventKind::IterationFinished {
+                spec,
+                tasks_done,
+                tasks_total,
+                tasks_pending,
+                tasks_in_progress,
+                no_progress_streak,
+                ..
+            } => {
+                if let Some(s) = m.specs.get_mut(spec)
+                    && let Some(it) = s.iteration.as_mut()
+                {
+                    it.no_progress_streak = *no_progress_streak;
+                    it.tasks = counts(
+                        *tasks_done,
+                        *tasks_total,
+                        *tasks_pending,
+                        *tasks_in_progress,
+                    );
+                }
+            }
             // A hook changes no spec's state.
             EventKind::HookFinished { .. } => {}
             EventKind::RunFinished { .. } => {
@@ -321,12 +376,32 @@ impl Drop for StateSink {
     }
 }
 
+/// Task counts from an event's fields.
+fn counts(
+    done: Option<u32>,
+    total: Option<u32>,
+    pending: Option<u32>,
+    in_progress: Option<u32>,
+) -> Option<crate::tasks::TaskCounts> {
+    let done = done?;
+    let in_progress = in_progress.unwrap_or(0);
+    let pending =
+        pending.unwrap_or_else(|| total.unwrap_or(done).saturating_sub(done + in_progress));
+    Some(crate::tasks::TaskCounts {
+        done,
+        pending,
+        in_progress,
+    })
+}
+
 fn event_spec(event: &Event) -> Option<&str> {
     match &event.kind {
         EventKind::AttemptStarted { spec, .. }
         | EventKind::AttemptReattached { spec, .. }
         | EventKind::AttemptFinished { spec, .. }
         | EventKind::RetryScheduled { spec, .. }
+        | EventKind::IterationStarted { spec, .. }
+        | EventKind::IterationFinished { spec, .. }
         | EventKind::SpecFinished { spec, .. }
         | EventKind::SpecRestarted { spec, .. } => Some(spec),
         EventKind::RunStarted { .. }
@@ -490,6 +565,8 @@ pub fn initial_state(
                 s.last_retry_at = None;
                 s.last_delay_ms = None;
             }
+            // A loop continues where it was, or starts afresh.
+            s.iteration = plan.loops[i].clone();
         } else if matches!(s.status, Status::Running | Status::Backoff) {
             s.status = Status::Stopped;
             s.reason = Some("interrupted: the runner itself stopped".into());

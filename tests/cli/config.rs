@@ -184,6 +184,25 @@ const BAD_INPUTS: &[Bad] = &[
         ..BAD
     },
     Bad {
+        what: "a string for jobs",
+        pipeline: "jobs = \"2\"\n[specs.a]\ncommand = \"true\"\n",
+        source: "spec-runner.toml:1:8",
+        key: "jobs",
+        says: &["\"2\"", "expected a whole number from 1 to 1024"],
+        ..BAD
+    },
+    Bad {
+        what: "a negative jobs",
+        pipeline: "jobs = -1\n[specs.a]\ncommand = \"true\"\n",
+        source: "spec-runner.toml:1:8",
+        key: "jobs",
+        says: &[
+            "-1 is out of range",
+            "expected a whole number from 1 to 1024",
+        ],
+        ..BAD
+    },
+    Bad {
         what: "an env name holding `=`",
         pipeline: "[specs.a]\ncommand = \"true\"\nenv = { \"A=B\" = \"x\" }\n",
         source: "spec-runner.toml:3:9",
@@ -1556,7 +1575,6 @@ const ORIGINAL_IGNORED: &[&str] = &[
     "cache_dir",
     "cache_max_age_days",
     "activity_check_interval_seconds",
-    "no_commit_limit",
     "tui_refresh_seconds",
     "max_retries",
 ];
@@ -1611,6 +1629,11 @@ fn the_original_config_json_loads_unchanged() {
         );
     }
     assert_eq!(spec(&p, "a")["backoff_seconds"], json!([5.0, 10.0, 20.0]));
+    // Its `no_commit_limit` is the loop's breaker, named as the file wrote it.
+    assert_eq!(
+        policy(&p, "a", "no_progress_limit"),
+        (&json!(3), "config.json: no_commit_limit")
+    );
 
     // The same through --config, pointing at the fixture where it lies.
     let fixture = repo().join("tests/fixtures/original-config.json");
@@ -1689,6 +1712,8 @@ const POLICY_KEYS: &[&str] = &[
     "junit_path",
     "backend",
     "slurm",
+    "max_iterations",
+    "no_progress_limit",
 ];
 
 #[test]
@@ -3079,4 +3104,201 @@ fn variable_values_are_read_as_toml_values_or_else_strings() {
     assert_eq!(policy["timeout_seconds"], 300.0);
     assert_eq!(policy["retry_rules"][0]["exit_codes"][0], 3);
     assert_eq!(policy["retry_rules"][0]["action"], "fail");
+}
+
+#[test]
+fn config_json_sets_run_wide_keys_and_timeouts_too() {
+    // What the README promises of config.json: every policy key but `on_exhausted`
+    // takes effect, the run-wide ones included.
+    let t = Test::with_pipeline("[specs.a]\ncommand = \"true\"\n");
+    t.write(
+        "config.json",
+        r#"{"jobs": 3, "fail_fast": true, "state_dir": "st", "junit_path": "j.xml",
+            "timeout_seconds": 7, "terminate_grace_seconds": 2, "retry_max_retries": 1}"#,
+    );
+    let p = crate::procs::run_in(&t, &["plan", "--format", "json"]).json();
+    for (key, value) in [
+        ("jobs", json!(3)),
+        ("fail_fast", json!(true)),
+        ("timeout_seconds", json!(7.0)),
+        ("terminate_grace_seconds", json!(2.0)),
+        ("retry_max_retries", json!(1)),
+    ] {
+        let (v, origin) = policy(&p, "a", key);
+        assert_eq!(
+            (v, origin),
+            (&value, format!("config.json: {key}").as_str())
+        );
+    }
+    crate::procs::run_in(&t, &["apply"]).code(0);
+    assert!(t.path().join("st/state.json").is_file());
+    assert!(t.path().join("j.xml").is_file());
+}
+
+#[test]
+fn the_example_and_starter_pipelines_keep_their_lines_short() {
+    // taplo's formatter (npm CLI, VS Code extension) panics on a key whose trailing
+    // comment runs past 80 columns (taplo#741): both files people open in an editor
+    // keep every line within 80.
+    let t = Test::new();
+    crate::procs::run_in(&t, &["init"]).code(0);
+    for (name, text) in [
+        (
+            "spec-runner.toml",
+            std::fs::read_to_string(repo().join("spec-runner.toml")).unwrap(),
+        ),
+        ("init's spec-runner.toml", t.read("spec-runner.toml")),
+    ] {
+        for (i, line) in text.lines().enumerate() {
+            assert!(
+                line.chars().count() <= 80,
+                "{name}:{}: {} columns: {line}",
+                i + 1,
+                line.chars().count()
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Iterating specs: the loop keys.
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn loop_keys_take_effect_with_their_origins() {
+    let t = Test::with_pipeline(
+        r#"
+max_iterations = 20
+[specs.work]
+command = "claude --print 'next task'"
+cwd = "svc"
+tasks = ".spec-workflow/specs/work/tasks.md"
+until = "cargo test"
+no_progress_limit = 5
+[specs.plain]
+command = "true"
+"#,
+    );
+    t.write("config.json", r#"{"no_commit_limit": 4}"#);
+    let p = t
+        .env("SPEC_RUNNER_SPECS__PLAIN__MAX_ITERATIONS", "7")
+        .args(&["plan", "--format", "json"])
+        .run();
+    p.code(0);
+    let p = p.json();
+    let work = spec(&p, "work");
+    assert_eq!(work["tasks"], "svc/.spec-workflow/specs/work/tasks.md");
+    assert_eq!(work["until"], "cargo test");
+    assert_eq!(
+        policy(&p, "work", "max_iterations"),
+        (&json!(20), "spec-runner.toml: max_iterations")
+    );
+    assert_eq!(
+        policy(&p, "work", "no_progress_limit"),
+        (&json!(5), "spec-runner.toml: specs.work.no_progress_limit")
+    );
+    assert_eq!(
+        policy(&p, "plain", "no_progress_limit"),
+        (&json!(4), "config.json: no_commit_limit")
+    );
+    assert_eq!(
+        policy(&p, "plain", "max_iterations"),
+        (&json!(7), "SPEC_RUNNER_SPECS__PLAIN__MAX_ITERATIONS")
+    );
+    assert!(spec(&p, "plain")["tasks"].is_null());
+}
+
+#[test]
+fn plan_explain_shows_the_loop() {
+    let t = Test::with_pipeline(
+        r#"
+[specs.work]
+command = "agent"
+tasks = "tasks.md"
+until = "make check"
+"#,
+    );
+    let run = t.args(&["plan", "--explain"]).run();
+    run.code(0)
+        .stdout_has("iterates: at most 50 iterations, fails after 3 in a row without progress")
+        .stdout_has("tasks = tasks.md (spec-runner.toml: specs.work.tasks)")
+        .stdout_has("until = make check (spec-runner.toml: specs.work.until)");
+    assert!(
+        run.stdout.contains("max_iterations") && run.stdout.contains("no_progress_limit"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn bad_loop_keys_are_reported_where_they_are_written() {
+    let t = Test::with_pipeline(
+        r#"
+max_iterations = 0
+[specs.work]
+command = "agent"
+tasks = ""
+until = []
+no_progress_limit = -1
+"#,
+    );
+    let run = t
+        .env("SPEC_RUNNER_SPECS__WORK__TASKS", "x.md")
+        .args(&["validate"])
+        .run();
+    run.code(2)
+        .problem(
+            "spec-runner.toml:2:18",
+            "max_iterations",
+            &["expected a whole number ≥ 1"],
+        )
+        .problem("spec-runner.toml:5:9", "specs.work.tasks", &["empty path"])
+        .problem(
+            "spec-runner.toml:6:9",
+            "specs.work.until",
+            &["empty command"],
+        )
+        .problem(
+            "spec-runner.toml:7:21",
+            "specs.work.no_progress_limit",
+            &["out of range"],
+        )
+        .problem(
+            "variable SPEC_RUNNER_SPECS__WORK__TASKS",
+            "specs.work.tasks",
+            &["only be set in the pipeline file"],
+        );
+}
+
+#[test]
+fn both_names_of_the_breaker_in_config_json_is_a_problem() {
+    let t = Test::with_pipeline(ONE_SPEC);
+    t.write(
+        "config.json",
+        r#"{"no_commit_limit": 3, "no_progress_limit": 4}"#,
+    );
+    t.args(&["validate"]).run().code(2).problem(
+        "config.json",
+        "no_commit_limit",
+        &["keep one of them"],
+    );
+}
+
+#[test]
+fn the_loop_variables_spec_runner_sets_are_not_policy() {
+    let t = Test::with_pipeline(ONE_SPEC);
+    t.envs(&[
+        ("SPEC_RUNNER_ITERATION", "3"),
+        ("SPEC_RUNNER_TASKS_DONE", "2"),
+        ("SPEC_RUNNER_TASKS_TOTAL", "5"),
+        ("SPEC_RUNNER_TASKS_PENDING", "2"),
+        ("SPEC_RUNNER_TASKS_IN_PROGRESS", "1"),
+        (
+            "SPEC_RUNNER_TASKS_SUMMARY",
+            "2/5 tasks complete (2 pending, 1 in progress)",
+        ),
+    ])
+    .args(&["validate"])
+    .run()
+    .code(0);
 }

@@ -239,6 +239,8 @@ impl Dispatcher<'_> {
         s.had_failure = false;
         s.status = Status::Pending;
         s.deps_left = 0;
+        // An iterating spec's loop starts afresh too.
+        s.reset_loop();
         self.needs_version[i] = 0;
         sink.event(&Event::now(EventKind::SpecRestarted {
             spec: self.p.specs[i].name.clone(),
@@ -275,6 +277,7 @@ impl Dispatcher<'_> {
                         s.first_start = None;
                         s.previous_delay = None;
                         s.deps_left = waits;
+                        s.reset_loop();
                         sink.event(&Event::now(EventKind::SpecRestarted {
                             spec: self.p.specs[j].name.clone(),
                             previous: Status::Skipped,
@@ -291,6 +294,28 @@ impl Dispatcher<'_> {
                 }
             }
         }
+    }
+
+    /// An iterating spec's `until` command ended: when a request was ending it, the
+    /// spec restarts (its loop afresh) or ends `stopped`; `true` when it did.
+    pub(super) fn steer_until_finished(&mut self, i: usize, sink: &mut dyn EventSink) -> bool {
+        let restart = std::mem::take(&mut self.steer.restarting[i]);
+        let stop = std::mem::take(&mut self.steer.stop_requested[i]);
+        if restart && !self.stopping && !self.fail_fast_tripped {
+            self.restart_now(i, Status::Running, "restart requested".into(), sink);
+            return true;
+        }
+        if restart || stop {
+            self.conclude(
+                i,
+                Status::Stopped,
+                Some(BY_REQUEST.into()),
+                Tail::default(),
+                sink,
+            );
+            return true;
+        }
+        false
     }
 
     /// An attempt ended that a request was ending: a restart starts the spec again (the

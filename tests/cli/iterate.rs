@@ -1,0 +1,551 @@
+//! Iterating specs: fake agents (scripts that check a box and commit, do nothing,
+//! crash once, hang) looped over a tasks.md in real temporary git repositories.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use rustix::process::Signal;
+use serde_json::Value;
+
+use crate::harness::*;
+use crate::procs::*;
+
+/// Git must work on a fresh machine: an identity from the environment, no user or
+/// system configuration.
+const GIT_ENV: &[(&str, &str)] = &[
+    ("GIT_AUTHOR_NAME", "spec-runner tests"),
+    ("GIT_AUTHOR_EMAIL", "tests@example.com"),
+    ("GIT_COMMITTER_NAME", "spec-runner tests"),
+    ("GIT_COMMITTER_EMAIL", "tests@example.com"),
+    ("GIT_CONFIG_NOSYSTEM", "1"),
+    ("GIT_CONFIG_GLOBAL", "/dev/null"),
+];
+
+fn git(t: &Test, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(t.path())
+        .envs(GIT_ENV.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A test folder that is a git repository holding the pipeline and `tasks.md` with
+/// `open` open tasks and `done` done ones, all committed.
+fn repo(pipeline: &str, done: usize, open: usize) -> Test {
+    let t = Test::with_pipeline(pipeline).envs(GIT_ENV);
+    let mut tasks = String::from("# Tasks\n\n## Tasks\n\n");
+    for n in 1..=done + open {
+        let mark = if n <= done { "x" } else { " " };
+        tasks.push_str(&format!(
+            "- [{mark}] {n}. Task {n}\n  - _Requirements: {n}.1_\n"
+        ));
+    }
+    t.write("tasks.md", &tasks);
+    t.write(".gitignore", ".spec-runner/\n");
+    git(&t, &["init", "-q"]);
+    git(&t, &["add", "-A"]);
+    git(&t, &["commit", "-q", "-m", "initial"]);
+    t
+}
+
+fn commits(t: &Test) -> usize {
+    git(t, &["rev-list", "--count", "HEAD"])
+        .trim()
+        .parse()
+        .expect("a count")
+}
+
+/// `apply --format json` in `t`'s folder, with these variables too.
+fn apply(t: &Test, env: &[(&str, &str)]) -> Run {
+    let out = t
+        .command()
+        .args(["apply", "--format", "json"])
+        .envs(env.iter().copied())
+        .output()
+        .expect("run spec-runner");
+    Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn agent() -> String {
+    fixture("agent_check_one.sh")
+}
+
+fn iterations(ev: &[Value]) -> Vec<(u64, bool, bool)> {
+    of(ev, "iteration_finished", None)
+        .iter()
+        .map(|e| {
+            (
+                e["iteration"].as_u64().unwrap(),
+                e["progress"].as_bool().unwrap(),
+                e["done"].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn an_agent_that_checks_a_task_per_iteration_runs_until_done() {
+    let t = repo(
+        &format!(
+            r#"
+[specs.work]
+command = "{}"
+tasks = "tasks.md"
+"#,
+            agent()
+        ),
+        1,
+        3,
+    );
+    let run = apply(&t, &[]);
+    run.code(0);
+    let ev = events(&run.stdout);
+    assert_eq!(
+        iterations(&ev),
+        vec![(1, true, false), (2, true, false), (3, true, true)]
+    );
+    let last = of(&ev, "iteration_finished", None)[2];
+    assert_eq!(last["tasks_done"], 4);
+    assert_eq!(last["tasks_total"], 4);
+    assert_eq!(
+        of(&ev, "spec_finished", Some("work"))[0]["status"],
+        "succeeded"
+    );
+    assert_eq!(commits(&t), 4);
+    // What the agent saw: its iteration, a fresh attempt count, the progress summary.
+    assert_eq!(
+        t.read("agent.log"),
+        "iteration=1 attempt=1 summary=1/4 tasks complete (3 pending, 0 in progress)\n\
+         iteration=2 attempt=1 summary=2/4 tasks complete (2 pending, 0 in progress)\n\
+         iteration=3 attempt=1 summary=3/4 tasks complete (1 pending, 0 in progress)\n"
+    );
+    // One log per attempt, numbered across iterations.
+    for n in 1..=3 {
+        assert_eq!(
+            t.read(&format!(".spec-runner/logs/work/task_{n}.log")),
+            "checked a task\n"
+        );
+    }
+    let st: Value = serde_json::from_str(&t.read(".spec-runner/state.json")).unwrap();
+    let it = &st["specs"]["work"]["iteration"];
+    assert_eq!(it["iteration"], 3);
+    assert_eq!(it["no_progress_streak"], 0);
+    assert_eq!(it["tasks"]["done"], 4);
+}
+
+#[test]
+fn an_agent_that_does_nothing_trips_the_breaker() {
+    let t = repo(
+        r#"
+no_progress_limit = 2
+[specs.idle]
+command = "echo thinking"
+tasks = "tasks.md"
+"#,
+        0,
+        2,
+    );
+    let run = apply(&t, &[]);
+    run.code(1);
+    let ev = events(&run.stdout);
+    assert_eq!(iterations(&ev), vec![(1, false, false), (2, false, false)]);
+    let fin = of(&ev, "spec_finished", Some("idle"))[0];
+    assert_eq!(fin["status"], "failed");
+    let reason = fin["reason"].as_str().unwrap();
+    assert!(reason.contains("no_progress_limit = 2"), "{reason}");
+    assert_eq!(of(&ev, "attempt_started", None).len(), 2);
+}
+
+#[test]
+fn progress_by_commit_alone_keeps_the_loop_going_and_the_cap_stops_it() {
+    // Commits without checking a task are progress; the cap still ends it.
+    let t = repo(
+        r#"
+max_iterations = 3
+[specs.busy]
+command = 'echo $SPEC_RUNNER_ITERATION >> notes && git add notes && git commit -q -m note'
+tasks = "tasks.md"
+"#,
+        0,
+        1,
+    );
+    let run = apply(&t, &[]);
+    run.code(1);
+    let ev = events(&run.stdout);
+    assert_eq!(
+        iterations(&ev),
+        vec![(1, true, false), (2, true, false), (3, true, false)]
+    );
+    let reason = of(&ev, "spec_finished", Some("busy"))[0]["reason"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(reason, "not done after 3 iterations (max_iterations = 3)");
+}
+
+#[test]
+fn a_variable_raises_the_cap() {
+    let t = repo(
+        &format!(
+            r#"
+max_iterations = 2
+[specs.work]
+command = "{}"
+tasks = "tasks.md"
+"#,
+            agent()
+        ),
+        0,
+        3,
+    );
+    let capped = apply(&t, &[]);
+    capped.code(1);
+    assert_eq!(iterations(&events(&capped.stdout)).len(), 2);
+    let raised = apply(&t, &[("SPEC_RUNNER_MAX_ITERATIONS", "5")]);
+    raised.code(0);
+    let ev = events(&raised.stdout);
+    // The failed loop starts afresh: one more iteration finds the last task.
+    assert_eq!(iterations(&ev), vec![(1, true, true)]);
+    assert_eq!(commits(&t), 4);
+}
+
+#[test]
+fn a_crash_inside_an_iteration_is_retried_and_the_next_iteration_starts_at_attempt_one() {
+    let t = repo(
+        &format!(
+            r#"
+retry_backoff_seconds = 0
+[specs.work]
+command = 'if [ "$SPEC_RUNNER_ITERATION" = 2 ] && [ ! -e crashed ]; then touch crashed; echo boom; exit 3; fi; {}'
+tasks = "tasks.md"
+"#,
+            agent()
+        ),
+        0,
+        3,
+    );
+    let run = apply(&t, &[]);
+    run.code(0);
+    let ev = events(&run.stdout);
+    assert_eq!(
+        iterations(&ev),
+        vec![(1, true, false), (2, true, false), (3, true, true)]
+    );
+    let retries = of(&ev, "retry_scheduled", None);
+    assert_eq!(retries.len(), 1);
+    assert_eq!(retries[0]["retry"], 1);
+    let attempts: Vec<u64> = of(&ev, "attempt_started", None)
+        .iter()
+        .map(|e| e["attempt"].as_u64().unwrap())
+        .collect();
+    assert_eq!(attempts, vec![1, 1, 2, 1]);
+    assert_eq!(t.read(".spec-runner/logs/work/task_2.log"), "boom\n");
+    assert!(t.read("agent.log").contains("iteration=2 attempt=2 "));
+}
+
+#[test]
+fn until_must_pass_too_and_runs_before_the_first_iteration() {
+    let t = repo(
+        &format!(
+            r#"
+[specs.work]
+command = "{}"
+tasks = "tasks.md"
+until = 'echo ran >> until.log; echo "checking the tests"; test -e tests-pass'
+"#,
+            agent()
+        ),
+        1,
+        1,
+    );
+    // The last task gets checked in iteration 1, but `until` fails: the loop goes on
+    // (the agent still commits) until the cap.
+    let run = apply(&t, &[("SPEC_RUNNER_MAX_ITERATIONS", "2")]);
+    run.code(1);
+    let ev = events(&run.stdout);
+    assert_eq!(iterations(&ev), vec![(1, true, false), (2, true, false)]);
+    assert_eq!(of(&ev, "iteration_finished", None)[0]["tasks_done"], 2);
+    // `until` ran after each iteration, not before the first (a task was open then).
+    assert_eq!(t.read("until.log").lines().count(), 2);
+    assert_eq!(
+        t.read(".spec-runner/logs/work/until_1.log"),
+        "checking the tests\n"
+    );
+
+    // Once `until` passes, the spec is done without running anything: `until` runs
+    // before the first iteration when no task is open.
+    t.write("tests-pass", "");
+    let run = apply(&t, &[]);
+    run.code(0);
+    let ev = events(&run.stdout);
+    assert!(of(&ev, "attempt_started", None).is_empty());
+    let fin = of(&ev, "spec_finished", Some("work"))[0];
+    assert_eq!(fin["status"], "succeeded");
+    assert!(fin["reason"].as_str().unwrap().starts_with("already done"));
+    assert_eq!(t.read("until.log").lines().count(), 3);
+}
+
+#[test]
+fn until_alone_loops_until_it_passes() {
+    let t = repo(
+        r#"
+[specs.build]
+command = 'echo $SPEC_RUNNER_ITERATION >> count; git add count; git commit -q -m step'
+until = '[ "$(wc -l < count 2>/dev/null || echo 0)" -ge 3 ]'
+"#,
+        0,
+        0,
+    );
+    let run = apply(&t, &[]);
+    run.code(0);
+    let ev = events(&run.stdout);
+    assert_eq!(
+        iterations(&ev),
+        vec![(1, true, false), (2, true, false), (3, true, true)]
+    );
+    let first = of(&ev, "iteration_finished", None)[0];
+    assert!(first["tasks_done"].is_null() && first["tasks_total"].is_null());
+}
+
+#[test]
+fn a_spec_already_done_succeeds_without_running() {
+    let t = repo(
+        r#"
+[specs.work]
+command = "echo should not run; exit 1"
+tasks = "tasks.md"
+"#,
+        3,
+        0,
+    );
+    let run = apply(&t, &[]);
+    run.code(0);
+    let ev = events(&run.stdout);
+    assert!(of(&ev, "attempt_started", None).is_empty());
+    let fin = of(&ev, "spec_finished", Some("work"))[0];
+    assert_eq!(fin["status"], "succeeded");
+    assert_eq!(
+        fin["reason"],
+        "already done: 3/3 tasks complete (0 pending, 0 in progress)"
+    );
+}
+
+#[test]
+fn a_missing_tasks_file_fails_the_spec_with_its_name() {
+    let t = Test::with_pipeline(
+        r#"
+[specs.work]
+command = "true"
+tasks = "specs/x/tasks.md"
+"#,
+    );
+    let run = apply(&t, &[]);
+    run.code(1);
+    let ev = events(&run.stdout);
+    let fin = of(&ev, "spec_finished", Some("work"))[0];
+    assert_eq!(fin["status"], "failed");
+    let reason = fin["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("cannot read the tasks file `specs/x/tasks.md`"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn outside_git_only_checked_tasks_count_as_progress() {
+    let t = Test::with_pipeline(
+        r#"
+no_progress_limit = 1
+[specs.work]
+command = "sed -i.bak '0,/- \\[ \\]/s//- [x]/' tasks.md"
+tasks = "tasks.md"
+"#,
+    );
+    t.write("tasks.md", "- [ ] a\n- [ ] b\n");
+    let run = apply(&t, &[]);
+    run.code(0);
+    assert_eq!(
+        iterations(&events(&run.stdout)),
+        vec![(1, true, false), (2, true, true)]
+    );
+}
+
+#[test]
+fn a_runner_killed_mid_loop_resumes_the_same_iteration() {
+    // Iteration 3's first attempt hangs; the runner is killed -9 while it runs.
+    let t = repo(
+        &format!(
+            r#"
+terminate_grace_seconds = 2
+[specs.work]
+command = 'if [ "$SPEC_RUNNER_ITERATION" = 3 ] && [ ! -e hung ]; then touch hung; exec sleep 1000; fi; {}'
+tasks = "tasks.md"
+"#,
+            agent()
+        ),
+        0,
+        5,
+    );
+    let mut bg = Background::apply(&t);
+    bg.wait_for(Duration::from_secs(60), |e| {
+        e["event"] == "iteration_started" && e["iteration"] == 3
+    });
+    bg.wait_for(Duration::from_secs(60), |e| e["event"] == "attempt_started");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !t.path().join("hung").exists() {
+        assert!(std::time::Instant::now() < deadline, "the agent never hung");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let state = || -> Value {
+        serde_json::from_str(&t.read(".spec-runner/state.json")).expect("state parses")
+    };
+    while state()["specs"]["work"]["iteration"]["iteration"] != 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "iteration 3 never reached the disk"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bg.signal(Signal::KILL);
+    bg.wait_exit(Duration::from_secs(10));
+    assert_eq!(commits(&t), 3, "two iterations committed before the kill");
+
+    let run = apply(&t, &[]);
+    run.code(0);
+    let ev = events(&run.stdout);
+    let started: Vec<u64> = of(&ev, "iteration_started", None)
+        .iter()
+        .map(|e| e["iteration"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        started,
+        vec![3, 4, 5],
+        "resumes iteration 3, redoes nothing before it"
+    );
+    assert_eq!(
+        iterations(&ev),
+        vec![(3, true, false), (4, true, false), (5, true, true)]
+    );
+    // Every iteration's agent ran once (iteration 3's hung attempt wrote nothing).
+    let log = t.read("agent.log");
+    for n in 1..=5 {
+        assert_eq!(
+            log.matches(&format!("iteration={n} ")).count(),
+            1,
+            "iteration {n}:\n{log}"
+        );
+    }
+    assert_eq!(commits(&t), 6);
+}
+
+#[test]
+fn a_hang_inside_an_iteration_is_ended_and_retried() {
+    let t = repo(
+        &format!(
+            r#"
+retry_backoff_seconds = 0
+activity_timeout_seconds = 1
+terminate_grace_seconds = 1
+[specs.work]
+command = 'if [ "$SPEC_RUNNER_ITERATION" = 1 ] && [ ! -e hung ]; then touch hung; exec sleep 1000; fi; {}'
+tasks = "tasks.md"
+"#,
+            agent()
+        ),
+        0,
+        2,
+    );
+    let run = apply(&t, &[]);
+    run.code(0);
+    let ev = events(&run.stdout);
+    assert_eq!(iterations(&ev), vec![(1, true, false), (2, true, true)]);
+    let finished = of(&ev, "attempt_finished", None);
+    assert!(
+        finished[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("activity_timeout_seconds"),
+        "{}",
+        finished[0]
+    );
+    assert_eq!(of(&ev, "retry_scheduled", None).len(), 1);
+    assert_eq!(commits(&t), 3);
+}
+
+#[test]
+fn the_loop_shows_in_plain_lines_status_and_junit() {
+    let t = repo(
+        &format!(
+            r#"
+retry_backoff_seconds = 0
+[specs.work]
+command = 'if [ "$SPEC_RUNNER_ITERATION" = 2 ] && [ ! -e crashed ]; then touch crashed; exit 3; fi; {}'
+tasks = "tasks.md"
+"#,
+            agent()
+        ),
+        0,
+        3,
+    );
+    let run = run_in(
+        &t,
+        &["apply", "--progress", "plain", "--junit", "report.xml"],
+    );
+    run.code(0)
+        .stderr_has("work: iteration 1/50 · tasks 0/3\n")
+        .stderr_has("work: iteration 1/50 · tasks 1/3 ended: progress, not done yet")
+        .stderr_has("work: iteration 3/50 · tasks 3/3 ended: done");
+
+    let status = run_in(&t, &["status"]);
+    status
+        .code(0)
+        .stdout_has("iterating specs:\n")
+        .stdout_has("iteration 3/50 · tasks 3/3 (0 pending, 0 in progress)");
+    let json: Value = serde_json::from_str(&run_in(&t, &["status", "--format", "json"]).stdout)
+        .expect("status json");
+    let it = &json["specs"]["work"]["iteration"];
+    assert_eq!(it["iteration"], 3);
+    assert_eq!(it["max_iterations"], 50);
+    assert_eq!(it["no_progress_streak"], 0);
+    assert_eq!(it["tasks"]["done"], 3);
+
+    // One test case for the spec; its output lists the iterations; the crash inside
+    // iteration 2 is its only rerun (passing iterations are not failures).
+    let xml = t.read("report.xml");
+    let doc = roxmltree::Document::parse(&xml).expect("xml");
+    let cases: Vec<_> = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("testcase"))
+        .collect();
+    assert_eq!(cases.len(), 1);
+    let flaky = cases[0]
+        .children()
+        .filter(|n| n.has_tag_name("flakyFailure"))
+        .count();
+    assert_eq!(flaky, 1, "{xml}");
+    let out = cases[0]
+        .children()
+        .find(|n| n.has_tag_name("system-out"))
+        .and_then(|n| n.text())
+        .unwrap_or_default();
+    assert!(
+        out.starts_with(
+            "iteration 1/50 · tasks 1/3: progress\n\
+             iteration 2/50 · tasks 2/3: progress\n\
+             iteration 3/50 · tasks 3/3: done\n"
+        ),
+        "{out}"
+    );
+}
