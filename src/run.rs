@@ -182,6 +182,7 @@ fn dispatch(cli: Cli) -> u8 {
         Command::Init { force } => init(g, *force),
         Command::Completions { shell } => print_out(&crate::manual::completions(*shell)),
         Command::Man { dir } => man(dir.as_deref()),
+        Command::SpecNames { words } => spec_names(g, words),
     }
 }
 
@@ -193,8 +194,8 @@ fn plan(p: &Pipeline, args: &crate::cli::PlanArgs) -> u8 {
     } else {
         let mut only = vec![false; p.specs.len()];
         for name in &args.specs {
-            match p.index_of(name) {
-                Some(i) => only[i] = true,
+            match p.resolve(name) {
+                Some(indices) => indices.into_iter().for_each(|i| only[i] = true),
                 None => {
                     eprintln!("error: {}", p.no_such_spec(name));
                     return exit::USAGE;
@@ -238,6 +239,39 @@ fn plan(p: &Pipeline, args: &crate::cli::PlanArgs) -> u8 {
         }
         PlanFormat::Text => print_out(&crate::plan::plan_text(p, &view)),
     }
+}
+
+/// The names a completion script offers for SPEC: every spec and every matrix name,
+/// sorted; nothing (and exit 0) when the pipeline does not load. A `-f/--file` among
+/// the words being completed names the pipeline file.
+fn spec_names(g: &GlobalArgs, words: &[String]) -> u8 {
+    let mut file = g.file.clone();
+    for (i, w) in words.iter().enumerate() {
+        if let Some(f) = w.strip_prefix("--file=") {
+            file = Some(PathBuf::from(f));
+        } else if (w == "-f" || w == "--file")
+            && let Some(f) = words.get(i + 1)
+        {
+            file = Some(PathBuf::from(f));
+        }
+    }
+    let opts = LoadOptions {
+        file,
+        ..load_options(g, &OverrideArgs::default())
+    };
+    let Ok(p) = config::load(&opts) else {
+        return exit::SUCCESS;
+    };
+    let mut names: Vec<&str> = p
+        .specs
+        .iter()
+        .map(|s| s.name.as_str())
+        .chain(p.groups.keys().map(String::as_str))
+        .collect();
+    names.sort_unstable();
+    let mut out = names.join("\n");
+    out.push('\n');
+    print_out(&out)
 }
 
 /// `-v`: what spec-runner decides; `-vv`: each step; `-vvv`: everything. On stderr.
@@ -476,8 +510,8 @@ fn select(p: &Pipeline, names: &[String]) -> Result<Vec<bool>, String> {
     let mut selected = vec![false; p.specs.len()];
     let mut stack = Vec::new();
     for name in names {
-        match p.index_of(name) {
-            Some(i) => stack.push(i),
+        match p.resolve(name) {
+            Some(indices) => stack.extend(indices),
             None => return Err(p.no_such_spec(name)),
         }
     }
@@ -534,8 +568,8 @@ fn apply(p: &Pipeline, args: &ApplyArgs, color: bool) -> u8 {
 fn restart(p: &Pipeline, names: &[String], with_deps: bool, out: &OutputArgs, color: bool) -> u8 {
     let mut requested = vec![false; p.specs.len()];
     for name in names {
-        match p.index_of(name) {
-            Some(i) => requested[i] = true,
+        match p.resolve(name) {
+            Some(indices) => indices.into_iter().for_each(|i| requested[i] = true),
             None => {
                 eprintln!("error: {}", p.no_such_spec(name));
                 return exit::USAGE;
