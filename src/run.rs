@@ -146,11 +146,20 @@ fn dispatch(cli: Cli) -> u8 {
         }
         Command::Stop { specs } => match load(g, &OverrideArgs::default()) {
             Ok(p) => {
-                if let Some(name) = specs.iter().find(|n| p.index_of(n).is_none()) {
-                    eprintln!("error: {}", p.no_such_spec(name));
-                    return exit::USAGE;
+                let mut names = Vec::new();
+                for name in specs {
+                    match p.resolve(name) {
+                        Some(indices) => {
+                            names.extend(indices.into_iter().map(|i| p.specs[i].name.clone()))
+                        }
+                        None => {
+                            eprintln!("error: {}", p.no_such_spec(name));
+                            return exit::USAGE;
+                        }
+                    }
                 }
-                crate::control::stop(&p.run.state_dir, &p.file, specs)
+                names.dedup();
+                crate::control::stop(&p.run.state_dir, &p.file, &names)
             }
             // A pipeline file edited into an invalid state while it runs must not make
             // the run unstoppable: try the default state folder next to the file.
@@ -589,7 +598,11 @@ fn restart(p: &Pipeline, names: &[String], with_deps: bool, out: &OutputArgs, co
         }
     }
     // A live run restarts them itself, the rest of it undisturbed.
-    if let Some(code) = crate::control::restart_live(p, names) {
+    let resolved: Vec<String> = (0..p.specs.len())
+        .filter(|&i| requested[i])
+        .map(|i| p.specs[i].name.clone())
+        .collect();
+    if let Some(code) = crate::control::restart_live(p, &resolved) {
         return code;
     }
     // Only these specs: what they depend on must have succeeded (or, with
