@@ -711,9 +711,14 @@ fn execute(p: &Pipeline, req: RunRequest, out: &OutputArgs, color: bool) -> u8 {
                     .is_some_and(|st| st.status == crate::events::Status::Succeeded)
         })
         .collect();
+    let github_actions =
+        crate::report::in_github_actions(std::env::var_os("GITHUB_ACTIONS").as_deref());
     let look = crate::report::plain::Look {
         quiet: out.quiet,
         color,
+        // Under GitHub Actions the failing log's end is in the annotation's group:
+        // printed once, not twice.
+        no_tail: github_actions,
     };
     let mut json;
     let mut bars;
@@ -747,7 +752,7 @@ fn execute(p: &Pipeline, req: RunRequest, out: &OutputArgs, color: bool) -> u8 {
             }
         }
     }
-    if crate::report::in_github_actions(std::env::var_os("GITHUB_ACTIONS").as_deref()) {
+    if github_actions {
         github = crate::report::github::GithubReporter::new(std::io::stderr());
         sinks.push(&mut github);
     }
