@@ -721,6 +721,8 @@ fn execute(p: &Pipeline, req: RunRequest, out: &OutputArgs, color: bool) -> u8 {
         no_tail: github_actions,
     };
     let mut json;
+    // Lives as long as the bars (declared before them: dropped after them).
+    let _echo_off: Option<crate::exec::ControlEchoOff>;
     let mut bars;
     let mut plain;
     let mut github;
@@ -744,6 +746,7 @@ fn execute(p: &Pipeline, req: RunRequest, out: &OutputArgs, color: bool) -> u8 {
                 Progress::Plain | Progress::None => false,
             };
             if use_bars {
+                _echo_off = crate::exec::hide_control_echo();
                 bars = crate::report::progress::ProgressReporter::new(look);
                 sinks.push(&mut bars);
             } else if out.progress != Progress::None {
