@@ -266,20 +266,18 @@ fn init_tracing(verbose: u8, color: bool) {
         .try_init();
 }
 
-/// The man page on stdout, or one page per command written into `dir`.
+/// The man page on stdout, or it and one page per command written into `dir`.
 fn man(dir: Option<&Path>) -> u8 {
-    let cmd = Cli::command();
     let Some(dir) = dir else {
-        let mut out = Vec::new();
-        return match clap_mangen::Man::new(cmd).render(&mut out) {
-            Ok(()) => print_out(&String::from_utf8_lossy(&out)),
-            Err(e) => {
-                eprintln!("error: cannot render the man page: {e}");
-                exit::USAGE
-            }
-        };
+        return print_out(&crate::manual::man_page());
     };
-    match std::fs::create_dir_all(dir).and_then(|()| clap_mangen::generate_to(cmd, dir)) {
+    let pages = crate::manual::man_pages();
+    let written = std::fs::create_dir_all(dir).and_then(|()| {
+        pages
+            .iter()
+            .try_for_each(|(name, text)| std::fs::write(dir.join(name), text))
+    });
+    match written {
         Ok(()) => {
             eprintln!("wrote man pages to {}", dir.display());
             exit::SUCCESS

@@ -723,14 +723,105 @@ fn completions_and_man_pages_come_from_the_command_line_definition() {
         run.code(0).stdout_has(marker).stdout_has("apply");
     }
     run_in(&t, &["completions", "tcsh"]).code(2);
-    run_in(&t, &["man"])
-        .code(0)
-        .stdout_has(".TH spec-runner")
-        .stdout_has("completions");
     run_in(&t, &["man", "--dir", "man1"]).code(0);
     for page in ["spec-runner.1", "spec-runner-apply.1", "spec-runner-man.1"] {
         assert!(t.path().join("man1").join(page).is_file(), "{page}");
     }
+    assert!(
+        t.read("man1/spec-runner.1")
+            .contains("spec\\-runner\\-apply(1)")
+    );
+}
+
+#[test]
+fn the_man_page_is_complete_on_its_own_and_keeps_examples_as_written() {
+    let t = Test::new();
+    let run = run_in(&t, &["man"]);
+    run.code(0);
+    let page = &run.stdout;
+    // `.TH title section date source manual`: a date in the date field, the version
+    // in the source field.
+    let th = page.lines().find(|l| l.starts_with(".TH ")).expect(".TH");
+    let re = regex::Regex::new(
+        r#"^\.TH SPEC-RUNNER 1 (\d{4}-\d{2}-\d{2}) "spec\\-runner (\S+)" "User Commands"$"#,
+    )
+    .unwrap();
+    let caps = re.captures(th).unwrap_or_else(|| panic!("{th}"));
+    assert!(
+        chrono::NaiveDate::parse_from_str(&caps[1], "%Y-%m-%d").is_ok(),
+        "{th}"
+    );
+    assert_eq!(&caps[2], env!("CARGO_PKG_VERSION"));
+    let sections: Vec<&str> = page
+        .lines()
+        .filter_map(|l| l.strip_prefix(".SH "))
+        .collect();
+    assert_eq!(
+        sections,
+        [
+            "\"NAME\"",
+            "\"SYNOPSIS\"",
+            "\"DESCRIPTION\"",
+            "\"OPTIONS\"",
+            "\"COMMANDS\"",
+            "\"ENVIRONMENT\"",
+            "\"EXIT STATUS\"",
+            "\"FILES\"",
+            "\"EXAMPLES\"",
+        ]
+    );
+    assert!(
+        page.contains(".SS \"spec\\-runner apply [OPTIONS] [SPEC]...\""),
+        "{page}"
+    );
+    for name in [
+        "SPEC_RUNNER_FILE",
+        "SPEC_RUNNER_PROGRESS",
+        "NO_COLOR",
+        "SPEC_RUNNER_ATTEMPT",
+    ] {
+        assert!(page.contains(name), "ENVIRONMENT lacks {name}");
+    }
+    for code in ["\\fB0\\fR", "\\fB1\\fR", "\\fB2\\fR", "\\fB130\\fR"] {
+        assert!(page.contains(code), "EXIT STATUS lacks {code}");
+    }
+    // Nothing points to a page `spec-runner man | man -l -` does not install.
+    assert!(!page.contains("(1)"), "{page}");
+    // Examples are no-fill blocks: rendered, each line stays as written.
+    let examples = &page[page.find(".SH \"EXAMPLES\"").unwrap()..];
+    let block =
+        &examples[examples.find(".nf\n").expect(".nf")..examples.find(".fi\n").expect(".fi")];
+    assert!(
+        block.contains("spec\\-runner apply \\-\\-junit target/spec\\-runner.xml   # in CI"),
+        "{block}"
+    );
+
+    // Where mandoc is installed: no warnings, and the rendered examples read as typed.
+    t.write("spec-runner.1", page);
+    let Ok(lint) = std::process::Command::new("mandoc")
+        .args(["-Tlint", "-Wwarning", "spec-runner.1"])
+        .current_dir(t.path())
+        .output()
+    else {
+        eprintln!("mandoc is not installed: the page was not linted");
+        return;
+    };
+    let lint =
+        String::from_utf8_lossy(&lint.stdout).into_owned() + &String::from_utf8_lossy(&lint.stderr);
+    assert!(lint.trim().is_empty(), "{lint}");
+    let text = std::process::Command::new("mandoc")
+        .args(["-Tascii", "-Owidth=200", "spec-runner.1"])
+        .current_dir(t.path())
+        .output()
+        .expect("mandoc");
+    let text = String::from_utf8_lossy(&text.stdout);
+    // Overstrike (bold, underline) removed, as `col -b` does.
+    let text = regex::Regex::new(".\x08").unwrap().replace_all(&text, "");
+    assert!(
+        text.lines()
+            .any(|l| l.trim() == "spec-runner apply --junit target/spec-runner.xml   # in CI"),
+        "{text}"
+    );
 }
 
 /// What bash offers for the command line `words` (the last one being completed), asked
