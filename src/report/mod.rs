@@ -106,7 +106,8 @@ fn printable(line: &str) -> String {
 }
 
 /// A path as a person at this shell would type it: relative to the current directory
-/// when inside it (`.spec-runner/logs/a/task_1.log`), absolute otherwise.
+/// when inside it (`.spec-runner/logs/a/task_1.log`), absolute otherwise; on one line
+/// (a folder named in the pipeline file may hold a line break).
 pub fn shown(path: &std::path::Path) -> String {
     // Read once: the runner never changes directory, and this runs per event line.
     static CWD: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
@@ -114,7 +115,10 @@ pub fn shown(path: &std::path::Path) -> String {
         .as_deref()
         .and_then(|cwd| path.strip_prefix(cwd).ok().map(|p| p.display().to_string()))
         .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| path.display().to_string())
+        .map_or_else(
+            || one_line(&path.display().to_string()).into_owned(),
+            |s| one_line(&s).into_owned(),
+        )
 }
 
 /// Where an iterating spec's loop is: `iteration 3/50 · tasks 4/10` (without the

@@ -366,8 +366,12 @@ fn github_actions_gets_an_error_with_the_log_in_a_group_and_a_flaky_warning() {
 fn a_reason_with_line_breaks_cannot_issue_workflow_commands() {
     // A program name from the pipeline file with a line break and a command after it:
     // the reason that names it must stay on its event's line.
-    let t = Test::with_pipeline("[specs.odd]\ncommand = [\"no-such\\r\\n::error::injected\"]\n")
-        .env("GITHUB_ACTIONS", "true");
+    // A log folder with one too: it shows in every RUNNING line.
+    let t = Test::with_pipeline(
+        "retry_log_dir = \"logs\\n::error::from the folder\"\n\
+         [specs.odd]\ncommand = [\"no-such\\r\\n::error::injected\"]\n",
+    )
+    .env("GITHUB_ACTIONS", "true");
     let run = run_in(&t, &["apply"]);
     run.code(1);
     let mut inside = None;
@@ -385,6 +389,12 @@ fn a_reason_with_line_breaks_cannot_issue_workflow_commands() {
             assert!(!l.contains('\r'), "{l:?}");
         }
     }
+    assert!(
+        run.stderr
+            .contains("log logs·::error::from the folder/odd/task_1.log"),
+        "{}",
+        run.stderr
+    );
     let annotations = run.stderr.lines().filter(|l| l.starts_with("::error"));
     assert_eq!(annotations.count(), 1, "{}", run.stderr);
     assert!(
