@@ -533,3 +533,30 @@ fn the_schemas_use_only_standard_formats_and_no_null() {
         schema["description"]
     );
 }
+
+/// An editor's message for a wrong enum value names the values that would do, rather
+/// than "not valid under any of the schemas listed in the 'anyOf' keyword".
+#[test]
+fn a_wrong_enum_value_is_told_with_the_values_that_would_do() {
+    let schema = validator("spec-runner.schema.json");
+    for (doc, values) in [
+        (
+            serde_json::json!({"retry_jitter": "sometimes"}),
+            ["none", "full", "equal", "decorrelated"].as_slice(),
+        ),
+        (
+            serde_json::json!({"retry_rules": [{"action": "explode"}]}),
+            ["retry", "fail", "abort"].as_slice(),
+        ),
+    ] {
+        let errors: Vec<String> = schema.iter_errors(&doc).map(|e| e.to_string()).collect();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        // (This validator names the first two and counts the rest.)
+        assert!(errors[0].contains("is not one of"), "{errors:?}");
+        assert!(
+            errors[0].contains(&format!("\"{}\"", values[0])),
+            "{errors:?}"
+        );
+        assert!(!errors[0].contains("anyOf"), "{errors:?}");
+    }
+}
