@@ -80,12 +80,16 @@ pub enum Command {
     },
     /// Run specs again now, from a retry count of 0 (a manual restart does not count)
     #[command(
-        after_help = "Examples:\n  spec-runner restart auth\n  spec-runner restart auth billing --format json"
+        after_help = "Examples:\n  spec-runner restart auth\n  spec-runner restart auth billing --format json\n  spec-runner restart deploy --with-deps"
     )]
     Restart {
         /// The specs to run again
         #[arg(value_name = "SPEC", required = true)]
         specs: Vec<String>,
+        /// Also run, first, every dependency that has not succeeded (without it, such a
+        /// dependency makes restart refuse)
+        #[arg(long)]
+        with_deps: bool,
         #[command(flatten)]
         overrides: OverrideArgs,
         #[command(flatten)]

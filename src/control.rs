@@ -6,6 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::config::Pipeline;
+use crate::events::Status;
 use crate::exit;
 use crate::live::client::Client;
 use crate::live::protocol;
@@ -91,6 +92,14 @@ fn seen(state_dir: &Path) -> Result<Seen, String> {
                     for key in ["pid", "started_at", "elapsed_ms", "next_retry_at"] {
                         spec[key] = serde_json::Value::Null;
                     }
+                    if interrupted(s)
+                        && matches!(spec["status"].as_str(), Some("running" | "backoff"))
+                    {
+                        spec["status"] = "interrupted".into();
+                    }
+                }
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("interrupted".into(), interrupted(s).into());
                 }
             }
             v
@@ -105,7 +114,18 @@ fn seen(state_dir: &Path) -> Result<Seen, String> {
     })
 }
 
+/// Whether the run that wrote `s` never recorded its end: its runner was killed (the
+/// caller knows that no runner holds the lock any more).
+fn interrupted(s: &StateFile) -> bool {
+    s.finished_at.is_none()
+}
+
 /// `status`: a table, or the state as JSON (each spec with its live fields).
+///
+/// ATTEMPTS is the attempts of each spec's latest retry cycle (its first attempt and
+/// the retries after it, earlier runs' included when a killed runner's cycle was
+/// resumed): the number `spec_finished` reports as `attempts`. The log numbers count
+/// every attempt ever.
 pub fn status(view: &StatusView, json: bool) -> u8 {
     let seen = match seen(&view.state_dir) {
         Ok(s) => s,
@@ -133,6 +153,13 @@ pub fn status(view: &StatusView, json: bool) -> u8 {
         (Some(s), Some(pid)) => {
             out.push_str(&format!("run {} in progress (pid {pid})\n", s.run_id))
         }
+        (Some(s), None) if interrupted(s) => out.push_str(&format!(
+            "last run {} was interrupted: its runner (pid {}) is gone, last seen {}; \
+             `spec-runner apply` resumes it\n",
+            s.run_id,
+            s.runner_pid,
+            s.updated_at.format("%Y-%m-%d %H:%M:%SZ")
+        )),
         (Some(s), None) => out.push_str(&format!(
             "last run {} (updated {})\n",
             s.run_id,
@@ -175,10 +202,15 @@ pub fn status(view: &StatusView, json: bool) -> u8 {
             ],
             Some(s) => {
                 let last = s.attempts.last();
+                // A killed runner's work: nothing runs or waits any more.
+                let gone = holder.is_none()
+                    && state.as_ref().is_some_and(interrupted)
+                    && matches!(s.status, Status::Running | Status::Backoff);
                 let exit = last.map_or("-".into(), |a| {
                     match (a.exit_code, &a.signal, &a.ended_at) {
                         (Some(c), _, _) => c.to_string(),
                         (None, Some(sig), _) => sig.clone(),
+                        (None, None, None) if gone => "interrupted".into(),
                         (None, None, None) => match a.job_id {
                             // A batch job: its id finds it in the cluster's own tools.
                             Some(id) => format!("running (job {id})"),
@@ -203,9 +235,14 @@ pub fn status(view: &StatusView, json: bool) -> u8 {
                 };
                 vec![
                     name.clone(),
-                    s.status.as_str().into(),
+                    if gone {
+                        "interrupted"
+                    } else {
+                        s.status.as_str()
+                    }
+                    .into(),
                     now_cell,
-                    s.attempts.len().to_string(),
+                    last.map_or(0, |a| a.attempt).to_string(),
                     format!("{}/{}", s.retry_count, s.max_retries),
                     s.last_retry_at
                         .map_or("-".into(), |t| t.format("%Y-%m-%d %H:%M:%SZ").to_string()),

@@ -111,10 +111,11 @@ fn dispatch(cli: Cli) -> u8 {
         }
         Command::Restart {
             specs,
+            with_deps,
             overrides,
             output,
         } => match load(g, overrides).and_then(|p| backends_ready(&p).map(|()| p)) {
-            Ok(p) => restart(&p, specs, output, color),
+            Ok(p) => restart(&p, specs, *with_deps, output, color),
             Err(code) => code,
         },
         Command::Status { format } => {
@@ -577,6 +578,9 @@ fn select(p: &Pipeline, names: &[String]) -> Result<Vec<bool>, String> {
 struct RunRequest {
     requested: Vec<bool>,
     mode: crate::state::resume::Mode,
+    /// A `restart`: its specs' dependencies must have succeeded (checked against the
+    /// state, under the lock), or with `--with-deps` run first (`Some(true)`).
+    restart_with_deps: Option<bool>,
 }
 
 fn apply(p: &Pipeline, args: &ApplyArgs, color: bool) -> u8 {
@@ -599,10 +603,19 @@ fn apply(p: &Pipeline, args: &ApplyArgs, color: bool) -> u8 {
     } else {
         crate::state::resume::Mode::Resume
     };
-    execute(p, RunRequest { requested, mode }, &args.output, color)
+    execute(
+        p,
+        RunRequest {
+            requested,
+            mode,
+            restart_with_deps: None,
+        },
+        &args.output,
+        color,
+    )
 }
 
-fn restart(p: &Pipeline, names: &[String], out: &OutputArgs, color: bool) -> u8 {
+fn restart(p: &Pipeline, names: &[String], with_deps: bool, out: &OutputArgs, color: bool) -> u8 {
     let mut requested = vec![false; p.specs.len()];
     for name in names {
         match p.index_of(name) {
@@ -617,12 +630,14 @@ fn restart(p: &Pipeline, names: &[String], out: &OutputArgs, color: bool) -> u8 
     if let Some(code) = crate::control::restart_live(p, names) {
         return code;
     }
-    // Only these specs: what they depend on is taken as done.
+    // Only these specs: what they depend on must have succeeded (or, with
+    // `--with-deps`, runs first).
     execute(
         p,
         RunRequest {
             requested,
             mode: crate::state::resume::Mode::Fresh,
+            restart_with_deps: Some(with_deps),
         },
         out,
         color,
@@ -658,6 +673,19 @@ fn execute(p: &Pipeline, req: RunRequest, out: &OutputArgs, color: bool) -> u8 {
     };
     if let Some(w) = &loaded.warning {
         eprintln!("warning: {w}");
+    }
+    let mut req = req;
+    if let Some(with_deps) = req.restart_with_deps {
+        match resume::restart_selection(p, &req.requested, loaded.state.as_ref(), with_deps) {
+            Ok(selected) => req.requested = selected,
+            Err(e) => {
+                for line in e.lines() {
+                    eprintln!("error: {line}");
+                }
+                eprintln!("nothing was run");
+                return exit::USAGE;
+            }
+        }
     }
     let mut plan = resume::plan(p, &req.requested, loaded.state.as_ref(), req.mode);
     // Batch jobs a killed runner left: a resumed run follows each one still known to

@@ -246,6 +246,99 @@ fn succeeded_at(s: &SpecState) -> Option<DateTime<Utc>> {
     s.attempts.last().and_then(|a| a.ended_at)
 }
 
+/// Why a dependency does not count as done for a spec run on its own (`restart`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnmetDependency {
+    /// The dependency's index in the pipeline.
+    pub index: usize,
+    /// `failed`, `skipped`, `stopped`, `running`, …, `never ran`, or `changed since it
+    /// succeeded`.
+    pub why: String,
+}
+
+/// The dependencies of spec `i` that have not succeeded with their current definition
+/// according to `state`, in `depends_on` order. Pure: the check behind `restart SPEC`
+/// (offline, from the state file; a live run can ask it of its own snapshot).
+pub fn unmet_dependencies(
+    p: &Pipeline,
+    state: Option<&StateFile>,
+    i: usize,
+) -> Vec<UnmetDependency> {
+    p.specs[i]
+        .depends_on
+        .iter()
+        .filter_map(|&d| {
+            let dep = &p.specs[d];
+            let why = match state.and_then(|f| f.specs.get(&dep.name)) {
+                None => "never ran".to_string(),
+                Some(s) if s.status != Status::Succeeded => s.status.as_str().to_string(),
+                Some(s) if s.definition_hash != definition_hash(p, dep) => {
+                    "changed since it succeeded".to_string()
+                }
+                Some(_) => return None,
+            };
+            Some(UnmetDependency { index: d, why })
+        })
+        .collect()
+}
+
+/// What `restart` runs: the named specs, and with `with_deps` every dependency (and
+/// theirs, transitively) that has not succeeded, so that it runs first. Without
+/// `with_deps`, a named spec with such a dependency is an error naming each one.
+pub fn restart_selection(
+    p: &Pipeline,
+    named: &[bool],
+    state: Option<&StateFile>,
+    with_deps: bool,
+) -> Result<Vec<bool>, String> {
+    let mut selected = named.to_vec();
+    let mut work: Vec<usize> = (0..named.len()).filter(|&i| named[i]).collect();
+    let mut refused = Vec::new();
+    while let Some(i) = work.pop() {
+        let unmet: Vec<UnmetDependency> = unmet_dependencies(p, state, i)
+            .into_iter()
+            .filter(|u| !selected[u.index])
+            .collect();
+        if unmet.is_empty() {
+            continue;
+        }
+        if with_deps {
+            for u in unmet {
+                selected[u.index] = true;
+                work.push(u.index);
+            }
+        } else {
+            refused.push((i, unmet));
+        }
+    }
+    if refused.is_empty() {
+        return Ok(selected);
+    }
+    refused.sort_by_key(|(i, _)| *i);
+    let lines: Vec<String> = refused
+        .iter()
+        .map(|(i, unmet)| {
+            let name = &p.specs[*i].name;
+            let deps: Vec<String> = unmet
+                .iter()
+                .map(|u| format!("`{}` ({})", p.specs[u.index].name, u.why))
+                .collect();
+            let (noun, verb) = if deps.len() == 1 {
+                ("dependency", "has")
+            } else {
+                ("dependencies", "have")
+            };
+            format!(
+                "cannot restart `{name}`: its {noun} {} {verb} not succeeded; \
+                 `spec-runner restart {name} --with-deps` runs {} first",
+                deps.join(", "),
+                if deps.len() == 1 { "it" } else { "them" }
+            )
+        })
+        .collect();
+    Err(lines.join("\n"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -496,5 +589,99 @@ command = \"docs\"
         ] {
             assert!(!w.to_string().is_empty() && !w.kind().is_empty());
         }
+    }
+}
+
+#[cfg(test)]
+mod restart_tests {
+    use super::*;
+    use crate::state::model::SpecState;
+
+    fn pipeline(toml: &str) -> (Pipeline, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("spec-runner.toml"), toml).expect("write");
+        let opts = crate::config::LoadOptions {
+            cwd: dir.path().to_path_buf(),
+            ..crate::config::LoadOptions::default()
+        };
+        (crate::config::load(&opts).expect("valid"), dir)
+    }
+
+    fn with(p: &Pipeline, specs: &[(&str, Status)]) -> StateFile {
+        let mut f = StateFile::new("r");
+        for (name, status) in specs {
+            let i = p.index_of(name).unwrap();
+            let mut s = SpecState::new(definition_hash(p, &p.specs[i]), 0);
+            s.status = *status;
+            f.specs.insert((*name).to_string(), s);
+        }
+        f
+    }
+
+    const CHAIN: &str = "[specs.build]\ncommand = \"true\"\n[specs.lint]\ncommand = \"true\"\n[specs.test]\ncommand = \"true\"\ndepends_on = [\"build\"]\n[specs.deploy]\ncommand = \"true\"\ndepends_on = [\"test\", \"lint\"]\n";
+
+    fn named(p: &Pipeline, names: &[&str]) -> Vec<bool> {
+        let mut v = vec![false; p.specs.len()];
+        for n in names {
+            v[p.index_of(n).unwrap()] = true;
+        }
+        v
+    }
+
+    fn names(p: &Pipeline, sel: &[bool]) -> Vec<String> {
+        (0..sel.len())
+            .filter(|&i| sel[i])
+            .map(|i| p.specs[i].name.clone())
+            .collect()
+    }
+
+    #[test]
+    fn restart_refuses_a_spec_whose_dependencies_have_not_succeeded_naming_them() {
+        let (p, _d) = pipeline(CHAIN);
+        let st = with(&p, &[("build", Status::Failed), ("test", Status::Skipped)]);
+        let err = restart_selection(&p, &named(&p, &["deploy"]), Some(&st), false).unwrap_err();
+        assert_eq!(
+            err,
+            "cannot restart `deploy`: its dependencies `test` (skipped), `lint` (never ran) have not succeeded; `spec-runner restart deploy --with-deps` runs them first"
+        );
+        // Named together, a dependency runs first in the same run: nothing to refuse
+        // about it.
+        let st = with(
+            &p,
+            &[("build", Status::Succeeded), ("lint", Status::Succeeded)],
+        );
+        let sel = restart_selection(&p, &named(&p, &["test", "deploy"]), Some(&st), false);
+        let mut got = names(&p, &sel.unwrap());
+        got.sort();
+        assert_eq!(got, ["deploy", "test"]);
+    }
+
+    #[test]
+    fn with_deps_adds_every_dependency_that_has_not_succeeded_transitively() {
+        let (p, _d) = pipeline(CHAIN);
+        let st = with(
+            &p,
+            &[
+                ("build", Status::Failed),
+                ("test", Status::Skipped),
+                ("lint", Status::Succeeded),
+            ],
+        );
+        let sel = restart_selection(&p, &named(&p, &["deploy"]), Some(&st), true).unwrap();
+        let mut got = names(&p, &sel);
+        got.sort();
+        assert_eq!(got, ["build", "deploy", "test"]);
+    }
+
+    #[test]
+    fn a_dependency_changed_since_it_succeeded_is_not_done() {
+        let (p, _d) = pipeline(CHAIN);
+        let mut st = with(&p, &[("build", Status::Succeeded)]);
+        st.specs.get_mut("build").unwrap().definition_hash = "old".into();
+        let unmet = unmet_dependencies(&p, Some(&st), p.index_of("test").unwrap());
+        assert_eq!(unmet.len(), 1);
+        assert_eq!(unmet[0].why, "changed since it succeeded");
+        let st = with(&p, &[("build", Status::Succeeded)]);
+        assert!(unmet_dependencies(&p, Some(&st), p.index_of("test").unwrap()).is_empty());
     }
 }

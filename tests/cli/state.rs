@@ -85,6 +85,24 @@ command = 'if [ -f done-once ]; then echo second run; exit 0; fi; touch done-onc
         alive(pid),
         "the spec outlives a kill -9 of the runner (its own group)"
     );
+    // `status` does not pretend the spec still runs under a runner.
+    let status = run_in(&t, &["status"]);
+    status
+        .code(0)
+        .stdout_has("was interrupted: its runner")
+        .stdout_has("is gone");
+    let row = status
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("sleeper "))
+        .expect("a row for sleeper");
+    assert!(
+        row.contains("interrupted") && !row.contains("running"),
+        "{row}"
+    );
+    let json = run_in(&t, &["status", "--format", "json"]).code(0).json();
+    assert_eq!(json["specs"]["sleeper"]["status"], "interrupted");
+    assert_eq!(json["interrupted"], true);
 
     let run = run_in(&t, &["apply", "--format", "json"]);
     run.code(0).stderr_has("left running");
@@ -283,6 +301,8 @@ command = 'echo "attempt $SPEC_RUNNER_ATTEMPT"; [ "$SPEC_RUNNER_ATTEMPT" -ge 2 ]
     bg.wait_exit(Duration::from_secs(10));
     assert_eq!(state(&t)["specs"]["flaky"]["status"], "backoff");
     assert!(!state(&t)["specs"]["flaky"]["last_retry_at"].is_null());
+    let json = run_in(&t, &["status", "--format", "json"]).code(0).json();
+    assert_eq!(json["specs"]["flaky"]["status"], "interrupted");
 
     let run = run_in(&t, &["apply", "--format", "json"]);
     run.code(0);
@@ -587,4 +607,98 @@ command = "echo attempt output; exit 1"
         "hook for s\n"
     );
     run_in(&t, &["logs", "s", "--hook", "--attempt", "2"]).code(2);
+}
+
+#[test]
+fn restart_refuses_a_spec_whose_dependency_has_not_succeeded_and_with_deps_runs_it_first() {
+    let t = Test::with_pipeline(
+        r#"
+retry_max_retries = 0
+[specs.build]
+command = "test -f fixed && echo built > artifact"
+[specs.deploy]
+command = "cat artifact"
+depends_on = ["build"]
+"#,
+    );
+    run_in(&t, &["apply"]).code(1);
+    assert_eq!(state(&t)["specs"]["deploy"]["status"], "skipped");
+
+    let run = run_in(&t, &["restart", "deploy", "--format", "json"]);
+    run.code(2)
+        .stderr_has("cannot restart `deploy`: its dependency `build` (failed) has not succeeded")
+        .stderr_has("--with-deps");
+    assert!(
+        events(&run.stdout).is_empty(),
+        "nothing ran: {}",
+        run.stdout
+    );
+    assert!(!t.path().join(".spec-runner/logs/deploy").exists());
+
+    t.write("fixed", "");
+    let run = run_in(
+        &t,
+        &["restart", "deploy", "--with-deps", "--format", "json"],
+    );
+    run.code(0);
+    let ev = events(&run.stdout);
+    let order: Vec<&str> = of(&ev, "attempt_started", None)
+        .iter()
+        .map(|e| e["spec"].as_str().unwrap())
+        .collect();
+    assert_eq!(order, ["build", "deploy"]);
+    assert_eq!(state(&t)["specs"]["deploy"]["status"], "succeeded");
+    // Now that `build` succeeded, `deploy` restarts on its own.
+    run_in(&t, &["restart", "deploy"]).code(0);
+}
+
+#[test]
+fn a_fresh_run_forgets_earlier_retries_and_attempts_are_those_of_the_latest_cycle() {
+    let t = Test::with_pipeline(
+        r#"
+retry_max_retries = 2
+retry_backoff_seconds = 0
+[specs.s]
+command = 'test -f fixed || [ "$SPEC_RUNNER_ATTEMPT" = 2 ]'
+"#,
+    );
+    let ev = events(&run_in(&t, &["apply", "--format", "json"]).code(0).stdout);
+    assert_eq!(of(&ev, "spec_finished", Some("s"))[0]["attempts"], 2);
+    assert!(!state(&t)["specs"]["s"]["last_retry_at"].is_null());
+    let row = |t: &Test| {
+        run_in(t, &["status"])
+            .code(0)
+            .stdout
+            .lines()
+            .find(|l| l.starts_with("s "))
+            .expect("a row for s")
+            .split_whitespace()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    // SPEC STATUS NOW ATTEMPTS RETRY LAST-RETRY(date time) …
+    let r = row(&t);
+    assert_eq!(
+        (r[1].as_str(), r[3].as_str(), r[4].as_str()),
+        ("succeeded", "2", "1/2"),
+        "{r:?}"
+    );
+
+    t.write("fixed", "");
+    let ev = events(
+        &run_in(&t, &["apply", "--fresh", "--format", "json"])
+            .code(0)
+            .stdout,
+    );
+    assert_eq!(of(&ev, "spec_finished", Some("s"))[0]["attempts"], 1);
+    let st = state(&t);
+    assert!(
+        st["specs"]["s"]["last_retry_at"].is_null(),
+        "{}",
+        st["specs"]["s"]
+    );
+    assert_eq!(st["specs"]["s"]["retry_count"], 0);
+    let r = row(&t);
+    // One attempt in this cycle (three logs in all), no retry, no last retry.
+    assert_eq!(&r[1..6], ["succeeded", "-", "1", "0/2", "-"], "{r:?}");
 }
