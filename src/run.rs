@@ -203,8 +203,8 @@ fn plan(p: &Pipeline, args: &crate::cli::PlanArgs) -> u8 {
     } else {
         let mut only = vec![false; p.specs.len()];
         for name in &args.specs {
-            match p.index_of(name) {
-                Some(i) => only[i] = true,
+            match p.resolve(name) {
+                Some(indices) => indices.into_iter().for_each(|i| only[i] = true),
                 None => {
                     eprintln!("error: {}", p.no_such_spec(name));
                     return exit::USAGE;
@@ -560,8 +560,8 @@ fn select(p: &Pipeline, names: &[String]) -> Result<Vec<bool>, String> {
     let mut selected = vec![false; p.specs.len()];
     let mut stack = Vec::new();
     for name in names {
-        match p.index_of(name) {
-            Some(i) => stack.push(i),
+        match p.resolve(name) {
+            Some(indices) => stack.extend(indices),
             None => return Err(p.no_such_spec(name)),
         }
     }
@@ -618,8 +618,8 @@ fn apply(p: &Pipeline, args: &ApplyArgs, color: bool) -> u8 {
 fn restart(p: &Pipeline, names: &[String], with_deps: bool, out: &OutputArgs, color: bool) -> u8 {
     let mut requested = vec![false; p.specs.len()];
     for name in names {
-        match p.index_of(name) {
-            Some(i) => requested[i] = true,
+        match p.resolve(name) {
+            Some(indices) => indices.into_iter().for_each(|i| requested[i] = true),
             None => {
                 eprintln!("error: {}", p.no_such_spec(name));
                 return exit::USAGE;

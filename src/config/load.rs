@@ -12,6 +12,7 @@ use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
 
 use super::diag::{PathSeg, Problem, Source};
+use super::matrix;
 use super::raw::{RawPolicy, RawRunPolicy, SPEC_KEYS};
 
 /// The default pipeline file name.
@@ -48,7 +49,7 @@ pub const RESERVED_VARIABLES: &[&str] = &[
 /// Whether a `SPEC_RUNNER_*` name is one the loader ignores: reserved, or set by
 /// spec-runner for a matrix instance (`SPEC_RUNNER_MATRIX_<KEY>`).
 fn is_reserved(name: &str) -> bool {
-    RESERVED_VARIABLES.contains(&name)
+    RESERVED_VARIABLES.contains(&name) || name.starts_with(matrix::ENV_PREFIX)
 }
 
 /// Values given on the command line; they beat every other layer.
@@ -121,6 +122,10 @@ pub struct Layers {
     /// Non-fatal findings while reading (unknown `SPEC_RUNNER_*` variables), one line
     /// each.
     pub warnings: Vec<String>,
+    /// Matrix spec name → its instances' names (see `matrix`).
+    pub matrix_groups: BTreeMap<String, Vec<String>>,
+    /// Instance name → the matrix spec in the file that made it.
+    pub instance_of: BTreeMap<String, String>,
 }
 
 /// A value that a higher layer overrides.
@@ -169,7 +174,9 @@ impl Layers {
                 };
                 format!("{}: {written}", layer.display)
             }
-            LayerKind::Pipeline => format!("{}: {key}", layer.display),
+            LayerKind::Pipeline => {
+                format!("{}: {}", layer.display, PathSeg::join(&self.in_file(path)))
+            }
             LayerKind::Env | LayerKind::Cli => layer.setter_of(&key).cloned().unwrap_or(key),
         })
     }
@@ -199,6 +206,19 @@ impl Layers {
                 location: None,
             },
         }
+    }
+
+    /// Where `path` is written in the pipeline file: a matrix instance's keys are its
+    /// matrix spec's (`specs.test-a.py.cwd` → `specs.test.cwd`).
+    pub fn in_file(&self, path: &[PathSeg]) -> Vec<PathSeg> {
+        let mut out = path.to_vec();
+        if let [PathSeg::Key(specs), PathSeg::Key(name), ..] = path
+            && specs == "specs"
+            && let Some(base) = self.instance_of.get(name)
+        {
+            out[1] = PathSeg::Key(base.clone());
+        }
+        out
     }
 
     /// The pipeline file's text, when it was read.
@@ -232,7 +252,7 @@ impl Layers {
             },
             LayerKind::Pipeline => Source::File {
                 path: layer.display.clone(),
-                location: toml.locate(path, target),
+                location: toml.locate(&self.in_file(path), target),
             },
             LayerKind::Env => Source::Variable(
                 layer
@@ -326,11 +346,30 @@ pub fn read_layers(opts: &LoadOptions) -> Result<Layers, Vec<Problem>> {
         )),
     }
 
+    // Matrix specs become their instances as soon as the file is read: variables,
+    // validation and everything after see plain specs. Their problems are reported
+    // with validation's.
+    let mut expansion = matrix::Expansion::default();
+    let mut matrix_problems = Vec::new();
     match std::fs::read_to_string(&pipeline_file) {
         // Straight into figment's values: no `toml::Table` in between.
         Ok(text) => match toml::from_str::<Dict>(&text) {
             Ok(mut dict) => {
                 dict.values_mut().for_each(datetimes_as_strings);
+                if let Some(Value::Dict(_, specs)) = dict.get_mut("specs") {
+                    expansion = matrix::expand(specs, &pipeline_dir);
+                    let index = TomlIndex::new(Some(&text));
+                    for mp in std::mem::take(&mut expansion.problems) {
+                        matrix_problems.push(Problem::new(
+                            Source::File {
+                                path: pipeline_display.clone(),
+                                location: index.locate(&mp.path, mp.target),
+                            },
+                            &PathSeg::join(&mp.path),
+                            mp.message,
+                        ));
+                    }
+                }
                 layers.push(Layer::file(LayerKind::Pipeline, pipeline_display, dict, Some(text)));
             }
             Err(e) => {
@@ -362,7 +401,13 @@ pub fn read_layers(opts: &LoadOptions) -> Result<Layers, Vec<Problem>> {
             _ => None,
         });
     let mut warnings = Vec::new();
-    let env = env_layer(&opts.env, spec_names, &mut problems, &mut warnings);
+    let env = env_layer(
+        &opts.env,
+        spec_names,
+        &expansion.groups,
+        &mut problems,
+        &mut warnings,
+    );
     if !env.dict.is_empty() {
         layers.push(env);
     }
@@ -380,6 +425,7 @@ pub fn read_layers(opts: &LoadOptions) -> Result<Layers, Vec<Problem>> {
     {
         return Err(problems);
     }
+    problems.extend(matrix_problems);
 
     let shadowed = shadowed_values(&layers);
     let mut figment = Figment::new();
@@ -425,6 +471,8 @@ pub fn read_layers(opts: &LoadOptions) -> Result<Layers, Vec<Problem>> {
         problems,
         shadowed,
         warnings,
+        matrix_groups: expansion.groups,
+        instance_of: expansion.instance_of,
     })
 }
 
@@ -605,6 +653,7 @@ fn unknown_variable(var: &str) -> String {
 fn env_layer(
     env: &[(String, String)],
     specs: Option<&Dict>,
+    groups: &BTreeMap<String, Vec<String>>,
     problems: &mut Vec<Problem>,
     warnings: &mut Vec<String>,
 ) -> Layer {
@@ -629,7 +678,7 @@ fn env_layer(
         let rest = &var[ENV_PREFIX.len()..];
         let source = Source::Variable(var.clone());
         let parts: Vec<&str> = rest.split("__").collect();
-        let (spec, key) = match parts.as_slice() {
+        let (targets, key): (Vec<Option<String>>, String) = match parts.as_slice() {
             [key] => {
                 let key = key.to_ascii_lowercase();
                 let known = known_root_keys().any(|k| k == key)
@@ -639,7 +688,7 @@ fn env_layer(
                     warnings.push(unknown_variable(var));
                     continue;
                 }
-                (None, key)
+                (vec![None], key)
             }
             [specs, spec, key] if specs.eq_ignore_ascii_case("SPECS") => {
                 let key = key.to_ascii_lowercase();
@@ -648,7 +697,7 @@ fn env_layer(
                     .get(&spec.to_ascii_uppercase())
                     .map(Vec::as_slice)
                 {
-                    Some([one]) => (Some(one.to_string()), key),
+                    Some([one]) => (vec![Some(one.to_string())], key),
                     Some(many) => {
                         problems.push(Problem::new(
                             source,
@@ -659,6 +708,21 @@ fn env_layer(
                             ),
                         ));
                         continue;
+                    }
+                    // A matrix spec's name: every instance that no variable of its
+                    // own addresses (those sort first, and the more specific wins).
+                    None if groups
+                        .keys()
+                        .any(|g| env_spec_name(g) == spec.to_ascii_uppercase()) =>
+                    {
+                        let instances = groups
+                            .iter()
+                            .filter(|(g, _)| env_spec_name(g) == spec.to_ascii_uppercase())
+                            .flat_map(|(_, i)| i.iter())
+                            .filter(|i| !layer.variables.contains_key(&format!("specs.{i}.{key}")))
+                            .map(|i| Some(i.clone()))
+                            .collect();
+                        (instances, key)
                     }
                     None => {
                         let hint =
@@ -690,69 +754,71 @@ fn env_layer(
                 continue;
             }
         };
-        let path = match &spec {
-            Some(s) => format!("specs.{s}.{key}"),
-            None => key.clone(),
-        };
-        if key == "on_exhausted" {
-            problems.push(Problem::new(
-                source,
-                &path,
-                "`on_exhausted` is a command: commands come only from the pipeline file, never from variables".into(),
-            ));
-            continue;
-        }
-        if key == "specs" || SPEC_KEYS.contains(&key.as_str()) {
-            problems.push(Problem::new(
-                source,
-                &path,
-                format!(
-                    "`{key}` can only be set in the pipeline file: variables may override policy keys only (e.g. retry_max_retries)"
-                ),
-            ));
-            continue;
-        }
-        if spec.is_some() && RawRunPolicy::KEYS.contains(&key.as_str()) {
-            problems.push(Problem::new(
-                source,
-                &path,
-                format!(
-                    "`{key}` is run-wide: set it with SPEC_RUNNER_{}, not per spec",
-                    key.to_ascii_uppercase()
-                ),
-            ));
-            continue;
-        }
-        if let Some(other) = layer.variables.get(&path) {
-            problems.push(Problem::new(
-                source,
-                &path,
-                format!("also set by {other}: set it with one variable only"),
-            ));
-            continue;
-        }
-        let value = env_value(&key, raw_value);
-        match spec {
-            Some(s) => {
-                let Value::Dict(_, specs) = layer
-                    .dict
-                    .entry("specs".into())
-                    .or_insert_with(|| Value::from(Dict::new()))
-                else {
-                    continue;
-                };
-                let Value::Dict(_, one) =
-                    specs.entry(s).or_insert_with(|| Value::from(Dict::new()))
-                else {
-                    continue;
-                };
-                one.insert(key, value);
+        for spec in targets {
+            let path = match &spec {
+                Some(s) => format!("specs.{s}.{key}"),
+                None => key.clone(),
+            };
+            if key == "on_exhausted" {
+                problems.push(Problem::new(
+                    source,
+                    &path,
+                    "`on_exhausted` is a command: commands come only from the pipeline file, never from variables".into(),
+                ));
+                break;
             }
-            None => {
-                layer.dict.insert(key, value);
+            if key == "specs" || SPEC_KEYS.contains(&key.as_str()) {
+                problems.push(Problem::new(
+                    source,
+                    &path,
+                    format!(
+                        "`{key}` can only be set in the pipeline file: variables may override policy keys only (e.g. retry_max_retries)"
+                    ),
+                ));
+                break;
             }
+            if spec.is_some() && RawRunPolicy::KEYS.contains(&key.as_str()) {
+                problems.push(Problem::new(
+                    source,
+                    &path,
+                    format!(
+                        "`{key}` is run-wide: set it with SPEC_RUNNER_{}, not per spec",
+                        key.to_ascii_uppercase()
+                    ),
+                ));
+                break;
+            }
+            if let Some(other) = layer.variables.get(&path) {
+                problems.push(Problem::new(
+                    source,
+                    &path,
+                    format!("also set by {other}: set it with one variable only"),
+                ));
+                break;
+            }
+            let value = env_value(&key, raw_value);
+            match spec {
+                Some(s) => {
+                    let Value::Dict(_, specs) = layer
+                        .dict
+                        .entry("specs".into())
+                        .or_insert_with(|| Value::from(Dict::new()))
+                    else {
+                        break;
+                    };
+                    let Value::Dict(_, one) =
+                        specs.entry(s).or_insert_with(|| Value::from(Dict::new()))
+                    else {
+                        break;
+                    };
+                    one.insert(key.clone(), value);
+                }
+                None => {
+                    layer.dict.insert(key.clone(), value);
+                }
+            }
+            layer.variables.insert(path, var.clone());
         }
-        layer.variables.insert(path, var.clone());
     }
     layer
 }

@@ -6,6 +6,7 @@
 
 pub mod diag;
 pub mod load;
+pub mod matrix;
 pub mod policy;
 pub mod raw;
 pub mod schema;

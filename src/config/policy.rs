@@ -170,6 +170,8 @@ pub struct Pipeline {
     pub global_origins: Origins,
     /// Sorted by name.
     pub specs: Vec<Spec>,
+    /// Matrix spec name → the indices of its instances (which are in `specs`).
+    pub groups: BTreeMap<String, Vec<usize>>,
     /// Dependency order: each wave holds specs whose dependencies are all in earlier waves.
     pub waves: Vec<Vec<usize>>,
     /// Non-fatal findings (ignored keys of the original tool), one line each.
@@ -177,11 +179,22 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
+    /// The specs `name` stands for: the spec of that name, or every instance of the
+    /// matrix spec of that name.
+    pub fn resolve(&self, name: &str) -> Option<Vec<usize>> {
+        match self.index_of(name) {
+            Some(i) => Some(vec![i]),
+            None => self.groups.get(name).cloned(),
+        }
+    }
+
     /// "no spec named `x` in FILE; did you mean `y`?"
     pub fn no_such_spec(&self, name: &str) -> String {
-        let hint = super::diag::did_you_mean(name, self.specs.iter().map(|s| s.name.as_str()))
-            .map(|s| format!("; did you mean `{s}`?"))
-            .unwrap_or_default();
+        let names = self.specs.iter().map(|s| s.name.as_str());
+        let hint =
+            super::diag::did_you_mean(name, names.chain(self.groups.keys().map(String::as_str)))
+                .map(|s| format!("; did you mean `{s}`?"))
+                .unwrap_or_default();
         format!("no spec named `{name}` in {}{hint}", self.file.display())
     }
 

@@ -395,10 +395,18 @@ pub struct RawSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("propertyNames" = { "minLength": 1, "pattern": r"^[^=\x00]*$" }))]
     pub env: Option<BTreeMap<String, String>>,
-    /// Specs that must succeed before this one starts.
+    /// Specs that must succeed before this one starts. A matrix spec's name stands for
+    /// all its instances.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(inner(regex(pattern = SPEC_NAME_PATTERN)))]
     pub depends_on: Option<Vec<String>>,
+    /// Fan-out: one instance of this spec per combination of values, e.g.
+    /// `{ file = ["a.py", "b.py"], py = ["3.11", "3.12"] }`, or a list from files:
+    /// `{ file = { glob = "tests/test_*.py" } }`. `${matrix.KEY}` in `command`, `cwd` and
+    /// `env` values is replaced; each instance gets `SPEC_RUNNER_MATRIX_<KEY>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("propertyNames" = { "pattern": MATRIX_KEY_PATTERN }, "minProperties" = 1))]
+    pub matrix: Option<BTreeMap<String, RawMatrixValues>>,
     /// A `tasks.md` (relative to `cwd`): the spec iterates until no open task is left.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
@@ -410,12 +418,85 @@ pub struct RawSpec {
     pub policy: RawPolicy,
 }
 
+/// Matrix keys: usable in `${matrix.KEY}` and as `SPEC_RUNNER_MATRIX_<KEY>`.
+pub const MATRIX_KEY_PATTERN: &str = r"^[A-Za-z_][A-Za-z0-9_]*$";
+
+/// The values of one matrix key: a list, or the files a glob matches.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum RawMatrixValues {
+    List(Vec<String>),
+    Glob { glob: String },
+}
+
+impl<'de> Deserialize<'de> for RawMatrixValues {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawMatrixValues;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a list of values, or { glob = \"pattern\" }")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawMatrixValues, A::Error> {
+                let mut values = Vec::new();
+                while let Some(v) = seq.next_element::<String>()? {
+                    values.push(v);
+                }
+                Ok(RawMatrixValues::List(values))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<RawMatrixValues, A::Error> {
+                let mut glob = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    if key != "glob" {
+                        return Err(de::Error::unknown_field(&key, &["glob"]));
+                    }
+                    glob = Some(map.next_value::<String>()?);
+                }
+                glob.map(|glob| RawMatrixValues::Glob { glob })
+                    .ok_or_else(|| de::Error::missing_field("glob"))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl JsonSchema for RawMatrixValues {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "MatrixValues".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "The values of one matrix key: a non-empty list (strings; whole numbers and booleans are taken as their text), or `{ glob = \"pattern\" }`: the paths it matches, relative to the pipeline file, sorted.",
+            "anyOf": [
+                { "type": "array", "items": { "type": ["string", "integer", "boolean"] }, "minItems": 1 },
+                {
+                    "type": "object",
+                    "properties": { "glob": { "type": "string", "minLength": 1 } },
+                    "required": ["glob"],
+                    "additionalProperties": false
+                }
+            ]
+        })
+    }
+}
+
 /// Spec names as a JSON-schema (ECMA 262) pattern: what `validate::valid_spec_name`
 /// accepts.
 pub const SPEC_NAME_PATTERN: &str = r"^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9._-]*$";
 
 /// Keys of a spec table besides the policy keys.
-pub const SPEC_KEYS: &[&str] = &["command", "cwd", "env", "depends_on", "tasks", "until"];
+pub const SPEC_KEYS: &[&str] = &[
+    "command",
+    "cwd",
+    "env",
+    "depends_on",
+    "tasks",
+    "until",
+    "matrix",
+];
 
 /// The pipeline file, `spec-runner.toml`. Used to generate its schema; the loader walks
 /// the same field types key by key.

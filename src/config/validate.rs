@@ -57,8 +57,16 @@ impl Ctx<'_> {
             Some(layer) => self.layers.source_in(layer, at, target, &self.toml),
             None => self.layers.source_of(at, target, &self.toml),
         };
-        self.problems
-            .push(Problem::new(source, &PathSeg::join(at), message));
+        // A problem written in the file is named by the file's key path: a matrix
+        // instance's by its matrix spec's, once for all instances.
+        let key = match source {
+            super::diag::Source::File { .. } => PathSeg::join(&self.layers.in_file(at)),
+            _ => PathSeg::join(at),
+        };
+        let problem = Problem::new(source, &key, message);
+        if !self.problems.contains(&problem) {
+            self.problems.push(problem);
+        }
     }
 }
 
@@ -225,14 +233,32 @@ pub fn validate(layers: &Layers) -> Result<Pipeline, Vec<Problem>> {
         };
         let mut depends_on = Vec::new();
         for (i, dep) in parts.depends_on.iter().enumerate() {
-            match names.binary_search(&dep.as_str()) {
-                Ok(idx) => {
-                    if !depends_on.contains(&idx) {
-                        depends_on.push(idx);
+            // A matrix spec's name stands for all its instances.
+            let group = layers.matrix_groups.get(dep.as_str());
+            let targets: Vec<&str> = match group {
+                Some(instances) if names.binary_search(&dep.as_str()).is_err() => {
+                    instances.iter().map(String::as_str).collect()
+                }
+                _ => vec![dep.as_str()],
+            };
+            match targets
+                .iter()
+                .map(|t| names.binary_search(t))
+                .collect::<Result<Vec<usize>, usize>>()
+            {
+                Ok(indices) => {
+                    for idx in indices {
+                        if !depends_on.contains(&idx) {
+                            depends_on.push(idx);
+                        }
                     }
                 }
                 Err(_) => {
-                    let hint = did_you_mean(dep, names.iter().copied())
+                    let candidates = names
+                        .iter()
+                        .copied()
+                        .chain(layers.matrix_groups.keys().map(String::as_str));
+                    let hint = did_you_mean(dep, candidates)
                         .map(|s| format!("; did you mean `{s}`?"))
                         .unwrap_or_default();
                     let mut at = path(&["specs", name, "depends_on"]);
@@ -378,6 +404,17 @@ pub fn validate(layers: &Layers) -> Result<Pipeline, Vec<Problem>> {
         run_origins,
         global: global_policy,
         global_origins: global_policy_origins,
+        groups: layers
+            .matrix_groups
+            .iter()
+            .map(|(base, instances)| {
+                let indices = instances
+                    .iter()
+                    .filter_map(|n| specs.binary_search_by(|s| s.name.as_str().cmp(n)).ok())
+                    .collect();
+                (base.clone(), indices)
+            })
+            .collect(),
         specs,
         waves,
         warnings,

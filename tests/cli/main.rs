@@ -11,6 +11,7 @@ mod faults;
 mod harness;
 mod iterate;
 mod live;
+mod matrix;
 mod procs;
 mod schema_corpus;
 mod slurm;
