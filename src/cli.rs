@@ -180,6 +180,18 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
+    /// Print the spec names of the pipeline, one a line (for the completion scripts)
+    #[command(
+        name = "__spec-names",
+        hide = true,
+        after_help = "Examples:\n  spec-runner __spec-names\n  spec-runner __spec-names spec-runner -f ci.toml apply   # the words typed so far"
+    )]
+    SpecNames {
+        /// The words of the command line being completed: a `-f/--file` among them
+        /// names the pipeline file
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        words: Vec<String>,
+    },
 }
 
 /// `plan`'s arguments.

@@ -22,9 +22,29 @@ pub fn completions(shell: Shell) -> String {
 /// for a hyphenated binary but sets `cmd` to `spec__runner__…` (clap#6421): no arm
 /// matches, so `apply --pro<TAB>` completes nothing and `--progress <TAB>` offers file
 /// names. Both sides are made the latter.
+///
+/// And spec names: where a command takes SPEC, its options are joined by the names
+/// `spec-runner __spec-names` prints for the line being completed (so a `-f` on it is
+/// heeded), asked when TAB is pressed.
 fn mend_bash(script: &str) -> String {
-    script.replace("spec__subcmd__runner", "spec__runner")
+    let mut script = script.replace("spec__subcmd__runner", "spec__runner");
+    for cmd in SPEC_COMMANDS {
+        let arm = format!("        spec__runner__subcmd__{cmd})\n            opts=\"");
+        if let Some(start) = script.find(&arm) {
+            let from = start + arm.len();
+            if let Some(len) = script[from..].find('"') {
+                script.insert_str(
+                    from + len,
+                    " $(spec-runner __spec-names \"${COMP_WORDS[@]}\" 2>/dev/null)",
+                );
+            }
+        }
+    }
+    script
 }
+
+/// The commands that take spec names.
+const SPEC_COMMANDS: [&str; 5] = ["apply", "restart", "plan", "logs", "stop"];
 
 /// Two holes in clap_complete's fish script. Before a subcommand its condition parses
 /// the line with `argparse`, which fails on a trailing `--color` still waiting for its
@@ -55,6 +75,16 @@ fn mend_fish(mut script: String) -> String {
          and not __fish_prev_arg_in --color -f --file --config; \
          and not __fish_seen_subcommand_from {shells}\" -f -a \"{shells}\"\n"
     ));
+    script.push_str(
+        "# Added by spec-runner: spec names where a command takes them, from the pipeline\n\
+         # file of the line being completed.\n",
+    );
+    for cmd in SPEC_COMMANDS {
+        script.push_str(&format!(
+            "complete -c spec-runner -n \"__fish_spec_runner_using_subcommand {cmd}\" -f \
+             -a \"(spec-runner __spec-names (commandline -opc) 2>/dev/null)\"\n"
+        ));
+    }
     script
 }
 

@@ -192,6 +192,7 @@ fn dispatch(cli: Cli) -> u8 {
         } => init_spec_workflow(g, *force, *provider, model.as_deref()),
         Command::Completions { shell } => print_out(&crate::manual::completions(*shell)),
         Command::Man { dir } => man(dir.as_deref()),
+        Command::SpecNames { words } => spec_names(g, words),
     }
 }
 
@@ -248,6 +249,39 @@ fn plan(p: &Pipeline, args: &crate::cli::PlanArgs) -> u8 {
         }
         PlanFormat::Text => print_out(&crate::plan::plan_text(p, &view)),
     }
+}
+
+/// The names a completion script offers for SPEC: every spec and every matrix name,
+/// sorted; nothing (and exit 0) when the pipeline does not load. A `-f/--file` among
+/// the words being completed names the pipeline file.
+fn spec_names(g: &GlobalArgs, words: &[String]) -> u8 {
+    let mut file = g.file.clone();
+    for (i, w) in words.iter().enumerate() {
+        if let Some(f) = w.strip_prefix("--file=") {
+            file = Some(PathBuf::from(f));
+        } else if (w == "-f" || w == "--file")
+            && let Some(f) = words.get(i + 1)
+        {
+            file = Some(PathBuf::from(f));
+        }
+    }
+    let opts = LoadOptions {
+        file,
+        ..load_options(g, &OverrideArgs::default())
+    };
+    let Ok(p) = config::load(&opts) else {
+        return exit::SUCCESS;
+    };
+    let mut names: Vec<&str> = p
+        .specs
+        .iter()
+        .map(|s| s.name.as_str())
+        .chain(p.groups.keys().map(String::as_str))
+        .collect();
+    names.sort_unstable();
+    let mut out = names.join("\n");
+    out.push('\n');
+    print_out(&out)
 }
 
 /// `-v`: what spec-runner decides; `-vv`: each step; `-vvv`: everything. On stderr.

@@ -27,11 +27,17 @@ const STATUS_WAIT: Duration = Duration::from_secs(3);
 /// The backend's name, as `backend = "slurm"` spells it.
 pub const NAME: &str = "slurm";
 
+/// How many `sbatch` calls run at once: a few hide the controller's latency; hundreds
+/// at once (one per worker) only make it and the machine thrash.
+const SUBMITTERS: usize = 4;
+
 /// The Slurm side of one run: its settings and the watcher of all its jobs.
 pub struct Cluster {
     settings: SlurmSettings,
     run_id: String,
     watcher: Watcher,
+    /// `sbatch` calls in flight, at most [`SUBMITTERS`].
+    submitting: (std::sync::Mutex<usize>, std::sync::Condvar),
 }
 
 impl Cluster {
@@ -41,6 +47,7 @@ impl Cluster {
             settings,
             run_id,
             watcher,
+            submitting: (std::sync::Mutex::new(0), std::sync::Condvar::new()),
         }
     }
 
@@ -162,7 +169,25 @@ impl Cluster {
             .filter(|(k, _)| k != "SPEC_RUNNER_RUN_ID")
             .cloned()
             .collect();
-        let out = cmd::run("sbatch", &args, &env, Some(&script), cmd::COMMAND_TIMEOUT);
+        let out = {
+            let (count, freed) = &self.submitting;
+            let mut n = count
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            while *n >= SUBMITTERS {
+                n = freed
+                    .wait(n)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+            }
+            *n += 1;
+            drop(n);
+            let out = cmd::run("sbatch", &args, &env, Some(&script), cmd::COMMAND_TIMEOUT);
+            *count
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) -= 1;
+            freed.notify_one();
+            out
+        };
         let mut refused = |why: String| {
             let _ = writeln!(log, "spec-runner: sbatch did not take the job: {why}");
             EndCause::SpawnFailed(format!("sbatch did not take the job: {why}"))

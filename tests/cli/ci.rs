@@ -958,6 +958,67 @@ fn fish_offers_values_not_file_names_after_completions_and_a_global_color() {
 }
 
 #[test]
+fn bash_and_fish_complete_spec_names_from_the_pipeline_file() {
+    let t = Test::with_pipeline(
+        "[specs.build]\ncommand = \"true\"\n[specs.test]\ncommand = \"true\"\nmatrix = { py = [\"3.11\", \"3.12\"] }\n",
+    );
+    t.write(
+        "ci/other.toml",
+        "[specs.nightly]\ncommand = \"true\"\n[specs.weekly]\ncommand = \"true\"\n",
+    );
+    let bin_dir = Path::new(BIN)
+        .parent()
+        .expect("bin dir")
+        .display()
+        .to_string();
+
+    let run = run_in(&t, &["completions", "bash"]);
+    run.code(0);
+    t.write(
+        "spec-runner.bash",
+        &format!("PATH='{bin_dir}':$PATH\n{}", run.stdout),
+    );
+    let script = t.path().join("spec-runner.bash");
+    let offers = |words: &[&str]| bash_offers(&t, &script, words);
+    assert_eq!(
+        offers(&["spec-runner", "apply", "te"]),
+        ["test", "test-3.11", "test-3.12"]
+    );
+    assert_eq!(offers(&["spec-runner", "restart", "b"]), ["build"]);
+    assert_eq!(
+        offers(&["spec-runner", "plan", "--explain", "test-3.1"]),
+        ["test-3.11", "test-3.12"]
+    );
+    assert_eq!(offers(&["spec-runner", "logs", "bu"]), ["build"]);
+    assert_eq!(
+        offers(&["spec-runner", "-f", "ci/other.toml", "apply", ""])
+            .into_iter()
+            .filter(|w| !w.starts_with('-'))
+            .collect::<Vec<_>>(),
+        ["nightly", "weekly"]
+    );
+    // Options are still offered.
+    assert_eq!(offers(&["spec-runner", "apply", "--fre"]), ["--fresh"]);
+
+    let run = run_in(&t, &["completions", "fish"]);
+    run.code(0);
+    t.write(
+        "spec-runner.fish",
+        &format!("set -x PATH '{bin_dir}' $PATH\n{}", run.stdout),
+    );
+    let script = t.path().join("spec-runner.fish");
+    let Some(fish) = fish_offers(&t, &script, "spec-runner apply te") else {
+        eprintln!("fish is not installed: its completion was not tried");
+        return;
+    };
+    assert_eq!(fish, ["test", "test-3.11", "test-3.12"]);
+    assert_eq!(
+        fish_offers(&t, &script, "spec-runner -f ci/other.toml restart ").unwrap(),
+        ["nightly", "weekly"]
+    );
+}
+
+#[test]
 fn every_subcommand_help_has_examples() {
     use clap::CommandFactory;
     let t = Test::new();
