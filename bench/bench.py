@@ -23,6 +23,8 @@ ROUNDS = int(os.environ.get("ROUNDS", "5"))
 N = int(os.environ.get("BENCH_N", "10000"))
 BIN = os.path.join(REPO, "target/release/spec-runner")
 FLOOR = os.path.join(REPO, "target/bench/floor")
+LOG_FLOOR = "logging floor"
+BARE_FLOOR = "bare floor"
 WORK = tempfile.mkdtemp(prefix="spec-runner-bench-", dir=os.environ.get("BENCH_DIR"))
 
 
@@ -58,16 +60,18 @@ def rounds(contenders):
     return results
 
 
-def table(title, results, baseline, rss=True, extra=None):
+def table(title, results, baseline, rss=True, extra=None, also=()):
+    """One row per contender: median wall, its ratio to `baseline` and to each of `also`."""
     print(f"\n### {title}\n")
-    base = statistics.median(w for w, _ in results[baseline])
-    head = "| contender | median wall | × " + baseline + " |" + (" peak RSS |" if rss else "")
+    bases = [baseline, *also]
+    base = {b: statistics.median(w for w, _ in results[b]) for b in bases}
+    head = "| contender | median wall |" + "".join(f" × {b} |" for b in bases) + (" peak RSS |" if rss else "")
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
     for name, runs in results.items():
         wall = statistics.median(w for w, _ in runs)
         peak = max(m for _, m in runs)
-        row = f"| {name} | {wall:.3f} s | {wall / base:.2f} |"
+        row = f"| {name} | {wall:.3f} s |" + "".join(f" {wall / base[b]:.2f} |" for b in bases)
         if rss:
             row += f" {peak / 1024:.1f} MiB |"
         print(row)
@@ -94,22 +98,36 @@ def spawn_workload(title, command_toml, floor_line, xargs_cmd, parallel_cmd):
         f.write((floor_line + "\n") * N)
     with open(os.path.join(d, "nums.txt"), "w") as f:
         f.write("".join(f"{i}\n" for i in range(N)))
-    return rounds({
+    logs = os.path.join(d, "floor-logs")
+
+    def fresh_logs():
+        shutil.rmtree(logs, ignore_errors=True)
+        os.makedirs(logs)
+
+    contenders = {
         "spec-runner apply": (f"{BIN} -f {d}/p.toml apply -q --progress none", fresh_state(d)),
-        "floor (2 threads)": (f"{FLOOR} 2 {d}/cmds.tsv", None),
+        LOG_FLOOR: (f"{FLOOR} log 2 {d}/cmds.tsv {logs}", fresh_logs),
+        BARE_FLOOR: (f"{FLOOR} 2 {d}/cmds.tsv", None),
         "xargs -P2": (f"xargs -P2 -n1 -a {d}/nums.txt {xargs_cmd}", None),
-        "GNU parallel -j2": (f"parallel -j2 -a {d}/nums.txt {parallel_cmd}", None),
-    })
+    }
+    if shutil.which("parallel"):
+        contenders["GNU parallel -j2"] = (f"parallel -j2 -a {d}/nums.txt {parallel_cmd}", None)
+    else:
+        print("(GNU parallel not installed: left out)", file=sys.stderr)
+    res = rounds(contenders)
+    shutil.rmtree(logs, ignore_errors=True)
+    fresh_state(d)()
+    return res
 
 
 def w1():
     res = spawn_workload("W1", ["true"], "true", "true", "true")
-    table(f"W1: {N} specs running `true` (argv), jobs = 2", res, "floor (2 threads)")
+    table(f"W1: {N} specs running `true` (argv), jobs = 2", res, LOG_FLOOR, also=(BARE_FLOOR,))
 
 
 def w2():
     res = spawn_workload("W2", "true", "sh\t-c\ttrue", "sh -c true", "sh -c true")
-    table(f"W2: {N} specs running `sh -c true`, jobs = 2", res, "floor (2 threads)")
+    table(f"W2: {N} specs running `sh -c true`, jobs = 2", res, LOG_FLOOR, also=(BARE_FLOOR,))
 
 
 def w3():

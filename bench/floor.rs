@@ -1,12 +1,19 @@
-//! The floor: the least a runner can do on this machine. Reads one command per line
-//! (arguments separated by tabs), runs them on N threads with stdin from /dev/null and
-//! output discarded, waits for each, and exits 1 if any failed. No logs, no state.
+//! The floors: the least a runner can do on this machine. Reads one command per line
+//! (arguments separated by tabs), runs them on N threads with stdin from /dev/null,
+//! waits for each, and exits 1 if any failed. No state.
 //!
-//!     floor JOBS FILE          run the commands in FILE
-//!     floor stamp PATH         write the current time (ns since the epoch) to PATH, exit 0
+//!     floor JOBS FILE              bare floor: output discarded, no files
+//!     floor log JOBS FILE DIR      logging floor: per job i, creates DIR/s<i>/ (0700)
+//!                                  and DIR/s<i>/task_1.log (0600, new), and spawns the
+//!                                  command with stdout and stderr on that file
+//!     floor stamp PATH             write the current time (ns since the epoch) to PATH
 //!
+//! std's `Command` uses `posix_spawnp` here (no pre-exec hook, no env change).
 //! Built by bench/run.sh with plain rustc (no dependencies).
 
+use std::fs::{DirBuilder, OpenOptions};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -18,6 +25,11 @@ fn main() {
         std::fs::write(&args[2], ns.to_string()).expect("write stamp");
         return;
     }
+    let (log_dir, args) = if args.get(1).map(String::as_str) == Some("log") {
+        (Some(PathBuf::from(&args[4])), &args[1..4])
+    } else {
+        (None, &args[..])
+    };
     let jobs: usize = args[1].parse().expect("JOBS");
     let text = std::fs::read_to_string(&args[2]).expect("FILE");
     let commands: Vec<Vec<&str>> = text.lines().filter(|l| !l.is_empty()).map(|l| l.split('\t').collect()).collect();
@@ -29,13 +41,23 @@ fn main() {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(argv) = commands.get(i) else { break };
-                    let ok = Command::new(argv[0])
-                        .args(&argv[1..])
-                        .stdin(Stdio::null())
-                        .stdout(Stdio::null())
-                        .stderr(Stdio::null())
-                        .status()
-                        .is_ok_and(|s| s.success());
+                    let mut cmd = Command::new(argv[0]);
+                    cmd.args(&argv[1..]).stdin(Stdio::null());
+                    if let Some(root) = &log_dir {
+                        let dir = root.join(format!("s{i:06}"));
+                        DirBuilder::new().mode(0o700).create(&dir).expect("log folder");
+                        let log = OpenOptions::new()
+                            .write(true)
+                            .create_new(true)
+                            .mode(0o600)
+                            .open(dir.join("task_1.log"))
+                            .expect("log file");
+                        let err = log.try_clone().expect("dup");
+                        cmd.stdout(log).stderr(err);
+                    } else {
+                        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+                    }
+                    let ok = cmd.status().is_ok_and(|s| s.success());
                     if !ok {
                         failed.store(true, Ordering::Relaxed);
                     }

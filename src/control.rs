@@ -449,15 +449,38 @@ pub fn logs(p: &Pipeline, name: &str, attempt: Option<u32>, hook: bool) -> u8 {
             return exit::USAGE;
         }
         (None, Some(&n)) => n,
-        (None, None) => {
+        (None, None) if hook && p.specs[i].policy.on_exhausted.is_none() => {
             eprintln!(
-                "error: spec `{name}` has no logs yet (looked in `{}`)",
+                "error: spec `{name}` has no hook: no `on_exhausted` command is set for it, so there is no hook log"
+            );
+            return exit::USAGE;
+        }
+        (None, None) => {
+            let what = if hook { "hook logs" } else { "logs" };
+            eprintln!(
+                "error: spec `{name}` has no {what} yet (looked in `{}`)",
                 dir.display()
             );
             return exit::USAGE;
         }
     };
     let path = dir.join(format!("{prefix}{n}.log"));
+    // An attempt that could not start has an empty log: its reason is what to show.
+    if !hook && std::fs::metadata(&path).is_ok_and(|m| m.len() == 0) {
+        let reason = read_state(&p.run.state_dir)
+            .ok()
+            .flatten()
+            .and_then(|st| {
+                let s = st.specs.get(name)?;
+                let a = s.attempts.iter().rev().find(|a| a.number == n)?;
+                a.reason.clone()
+            })
+            .filter(|r| r.starts_with("could not start"));
+        if let Some(reason) = reason {
+            eprintln!("error: attempt {n} of spec `{name}` has no output: it {reason}",);
+            return exit::USAGE;
+        }
+    }
     match std::fs::File::open(&path) {
         Ok(mut f) => {
             let mut out = std::io::stdout().lock();

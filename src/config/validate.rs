@@ -681,6 +681,10 @@ fn report_type_error(cx: &mut Ctx, at: &[PathSeg], value: &Value, e: &figment::E
         Some(PathSeg::Key(k)) if k == "jobs" => {
             Some(format!("a whole number from 1 to {MAX_JOBS}"))
         }
+        // 0 is refused for these too (see `check_policy`): never say "≥ 0".
+        Some(PathSeg::Key(k)) if k == "max_iterations" || k == "no_progress_limit" => {
+            Some("a whole number ≥ 1".to_string())
+        }
         Some(PathSeg::Index(_))
             if at.iter().rev().nth(1) == Some(&PathSeg::Key("exit_codes".into())) =>
         {
@@ -727,6 +731,13 @@ fn report_type_error(cx: &mut Ctx, at: &[PathSeg], value: &Value, e: &figment::E
         // is shown so the user sees which one.
         Kind::Message(m) if matches!(value, Value::Dict(..) | Value::Array(..)) => {
             format!("{m} (found {shown})")
+        }
+        // A limit of 0 is refused too (see `check_policy`): never say "≥ 0".
+        Kind::Message(m)
+            if matches!(at.last(), Some(PathSeg::Key(k))
+                if k == "timeout_seconds" || k == "activity_timeout_seconds") =>
+        {
+            m.replace("a duration ≥ 0", "a duration > 0")
         }
         Kind::Message(m) => m.clone(),
         kind => format!("{kind} (found {shown})"),

@@ -80,7 +80,8 @@ pub fn line(event: &Event, look: Look) -> Option<String> {
             } else {
                 String::new()
             };
-            format!("run {run_id}: {specs} specs to run{skipped}, {jobs} at once")
+            let noun = if *specs == 1 { "spec" } else { "specs" };
+            format!("run {run_id}: {specs} {noun} to run{skipped}, {jobs} at once")
         }
         EventKind::AttemptStarted {
             spec,
@@ -401,6 +402,26 @@ mod tests {
         assert_eq!(
             line(&run_finished(1), QUIET).unwrap(),
             "2 succeeded (1 flaky: auth), 1 failed (f0), 1 skipped (deploy), 0 stopped; 3 retries; 1m01s"
+        );
+    }
+
+    #[test]
+    fn one_spec_is_not_specs() {
+        let start = |specs| {
+            ev(EventKind::RunStarted {
+                run_id: "r".into(),
+                specs,
+                up_to_date: 0,
+                jobs: 4,
+            })
+        };
+        assert_eq!(
+            line(&start(1), PLAIN).unwrap(),
+            "run r: 1 spec to run, 4 at once"
+        );
+        assert_eq!(
+            line(&start(2), PLAIN).unwrap(),
+            "run r: 2 specs to run, 4 at once"
         );
     }
 

@@ -380,6 +380,22 @@ const BAD_INPUTS: &[Bad] = &[
         ..BAD
     },
     Bad {
+        what: "a negative activity timeout in a spec",
+        pipeline: "[specs.a]\ncommand = \"true\"\nactivity_timeout_seconds = -5\n",
+        source: "spec-runner.toml:3:28",
+        key: "specs.a.activity_timeout_seconds",
+        says: &["expected a duration > 0"],
+        ..BAD
+    },
+    Bad {
+        what: "a negative max_iterations (0 is refused too)",
+        pipeline: "max_iterations = -1\n[specs.a]\ncommand = \"true\"\n",
+        source: "spec-runner.toml:1:18",
+        key: "max_iterations",
+        says: &["-1 is out of range: expected a whole number ≥ 1"],
+        ..BAD
+    },
+    Bad {
         what: "negative retry budget",
         pipeline: "retry_budget = -5\n[specs.a]\ncommand = \"true\"\n",
         source: "spec-runner.toml:1:16",
@@ -424,7 +440,8 @@ const BAD_INPUTS: &[Bad] = &[
         pipeline: "timeout_seconds = -1\n[specs.a]\ncommand = \"true\"\n",
         source: "spec-runner.toml:1:19",
         key: "timeout_seconds",
-        says: &["-1", "≥ 0"],
+        // 0 is refused too: never "≥ 0".
+        says: &["-1 is out of range: expected a duration > 0"],
         ..BAD
     },
     Bad {

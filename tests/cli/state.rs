@@ -702,3 +702,21 @@ command = 'test -f fixed || [ "$SPEC_RUNNER_ATTEMPT" = 2 ]'
     // One attempt in this cycle (three logs in all), no retry, no last retry.
     assert_eq!(&r[1..6], ["succeeded", "-", "1", "0/2", "-"], "{r:?}");
 }
+
+#[test]
+fn logs_of_a_spec_that_could_not_start_says_why_and_hook_logs_of_no_hook_say_so() {
+    let t = Test::with_pipeline("[specs.x]\ncommand = [\"/no/such/program\"]\n");
+    run_in(&t, &["apply"]).code(1);
+    let run = run_in(&t, &["logs", "x"]);
+    run.code(2)
+        .stderr_has("attempt 1 of spec `x` has no output: it could not start")
+        .stderr_has("/no/such/program");
+    assert!(run.stdout.is_empty());
+    run_in(&t, &["logs", "x", "--hook"])
+        .code(2)
+        .stderr_has("no `on_exhausted` command is set");
+    // A spec that ran and printed nothing is not an error.
+    let t = Test::with_pipeline("[specs.quiet]\ncommand = \"true\"\n");
+    run_in(&t, &["apply"]).code(0);
+    assert_eq!(run_in(&t, &["logs", "quiet"]).code(0).stdout, "");
+}
