@@ -23,5 +23,6 @@ mod starter;
 pub mod state;
 pub mod tasks;
 pub mod tui;
+mod workflow;
 
 pub use run::run;
