@@ -212,7 +212,15 @@ retry_max_backoff_seconds = 600
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(code, Some(0));
-    let raw = String::from_utf8_lossy(&tui.raw.lock().unwrap()).into_owned();
+    // What it wrote last may still be on its way through the terminal.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let raw = loop {
+        let raw = String::from_utf8_lossy(&tui.raw.lock().unwrap()).into_owned();
+        if raw.contains("\x1b[?1049l") || Instant::now() > deadline {
+            break raw;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert!(raw.contains("\x1b[?1049l"), "left the alternate screen");
     assert!(raw.contains("\x1b[?25h"), "showed the cursor again");
     let modes = tcgetattr(&tui.slave).expect("tcgetattr").local_modes;
