@@ -14,6 +14,7 @@ pub fn completions(shell: Shell) -> String {
     match shell {
         Shell::Bash => mend_bash(&script),
         Shell::Fish => mend_fish(script),
+        Shell::Zsh => mend_zsh(&script),
         _ => script,
     }
 }
@@ -41,6 +42,38 @@ fn mend_bash(script: &str) -> String {
         }
     }
     script
+}
+
+/// zsh: spec names where a command takes them (`*::specs` and `:spec` arguments), from
+/// `spec-runner __spec-names` with the whole line being completed (so a `-f` on it is
+/// heeded).
+fn mend_zsh(script: &str) -> String {
+    let mut out = String::with_capacity(script.len() + 512);
+    for line in script.split_inclusive('\n') {
+        let is_spec = line.starts_with("'*::specs -- ") || line.starts_with("':spec:");
+        match line.rfind(":_default'") {
+            Some(at) if is_spec => {
+                out.push_str(&line[..at]);
+                out.push_str(":_spec_runner_spec_names'");
+                out.push_str(&line[at + ":_default'".len()..]);
+            }
+            _ => out.push_str(line),
+        }
+    }
+    let function = "\
+(( $+functions[_spec_runner_spec_names] )) ||
+_spec_runner_spec_names() {
+    local -a names
+    names=(${(f)\"$(spec-runner __spec-names ${(z)BUFFER} 2>/dev/null)\"})
+    compadd -a names
+}
+
+";
+    match out.rfind("if [ \"$funcstack[1]\" = \"_spec-runner\" ]; then") {
+        Some(at) => out.insert_str(at, function),
+        None => out.push_str(function),
+    }
+    out
 }
 
 /// The commands that take spec names.

@@ -192,6 +192,24 @@ impl Pipeline {
 
     /// "no spec named `x` in FILE; did you mean `y`?"
     pub fn no_such_spec(&self, name: &str) -> String {
+        // Where a matrix name does not do (one spec's logs): name its instances.
+        if let Some(instances) = self.groups.get(name) {
+            let shown: Vec<&str> = instances
+                .iter()
+                .take(5)
+                .map(|&i| self.specs[i].name.as_str())
+                .collect();
+            let more = if instances.len() > shown.len() {
+                ", …"
+            } else {
+                ""
+            };
+            return format!(
+                "`{name}` is a matrix of {} instances: name one of them ({}{more})",
+                instances.len(),
+                shown.join(", ")
+            );
+        }
         let names = self.specs.iter().map(|s| s.name.as_str());
         let hint =
             super::diag::did_you_mean(name, names.chain(self.groups.keys().map(String::as_str)))

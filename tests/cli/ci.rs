@@ -1019,6 +1019,53 @@ fn bash_and_fish_complete_spec_names_from_the_pipeline_file() {
 }
 
 #[test]
+fn zsh_completes_spec_names_from_the_pipeline_file() {
+    let t = Test::with_pipeline("[specs.build]\ncommand = \"true\"\n");
+    t.write("ci/other.toml", "[specs.nightly]\ncommand = \"true\"\n");
+    let run = run_in(&t, &["completions", "zsh"]);
+    run.code(0);
+    // Every command that takes specs completes them with our function.
+    let uses = run.stdout.matches(":_spec_runner_spec_names'").count();
+    assert_eq!(uses, 5, "{}", run.stdout);
+    t.write("_spec-runner", &run.stdout);
+    let bin_dir = Path::new(BIN)
+        .parent()
+        .expect("bin dir")
+        .display()
+        .to_string();
+    // The function, called as zsh's completion system would (`compadd` recorded).
+    let program = format!(
+        r#"
+PATH='{bin_dir}':$PATH
+compdef() {{ :; }}
+source ./_spec-runner
+compadd() {{ [[ $1 == -a ]] && print -l -- ${{(P)2}}; }}
+BUFFER='spec-runner apply '
+_spec_runner_spec_names
+BUFFER='spec-runner -f ci/other.toml restart n'
+_spec_runner_spec_names
+"#
+    );
+    let out = match std::process::Command::new("zsh")
+        .args(["-f", "-c", &program])
+        .current_dir(t.path())
+        .output()
+    {
+        Ok(out) => out,
+        Err(_) => {
+            eprintln!("zsh is not installed: its completion was not tried");
+            return;
+        }
+    };
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "build\nnightly\n");
+}
+
+#[test]
 fn every_subcommand_help_has_examples() {
     use clap::CommandFactory;
     let t = Test::new();

@@ -111,6 +111,12 @@ fn apply_of_the_matrix_name_runs_every_instance_and_dependents_wait_for_all() {
         ]
     );
 
+    // One instance's log by its name; the matrix name is not one spec.
+    run_in(&t, &["logs", "test-a.py-3.12"]).code(0);
+    run_in(&t, &["logs", "test"])
+        .code(2)
+        .stderr_has("`test` is a matrix of 4 instances: name one of them (test-a.py-3.11, ");
+
     // The whole pipeline: report starts only after every instance finished.
     let run = run_in(&t, &["apply", "--fresh", "--format", "json", "-j", "4"]);
     run.code(0);
