@@ -328,6 +328,47 @@ mod tests {
         })
     }
 
+    #[test]
+    fn a_batch_job_is_pending_first_and_a_reattached_one_says_so() {
+        let queued = ev(EventKind::AttemptStarted {
+            spec: "auth".into(),
+            attempt: 1,
+            retry: 0,
+            max_retries: 3,
+            log: PathBuf::from("logs/auth/task_1.log"),
+            pid: None,
+            job_id: Some(123),
+            live: None,
+            log_number: 1,
+            started: Some(crate::exec::Started {
+                pid: 0,
+                pgid: 0,
+                start_time: None,
+                job: Some(crate::exec::BackendJob {
+                    backend: "slurm",
+                    id: 123,
+                }),
+            }),
+        });
+        let text = line(&queued, PLAIN).unwrap();
+        assert!(
+            text.ends_with("auth: PENDING (slurm job 123), log logs/auth/task_1.log"),
+            "{text}"
+        );
+        let back = ev(EventKind::AttemptReattached {
+            spec: "auth".into(),
+            attempt: 1,
+            retry: 0,
+            max_retries: 3,
+            log: PathBuf::from("logs/auth/task_1.log"),
+            job_id: 123,
+            live: None,
+            log_number: 1,
+        });
+        let text = line(&back, PLAIN).unwrap();
+        assert!(text.contains("auth: REATTACHED to batch job 123"), "{text}");
+    }
+
     fn run_finished(failed: usize) -> Event {
         ev(EventKind::RunFinished {
             succeeded: 2,

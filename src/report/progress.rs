@@ -321,6 +321,26 @@ mod tests {
     }
 
     #[test]
+    fn a_queued_batch_job_shows_pending_until_it_runs() {
+        let live: SharedLive = std::sync::Arc::new(crate::exec::LiveOutput::default());
+        *live.waiting.lock().unwrap() = Some("PENDING (slurm job 7)".into());
+        let phase = Phase::Running {
+            since: Instant::now(),
+            live: Some(live.clone()),
+            retry: 1,
+            max: 3,
+        };
+        let msg = message(&phase, Instant::now());
+        assert!(
+            msg.starts_with("PENDING (slurm job 7) (retry 1/3)"),
+            "{msg}"
+        );
+        *live.waiting.lock().unwrap() = None;
+        let msg = message(&phase, Instant::now());
+        assert!(msg.starts_with("RUNNING (retry 1/3)"), "{msg}");
+    }
+
+    #[test]
     fn a_retry_whose_delay_is_over_is_waiting_for_a_slot() {
         let now = Instant::now();
         let backoff = |until| Phase::Backoff {
