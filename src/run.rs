@@ -711,11 +711,18 @@ fn execute(p: &Pipeline, req: RunRequest, out: &OutputArgs, color: bool) -> u8 {
                     .is_some_and(|st| st.status == crate::events::Status::Succeeded)
         })
         .collect();
+    let github_actions =
+        crate::report::in_github_actions(std::env::var_os("GITHUB_ACTIONS").as_deref());
     let look = crate::report::plain::Look {
         quiet: out.quiet,
         color,
+        // Under GitHub Actions the failing log's end is in the annotation's group:
+        // printed once, not twice.
+        no_tail: github_actions,
     };
     let mut json;
+    // Lives as long as the bars (declared before them: dropped after them).
+    let _echo_off: Option<crate::exec::ControlEchoOff>;
     let mut bars;
     let mut plain;
     let mut github;
@@ -739,6 +746,7 @@ fn execute(p: &Pipeline, req: RunRequest, out: &OutputArgs, color: bool) -> u8 {
                 Progress::Plain | Progress::None => false,
             };
             if use_bars {
+                _echo_off = crate::exec::hide_control_echo();
                 bars = crate::report::progress::ProgressReporter::new(look);
                 sinks.push(&mut bars);
             } else if out.progress != Progress::None {
@@ -747,7 +755,7 @@ fn execute(p: &Pipeline, req: RunRequest, out: &OutputArgs, color: bool) -> u8 {
             }
         }
     }
-    if crate::report::in_github_actions(std::env::var_os("GITHUB_ACTIONS").as_deref()) {
+    if github_actions {
         github = crate::report::github::GithubReporter::new(std::io::stderr());
         sinks.push(&mut github);
     }

@@ -406,6 +406,20 @@ fn pump_output(
 /// the latest `\r`-rewrite of the line, no ANSI escapes or control characters,
 /// trimmed and cut to [`LAST_LINE_CHARS`]. `None` if the chunk completes no such line.
 pub fn last_line(chunk: &[u8]) -> Option<String> {
+    // A line being redrawn with `\r` (curl, pip, tqdm) never ends while it runs: the
+    // text after its latest `\r` is what it shows now.
+    let open = chunk
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(chunk, |i| &chunk[i + 1..]);
+    if open.contains(&b'\r') {
+        for part in open.rsplit(|&b| b == b'\r') {
+            let shown = clean_line(&part[..part.len().min(LAST_LINE_SCAN)]);
+            if !shown.is_empty() {
+                return Some(shown);
+            }
+        }
+    }
     let end = chunk.iter().rposition(|&b| b == b'\n')?;
     for line in chunk[..end].rsplit(|&b| b == b'\n') {
         // Progress bars redraw a line with `\r`; the last non-blank redraw is current.
@@ -1102,6 +1116,16 @@ mod tests {
         assert_eq!(last_line(b"a\nb\n  \npartial"), Some("b".into()));
         assert_eq!(last_line(b"no newline"), None);
         assert_eq!(last_line(b"10%\r50%\r\n"), Some("50%".into()));
+        // A line still being redrawn shows its latest state.
+        assert_eq!(
+            last_line(b"\r 10% |#   |\r 40% |##  |"),
+            Some("40% |##  |".into())
+        );
+        assert_eq!(
+            last_line(b"done\nDownloading\r"),
+            Some("Downloading".into())
+        );
+        assert_eq!(last_line(b"a\nb\n\r  \r"), Some("b".into()));
         assert_eq!(
             last_line(b"\x1b[31mred\x1b[0m text\n"),
             Some("red text".into())

@@ -18,8 +18,8 @@ mod unix;
 
 pub use child::{last_line, run_attempt};
 pub use unix::{
-    become_child_subreaper, end_abandoned_group, end_processes_of_run, process_start_time,
-    request_stop,
+    ControlEchoOff, become_child_subreaper, end_abandoned_group, end_processes_of_run,
+    hide_control_echo, process_start_time, request_stop,
 };
 
 /// Everything needed to run one attempt.

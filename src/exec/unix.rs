@@ -468,6 +468,37 @@ pub(crate) fn end_inherited_orphans(
     ended
 }
 
+/// While alive, the terminal on stderr does not echo control characters (`^C`).
+///
+/// Live bars keep the cursor at the end of their last row; an echoed `^C` there wraps
+/// to a new row, the bars lose track of where they are, and a stale copy of the top
+/// bar stays on the screen after the run. Restored on drop.
+pub struct ControlEchoOff {
+    saved: rustix::termios::Termios,
+}
+
+/// Turns off `ECHOCTL` on stderr's terminal; `None` when stderr is no terminal or it
+/// was off already.
+pub fn hide_control_echo() -> Option<ControlEchoOff> {
+    use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
+    let fd = rustix::stdio::stderr();
+    let saved = tcgetattr(fd).ok()?;
+    if !saved.local_modes.contains(LocalModes::ECHOCTL) {
+        return None;
+    }
+    let mut quiet = saved.clone();
+    quiet.local_modes.remove(LocalModes::ECHOCTL);
+    tcsetattr(fd, OptionalActions::Now, &quiet).ok()?;
+    Some(ControlEchoOff { saved })
+}
+
+impl Drop for ControlEchoOff {
+    fn drop(&mut self) {
+        let fd = rustix::stdio::stderr();
+        let _ = rustix::termios::tcsetattr(fd, rustix::termios::OptionalActions::Now, &self.saved);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,6 +19,8 @@ pub struct Look {
     pub quiet: bool,
     /// ANSI colours.
     pub color: bool,
+    /// Leave out the end of a failed spec's log (another reporter shows it).
+    pub no_tail: bool,
 }
 
 pub struct PlainReporter<W: Write> {
@@ -183,7 +185,8 @@ pub fn line(event: &Event, look: Look) -> Option<String> {
                 }
             };
             if *status == Status::Failed {
-                for l in tail_lines(tail, TAIL_LINES) {
+                let shown = if look.no_tail { 0 } else { TAIL_LINES };
+                for l in tail_lines(tail, shown) {
                     s.push_str(&format!("\n    {} {l}", paint(look, Tone::Dim, "|")));
                 }
                 if let Some(log) = log {
@@ -402,14 +405,17 @@ mod tests {
     const PLAIN: Look = Look {
         quiet: false,
         color: false,
+        no_tail: false,
     };
     const QUIET: Look = Look {
         quiet: true,
         color: false,
+        no_tail: false,
     };
     const COLOR: Look = Look {
         quiet: false,
         color: true,
+        no_tail: false,
     };
 
     #[test]
@@ -419,6 +425,16 @@ mod tests {
             l,
             "auth: FAILED: exit 1; gave up\n    | compiling\n    | error: boom\n    log: logs/auth/task_2.log"
         );
+    }
+
+    #[test]
+    fn without_the_tail_a_failure_still_names_its_log() {
+        let look = Look {
+            no_tail: true,
+            ..PLAIN
+        };
+        let l = line(&finished(Status::Failed, 2, Some("exit 1")), look).unwrap();
+        assert_eq!(l, "auth: FAILED: exit 1\n    log: logs/auth/task_2.log");
     }
 
     #[test]

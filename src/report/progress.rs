@@ -82,7 +82,8 @@ impl ProgressReporter {
         self.lines.entry(spec.to_string()).or_insert_with(|| {
             let bar = multi.add(ProgressBar::new_spinner());
             bar.set_style(
-                ProgressStyle::with_template("  {spinner:.green} {prefix:.bold} {msg}")
+                // `wide_msg`: cut to the terminal's width, one row, never wrapped.
+                ProgressStyle::with_template("  {spinner:.green} {prefix:.bold} {wide_msg}")
                     .unwrap_or_else(|_| ProgressStyle::default_spinner()),
             );
             bar.set_prefix(spec.to_string());
@@ -279,6 +280,8 @@ impl EventSink for ProgressReporter {
         for line in self.lines.values() {
             Self::render(line);
         }
+        // The overall clock keeps going between events.
+        self.overall.tick();
     }
 }
 

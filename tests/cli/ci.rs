@@ -353,8 +353,13 @@ fn github_actions_gets_an_error_with_the_log_in_a_group_and_a_flaky_warning() {
     assert!(inside.find("::stop-commands::").unwrap() < injected);
     assert!(inside.find(&format!("::{stop}::")).unwrap() > injected);
     assert_eq!(err.matches("::error").count(), 1, "{err}");
+    // The log's end is shown once: in the group, not again under the FAILED line
+    // (which still names the log).
+    assert_eq!(err.matches("broken on attempt 3").count(), 1, "{err}");
+    run.stderr_has("log: .spec-runner/logs/broken/task_3.log");
 
     let plain = run_in(&flaky_failed_skipped(), &["apply"]);
+    assert_eq!(plain.stderr.matches("broken on attempt 3").count(), 1);
     assert!(
         !plain.stderr.contains("::error") && !plain.stderr.contains("::warning"),
         "annotations only in GitHub Actions:\n{}",

@@ -4,6 +4,7 @@
 //! the `Test` builder.
 
 mod apply;
+mod bars;
 mod chaos;
 mod ci;
 mod config;
