@@ -146,12 +146,21 @@ pub enum Command {
     },
     /// Write a commented starter spec-runner.toml
     #[command(
-        after_help = "Examples:\n  spec-runner init\n  spec-runner init -f pipelines/nightly.toml"
+        after_help = "Examples:\n  spec-runner init\n  spec-runner init -f pipelines/nightly.toml\n  spec-runner init --spec-workflow --provider claude --model sonnet"
     )]
     Init {
         /// Overwrite an existing file
         #[arg(long)]
         force: bool,
+        /// Write one iterating spec per spec of `.spec-workflow/specs/*/tasks.md` with open tasks
+        #[arg(long)]
+        spec_workflow: bool,
+        /// The agent each spec runs (with --spec-workflow)
+        #[arg(long, value_enum, requires = "spec_workflow", default_value = "claude")]
+        provider: Provider,
+        /// The model the agent uses (with --spec-workflow)
+        #[arg(long, value_name = "MODEL", requires = "spec_workflow")]
+        model: Option<String>,
     },
     /// Print a shell completion script
     #[command(
@@ -274,4 +283,15 @@ pub enum Progress {
     Bar,
     Plain,
     None,
+}
+
+/// The coding agent `init --spec-workflow` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Provider {
+    /// `claude --print --dangerously-skip-permissions`
+    Claude,
+    /// `codex exec --full-auto`
+    Codex,
+    /// `gemini --yolo -p`
+    Gemini,
 }

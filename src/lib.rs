@@ -22,5 +22,6 @@ pub mod slurm;
 mod starter;
 pub mod state;
 pub mod tasks;
+mod workflow;
 
 pub use run::run;

@@ -179,7 +179,17 @@ fn dispatch(cli: Cli) -> u8 {
             Err(code) => code,
         },
         Command::Schema { check, dir } => schema_cmd(g, *check, dir.as_deref()),
-        Command::Init { force } => init(g, *force),
+        Command::Init {
+            force,
+            spec_workflow: false,
+            ..
+        } => init(g, *force, crate::starter::STARTER_PIPELINE.to_string()),
+        Command::Init {
+            force,
+            provider,
+            model,
+            ..
+        } => init_spec_workflow(g, *force, *provider, model.as_deref()),
         Command::Completions { shell } => print_out(&crate::manual::completions(*shell)),
         Command::Man { dir } => man(dir.as_deref()),
         Command::SpecNames { words } => spec_names(g, words),
@@ -446,12 +456,86 @@ fn schema_cmd(g: &GlobalArgs, check: bool, dir: Option<&Path>) -> u8 {
 /// Without `--force` it overwrites nothing: when any file it would write exists (a
 /// schema that already holds exactly this text is left as it is), it names them all
 /// and writes none.
-fn init(g: &GlobalArgs, force: bool) -> u8 {
+/// `init --spec-workflow`: a pipeline with one iterating spec per spec of the
+/// spec-workflow tree next to it that has open tasks.
+fn init_spec_workflow(
+    g: &GlobalArgs,
+    force: bool,
+    provider: crate::cli::Provider,
+    model: Option<&str>,
+) -> u8 {
+    use crate::workflow::{Layout, find, render};
+    let path = pipeline_path(g);
+    let root = path.parent().map(Path::to_path_buf).unwrap_or_else(cwd);
+    // The original tool's config.json names the folders and the prompt.
+    let (config, shown_config) = match &g.config {
+        Some(c) => (
+            if c.is_absolute() {
+                c.clone()
+            } else {
+                cwd().join(c)
+            },
+            c.display().to_string(),
+        ),
+        None => (
+            root.join(crate::config::load::CONFIG_FILE),
+            crate::plan::show_path(&cwd(), &root.join(crate::config::load::CONFIG_FILE)),
+        ),
+    };
+    let layout = match std::fs::read_to_string(&config) {
+        Ok(text) => match Layout::from_config_json(&text, &shown_config) {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return exit::USAGE;
+            }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && g.config.is_none() => {
+            Layout::default()
+        }
+        Err(e) => {
+            eprintln!("error: cannot read `{shown_config}`: {e}");
+            return exit::USAGE;
+        }
+    };
+    let (found, notes) = match find(&root, &layout) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::USAGE;
+        }
+    };
+    for note in &notes {
+        eprintln!("warning: {note}");
+    }
+    let (open, done): (Vec<_>, Vec<_>) = found.into_iter().partition(|f| f.counts.open() > 0);
+    for f in &done {
+        eprintln!(
+            "note: `{}` is done ({}): not in the pipeline",
+            f.folder,
+            f.counts.summary()
+        );
+    }
+    if open.is_empty() {
+        eprintln!(
+            "error: no spec with open tasks under `{}/*/{}`: nothing to run",
+            layout.specs_dir(),
+            layout.tasks_filename
+        );
+        return exit::USAGE;
+    }
+    for f in &open {
+        eprintln!("found `{}`: {}", f.folder, f.counts.summary());
+    }
+    init(g, force, render(&open, &layout, provider, model))
+}
+
+fn init(g: &GlobalArgs, force: bool, pipeline: String) -> u8 {
     let path = pipeline_path(g);
     let schema_dir = path
         .parent()
         .map_or_else(|| PathBuf::from("schema"), |d| d.join("schema"));
-    let mut files = vec![(path.clone(), crate::starter::STARTER_PIPELINE.to_string())];
+    let mut files = vec![(path.clone(), pipeline)];
     for (name, text) in schema::rendered() {
         let file = schema_dir.join(name);
         if std::fs::read_to_string(&file).ok().as_deref() == Some(text.as_str()) {

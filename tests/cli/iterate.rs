@@ -549,3 +549,176 @@ tasks = "tasks.md"
         "{out}"
     );
 }
+
+/// A spec-workflow tree: specs with tasks files under `specs_dir`, in a git repository.
+fn workflow_tree(specs_dir: &str, tasks_file: &str, specs: &[(&str, usize, usize)]) -> Test {
+    let t = Test::new().envs(GIT_ENV);
+    for &(name, done, open) in specs {
+        let mut text = String::from("# Tasks Document\n\n");
+        for n in 1..=done + open {
+            let mark = if n <= done { "x" } else { " " };
+            text.push_str(&format!("- [{mark}] {n}. Task {n}\n  - File: src/{n}.rs\n"));
+        }
+        t.write(&format!("{specs_dir}/{name}/{tasks_file}"), &text);
+        t.write(
+            &format!("{specs_dir}/{name}/requirements.md"),
+            "# Requirements\n",
+        );
+    }
+    t.write(".gitignore", ".spec-runner/\n");
+    git(&t, &["init", "-q"]);
+    git(&t, &["add", "-A"]);
+    git(&t, &["commit", "-q", "-m", "initial"]);
+    t
+}
+
+/// A fake `claude` on PATH: notes its arguments, then does one task of its spec.
+fn fake_claude(t: &Test, tasks_path: &str) -> String {
+    let bin = t.path().join("bin");
+    std::fs::create_dir_all(&bin).expect("mkdir bin");
+    let script = format!(
+        "#!/bin/sh\nfor last; do :; done\nprintf '%s\\n' \"$*\" >> \"$(dirname \"$0\")/../claude.args\"\nexec {} \"{tasks_path}\"\n",
+        agent()
+    );
+    let path = bin.join("claude");
+    std::fs::write(&path, script).expect("write fake claude");
+    let mut perms = std::fs::metadata(&path).expect("meta").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&path, perms).expect("chmod");
+    format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+#[test]
+fn init_spec_workflow_then_apply_runs_every_loop_to_the_end() {
+    let t = workflow_tree(
+        ".spec-workflow/specs",
+        "tasks.md",
+        &[("auth", 1, 2), ("billing", 0, 1), ("finished", 2, 0)],
+    );
+    let init = run_in(&t, &["init", "--spec-workflow", "--model", "sonnet"]);
+    init.code(0)
+        .stderr_has("found `auth`: 1/3 tasks complete (2 pending, 0 in progress)")
+        .stderr_has("`finished` is done");
+    let toml = t.read("spec-runner.toml");
+    assert!(
+        toml.contains("[specs.auth]") && toml.contains("[specs.billing]"),
+        "{toml}"
+    );
+    assert!(!toml.contains("[specs.finished]"), "{toml}");
+    assert!(
+        toml.contains("tasks = \".spec-workflow/specs/auth/tasks.md\""),
+        "{toml}"
+    );
+    run_in(&t, &["validate"]).code(0);
+    run_in(&t, &["plan", "--explain"])
+        .code(0)
+        .stdout_has("iterates: at most 50 iterations");
+    // It refuses to overwrite the pipeline.
+    run_in(&t, &["init", "--spec-workflow"])
+        .code(2)
+        .stderr_has("already exists");
+
+    let path = fake_claude(&t, ".spec-workflow/specs/$SPEC_RUNNER_SPEC/tasks.md");
+    let run = apply(&t, &[("PATH", &path)]);
+    run.code(0);
+    let ev = events(&run.stdout);
+    assert_eq!(
+        iterations(
+            &ev.iter()
+                .filter(|e| e["spec"] == "auth")
+                .cloned()
+                .collect::<Vec<_>>()
+        ),
+        vec![(1, true, false), (2, true, true)]
+    );
+    assert_eq!(
+        of(&ev, "spec_finished", Some("billing"))[0]["status"],
+        "succeeded"
+    );
+    for spec in ["auth", "billing"] {
+        let tasks = t.read(&format!(".spec-workflow/specs/{spec}/tasks.md"));
+        assert!(!tasks.contains("- [ ]"), "{spec}:\n{tasks}");
+    }
+    // The agent ran non-interactively with the model, and its prompt named the spec
+    // and the progress as it was when each attempt started.
+    let args = t.read("claude.args");
+    assert_eq!(args.lines().count(), 3, "{args}");
+    assert!(
+        args.starts_with("--print --dangerously-skip-permissions --model sonnet You are implementing the spec `auth`"),
+        "{args}"
+    );
+    assert!(
+        args.contains("Progress: 1/3 tasks complete (2 pending, 0 in progress)."),
+        "{args}"
+    );
+    assert!(
+        args.contains("Progress: 2/3 tasks complete (1 pending, 0 in progress)."),
+        "{args}"
+    );
+}
+
+#[test]
+fn init_spec_workflow_follows_config_json_folders_and_prompt() {
+    let t = workflow_tree(".sw/s", "todo.md", &[("alpha", 0, 1)]);
+    t.write(
+        "config.json",
+        r#"{
+  "spec_workflow_dir_name": ".sw",
+  "specs_subdir": "s",
+  "tasks_filename": "todo.md",
+  "prompt_template": "Implement the next task of {spec_name} ({progress_summary}); it costs $0",
+  "no_commit_limit": 2
+}"#,
+    );
+    run_in(&t, &["init", "--spec-workflow", "--provider", "codex"]).code(0);
+    let toml = t.read("spec-runner.toml");
+    assert!(toml.contains("tasks = \".sw/s/alpha/todo.md\""), "{toml}");
+    assert!(toml.contains("codex exec --full-auto"), "{toml}");
+    // The written pipeline loads with the config.json (its breaker from no_commit_limit
+    // is overridden by the file's own no_progress_limit).
+    run_in(&t, &["validate"]).code(0);
+
+    // With codex faked: the prompt from the template, `$0` kept literally.
+    let bin = t.path().join("bin");
+    std::fs::create_dir_all(&bin).expect("mkdir");
+    let codex = bin.join("codex");
+    std::fs::write(
+        &codex,
+        format!(
+            "#!/bin/sh\nfor last; do :; done\nprintf '%s\\n' \"$last\" >> prompt.log\nexec {} .sw/s/alpha/todo.md\n",
+            agent()
+        ),
+    )
+    .expect("write");
+    let mut perms = std::fs::metadata(&codex).expect("meta").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&codex, perms).expect("chmod");
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    apply(&t, &[("PATH", &path)]).code(0);
+    assert_eq!(
+        t.read("prompt.log"),
+        "Implement the next task of alpha (0/1 tasks complete (1 pending, 0 in progress)); it costs $0\n"
+    );
+}
+
+#[test]
+fn init_spec_workflow_without_a_tree_or_open_tasks_writes_nothing() {
+    let t = Test::new();
+    run_in(&t, &["init", "--spec-workflow"])
+        .code(2)
+        .stderr_has("no spec-workflow tree here");
+    t.write(".spec-workflow/specs/x/tasks.md", "- [x] 1. done\n");
+    run_in(&t, &["init", "--spec-workflow"])
+        .code(2)
+        .stderr_has("no spec with open tasks");
+    assert!(!t.path().join("spec-runner.toml").exists());
+    run_in(&t, &["init", "--model", "x"]).code(2);
+}
