@@ -743,6 +743,12 @@ fn report_type_error(cx: &mut Ctx, at: &[PathSeg], value: &Value, e: &figment::E
         {
             m.replace("a duration ≥ 0", "a duration > 0")
         }
+        Kind::Message(m) if matches!(at.last(), Some(PathSeg::Key(k)) if k == "poll_interval_seconds") => {
+            m.replace(
+                "a duration ≥ 0",
+                &format!("a duration ≥ {MIN_POLL_SECONDS} seconds"),
+            )
+        }
         Kind::Message(m) => m.clone(),
         kind => format!("{kind} (found {shown})"),
     };

@@ -430,7 +430,7 @@ impl<'a> Follow<'a> {
             Some(Status::Exit(c)) => code = Some(c),
             Some(Status::Signal(s)) => signal = Some(s),
             Some(Status::NotStarted(why)) => not_started = Some(why),
-            None => match scontrol_exit(self.id) {
+            None => match scontrol_exit(self.id).or_else(|| sacct_exit(self.id)) {
                 Some((_, s)) if s != 0 => signal = Some(s),
                 Some((c, _)) if state != Some("CANCELLED") => code = Some(c),
                 // Cancelled (by someone else) before it could say: SIGTERM, as Slurm sent.
@@ -457,6 +457,20 @@ fn scontrol_exit(id: u64) -> Option<(i32, i32)> {
     ];
     let out = cmd::run("scontrol", &args, &[], None, cmd::COMMAND_TIMEOUT).ok()?;
     cmd::parse_scontrol(&out.stdout).map(|(c, s, _)| (c, s))
+}
+
+/// The job's exit status from accounting, when the cluster keeps it (`slurmdbd`).
+fn sacct_exit(id: u64) -> Option<(i32, i32)> {
+    let args: Vec<OsString> = ["-n", "-P", "-X", "-o", "ExitCode,State", "-j"]
+        .iter()
+        .map(OsString::from)
+        .chain([id.to_string().into()])
+        .collect();
+    let out = cmd::run("sacct", &args, &[], None, cmd::COMMAND_TIMEOUT).ok()?;
+    if !out.success {
+        return None;
+    }
+    cmd::parse_sacct(&out.stdout).map(|(c, s, _)| (c, s))
 }
 
 /// The file's bytes from offset `from` on.

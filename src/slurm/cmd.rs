@@ -163,6 +163,19 @@ pub fn parse_scontrol(stdout: &str) -> Option<(i32, i32, JobState)> {
     Some((code, sig, state?))
 }
 
+/// `ExitCode|State` of `sacct -n -P -X -o ExitCode,State -j ID`: the job's record in
+/// the accounting database, which outlives `MinJobAge` (when the cluster keeps one).
+pub fn parse_sacct(stdout: &str) -> Option<(i32, i32, JobState)> {
+    let line = stdout.lines().map(str::trim).find(|l| !l.is_empty())?;
+    let (exit, state) = line.split_once('|')?;
+    let (code, sig) = exit.split_once(':')?;
+    Some((
+        code.trim().parse().ok()?,
+        sig.trim().parse().ok()?,
+        JobState::parse(state),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,6 +245,21 @@ mod tests {
             parse_scontrol("slurm_load_jobs error: Invalid job id specified"),
             None
         );
+    }
+
+    #[test]
+    fn sacct_records() {
+        assert_eq!(
+            parse_sacct("3:0|FAILED\n"),
+            Some((3, 0, JobState::Ended("FAILED".into())))
+        );
+        assert_eq!(
+            parse_sacct("0:15|CANCELLED by 0\n"),
+            Some((0, 15, JobState::Ended("CANCELLED".into())))
+        );
+        assert_eq!(parse_sacct(""), None);
+        // Without slurmdbd sacct prints only an error (on stderr): nothing to parse.
+        assert_eq!(parse_sacct("Slurm accounting storage is disabled"), None);
     }
 
     #[test]

@@ -388,6 +388,14 @@ const BAD_INPUTS: &[Bad] = &[
         ..BAD
     },
     Bad {
+        what: "a negative slurm poll interval (its floor is 0.05 s)",
+        pipeline: "[slurm]\npoll_interval_seconds = -1\n[specs.a]\ncommand = \"true\"\n",
+        source: "spec-runner.toml:2:25",
+        key: "slurm.poll_interval_seconds",
+        says: &["-1 is out of range: expected a duration ≥ 0.05 seconds"],
+        ..BAD
+    },
+    Bad {
         what: "a negative max_iterations (0 is refused too)",
         pipeline: "max_iterations = -1\n[specs.a]\ncommand = \"true\"\n",
         source: "spec-runner.toml:1:18",

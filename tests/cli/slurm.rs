@@ -487,3 +487,45 @@ command = 'if [ -f second ]; then echo fresh; exit 0; fi; touch second; echo up;
     assert_eq!(wait_job_ended(id), "CANCELLED");
     assert_eq!(t.read(".spec-runner/logs/keeper/task_2.log"), "fresh\n");
 }
+
+#[test]
+fn slurm_queue_time_is_not_run_time_and_ctrl_c_cancels_queued_jobs() {
+    if !cluster() {
+        return;
+    }
+    // `--begin` keeps the job queued for an hour.
+    let t = Test::with_pipeline(
+        r#"
+backend = "slurm"
+slurm = { poll_interval_seconds = 0.2, sbatch_args = ["--begin=now+3600"] }
+[specs.queued]
+command = "echo ran"
+timeout_seconds = 1
+"#,
+    );
+    let mut bg = Background::apply(&t);
+    let started = bg.wait_for(Duration::from_secs(60), |e| e["event"] == "attempt_started");
+    let id = started["job_id"].as_u64().expect("job_id");
+    // Three times its timeout in the queue: not timed out, still pending.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(job_state(id), "PENDING");
+    assert!(
+        bg.child.try_wait().unwrap().is_none(),
+        "queue time does not count against timeout_seconds"
+    );
+    bg.signal(Signal::INT);
+    let (code, _) = bg.wait_exit(Duration::from_secs(60));
+    assert_eq!(code, Some(130));
+    assert_eq!(wait_job_ended(id), "CANCELLED");
+    let ev = bg.rest();
+    assert!(
+        of(&ev, "attempt_finished", Some("queued"))
+            .iter()
+            .all(|e| e["reason"] == "stopped"),
+        "{ev:#?}"
+    );
+    assert_eq!(
+        of(&ev, "spec_finished", Some("queued"))[0]["status"],
+        "stopped"
+    );
+}
