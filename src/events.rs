@@ -137,6 +137,9 @@ pub enum EventKind {
         retries: u32,
         reason: Option<String>,
         log: Option<PathBuf>,
+        /// An iterating spec: the iterations it ran (the last one's number).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        iterations: Option<u32>,
         /// The end of the last attempt's output, for failure reports.
         #[serde(skip)]
         tail: Tail,

@@ -161,6 +161,7 @@ mod tests {
             retries: attempts - 1,
             reason: (status != Status::Succeeded).then(|| "exit 2: bad, really\n".to_string()),
             log: Some(PathBuf::from("logs/a/task_2.log")),
+            iterations: None,
             tail: Tail::from(tail),
         })
     }

@@ -543,6 +543,7 @@ mod tests {
                 retries: 0,
                 reason: reason.map(str::to_string),
                 log: None,
+                iterations: None,
                 tail: Tail::default(),
             },
         );

@@ -156,6 +156,7 @@ pub fn line(event: &Event, look: Look) -> Option<String> {
             reason,
             log,
             tail,
+            iterations,
             ..
         } => {
             let word = paint(look, status_tone(*status), &status.as_str().to_uppercase());
@@ -168,6 +169,17 @@ pub fn line(event: &Event, look: Look) -> Option<String> {
                         .map(|r| format!(": {}", one_line(r)))
                         .unwrap_or_default();
                     format!("{spec}: {word}{why}")
+                }
+                // An iterating spec: every iteration is an attempt that passed; only
+                // attempts beyond one per iteration were retries.
+                Status::Succeeded if iterations.is_some_and(|n| n > 0) => {
+                    let n = iterations.unwrap_or(1);
+                    let flaky = if *attempts > n { " (flaky)" } else { "" };
+                    format!(
+                        "{spec}: {word} after {n} iteration{} ({attempts} attempt{}){flaky}",
+                        plural(n),
+                        plural(*attempts)
+                    )
                 }
                 Status::Succeeded => {
                     let flaky = if *attempts > 1 { " (flaky)" } else { "" };
@@ -312,6 +324,7 @@ mod tests {
             retries: attempts.saturating_sub(1),
             reason: reason.map(str::to_string),
             log: Some(PathBuf::from("logs/auth/task_2.log")),
+            iterations: None,
             tail: Tail::from(&b"compiling\nerror: boom\n"[..]),
         })
     }

@@ -1117,6 +1117,7 @@ impl<'p> Dispatcher<'p> {
                 retries: s.retry_count,
                 reason,
                 log: s.last_log.clone(),
+                iterations: s.looping.as_ref().map(|lr| lr.iteration),
                 tail,
             }));
             let name = &self.p.specs[i].name;
