@@ -887,6 +887,8 @@ const OWN_SBATCH_OPTIONS: &[(&str, Option<char>)] = &[
     ("--wrap", None),
     ("--wait", Some('W')),
     ("--array", Some('a')),
+    ("--requeue", None),
+    ("--no-requeue", None),
 ];
 
 fn check_slurm(cx: &mut Ctx, raw: &super::raw::RawSlurm) {

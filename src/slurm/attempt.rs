@@ -143,6 +143,9 @@ impl Cluster {
                 d
             },
             "--export=ALL".into(),
+            // Retries are the runner's: a job Slurm requeued after a node failure would
+            // run again behind its back, into a log already judged.
+            "--no-requeue".into(),
         ];
         let s = &self.settings;
         for (flag, value) in [
