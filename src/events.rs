@@ -3,12 +3,42 @@
 //! all depend on it and none on another's internals. Field names are those of DESIGN §5 (`--format json`).
 
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Serialize, Serializer};
 
-use crate::exec::{SharedLive, Started};
+/// Identity of a started attempt's leader, for the state file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Started {
+    pub pid: u32,
+    pub pgid: u32,
+    /// Start time in clock ticks since boot (`/proc/<pid>/stat` field 22), to tell a
+    /// reused pid from ours.
+    pub start_time: Option<u64>,
+    /// The batch job running the attempt, for a backend that submits jobs (pid and
+    /// pgid are then 0: no local process to signal).
+    pub job: Option<BackendJob>,
+}
+
+/// A job of a cluster's workload manager that runs one attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BackendJob {
+    /// The backend's name, as `backend = "…"` spells it.
+    pub backend: &'static str,
+    pub id: u64,
+}
+
+/// Live view of a running attempt's output, read by progress reporters.
+#[derive(Debug, Default)]
+pub struct LiveOutput {
+    pub last_line: Mutex<String>,
+    /// Set while the attempt waits for a place to run, e.g. `PENDING (slurm job 123)`.
+    pub waiting: Mutex<Option<String>>,
+}
+
+pub type SharedLive = Arc<LiveOutput>;
 
 /// A spec's status (DESIGN §6), as persisted and reported.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]

@@ -140,10 +140,12 @@ pub struct Spec {
     pub tasks: Option<PathBuf>,
     /// `until`: the spec iterates until this command exits 0 (run in `cwd`).
     pub until: Option<CommandLine>,
-    pub policy: Policy,
+    /// Shared with `Pipeline::global` (and so with every other such spec) when the
+    /// spec sets no policy key of its own: one copy for thousands of specs.
+    pub policy: Arc<Policy>,
     /// For each effective key, where its value came from (`default`, a file and key,
-    /// a variable name or a flag).
-    pub origins: Origins,
+    /// a variable name or a flag). Shared like `policy`.
+    pub origins: Arc<Origins>,
 }
 
 impl Spec {
@@ -165,9 +167,9 @@ pub struct Pipeline {
     /// Where each run-wide value came from.
     pub run_origins: Origins,
     /// The policy of a spec that sets no key of its own (the global effective policy).
-    pub global: Policy,
+    pub global: Arc<Policy>,
     /// Where each value of `global` came from.
-    pub global_origins: Origins,
+    pub global_origins: Arc<Origins>,
     /// Sorted by name.
     pub specs: Vec<Spec>,
     /// Matrix spec name → the indices of its instances (which are in `specs`).

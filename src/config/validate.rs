@@ -142,6 +142,7 @@ pub fn validate(layers: &Layers) -> Result<Pipeline, Vec<Problem>> {
     match specs_value {
         None => {}
         Some(Value::Dict(_, specs)) => {
+            raw_specs.reserve_exact(specs.len());
             for (name, value) in specs {
                 let at = path(&["specs", name]);
                 check_spec_name(&mut cx, name, &at);
@@ -196,6 +197,8 @@ pub fn validate(layers: &Layers) -> Result<Pipeline, Vec<Problem>> {
         &global_rules,
         &dir,
     );
+    let (global_policy, global_policy_origins) =
+        (Arc::new(global_policy), Arc::new(global_policy_origins));
 
     // Names → indices, for depends_on.
     let names: Vec<&str> = raw_specs.iter().map(|(n, _)| n.as_str()).collect();
@@ -302,6 +305,13 @@ pub fn validate(layers: &Layers) -> Result<Pipeline, Vec<Problem>> {
             &global_rules,
             &dir,
         );
+        // A spec that takes every value from the global policy (the same origins say
+        // so: a spec's own key has an origin naming the spec) shares its one copy.
+        let (policy, origins) = if origins == *global_policy_origins {
+            (global_policy.clone(), global_policy_origins.clone())
+        } else {
+            (Arc::new(policy), Arc::new(origins))
+        };
         let cwd = parts
             .cwd
             .as_deref()
@@ -1326,4 +1336,45 @@ fn shortest_cycle<I: Iterator<Item = usize>>(
         }
     }
     vec![start, start]
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::config::{self, LoadOptions};
+
+    #[test]
+    fn specs_without_policy_keys_share_the_global_policy_and_one_with_a_key_has_its_own() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join("spec-runner.toml"),
+            "retry_max_retries = 4\n\
+             [specs.a]\ncommand = \"true\"\n\
+             [specs.b]\ncommand = \"true\"\nenv = { X = \"1\" }\n\
+             [specs.c]\ncommand = \"true\"\nretry_max_retries = 1\n",
+        )
+        .expect("write");
+        let opts = LoadOptions {
+            cwd: dir.path().to_path_buf(),
+            ..LoadOptions::default()
+        };
+        let p = config::load(&opts).expect("valid pipeline");
+        let [a, b, c] = [0, 1, 2].map(|i| &p.specs[i]);
+        for s in [a, b] {
+            assert!(Arc::ptr_eq(&s.policy, &p.global), "{} shares", s.name);
+            assert!(Arc::ptr_eq(&s.origins, &p.global_origins));
+            assert_eq!(s.policy.retry.max_retries, 4);
+        }
+        assert!(!Arc::ptr_eq(&c.policy, &p.global));
+        assert_eq!(c.policy.retry.max_retries, 1);
+        assert_eq!(p.global.retry.max_retries, 4);
+        assert!(
+            c.origins
+                .get("retry_max_retries")
+                .is_some_and(|o| o.contains("specs.c.retry_max_retries")),
+            "{:?}",
+            c.origins
+        );
+    }
 }

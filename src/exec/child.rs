@@ -107,9 +107,6 @@ fn run_with_log(
     entered: Instant,
 ) -> AttemptEnd {
     let not_started = |cause| not_started(cause, entered);
-    if let Err(reason) = check_cwd(&spec.cwd) {
-        return not_started(EndCause::SpawnFailed(reason));
-    }
     let (reader, writer) = match io::pipe() {
         Ok(pair) => pair,
         Err(e) => {
@@ -206,8 +203,9 @@ fn run_with_log(
     sup.finish(cause)
 }
 
-/// Checks the working directory first: the spawn error for a missing one would name
-/// the program instead.
+/// Tells what is wrong with the working directory, if anything. Asked only once a
+/// spawn failed (the error for a missing cwd would name the program instead), so a
+/// good attempt costs no `stat` for it.
 fn check_cwd(cwd: &Path) -> Result<(), String> {
     match std::fs::metadata(cwd) {
         Ok(meta) if meta.is_dir() => Ok(()),
@@ -251,7 +249,13 @@ fn spawn(spec: &AttemptSpec, writer: PipeWriter) -> Result<duct::Handle, String>
     for (name, value) in &spec.env {
         expr = expr.env(name, value);
     }
-    let started = expr.start().map_err(|e| spawn_error(program, &exe, &e));
+    let started = expr.start().map_err(|e| {
+        // A program found earlier may be gone: the next attempt looks again.
+        forget_program(program);
+        check_cwd(&spec.cwd)
+            .err()
+            .unwrap_or_else(|| spawn_error(program, &exe, &e))
+    });
     // The expression holds our copy of the pipe's write end; drop it now, or the
     // pump would never see end-of-file.
     drop(expr);
@@ -284,7 +288,40 @@ fn resolve_program(program: &str, cwd: &Path, env: &[(OsString, OsString)]) -> O
         .map(|(_, v)| v.clone())
         .or_else(|| std::env::var_os("PATH"))
         .unwrap_or_else(|| OsString::from("/usr/local/bin:/usr/bin:/bin"));
-    for dir in std::env::split_paths(&search) {
+    // Only a search with absolute entries gives the same answer in every cwd.
+    let cacheable = std::env::split_paths(&search).all(|d| d.is_absolute());
+    if cacheable && let Some(found) = found_programs().get(&(program.to_owned(), search.clone())) {
+        return found.clone();
+    }
+    let found = search_path(program, &search, cwd);
+    if cacheable && let Some(exe) = &found {
+        found_programs().insert((program.to_owned(), search), exe.clone());
+    }
+    // Not found: spawning the bare name fails with NotFound, reported as such.
+    found.unwrap_or_else(|| OsString::from(program))
+}
+
+/// Bare program names found on `PATH`, by name and the `PATH` searched: a pipeline
+/// runs the same few programs thousands of times, and a lookup costs one `stat` per
+/// `PATH` entry. Only finds are kept; a failed spawn forgets its program.
+type FoundPrograms = std::collections::HashMap<(String, OsString), OsString>;
+
+fn found_programs() -> std::sync::MutexGuard<'static, FoundPrograms> {
+    static FOUND: std::sync::LazyLock<Mutex<FoundPrograms>> =
+        std::sync::LazyLock::new(Default::default);
+    FOUND
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn forget_program(program: &str) {
+    found_programs().retain(|(name, _), _| name != program);
+}
+
+/// The first executable `program` in the `PATH` entries of `search`, as `execvp`
+/// would find it.
+fn search_path(program: &str, search: &OsStr, cwd: &Path) -> Option<OsString> {
+    for dir in std::env::split_paths(search) {
         // An empty entry means the current directory, which for the child is its cwd.
         let dir = if dir.as_os_str().is_empty() {
             cwd.to_path_buf()
@@ -293,11 +330,10 @@ fn resolve_program(program: &str, cwd: &Path, env: &[(OsString, OsString)]) -> O
         };
         let candidate = dir.join(program);
         if is_executable_file(&candidate) {
-            return candidate.into_os_string();
+            return Some(candidate.into_os_string());
         }
     }
-    // Not found: spawning the bare name fails with NotFound, reported as such.
-    OsString::from(program)
+    None
 }
 
 fn is_executable_file(p: &Path) -> bool {
@@ -913,6 +949,48 @@ mod tests {
         assert_eq!(log.len(), bytes);
         assert!(log.iter().all(|&b| b == 0));
         assert_eq!(r.end.tail.len(), TAIL_CAP);
+    }
+
+    #[test]
+    fn a_program_found_on_path_is_looked_up_again_once_it_is_gone() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (first, second) = (dir.path().join("first"), dir.path().join("second"));
+        std::fs::create_dir_all(&first).unwrap();
+        std::fs::create_dir_all(&second).unwrap();
+        let install = |at: &Path, word: &str| {
+            let p = at.join("sr-cache-probe");
+            std::fs::write(&p, format!("#!/bin/sh\nprintf {word}\n")).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        };
+        let path =
+            std::env::join_paths([&first, &second, Path::new("/usr/bin"), Path::new("/bin")])
+                .unwrap();
+        let attempt = |n: u32| {
+            let mut spec = spec_in(dir.path(), &["sr-cache-probe"]);
+            spec.env = vec![(OsString::from("PATH"), path.clone())];
+            spec.log_path = dir.path().join(format!("task_{n}.log"));
+            let r = run(&spec);
+            (r.end, String::from_utf8(log_of(&spec)).unwrap())
+        };
+        install(&first, "one");
+        let (end, out) = attempt(1);
+        assert_eq!((end.exit_code, out.as_str()), (Some(0), "one"), "{end:?}");
+        // Found once, kept: the same program runs while it is there.
+        let (end, out) = attempt(2);
+        assert_eq!((end.exit_code, out.as_str()), (Some(0), "one"), "{end:?}");
+        // Gone: that attempt cannot start, and says so; the next one looks again.
+        std::fs::remove_file(first.join("sr-cache-probe")).unwrap();
+        install(&second, "two");
+        let (end, _) = attempt(3);
+        assert_eq!(
+            end.cause,
+            EndCause::SpawnFailed(
+                "failed to start `sr-cache-probe`: command not found on PATH".into()
+            )
+        );
+        let (end, out) = attempt(4);
+        assert_eq!((end.exit_code, out.as_str()), (Some(0), "two"), "{end:?}");
     }
 
     #[test]

@@ -6,8 +6,6 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::config::policy::{BackendKind, CommandLine};
@@ -17,6 +15,8 @@ mod helpers;
 mod unix;
 
 pub use child::{last_line, run_attempt};
+// Shared with the reporters, which may not see `exec`: they live in `events`.
+pub use crate::events::{BackendJob, LiveOutput, SharedLive, Started};
 pub use unix::{
     ControlEchoOff, become_child_subreaper, end_abandoned_group, end_processes_of_run,
     hide_control_echo, process_start_time, request_stop,
@@ -77,34 +77,3 @@ pub struct AttemptEnd {
     /// The last (at most) 64 KiB of output, bytes as written.
     pub tail: Vec<u8>,
 }
-
-/// Identity of a started attempt's leader, for the state file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Started {
-    pub pid: u32,
-    pub pgid: u32,
-    /// Start time in clock ticks since boot (`/proc/<pid>/stat` field 22), to tell a
-    /// reused pid from ours.
-    pub start_time: Option<u64>,
-    /// The batch job running the attempt, for a backend that submits jobs (pid and
-    /// pgid are then 0: no local process to signal).
-    pub job: Option<BackendJob>,
-}
-
-/// A job of a cluster's workload manager that runs one attempt.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BackendJob {
-    /// The backend's name, as `backend = "…"` spells it.
-    pub backend: &'static str,
-    pub id: u64,
-}
-
-/// Live view of a running attempt's output, read by progress reporters.
-#[derive(Debug, Default)]
-pub struct LiveOutput {
-    pub last_line: Mutex<String>,
-    /// Set while the attempt waits for a place to run, e.g. `PENDING (slurm job 123)`.
-    pub waiting: Mutex<Option<String>>,
-}
-
-pub type SharedLive = Arc<LiveOutput>;

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::events::EventSink;
+use crate::events::SharedLive;
 use crate::events::{Event, EventKind};
-use crate::exec::SharedLive;
 use crate::report::{human_duration, plain};
 
 enum Phase {

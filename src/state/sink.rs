@@ -182,6 +182,12 @@ impl StateSink {
                         let excess = s.attempts.len() + 1 - super::model::MAX_ATTEMPT_HISTORY;
                         s.attempts.drain(..excess);
                     }
+                    // Most specs make one attempt or a few: grow one at a time up to
+                    // four (a first `push` would reserve four, ~1 KB per spec, twice:
+                    // here and in the live hub's copy), doubling after.
+                    if s.attempts.len() == s.attempts.capacity() && s.attempts.len() < 4 {
+                        s.attempts.reserve_exact(1);
+                    }
                     s.attempts.push(AttemptRecord {
                         number: *log_number,
                         attempt: *attempt,

@@ -725,3 +725,35 @@ fn a_long_chain_behind_a_failed_spec_is_skipped_without_deep_recursion() {
     assert_eq!(of(&ev, "spec_finished", None).len(), 20_000);
     assert_eq!(ev.last().unwrap()["skipped"], 19_999);
 }
+
+#[test]
+fn a_retry_that_waited_for_a_slot_past_max_total_gives_up_instead_of_starting_late() {
+    // Allowed when scheduled (0.1 s in, cap 1 s); `b-slow` holds the only slot for 3 s.
+    let t = Test::with_pipeline(
+        r#"
+jobs = 1
+[specs.a-flaky]
+command = "exit 1"
+retry_backoff_seconds = 0.1
+retry_max_total_seconds = 1
+[specs.b-slow]
+command = "sleep 3"
+"#,
+    );
+    let (run, ev) = apply_json(&t);
+    run.code(1);
+    assert_eq!(of(&ev, "attempt_started", Some("a-flaky")).len(), 1);
+    let fin = of(&ev, "spec_finished", Some("a-flaky"));
+    let reason = fin[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("past retry_max_total_seconds (1s): it waited"),
+        "{reason}"
+    );
+    assert_eq!(fin[0]["retries"], 0, "the refused retry is not counted");
+    let state: Value = serde_json::from_str(&t.read(".spec-runner/state.json")).unwrap();
+    assert_eq!(state["specs"]["a-flaky"]["retry_count"], 0);
+    assert_eq!(
+        of(&ev, "spec_finished", Some("b-slow"))[0]["status"],
+        "succeeded"
+    );
+}
