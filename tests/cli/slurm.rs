@@ -562,7 +562,10 @@ on_exhausted = 'printf "%s|%s" "$SPEC_RUNNER_SPEC" "${{SLURM_JOB_ID:-here}}"'
     assert_eq!(code, Some(130));
     // TERM ended the command and the job side exited: FAILED in Slurm's words.
     let s = wait_job_ended(id);
-    assert!(matches!(s.as_str(), "FAILED" | "CANCELLED"), "job {id}: {s}");
+    assert!(
+        matches!(s.as_str(), "FAILED" | "CANCELLED"),
+        "job {id}: {s}"
+    );
     let ev = bg.rest();
     assert_eq!(
         of(&ev, "spec_finished", Some("long"))[0]["status"],
