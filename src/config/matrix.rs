@@ -62,8 +62,7 @@ pub fn expand(specs: &mut Dict, dir: &Path) -> Expansion {
         };
         let Some(matrix) = table.remove("matrix") else {
             // `${matrix.KEY}` in a spec without a matrix would run literally.
-            let table = table.clone();
-            check_no_placeholders(&name, &table, &mut out.problems);
+            check_no_placeholders(&name, table, &mut out.problems);
             continue;
         };
         let base = table.clone();
@@ -437,10 +436,26 @@ fn instance_table(
     Some(table)
 }
 
-/// Reports `${matrix.KEY}` in a spec without a matrix.
+/// Reports `${matrix.KEY}` in a spec without a matrix. Copies nothing unless there is
+/// one: most specs of a large pipeline have none.
 fn check_no_placeholders(name: &str, table: &Dict, problems: &mut Vec<MatrixProblem>) {
-    let mut table = table.clone();
-    substitute_in(name, &mut table, None, problems);
+    let has = |v: Option<&Value>| match v {
+        Some(Value::String(_, s)) => s.contains(OPEN),
+        Some(Value::Array(_, items)) => items
+            .iter()
+            .any(|i| matches!(i, Value::String(_, s) if s.contains(OPEN))),
+        Some(Value::Dict(_, d)) => d
+            .values()
+            .any(|i| matches!(i, Value::String(_, s) if s.contains(OPEN))),
+        _ => false,
+    };
+    if ["command", "cwd", "env", "tasks", "until"]
+        .iter()
+        .any(|k| has(table.get(*k)))
+    {
+        let mut table = table.clone();
+        substitute_in(name, &mut table, None, problems);
+    }
 }
 
 /// Replaces placeholders in the values of `command`, `cwd`, `env`, `tasks` and `until`

@@ -39,6 +39,9 @@ struct Ctx<'a> {
     /// While checking an overridden value: the layer that holds it, which is where
     /// its problems are, rather than the layer the merged value came from.
     in_layer: Option<usize>,
+    /// The problems pushed so far, as printed: a matrix spec's problem is found once
+    /// per instance and reported once.
+    reported: std::collections::HashSet<String>,
 }
 
 impl Ctx<'_> {
@@ -64,7 +67,7 @@ impl Ctx<'_> {
             _ => PathSeg::join(at),
         };
         let problem = Problem::new(source, &key, message);
-        if !self.problems.contains(&problem) {
+        if self.reported.insert(problem.to_string()) {
             self.problems.push(problem);
         }
     }
@@ -77,6 +80,7 @@ pub fn validate(layers: &Layers) -> Result<Pipeline, Vec<Problem>> {
         toml: TomlIndex::new(layers.pipeline_text()),
         problems: layers.problems.clone(),
         in_layer: None,
+        reported: std::collections::HashSet::new(),
     };
     let mut run = RawRunPolicy::default();
     let mut global = RawPolicy::default();

@@ -529,3 +529,51 @@ timeout_seconds = 1
         "stopped"
     );
 }
+
+#[test]
+fn slurm_stop_cancels_the_job_and_on_exhausted_runs_here() {
+    if !cluster() {
+        return;
+    }
+    let t = Test::with_pipeline(&format!(
+        r#"{HEAD}
+retry_max_retries = 0
+[specs.long]
+command = "echo up; sleep 600"
+[specs.broken]
+command = "exit 4"
+on_exhausted = 'printf "%s|%s" "$SPEC_RUNNER_SPEC" "${{SLURM_JOB_ID:-here}}"'
+"#
+    ));
+    let mut bg = Background::apply(&t);
+    let mut id = None;
+    while id.is_none() {
+        let e = bg.wait_for(Duration::from_secs(60), |e| {
+            e["event"] == "attempt_started" || e["event"] == "hook_finished"
+        });
+        if e["spec"] == "long" && e["event"] == "attempt_started" {
+            id = e["job_id"].as_u64();
+        }
+    }
+    let id = id.unwrap();
+    bg.wait_for(Duration::from_secs(60), |e| e["event"] == "hook_finished");
+    run_in(&t, &["stop"]).code(0);
+    let (code, _) = bg.wait_exit(Duration::from_secs(60));
+    assert_eq!(code, Some(130));
+    // TERM ended the command and the job side exited: FAILED in Slurm's words.
+    let s = wait_job_ended(id);
+    assert!(
+        matches!(s.as_str(), "FAILED" | "CANCELLED"),
+        "job {id}: {s}"
+    );
+    let ev = bg.rest();
+    assert_eq!(
+        of(&ev, "spec_finished", Some("long"))[0]["status"],
+        "stopped"
+    );
+    assert_eq!(
+        t.read(".spec-runner/logs/broken/on_exhausted_1.log"),
+        "broken|here",
+        "the hook ran on this machine, not as a job"
+    );
+}
