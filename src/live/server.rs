@@ -226,9 +226,30 @@ fn serve(stream: UnixStream, shared: &Arc<Shared>) {
     if let Some(w) = writer {
         let _ = w.join();
     }
-    let _ = stream.shutdown(std::net::Shutdown::Both);
+    linger(&stream);
     lock_conns(shared).remove(&id);
     shared.clients.fetch_sub(1, Ordering::SeqCst);
+}
+
+/// Ends a connection without losing the last reply: closing a Unix socket with
+/// unread input makes the kernel reset the client's side (ECONNRESET), which a client
+/// may see before the error it was sent (a line over `MAX_LINE` leaves input unread).
+/// So: no more writes, then read and discard what the client still sends, for a
+/// second and a MiB at most, before the socket closes.
+fn linger(stream: &UnixStream) {
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let mut left = 1usize << 20;
+    let mut sink = [0u8; 8192];
+    let mut reader = stream;
+    while left > 0 && Instant::now() < deadline {
+        match reader.read(&mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => left = left.saturating_sub(n),
+        }
+    }
+    let _ = stream.shutdown(std::net::Shutdown::Both);
 }
 
 fn write_loop(mut stream: UnixStream, out: &Receiver<Out>) {
