@@ -116,7 +116,16 @@ retry_max_backoff_seconds = 600
     let mut bg = apply(&t);
     bg.wait_for(Duration::from_secs(60), |e| e["event"] == "retry_scheduled");
     let pid = wait_pid(&t.path().join("pid"));
-    let json = run_in(&t, &["status", "--format", "json"]).code(0).json();
+    // The shell may write its pid file before the run has taken in that the attempt
+    // started (a loaded machine): ask until the run says so, as a user would.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let json = loop {
+        let json = run_in(&t, &["status", "--format", "json"]).code(0).json();
+        if json["specs"]["long"]["status"] == "running" || Instant::now() > deadline {
+            break json;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     let long = &json["specs"]["long"];
     assert_eq!(long["status"], "running");
     assert_eq!(long["pid"], pid);
