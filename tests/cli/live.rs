@@ -531,3 +531,41 @@ fn apply_detach_returns_once_the_run_serves_and_stop_ends_it() {
     assert!(wait_gone(&[pid, spec_pid], Duration::from_secs(30)).is_empty());
     assert!(t.read(".spec-runner/detached.log").contains("STOPPED"));
 }
+
+#[test]
+fn restart_with_deps_in_a_live_run_is_refused_and_restarting_the_dependency_runs_the_skipped_spec()
+{
+    let t = Test::with_pipeline(
+        r#"
+terminate_grace_seconds = 5
+retry_max_retries = 0
+[specs.gate]
+command = 'while [ ! -f go ]; do sleep 0.05; done'
+[specs.build]
+command = 'test -f fixed'
+[specs.deploy]
+command = 'true'
+depends_on = ["build"]
+"#,
+    );
+    let mut bg = apply(&t);
+    bg.wait_for(Duration::from_secs(60), |e| {
+        e["event"] == "spec_finished" && e["spec"] == "deploy"
+    });
+    connect(&t);
+    run_in(&t, &["restart", "deploy", "--with-deps"])
+        .code(2)
+        .stderr_has("--with-deps");
+    run_in(&t, &["restart", "deploy"])
+        .code(2)
+        .stderr_has("`build` (failed)");
+    t.write("fixed", "");
+    run_in(&t, &["restart", "build"]).code(0);
+    let done = bg.wait_for(Duration::from_secs(60), |e| {
+        e["event"] == "spec_finished" && e["spec"] == "deploy"
+    });
+    assert_eq!(done["status"], "succeeded", "{done}");
+    t.write("go", "");
+    let (code, _) = bg.wait_exit(Duration::from_secs(60));
+    assert_eq!(code, Some(0));
+}
