@@ -122,6 +122,11 @@ pub enum Command {
         #[arg(long, conflicts_with_all = ["attempt", "hook"])]
         follow: bool,
     },
+    /// Watch and steer the live run full screen (starts one in the background if none)
+    #[command(
+        after_help = "Keys: ↑/↓ j/k select · s start · r restart · x stop spec · X stop run · / filter · l log · f follow · ? help · q quit (the run goes on)\n\nExamples:\n  spec-runner tui\n  spec-runner apply --detach && spec-runner tui"
+    )]
+    Tui,
     /// Load, merge and validate the pipeline; print every problem
     #[command(
         after_help = "Examples:\n  spec-runner validate\n  SPEC_RUNNER_RETRY_MAX_RETRIES=7 spec-runner validate -f ci/spec-runner.toml"

@@ -510,7 +510,7 @@ pub fn restart_live(p: &Pipeline, names: &[String]) -> Option<u8> {
             let who = pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
             eprintln!(
                 "the live run{who} runs them; watch with `spec-runner logs {} --follow`, `spec-runner status` or `spec-runner tui`",
-                names[0]
+                names.first().map_or("SPEC", String::as_str)
             );
             Some(exit::SUCCESS)
         }

@@ -22,6 +22,7 @@ pub mod slurm;
 mod starter;
 pub mod state;
 pub mod tasks;
+pub mod tui;
 mod workflow;
 
 pub use run::run;

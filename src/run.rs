@@ -146,11 +146,20 @@ fn dispatch(cli: Cli) -> u8 {
         }
         Command::Stop { specs } => match load(g, &OverrideArgs::default()) {
             Ok(p) => {
-                if let Some(name) = specs.iter().find(|n| p.index_of(n).is_none()) {
-                    eprintln!("error: {}", p.no_such_spec(name));
-                    return exit::USAGE;
+                let mut names = Vec::new();
+                for name in specs {
+                    match p.resolve(name) {
+                        Some(indices) => {
+                            names.extend(indices.into_iter().map(|i| p.specs[i].name.clone()))
+                        }
+                        None => {
+                            eprintln!("error: {}", p.no_such_spec(name));
+                            return exit::USAGE;
+                        }
+                    }
                 }
-                crate::control::stop(&p.run.state_dir, &p.file, specs)
+                names.dedup();
+                crate::control::stop(&p.run.state_dir, &p.file, &names)
             }
             // A pipeline file edited into an invalid state while it runs must not make
             // the run unstoppable: try the default state folder next to the file.
@@ -176,6 +185,18 @@ fn dispatch(cli: Cli) -> u8 {
         } => match load(g, &OverrideArgs::default()) {
             Ok(p) if *follow => crate::control::logs_follow(&p, spec),
             Ok(p) => crate::control::logs(&p, spec, *attempt, *hook),
+            Err(code) => code,
+        },
+        Command::Tui => match load(g, &OverrideArgs::default()) {
+            Ok(p) => {
+                let color = crate::report::use_color(
+                    g.color,
+                    std::io::IsTerminal::is_terminal(&std::io::stdout()),
+                    std::env::var_os("NO_COLOR").as_deref(),
+                    std::env::var_os("TERM").as_deref(),
+                );
+                crate::tui::run(&p, color, g.config.as_deref())
+            }
             Err(code) => code,
         },
         Command::Schema { check, dir } => schema_cmd(g, *check, dir.as_deref()),
@@ -661,7 +682,11 @@ fn restart(p: &Pipeline, names: &[String], with_deps: bool, out: &OutputArgs, co
         }
     }
     // A live run restarts them itself, the rest of it undisturbed.
-    if let Some(code) = crate::control::restart_live(p, names) {
+    let resolved: Vec<String> = (0..p.specs.len())
+        .filter(|&i| requested[i])
+        .map(|i| p.specs[i].name.clone())
+        .collect();
+    if let Some(code) = crate::control::restart_live(p, &resolved) {
         return code;
     }
     // Only these specs: what they depend on must have succeeded (or, with

@@ -42,6 +42,8 @@ struct Shared {
 /// The serving socket of a run; removes it when dropped.
 pub struct Server {
     path: PathBuf,
+    /// The listening socket, to wake the accept loop when the run ends.
+    listener: Option<UnixListener>,
     addr_file: Option<PathBuf>,
     shared: Arc<Shared>,
     accept: Option<JoinHandle<()>>,
@@ -78,12 +80,14 @@ impl Server {
             writing: AtomicUsize::new(0),
         });
         let s = shared.clone();
+        let waker = listener.try_clone().ok();
         let accept = std::thread::Builder::new()
             .name("control-accept".into())
             .spawn(move || accept_loop(&listener, &s))?;
         tracing::info!(socket = %path.display(), "serving the control socket");
         Ok(Server {
             path,
+            listener: waker,
             addr_file,
             shared,
             accept: Some(accept),
@@ -101,7 +105,11 @@ impl Server {
             return;
         };
         self.shared.done.store(true, Ordering::SeqCst);
-        // Wake the accept loop.
+        // Wake the accept loop: shutting a listening socket down makes `accept` fail
+        // at once (Linux). Connecting works elsewhere, unless the file was removed.
+        if let Some(l) = &self.listener {
+            let _ = rustix::net::shutdown(l, rustix::net::Shutdown::Both);
+        }
         let _ = UnixStream::connect(&self.path);
         let _ = accept.join();
         let _ = std::fs::remove_file(&self.path);

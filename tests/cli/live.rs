@@ -357,6 +357,7 @@ fn bad_requests_get_errors_and_never_disturb_the_run() {
         "[specs.gate]\ncommand = 'while [ ! -f go ]; do sleep 0.05; done'\n[specs.after]\ncommand = 'true'\ndepends_on = [\"gate\"]\n",
     );
     let mut bg = apply(&t);
+    bg.wait_for(Duration::from_secs(60), |e| e["event"] == "attempt_started");
     // One that connects, subscribes and never reads; one that never says anything.
     let mut lazy = connect(&t);
     lazy.send_raw(b"{\"op\":\"subscribe\"}\n");

@@ -17,3 +17,4 @@ mod procs;
 mod schema_corpus;
 mod slurm;
 mod state;
+mod tui;

@@ -1,0 +1,249 @@
+//! The TUI in a real pseudo-terminal (80×24), its screen read with a `vt100` parser:
+//! it starts a run when none is live, shows the backoff with its retry count, `/name`
+//! Enter then `r` restarts that spec, `q` leaves the run going and the terminal as it
+//! was.
+
+use std::io::{Read, Write};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
+use rustix::termios::{LocalModes, Winsize, tcgetattr, tcsetwinsize};
+use serde_json::Value;
+
+use crate::harness::*;
+use crate::procs::*;
+
+struct Pty {
+    master: std::fs::File,
+    slave: std::fs::File,
+    screen: Arc<Mutex<vt100::Parser>>,
+    raw: Arc<Mutex<Vec<u8>>>,
+    child: std::process::Child,
+}
+
+impl Drop for Pty {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Pty {
+    /// Runs `spec-runner ARGS` on a new 80×24 terminal, in a session of its own with
+    /// that terminal as its controlling one (as in a terminal emulator).
+    fn spawn(t: &Test, args: &[&str], env: &[(&str, &str)]) -> Pty {
+        let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).expect("openpt");
+        grantpt(&master).expect("grantpt");
+        unlockpt(&master).expect("unlockpt");
+        tcsetwinsize(
+            &master,
+            Winsize {
+                ws_row: 24,
+                ws_col: 80,
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            },
+        )
+        .expect("window size");
+        let name = ptsname(&master, Vec::new()).expect("ptsname");
+        let slave = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(name.to_str().unwrap())
+            .expect("open the terminal");
+        let mut cmd = std::process::Command::new("setsid");
+        let base = t.command();
+        cmd.arg("--ctty").arg(BIN).args(args);
+        cmd.current_dir(t.path());
+        for (k, v) in base.get_envs() {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        cmd.env("TERM", "xterm-256color")
+            .stdin(slave.try_clone().unwrap())
+            .stdout(slave.try_clone().unwrap())
+            .stderr(slave.try_clone().unwrap());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("start spec-runner tui");
+        let master = std::fs::File::from(master);
+        let screen = Arc::new(Mutex::new(vt100::Parser::new(24, 80, 0)));
+        let raw = Arc::new(Mutex::new(Vec::new()));
+        let mut reader = master.try_clone().unwrap();
+        let (s, r) = (screen.clone(), raw.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                s.lock().unwrap().process(&buf[..n]);
+                r.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        Pty {
+            master,
+            slave,
+            screen,
+            raw,
+            child,
+        }
+    }
+
+    fn text(&self) -> String {
+        self.screen.lock().unwrap().screen().contents()
+    }
+
+    /// Waits (generously) until the screen shows what `ready` wants.
+    fn wait(&self, what: &str, ready: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let s = self.text();
+            if ready(&s) {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the screen never showed {what}:\n{s}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn keys(&mut self, keys: &str) {
+        self.master.write_all(keys.as_bytes()).unwrap();
+        self.master.flush().unwrap();
+    }
+}
+
+/// Stops the run the TUI started, whatever happens to the test.
+struct StopOnDrop<'a>(&'a Test);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = run_in(self.0, &["stop"]);
+    }
+}
+
+fn status(t: &Test) -> Value {
+    run_in(t, &["status", "--format", "json"]).code(0).json()
+}
+
+#[test]
+fn the_tui_starts_a_run_shows_the_backoff_restarts_a_filtered_spec_and_quits_leaving_it_going() {
+    let t = Test::with_pipeline(
+        r#"
+terminate_grace_seconds = 5
+[specs.long]
+command = 'echo "working on it"; exec sleep 300'
+[specs.flaky]
+command = 'echo "attempt $SPEC_RUNNER_ATTEMPT"; exit 1'
+retry_max_retries = 3
+retry_backoff_seconds = 600
+retry_max_backoff_seconds = 600
+"#,
+    );
+    let _stop = StopOnDrop(&t);
+    let mut tui = Pty::spawn(&t, &["tui"], &[("NO_COLOR", "1")]);
+    // No run was live: the TUI started one in the background and attached.
+    let s = tui.wait("the backoff with its retry count", |s| {
+        s.contains("BACKOFF") && s.contains("(retry 1/3, exit 1)") && s.contains("RUNNING")
+    });
+    assert!(s.contains("long") && s.contains("flaky"), "{s}");
+    let runner = status(&t)["running_pid"].as_u64().expect("a live run");
+
+    // `?` lists the keys; any key closes it.
+    tui.keys("?");
+    tui.wait("the help", |s| s.contains("stop the whole run"));
+    tui.keys(" ");
+    tui.wait("the table again", |s| !s.contains("stop the whole run"));
+
+    // `/flaky` Enter keeps the filter and selects it; `r` restarts it.
+    tui.keys("/flaky\r");
+    tui.wait("the filter", |s| {
+        s.contains("[filter: flaky]") && !s.contains("RUNNING")
+    });
+    tui.keys("r");
+    tui.wait("the restart's answer", |s| s.contains("restarted `flaky`"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let flaky = loop {
+        let st = status(&t);
+        let f = st["specs"]["flaky"].clone();
+        if f["attempts"].as_array().map_or(0, Vec::len) >= 2 {
+            break f;
+        }
+        assert!(Instant::now() < deadline, "flaky never ran again: {f}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // Started again from a retry count of 0, long before its ten-minute backoff.
+    assert_eq!(flaky["attempts"][1]["attempt"], 1, "{flaky}");
+
+    // A bigger window: it redraws to fit.
+    let wide = |s: &str| {
+        s.lines()
+            .any(|l| l.starts_with("┌ specs") && l.chars().count() > 100)
+    };
+    assert!(!wide(&tui.text()));
+    tcsetwinsize(
+        &tui.master,
+        Winsize {
+            ws_row: 30,
+            ws_col: 120,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        },
+    )
+    .unwrap();
+    tui.screen.lock().unwrap().set_size(30, 120);
+    tui.wait("a redraw at 120 columns", wide);
+
+    // `q` quits; the run goes on; the terminal is as it was.
+    tui.keys("q");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let code = loop {
+        if let Some(st) = tui.child.try_wait().unwrap() {
+            break st.code();
+        }
+        assert!(Instant::now() < deadline, "the TUI did not quit");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(code, Some(0));
+    // What it wrote last may still be on its way through the terminal.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let raw = loop {
+        let raw = String::from_utf8_lossy(&tui.raw.lock().unwrap()).into_owned();
+        if raw.contains("\x1b[?1049l") || Instant::now() > deadline {
+            break raw;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(raw.contains("\x1b[?1049l"), "left the alternate screen");
+    assert!(raw.contains("\x1b[?25h"), "showed the cursor again");
+    let modes = tcgetattr(&tui.slave).expect("tcgetattr").local_modes;
+    assert!(
+        modes.contains(LocalModes::ICANON | LocalModes::ECHO),
+        "raw mode is off again: {modes:?}"
+    );
+    assert!(!has_colour(&raw), "NO_COLOR: no colours");
+    assert!(alive(runner as u32), "the run goes on");
+    assert_eq!(status(&t)["specs"]["long"]["status"], "running");
+    run_in(&t, &["stop"]).code(0);
+    assert!(wait_gone(&[runner as u32], Duration::from_secs(30)).is_empty());
+}
+
+/// Whether an SGR sequence sets a foreground or background colour (30–38, 40–48, 90–107).
+fn has_colour(raw: &str) -> bool {
+    regex::Regex::new("\x1b\\[([0-9;]*)m")
+        .unwrap()
+        .captures_iter(raw)
+        .any(|c| {
+            c[1].split(';').any(|p| {
+                p.parse::<u32>()
+                    .is_ok_and(|n| matches!(n, 30..=38 | 40..=48 | 90..=107))
+            })
+        })
+}
