@@ -8,7 +8,8 @@
 //!                                  command with stdout and stderr on that file
 //!     floor stamp PATH             write the current time (ns since the epoch) to PATH
 //!
-//! std's `Command` uses `posix_spawnp` here (no pre-exec hook, no env change).
+//! std's `Command` uses `posix_spawn` here (no pre-exec hook, no env change); each
+//! program is looked up on PATH once, up front, as spec-runner does.
 //! Built by bench/run.sh with plain rustc (no dependencies).
 
 use std::fs::{DirBuilder, OpenOptions};
@@ -32,7 +33,17 @@ fn main() {
     };
     let jobs: usize = args[1].parse().expect("JOBS");
     let text = std::fs::read_to_string(&args[2]).expect("FILE");
-    let commands: Vec<Vec<&str>> = text.lines().filter(|l| !l.is_empty()).map(|l| l.split('\t').collect()).collect();
+    let lines: Vec<Vec<&str>> = text.lines().filter(|l| !l.is_empty()).map(|l| l.split('\t').collect()).collect();
+    // The program is looked up on PATH once per distinct name, as spec-runner does,
+    // so that no spawn searches PATH in the child (posix_spawnp tries every entry).
+    let mut found: std::collections::HashMap<&str, String> = std::collections::HashMap::new();
+    let commands: Vec<Vec<String>> = lines
+        .iter()
+        .map(|argv| {
+            let exe = found.entry(argv[0]).or_insert_with(|| on_path(argv[0])).clone();
+            std::iter::once(exe).chain(argv[1..].iter().map(|a| (*a).to_owned())).collect()
+        })
+        .collect();
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
     std::thread::scope(|s| {
@@ -41,7 +52,7 @@ fn main() {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(argv) = commands.get(i) else { break };
-                    let mut cmd = Command::new(argv[0]);
+                    let mut cmd = Command::new(&argv[0]);
                     cmd.args(&argv[1..]).stdin(Stdio::null());
                     if let Some(root) = &log_dir {
                         let dir = root.join(format!("s{i:06}"));
@@ -66,4 +77,17 @@ fn main() {
         }
     });
     std::process::exit(i32::from(failed.load(Ordering::Relaxed)));
+}
+
+/// `program` itself when it holds a `/`, else its first executable match on `PATH`.
+fn on_path(program: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    if program.contains('/') {
+        return program.to_owned();
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+        .map_or_else(|| program.to_owned(), |p| p.to_string_lossy().into_owned())
 }
