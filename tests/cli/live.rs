@@ -578,3 +578,22 @@ depends_on = ["build"]
     let (code, _) = bg.wait_exit(Duration::from_secs(60));
     assert_eq!(code, Some(0));
 }
+
+#[test]
+fn the_live_view_shows_only_this_pipelines_specs_when_another_shares_the_state_folder() {
+    let t = Test::with_pipeline(
+        "terminate_grace_seconds = 5\n[specs.long]\ncommand = 'echo $$ > pid; exec sleep 300'\n",
+    );
+    t.write("other.toml", "[specs.elsewhere]\ncommand = 'true'\n");
+    run_in(&t, &["-f", "other.toml", "apply"]).code(0);
+    let mut bg = apply(&t);
+    bg.wait_for(Duration::from_secs(60), |e| e["event"] == "attempt_started");
+    let mut c = connect(&t);
+    let snap = c.req(json!({"v": 1, "id": 1, "op": "snapshot"}));
+    assert!(snap["snapshot"]["specs"]["long"].is_object(), "{snap}");
+    assert!(snap["snapshot"]["specs"]["elsewhere"].is_null(), "{snap}");
+    let json = run_in(&t, &["status", "--format", "json"]).code(0).json();
+    assert!(json["specs"]["elsewhere"].is_null(), "{json}");
+    run_in(&t, &["stop"]).code(0);
+    assert_eq!(bg.wait_exit(Duration::from_secs(60)).0, Some(130));
+}
