@@ -784,7 +784,11 @@ fn execute(p: &Pipeline, req: RunRequest, out: &OutputArgs, color: bool) -> u8 {
 
     let run_id = new_run_id();
     let initial = sink::initial_state(p, loaded.state.as_ref(), &plan, &run_id);
-    let mut hub = crate::live::hub::Hub::new(initial.clone());
+    // The state file may keep specs of another pipeline in the same folder: the live
+    // view, like `status`, shows this pipeline's specs only.
+    let mut view = initial.clone();
+    view.specs.retain(|name, _| p.index_of(name).is_some());
+    let mut hub = crate::live::hub::Hub::new(view);
     let mut state_sink = match sink::StateSink::start(dir.clone(), initial) {
         Ok(s) => s,
         Err(e) => {

@@ -64,6 +64,9 @@ pub struct SpecRow {
     pub status: String,
     pub retry: u64,
     pub max_retries: u64,
+    /// Attempts of the current retry cycle, as `status` counts them (the history
+    /// below may hold earlier cycles too).
+    pub attempt: u64,
     pub pid: Option<u64>,
     pub started_at: Option<DateTime<Utc>>,
     pub next_retry_at: Option<DateTime<Utc>>,
@@ -149,6 +152,7 @@ impl SpecRow {
             status: v["status"].as_str().unwrap_or("pending").to_string(),
             retry: v["retry_count"].as_u64().unwrap_or(0),
             max_retries: v["max_retries"].as_u64().unwrap_or(0),
+            attempt: v["attempt"].as_u64().unwrap_or(0),
             pid: v["pid"].as_u64(),
             started_at: time(&v["started_at"]),
             next_retry_at: time(&v["next_retry_at"]),
@@ -284,6 +288,7 @@ impl Model {
                 s.retry = ev["retry"].as_u64().unwrap_or(0);
                 s.max_retries = ev["max_retries"].as_u64().unwrap_or(s.max_retries);
                 s.pid = ev["pid"].as_u64();
+                s.attempt = ev["attempt"].as_u64().unwrap_or(s.attempt + 1);
                 s.started_at = Some(ts);
                 s.next_retry_at = None;
                 s.log = ev["log"].as_str().map(PathBuf::from);
@@ -319,6 +324,7 @@ impl Model {
             "spec_restarted" => {
                 s.status = "pending".into();
                 s.retry = 0;
+                s.attempt = 0;
                 s.next_retry_at = None;
                 s.reason = None;
             }
@@ -496,7 +502,7 @@ mod tests {
                              "attempts": [{"number": 1, "started_at": "2026-01-01T00:00:00Z",
                                            "ended_at": "2026-01-01T00:00:02Z", "exit_code": 1,
                                            "reason": "exit 1"}]},
-                    "build": {"status": "backoff", "retry_count": 2, "max_retries": 3,
+                    "build": {"status": "backoff", "retry_count": 2, "max_retries": 3, "attempt": 3,
                               "next_retry_at": "2026-01-01T00:00:18Z", "last_exit_code": 1},
                     "deploy": {"status": "failed", "retry_count": 3, "max_retries": 3,
                                "last_exit_code": 3}
@@ -572,6 +578,7 @@ mod tests {
     #[test]
     fn events_move_the_table() {
         let mut m = sample();
+        assert_eq!(m.specs[1].attempt, 3);
         update(
             &mut m,
             Msg::Event(
@@ -581,11 +588,13 @@ mod tests {
         update(
             &mut m,
             Msg::Event(
-                json!({"event": "attempt_started", "spec": "build", "retry": 0, "max_retries": 3,
+                json!({"event": "attempt_started", "spec": "build", "attempt": 1, "retry": 0, "max_retries": 3,
                                "pid": 9, "log": "/l/build/task_3.log", "ts": "2026-01-01T00:00:11Z"}),
             ),
         );
         assert_eq!(m.specs[1].status_text(m.now), "RUNNING");
+        // A restart starts a new cycle: the table counts its attempts, as `status` does.
+        assert_eq!(m.specs[1].attempt, 1);
         update(
             &mut m,
             Msg::Event(

@@ -135,7 +135,7 @@ fn table(m: &Model, f: &mut Frame, area: Rect) {
             Row::new(vec![
                 Cell::from(s.name.clone()),
                 Cell::from(Span::styled(s.status_text(m.now), status_style(m, s))),
-                Cell::from(s.attempts.len().to_string()),
+                Cell::from(s.attempt.to_string()),
                 Cell::from(s.elapsed(m.now).map_or("-".into(), human_ms)),
                 Cell::from(s.last_exit.clone().unwrap_or_else(|| "-".into())),
             ])

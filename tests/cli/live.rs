@@ -390,8 +390,17 @@ fn bad_requests_get_errors_and_never_disturb_the_run() {
     let r = c.req(json!({"v": 99, "id": 5, "op": "snapshot"}));
     assert!(err(&r).contains("version"), "{r}");
     // The connection still works after all that.
-    let r = c.req(json!({"v": 1, "id": 6, "op": "snapshot", "extra": [1, 2]}));
-    assert_eq!(r["ok"], true);
+    // The run may not have taken in `gate`'s start yet when its event is printed
+    // (a loaded machine): ask until it has.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let r = loop {
+        let r = c.req(json!({"v": 1, "id": 6, "op": "snapshot", "extra": [1, 2]}));
+        assert_eq!(r["ok"], true);
+        if r["snapshot"]["specs"]["gate"]["status"] == "running" || Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert_eq!(r["snapshot"]["specs"]["gate"]["status"], "running");
 
     // A 100 KB line: an error, then the connection is closed.
@@ -568,4 +577,23 @@ depends_on = ["build"]
     t.write("go", "");
     let (code, _) = bg.wait_exit(Duration::from_secs(60));
     assert_eq!(code, Some(0));
+}
+
+#[test]
+fn the_live_view_shows_only_this_pipelines_specs_when_another_shares_the_state_folder() {
+    let t = Test::with_pipeline(
+        "terminate_grace_seconds = 5\n[specs.long]\ncommand = 'echo $$ > pid; exec sleep 300'\n",
+    );
+    t.write("other.toml", "[specs.elsewhere]\ncommand = 'true'\n");
+    run_in(&t, &["-f", "other.toml", "apply"]).code(0);
+    let mut bg = apply(&t);
+    bg.wait_for(Duration::from_secs(60), |e| e["event"] == "attempt_started");
+    let mut c = connect(&t);
+    let snap = c.req(json!({"v": 1, "id": 1, "op": "snapshot"}));
+    assert!(snap["snapshot"]["specs"]["long"].is_object(), "{snap}");
+    assert!(snap["snapshot"]["specs"]["elsewhere"].is_null(), "{snap}");
+    let json = run_in(&t, &["status", "--format", "json"]).code(0).json();
+    assert!(json["specs"]["elsewhere"].is_null(), "{json}");
+    run_in(&t, &["stop"]).code(0);
+    assert_eq!(bg.wait_exit(Duration::from_secs(60)).0, Some(130));
 }
