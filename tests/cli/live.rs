@@ -427,42 +427,52 @@ fn bad_requests_get_errors_and_never_disturb_the_run() {
     );
 }
 
-/// How long a run of 1,000 quick specs takes, with or without a client subscribed
-/// that never reads.
-fn thousand(lazy_client: bool) -> (Duration, Option<Vec<Value>>) {
-    let mut toml = String::from("jobs = 4\n");
+/// A client that subscribes and then never reads lags behind by more than its bounded
+/// queue in a run of 1,000 quick specs: it is dropped (its stream ends before
+/// `run_finished`) and the run goes on to succeed — the dispatcher never waits for a
+/// client. What such a client costs the run is measured by `bench/live.sh` (see
+/// docs/PERFORMANCE.md), not timed here; the 600 s wait only guards against a hang.
+#[test]
+fn a_client_that_never_reads_is_dropped_and_a_thousand_spec_run_goes_on_to_succeed() {
+    // A gate holds the 1,000 specs back until the client has subscribed, so all their
+    // events come after the subscription (no race with a quick run).
+    let mut toml = String::from(
+        "jobs = 4\n[specs.gate]\ncommand = 'while [ ! -f go ]; do sleep 0.05; done'\n",
+    );
     for i in 0..1000 {
-        toml.push_str(&format!("[specs.s{i:04}]\ncommand = 'true'\n"));
+        toml.push_str(&format!(
+            "[specs.s{i:04}]\ncommand = 'true'\ndepends_on = [\"gate\"]\n"
+        ));
     }
     let t = Test::with_pipeline(&toml);
-    let start = Instant::now();
     let mut bg = Run(Background::spawn(
         &t,
         &["apply", "--format", "json", "--fresh"],
     ));
-    let lazy = lazy_client.then(|| {
-        let mut c = connect(&t);
-        c.send_raw(b"{\"v\":1,\"id\":1,\"op\":\"subscribe\"}\n");
-        c
-    });
+    let mut lazy = connect(&t);
+    lazy.send_raw(b"{\"v\":1,\"id\":1,\"op\":\"subscribe\"}\n");
+    // Its reply (the snapshot) says the subscription is in; from here on the client
+    // reads nothing while the run goes on.
+    let reply = lazy.line().expect("the subscription's reply");
+    assert_eq!(reply["ok"], true, "{reply}");
+    t.write("go", "");
     let (code, _) = bg.wait_exit(Duration::from_secs(600));
-    let took = start.elapsed();
-    assert_eq!(code, Some(0));
-    (took, lazy.map(|mut c| c.rest()))
-}
+    assert_eq!(code, Some(0), "the run succeeded");
+    let ev = bg.rest();
+    let finished = of(&ev, "spec_finished", None);
+    assert_eq!(finished.len(), 1001);
+    assert!(finished.iter().all(|e| e["status"] == "succeeded"));
+    assert_eq!(of(&ev, "run_finished", None).len(), 1);
 
-/// A timed comparison in one test, with a generous bound (a loaded machine makes a
-/// 5 % bound flaky): the point is that the dispatcher never waits for a client — a
-/// blocked one would stall the run for good, not slow it by a fraction.
-#[test]
-fn a_client_that_never_reads_does_not_slow_a_thousand_spec_run_and_is_dropped() {
-    let (without, _) = thousand(false);
-    let (with, lines) = thousand(true);
-    assert!(
-        with < without * 2 + Duration::from_secs(10),
-        "with a lazy client {with:?}, without {without:?}"
-    );
-    let lines = lines.unwrap();
+    // Only now does the client read: its stream has ended, before `run_finished`.
+    let mut all = Vec::new();
+    lazy.r
+        .read_to_end(&mut all)
+        .expect("the stream ends (not a read timeout)");
+    let lines: Vec<Value> = all
+        .split(|&b| b == b'\n')
+        .filter_map(|l| serde_json::from_slice(l).ok())
+        .collect();
     assert!(
         !lines.iter().any(|e| e["event"] == "run_finished"),
         "the lagging client was dropped before the end ({} lines)",
