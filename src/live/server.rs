@@ -37,6 +37,8 @@ struct Shared {
     conns: Mutex<HashMap<u64, UnixStream>>,
     /// Writers still sending (the run's end waits a moment for them).
     writing: AtomicUsize,
+    /// Lines written to any client: the run's end waits only while this moves.
+    written: AtomicU64,
 }
 
 /// The serving socket of a run; removes it when dropped.
@@ -78,6 +80,7 @@ impl Server {
             next: AtomicU64::new(0),
             conns: Mutex::new(HashMap::new()),
             writing: AtomicUsize::new(0),
+            written: AtomicU64::new(0),
         });
         let s = shared.clone();
         let waker = listener.try_clone().ok();
@@ -120,9 +123,20 @@ impl Server {
         for c in lock_conns(&self.shared).values() {
             let _ = c.shutdown(std::net::Shutdown::Read);
         }
+        // Up to 2 s for writers still sending, but not for one whose client stopped
+        // reading: the wait ends once no line went out for 200 ms.
         let deadline = Instant::now() + Duration::from_secs(2);
+        let mut seen = self.shared.written.load(Ordering::SeqCst);
+        let mut moved = Instant::now();
         while self.shared.writing.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
+            let now = self.shared.written.load(Ordering::SeqCst);
+            if now != seen {
+                seen = now;
+                moved = Instant::now();
+            } else if moved.elapsed() > Duration::from_millis(200) {
+                break;
+            }
         }
         for c in lock_conns(&self.shared).values() {
             let _ = c.shutdown(std::net::Shutdown::Both);
@@ -213,7 +227,7 @@ fn serve(stream: UnixStream, shared: &Arc<Shared>) {
         std::thread::Builder::new()
             .name("control-writer".into())
             .spawn(move || {
-                write_loop(w, &out_rx);
+                write_loop(w, &out_rx, &s.written);
                 s.writing.fetch_sub(1, Ordering::SeqCst);
             })
             .map_err(|_| shared.writing.fetch_sub(1, Ordering::SeqCst))
@@ -252,7 +266,7 @@ fn linger(stream: &UnixStream) {
     let _ = stream.shutdown(std::net::Shutdown::Both);
 }
 
-fn write_loop(mut stream: UnixStream, out: &Receiver<Out>) {
+fn write_loop(mut stream: UnixStream, out: &Receiver<Out>, written: &AtomicU64) {
     let mut out = out.clone();
     let mut events = crossbeam_channel::never::<Arc<str>>();
     let mut subscribed = false;
@@ -284,6 +298,7 @@ fn write_loop(mut stream: UnixStream, out: &Receiver<Out>) {
         if wrote.is_err() {
             return;
         }
+        written.fetch_add(1, Ordering::Relaxed);
     }
 }
 
