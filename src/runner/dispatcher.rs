@@ -236,9 +236,16 @@ impl<'p> Dispatcher<'p> {
                 }),
             });
         }
-        let ready = (0..n)
-            .filter(|&i| opts.selected[i] && specs[i].deps_left == 0)
-            .collect();
+        // A retry carried over from a killed runner is a due retry: it goes before specs
+        // that have not started, as it would have in the run that scheduled it.
+        let (mut due, mut ready) = (VecDeque::new(), VecDeque::new());
+        for i in (0..n).filter(|&i| opts.selected[i] && specs[i].deps_left == 0) {
+            if specs[i].carried > 0 {
+                due.push_back(i);
+            } else {
+                ready.push_back(i);
+            }
+        }
         Dispatcher {
             p,
             run_id: opts.run_id,
@@ -246,7 +253,7 @@ impl<'p> Dispatcher<'p> {
             selected: opts.selected,
             dependents,
             ready,
-            due: VecDeque::new(),
+            due,
             timers: BinaryHeap::new(),
             running: 0,
             stopping: false,

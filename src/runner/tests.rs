@@ -160,7 +160,21 @@ fn run(toml: &str, interrupt_on: Option<Trigger>) -> Outcome {
 
 /// Like [`run`], the interrupt coming `delay` after its trigger.
 fn run_with_delay(toml: &str, interrupt_on: Option<Trigger>, delay: Duration) -> Outcome {
+    run_resumed(toml, interrupt_on, delay, &[])
+}
+
+/// Like [`run_with_delay`], some specs' retry counts carried over from a killed runner.
+fn run_resumed(
+    toml: &str,
+    interrupt_on: Option<Trigger>,
+    delay: Duration,
+    carried: &[(&str, u32)],
+) -> Outcome {
     let (p, dir) = load(toml);
+    let mut initial_retries = vec![0; p.specs.len()];
+    for (name, n) in carried {
+        initial_retries[p.index_of(name).expect("a spec of the pipeline")] = *n;
+    }
     let (sig_tx, sig_rx) = crossbeam_channel::unbounded();
     let (done_tx, done_rx) = crossbeam_channel::bounded(1);
     std::thread::spawn(move || {
@@ -173,7 +187,7 @@ fn run_with_delay(toml: &str, interrupt_on: Option<Trigger>, delay: Duration) ->
         let opts = RunOptions {
             run_id: "test".into(),
             selected: vec![true; n],
-            initial_retries: vec![0; n],
+            initial_retries,
             cycle_age: vec![None; n],
             previous_delay: vec![None; n],
             next_log: vec![1; n],
@@ -372,6 +386,20 @@ fn a_due_retry_takes_the_next_slot_before_specs_not_yet_started() {
     );
     assert_eq!(o.code, 0);
     assert_eq!(o.started(), vec!["a#1", "b#1", "a#2", "c#1", "d#1"]);
+}
+
+#[test]
+fn a_retry_carried_over_from_a_killed_runner_runs_before_specs_not_yet_started() {
+    let o = run_resumed(
+        "jobs = 1\n[specs.a]\ncommand = \"ok\"\n[specs.b]\ncommand = \"ok\"\n[specs.c]\ncommand = \"ok\"\n",
+        None,
+        Duration::ZERO,
+        &[("c", 1)],
+    );
+    assert_eq!(o.code, 0);
+    let started = o.started();
+    assert!(started[0].starts_with("c#"), "{started:?}");
+    assert_eq!(&started[1..], ["a#1", "b#1"]);
 }
 
 #[test]
