@@ -633,28 +633,53 @@ impl<'p> Dispatcher<'p> {
             ("SPEC_RUNNER_ATTEMPTS".into(), attempts.to_string().into()),
             ("SPEC_RUNNER_RUN_ID".into(), self.run_id.clone().into()),
         ];
-        let job = Job {
+        // The pipeline's folder, not the spec's `cwd`: that may be why it failed.
+        let job = self.helper_job(
+            i,
+            JobKind::OnExhausted,
+            attempts,
+            command,
+            &self.p.dir,
+            env,
+            rx,
+        );
+        Some((job, tx))
+    }
+
+    /// A job the runner runs for spec `i` beside its attempts (`on_exhausted`, `until`):
+    /// always here, whatever backend runs the attempts (a notification, or a check the
+    /// runner reads the work with), its own log numbering, no hang detection (it may
+    /// well print nothing).
+    #[allow(clippy::too_many_arguments)]
+    fn helper_job(
+        &self,
+        i: usize,
+        kind: JobKind,
+        attempt: u32,
+        command: crate::config::policy::CommandLine,
+        cwd: &std::path::Path,
+        env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
+        control: Receiver<Control>,
+    ) -> Job {
+        let spec = &self.p.specs[i];
+        Job {
             live: false,
-            kind: JobKind::OnExhausted,
+            kind,
             spec: i,
-            attempt: attempts,
+            attempt,
             name: spec.name.clone(),
             command,
-            // The pipeline's folder, not the spec's `cwd`: that may be why it failed.
-            cwd: self.p.dir.clone(),
+            cwd: cwd.to_path_buf(),
             env,
             log_dir: spec.policy.retry_log_dir.join(&spec.name),
             first_log_number: 1,
             timeout: spec.policy.timeout,
-            // A notification may well print nothing: no hang detection.
             activity_timeout: None,
             terminate_grace: spec.policy.terminate_grace,
-            control: rx,
-            // Hooks are notifications: they run here, whatever runs the attempts.
+            control,
             backend: crate::config::policy::BackendKind::Local,
             reattach: None,
-        };
-        Some((job, tx))
+        }
     }
 
     fn hook_finished(
@@ -911,33 +936,16 @@ impl<'p> Dispatcher<'p> {
             env.extend(loop_env(lr));
             lr.checking = Some(check);
         }
+        let attempt = s.retry_count + 1;
         self.running += 1;
         tracing::debug!(spec = %spec.name, "running `until`");
-        pool.submit(Job {
-            live: false,
-            kind: JobKind::Until,
-            spec: i,
-            attempt: s.retry_count + 1,
-            name: spec.name.clone(),
-            command,
-            cwd: spec.cwd.clone(),
-            env: spec
-                .env
-                .iter()
-                .map(|(k, v)| (k.into(), v.into()))
-                .chain(env)
-                .collect(),
-            log_dir: spec.policy.retry_log_dir.join(&spec.name),
-            first_log_number: 1,
-            timeout: spec.policy.timeout,
-            activity_timeout: None,
-            terminate_grace: spec.policy.terminate_grace,
-            control: rx,
-            // A check of the work, like a hook: here, where the runner reads the
-            // tasks file and the repository too.
-            backend: crate::config::policy::BackendKind::Local,
-            reattach: None,
-        });
+        let env = spec
+            .env
+            .iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .chain(env)
+            .collect();
+        pool.submit(self.helper_job(i, JobKind::Until, attempt, command, &spec.cwd, env, rx));
     }
 
     /// Spec `i`'s `until` command ended: 0 means the work is done (as far as `until`
