@@ -13,7 +13,7 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::config::policy::{BackendKind, CommandLine};
-use crate::exec::{AttemptEnd, AttemptSpec, Control, EndCause, LiveOutput, SharedLive, Started};
+use crate::exec::{AttemptEnd, AttemptSpec, ControlRx, EndCause, LiveOutput, SharedLive, Started};
 
 /// What a job is: a spec's attempt, or a hook run because of one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,7 +66,7 @@ pub struct Job {
     pub timeout: Option<Duration>,
     pub activity_timeout: Option<Duration>,
     pub terminate_grace: Duration,
-    pub control: Receiver<Control>,
+    pub control: ControlRx,
     /// What runs it (a hook always runs here).
     pub backend: BackendKind,
     /// A job a killed runner left running for this attempt: watched again to its
