@@ -394,6 +394,10 @@ impl Supervisor<'_> {
     /// Whether any member besides already-reaped ones is left. Only valid once the
     /// leader is reaped (a zombie leader counts as a member).
     fn group_alive(&self) -> bool {
+        // Most groups go with their leader: one `kill` says so, with nothing to reap.
+        if !unix::group_exists(self.pgid) {
+            return false;
+        }
         unix::reap_group_zombies(self.pgid);
         unix::group_alive(self.pgid)
     }

@@ -10,6 +10,7 @@
 use std::cell::OnceCell;
 use std::ops::Deref;
 use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crossbeam_channel::{Receiver, SendError, Sender};
@@ -21,6 +22,9 @@ use super::Control;
 #[derive(Debug, Default)]
 struct Bell {
     fd: Mutex<Option<Arc<OwnedFd>>>,
+    /// It rang since someone began to listen: the listener must hush it at the end
+    /// (an attempt nobody steered costs no `read` for that).
+    rang: AtomicBool,
 }
 
 impl Bell {
@@ -30,6 +34,7 @@ impl Bell {
             // Cannot block (non-blocking) and cannot meaningfully fail: the counter
             // saturates only after 2^64 - 2 rings nobody read.
             let _ = rustix::io::write(fd, &1u64.to_ne_bytes());
+            self.rang.store(true, Ordering::Relaxed);
         }
     }
 
@@ -117,8 +122,11 @@ impl Listening<'_> {
 impl Drop for Listening<'_> {
     fn drop(&mut self) {
         self.rx.bell.listen(None);
-        // A ring that came after the last look must not wake the next attempt.
-        self.hush();
+        // A ring that came after the last look must not wake the next attempt. No
+        // ring can come after `listen(None)`: it rings under the same lock.
+        if self.rx.bell.rang.load(Ordering::Relaxed) {
+            self.hush();
+        }
     }
 }
 
