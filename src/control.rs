@@ -8,23 +8,104 @@ use std::path::{Path, PathBuf};
 use crate::config::Pipeline;
 use crate::events::Status;
 use crate::exit;
-use crate::live::client::Client;
+use crate::live::client::{Client, ClientError};
 use crate::live::protocol;
 use crate::plan::show_path;
 use crate::state::model::StateFile;
-use crate::state::store::{self, STATE_FILE};
+use crate::state::store::{self, STATE_FILE, StateError};
 
-fn read_state(state_dir: &Path) -> Result<Option<StateFile>, String> {
+/// Why `status`, `stop`, `logs` or `restart` could not do what was asked. Each is
+/// shown as `error: …` and ends the command with [`exit::USAGE`].
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("cannot read the state file `{}`: {source}", path.display())]
+    ReadState {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read the state file `{}`: {source}", path.display())]
+    ParseState {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The state folder's lock could not be looked at or waited for.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The live run's socket failed or refused the request.
+    #[error(transparent)]
+    Live(#[from] ClientError),
+    #[error("cannot signal the runner (pid {pid}): {source}")]
+    Signal {
+        pid: u32,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The pipeline has no spec of that name (the text says which names it has).
+    #[error("{0}")]
+    NoSuchSpec(String),
+    #[error(
+        "spec `{spec}` has no attempt {attempt} (attempts with logs: {})",
+        listed(have)
+    )]
+    NoAttempt {
+        spec: String,
+        attempt: u32,
+        have: Vec<u32>,
+    },
+    #[error(
+        "spec `{spec}` has no hook: no `on_exhausted` command is set for it, so there is no hook log"
+    )]
+    NoHook { spec: String },
+    #[error("spec `{spec}` has no {} yet (looked in `{}`)", if *hook { "hook logs" } else { "logs" }, dir.display())]
+    NoLogs {
+        spec: String,
+        hook: bool,
+        dir: PathBuf,
+    },
+    /// The attempt's log is empty because it never started; `reason` says why.
+    #[error("attempt {attempt} of spec `{spec}` has no output: it {reason}")]
+    NotStarted {
+        spec: String,
+        attempt: u32,
+        reason: String,
+    },
+    #[error("cannot read `{}`: {source}", path.display())]
+    ReadLog {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// `1, 2, 3`, or `none`.
+fn listed(nums: &[u32]) -> String {
+    if nums.is_empty() {
+        return "none".into();
+    }
+    nums.iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The exit code of a command's outcome; an error is shown first.
+fn finish(outcome: Result<u8, ControlError>) -> u8 {
+    outcome.unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        exit::USAGE
+    })
+}
+
+fn read_state(state_dir: &Path) -> Result<Option<StateFile>, ControlError> {
     let path = state_dir.join(STATE_FILE);
     match std::fs::read(&path) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
-            .map_err(|e| format!("cannot read the state file `{}`: {e}", path.display())),
+            .map_err(|source| ControlError::ParseState { path, source }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!(
-            "cannot read the state file `{}`: {e}",
-            path.display()
-        )),
+        Err(source) => Err(ControlError::ReadState { path, source }),
     }
 }
 
@@ -62,7 +143,7 @@ struct Seen {
     holder: Option<u32>,
 }
 
-fn seen(state_dir: &Path) -> Result<Seen, String> {
+fn seen(state_dir: &Path) -> Result<Seen, ControlError> {
     let live = Client::connect(state_dir).and_then(|mut c| {
         c.set_timeout(Some(std::time::Duration::from_secs(10)));
         c.request("snapshot", &[]).ok()
@@ -127,13 +208,13 @@ fn interrupted(s: &StateFile) -> bool {
 /// resumed): the number `spec_finished` reports as `attempts`. The log numbers count
 /// every attempt ever.
 pub fn status(view: &StatusView, json: bool) -> u8 {
-    let seen = match seen(&view.state_dir) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::USAGE;
-        }
-    };
+    match seen(&view.state_dir) {
+        Ok(seen) => show_status(view, seen, json),
+        Err(e) => finish(Err(e)),
+    }
+}
+
+fn show_status(view: &StatusView, seen: Seen, json: bool) -> u8 {
     let (state, holder) = (&seen.state, seen.holder);
     if json {
         let mut v = seen.json;
@@ -324,62 +405,41 @@ pub fn human_ms(ms: u64) -> String {
 /// `stop`: the whole run (over the socket, or SIGTERM to the runner holding the
 /// lock), then wait until it has let go. `stop SPEC…`: those specs only.
 pub fn stop(dir: &Path, pipeline_file: &Path, specs: &[String]) -> u8 {
-    if !specs.is_empty() {
-        return stop_specs(dir, pipeline_file, specs);
-    }
-    let pid = match store::holder(dir) {
-        Ok(Some(pid)) => pid,
-        Ok(None) => {
-            eprintln!("no apply is running for {}", pipeline_file.display());
-            return exit::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::USAGE;
-        }
+    finish(if specs.is_empty() {
+        stop_run(dir, pipeline_file)
+    } else {
+        stop_specs(dir, pipeline_file, specs)
+    })
+}
+
+fn stop_run(dir: &Path, pipeline_file: &Path) -> Result<u8, ControlError> {
+    let Some(pid) = store::holder(dir)? else {
+        eprintln!("no apply is running for {}", pipeline_file.display());
+        return Ok(exit::SUCCESS);
     };
     let asked = Client::connect(dir).is_some_and(|mut c| c.request("stop_run", &[]).is_ok());
-    if !asked && let Err(e) = crate::exec::request_stop(pid) {
-        eprintln!("error: cannot signal the runner (pid {pid}): {e}");
-        return exit::USAGE;
+    if !asked {
+        crate::exec::request_stop(pid).map_err(|source| ControlError::Signal { pid, source })?;
     }
     eprintln!("asked the runner (pid {pid}) to stop; waiting for its specs to end");
-    match store::wait_unlocked(dir) {
-        Ok(()) => {
-            eprintln!("stopped");
-            exit::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            exit::USAGE
-        }
-    }
+    store::wait_unlocked(dir)?;
+    eprintln!("stopped");
+    Ok(exit::SUCCESS)
 }
 
 /// `stop SPEC…`: asks the live run, then waits until each named spec has ended.
-fn stop_specs(dir: &Path, pipeline_file: &Path, specs: &[String]) -> u8 {
+fn stop_specs(dir: &Path, pipeline_file: &Path, specs: &[String]) -> Result<u8, ControlError> {
     let Some(mut c) = Client::connect(dir) else {
         eprintln!(
             "no apply is running for {}: nothing to stop",
             pipeline_file.display()
         );
-        return exit::SUCCESS;
+        return Ok(exit::SUCCESS);
     };
     // Subscribed first: the ends we wait for cannot slip by.
-    let snapshot = match c.request("subscribe", &[]) {
-        Ok(mut r) => r["snapshot"].take(),
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::USAGE;
-        }
-    };
-    match c.request("stop", specs) {
-        Ok(r) => eprintln!("{}", r["message"].as_str().unwrap_or("stopping")),
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::USAGE;
-        }
-    }
+    let snapshot = c.request("subscribe", &[])?["snapshot"].take();
+    let r = c.request("stop", specs)?;
+    eprintln!("{}", r["message"].as_str().unwrap_or("stopping"));
     let mut waiting: Vec<&String> = specs
         .iter()
         .filter(|n| {
@@ -403,7 +463,7 @@ fn stop_specs(dir: &Path, pipeline_file: &Path, specs: &[String]) -> u8 {
             _ => {}
         }
     }
-    exit::SUCCESS
+    Ok(exit::SUCCESS)
 }
 
 /// The numbers of a spec's logs named `<prefix><n>.log`, ascending.
@@ -427,41 +487,41 @@ fn log_numbers(dir: &PathBuf, prefix: &str) -> Vec<u32> {
 /// `logs SPEC [--attempt N] [--hook]`: the log's bytes, as written. With `hook`, the
 /// logs of the spec's `on_exhausted` command instead of its attempts.
 pub fn logs(p: &Pipeline, name: &str, attempt: Option<u32>, hook: bool) -> u8 {
+    finish(copy_log(p, name, attempt, hook))
+}
+
+fn copy_log(
+    p: &Pipeline,
+    name: &str,
+    attempt: Option<u32>,
+    hook: bool,
+) -> Result<u8, ControlError> {
     let prefix = if hook { "on_exhausted_" } else { "task_" };
-    let Some(i) = p.index_of(name) else {
-        eprintln!("error: {}", p.no_such_spec(name));
-        return exit::USAGE;
-    };
+    let i = p
+        .index_of(name)
+        .ok_or_else(|| ControlError::NoSuchSpec(p.no_such_spec(name)))?;
+    let spec = || name.to_string();
     let dir = p.specs[i].policy.retry_log_dir.join(name);
     let nums = log_numbers(&dir, prefix);
     let n = match (attempt, nums.last()) {
         (Some(n), _) if nums.contains(&n) => n,
         (Some(n), _) => {
-            let have = if nums.is_empty() {
-                "none".to_string()
-            } else {
-                nums.iter()
-                    .map(u32::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
-            eprintln!("error: spec `{name}` has no attempt {n} (attempts with logs: {have})");
-            return exit::USAGE;
+            return Err(ControlError::NoAttempt {
+                spec: spec(),
+                attempt: n,
+                have: nums,
+            });
         }
         (None, Some(&n)) => n,
         (None, None) if hook && p.specs[i].policy.on_exhausted.is_none() => {
-            eprintln!(
-                "error: spec `{name}` has no hook: no `on_exhausted` command is set for it, so there is no hook log"
-            );
-            return exit::USAGE;
+            return Err(ControlError::NoHook { spec: spec() });
         }
         (None, None) => {
-            let what = if hook { "hook logs" } else { "logs" };
-            eprintln!(
-                "error: spec `{name}` has no {what} yet (looked in `{}`)",
-                dir.display()
-            );
-            return exit::USAGE;
+            return Err(ControlError::NoLogs {
+                spec: spec(),
+                hook,
+                dir,
+            });
         }
     };
     let path = dir.join(format!("{prefix}{n}.log"));
@@ -477,22 +537,19 @@ pub fn logs(p: &Pipeline, name: &str, attempt: Option<u32>, hook: bool) -> u8 {
             })
             .filter(|r| r.starts_with("could not start"));
         if let Some(reason) = reason {
-            eprintln!("error: attempt {n} of spec `{name}` has no output: it {reason}",);
-            return exit::USAGE;
+            return Err(ControlError::NotStarted {
+                spec: spec(),
+                attempt: n,
+                reason,
+            });
         }
     }
-    match std::fs::File::open(&path) {
-        Ok(mut f) => {
-            let mut out = std::io::stdout().lock();
-            let _ = std::io::copy(&mut f, &mut out);
-            let _ = out.flush();
-            exit::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: cannot read `{}`: {e}", path.display());
-            exit::USAGE
-        }
-    }
+    let mut f =
+        std::fs::File::open(&path).map_err(|source| ControlError::ReadLog { path, source })?;
+    let mut out = std::io::stdout().lock();
+    let _ = std::io::copy(&mut f, &mut out);
+    let _ = out.flush();
+    Ok(exit::SUCCESS)
 }
 
 /// `restart SPEC…` while a run is live: the run restarts them. `None` when no run
@@ -514,10 +571,7 @@ pub fn restart_live(p: &Pipeline, names: &[String]) -> Option<u8> {
             );
             Some(exit::SUCCESS)
         }
-        Err(e) => {
-            eprintln!("error: {e}");
-            Some(exit::USAGE)
-        }
+        Err(e) => Some(finish(Err(e.into()))),
     }
 }
 
@@ -525,22 +579,19 @@ pub fn restart_live(p: &Pipeline, names: &[String]) -> Option<u8> {
 /// attempt's (a retry or a restart), until the spec ends. Without a live run, the
 /// latest log.
 pub fn logs_follow(p: &Pipeline, name: &str) -> u8 {
+    finish(follow_log(p, name))
+}
+
+fn follow_log(p: &Pipeline, name: &str) -> Result<u8, ControlError> {
     use std::io::Read;
     if p.index_of(name).is_none() {
-        eprintln!("error: {}", p.no_such_spec(name));
-        return exit::USAGE;
+        return Err(ControlError::NoSuchSpec(p.no_such_spec(name)));
     }
     let Some(mut c) = Client::connect(&p.run.state_dir) else {
         eprintln!("note: no run is live; printing the latest log");
-        return logs(p, name, None, false);
+        return copy_log(p, name, None, false);
     };
-    let snap = match c.request("subscribe", &[]) {
-        Ok(mut r) => r["snapshot"].take(),
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::USAGE;
-        }
-    };
+    let snap = c.request("subscribe", &[])?["snapshot"].take();
     let entry = &snap["specs"][name];
     let status = entry["status"].as_str().unwrap_or("pending");
     let mut file: Option<std::fs::File> = entry["log"]
@@ -566,7 +617,7 @@ pub fn logs_follow(p: &Pipeline, name: &str) -> u8 {
     let mut done = !matches!(status, "pending" | "running" | "backoff");
     while !done {
         if !drain(&mut file, &mut out) {
-            return exit::SUCCESS;
+            return Ok(exit::SUCCESS);
         }
         match events.recv_timeout(std::time::Duration::from_millis(100)) {
             Ok(ev) if ev["spec"] == name || ev["event"] == "run_finished" => {
@@ -584,5 +635,62 @@ pub fn logs_follow(p: &Pipeline, name: &str) -> u8 {
         }
     }
     drain(&mut file, &mut out);
-    exit::SUCCESS
+    Ok(exit::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_errors_say_what_there_is() {
+        let no_attempt = |have: Vec<u32>| ControlError::NoAttempt {
+            spec: "a".into(),
+            attempt: 4,
+            have,
+        };
+        assert_eq!(
+            no_attempt(vec![1, 2]).to_string(),
+            "spec `a` has no attempt 4 (attempts with logs: 1, 2)"
+        );
+        assert_eq!(
+            no_attempt(Vec::new()).to_string(),
+            "spec `a` has no attempt 4 (attempts with logs: none)"
+        );
+        let no_logs = |hook| ControlError::NoLogs {
+            spec: "a".into(),
+            hook,
+            dir: PathBuf::from("/l/a"),
+        };
+        assert_eq!(
+            no_logs(false).to_string(),
+            "spec `a` has no logs yet (looked in `/l/a`)"
+        );
+        assert_eq!(
+            no_logs(true).to_string(),
+            "spec `a` has no hook logs yet (looked in `/l/a`)"
+        );
+    }
+
+    #[test]
+    fn a_state_file_that_does_not_parse_is_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert!(
+            read_state(dir.path())
+                .expect("no file is no state")
+                .is_none()
+        );
+        let path = dir.path().join(STATE_FILE);
+        std::fs::write(&path, "{").expect("write");
+        let err = read_state(dir.path()).unwrap_err();
+        assert!(matches!(err, ControlError::ParseState { .. }), "{err:?}");
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!(
+                "cannot read the state file `{}`: ",
+                path.display()
+            )),
+            "{text}"
+        );
+    }
 }

@@ -833,7 +833,7 @@ impl<'p> Dispatcher<'p> {
     }
 
     /// The work of spec `i` as it is now (task counts, git HEAD).
-    fn look(&self, i: usize) -> Result<Snapshot, String> {
+    fn look(&self, i: usize) -> Result<Snapshot, super::work::WorkError> {
         let dir = &self.p.dir;
         super::work::snapshot(&self.p.specs[i], &|p| crate::plan::show_path(dir, p))
     }
@@ -854,6 +854,7 @@ impl<'p> Dispatcher<'p> {
                 let now = match self.look(i) {
                     Ok(now) => now,
                     Err(why) => {
+                        let why = why.to_string();
                         self.conclude(i, Status::Failed, Some(why), Tail::default(), sink);
                         return false;
                     }
@@ -1006,7 +1007,7 @@ impl<'p> Dispatcher<'p> {
         let after = match self.look(i) {
             Ok(after) => after,
             Err(why) => {
-                self.conclude(i, Status::Failed, Some(why), tail, sink);
+                self.conclude(i, Status::Failed, Some(why.to_string()), tail, sink);
                 return;
             }
         };

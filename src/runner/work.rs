@@ -4,15 +4,32 @@
 //! The reading only; `tasks` counts and `iterate` judges. Both reads are quick (a small
 //! file, one `git rev-parse`), so the dispatcher makes them itself between attempts.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::config::policy::Spec;
 use crate::iterate::Snapshot;
 use crate::tasks::{self, TaskCounts};
 
+/// Why a spec's tasks file cannot be used. `shown` is its path as the user wrote it
+/// (relative to the pipeline's folder).
+#[derive(Debug, thiserror::Error)]
+pub enum WorkError {
+    #[error("cannot read the tasks file `{shown}`: {source}")]
+    Read {
+        path: PathBuf,
+        shown: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "no tasks in `{shown}`: expected top-level items such as `- [ ] 1. Title` (under a `## Tasks` heading when there is one)"
+    )]
+    NoTasks { path: PathBuf, shown: String },
+}
+
 /// The spec's work as it is now; `Err` names the tasks file that cannot be used.
-pub fn snapshot(spec: &Spec, shown: &dyn Fn(&Path) -> String) -> Result<Snapshot, String> {
+pub fn snapshot(spec: &Spec, shown: &dyn Fn(&Path) -> String) -> Result<Snapshot, WorkError> {
     let tasks = match &spec.tasks {
         Some(path) => Some(read_tasks(path, shown)?),
         None => None,
@@ -25,15 +42,18 @@ pub fn snapshot(spec: &Spec, shown: &dyn Fn(&Path) -> String) -> Result<Snapshot
 
 /// The counts of a tasks file; a missing or unreadable file, or one without a single
 /// task, is an error (never "done").
-pub fn read_tasks(path: &Path, shown: &dyn Fn(&Path) -> String) -> Result<TaskCounts, String> {
-    let text = std::fs::read(path)
-        .map_err(|e| format!("cannot read the tasks file `{}`: {e}", shown(path)))?;
+pub fn read_tasks(path: &Path, shown: &dyn Fn(&Path) -> String) -> Result<TaskCounts, WorkError> {
+    let text = std::fs::read(path).map_err(|source| WorkError::Read {
+        path: path.to_path_buf(),
+        shown: shown(path),
+        source,
+    })?;
     let counts = tasks::count(&String::from_utf8_lossy(&text));
     if counts.total() == 0 {
-        return Err(format!(
-            "no tasks in `{}`: expected top-level items such as `- [ ] 1. Title` (under a `## Tasks` heading when there is one)",
-            shown(path)
-        ));
+        return Err(WorkError::NoTasks {
+            path: path.to_path_buf(),
+            shown: shown(path),
+        });
     }
     Ok(counts)
 }
@@ -100,20 +120,29 @@ mod tests {
         let shown = |p: &Path| p.file_name().unwrap().to_string_lossy().into_owned();
         let missing = read_tasks(&dir.path().join("tasks.md"), &shown).unwrap_err();
         assert!(
-            missing.starts_with("cannot read the tasks file `tasks.md`: "),
-            "{missing}"
+            matches!(&missing, WorkError::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound),
+            "{missing:?}"
+        );
+        let text = missing.to_string();
+        assert!(
+            text.starts_with("cannot read the tasks file `tasks.md`: "),
+            "{text}"
         );
         std::fs::write(dir.path().join("notes.md"), "# nothing\n").expect("write");
         let empty = read_tasks(&dir.path().join("notes.md"), &shown).unwrap_err();
-        assert!(empty.starts_with("no tasks in `notes.md`"), "{empty}");
+        assert!(matches!(empty, WorkError::NoTasks { .. }), "{empty:?}");
+        assert!(
+            empty.to_string().starts_with("no tasks in `notes.md`"),
+            "{empty}"
+        );
         std::fs::write(dir.path().join("t.md"), "- [x] a\n- [ ] b\n").expect("write");
         assert_eq!(
-            read_tasks(&dir.path().join("t.md"), &shown),
-            Ok(TaskCounts {
+            read_tasks(&dir.path().join("t.md"), &shown).expect("counts"),
+            TaskCounts {
                 done: 1,
                 pending: 1,
                 in_progress: 0
-            })
+            }
         );
     }
 }

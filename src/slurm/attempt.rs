@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, select};
 
-use super::cmd::{self, JobState, Listed};
+use super::cmd::{self, CmdError, JobState, Listed};
 use super::job::{Status, read_status};
 use super::script;
-use super::watch::{Seen, Watcher};
+use super::watch::{PollError, Seen, Watcher};
 use crate::config::policy::SlurmSettings;
 use crate::exec::{AttemptEnd, AttemptSpec, BackendJob, Control, EndCause, SharedLive, Started};
 
@@ -30,6 +30,35 @@ pub const NAME: &str = "slurm";
 /// How many `sbatch` calls run at once: a few hide the controller's latency; hundreds
 /// at once (one per worker) only make it and the machine thrash.
 const SUBMITTERS: usize = 4;
+
+/// Why an attempt's job could not be submitted: the attempt could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("cannot create the log `{}`: {source}", path.display())]
+    Log {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot find the spec-runner program to run in the job: {0}")]
+    Exe(#[source] std::io::Error),
+    /// `sbatch` ran and said no (its standard error).
+    #[error("sbatch did not take the job: {stderr}")]
+    Refused { stderr: String },
+    /// `sbatch` could not be run, did not answer, or printed no job id.
+    #[error("sbatch did not take the job: {0}")]
+    Sbatch(#[source] CmdError),
+}
+
+impl SubmitError {
+    /// How the attempt ended, as the runner records it.
+    fn cause(&self) -> EndCause {
+        match self {
+            SubmitError::Log { .. } => EndCause::LogFailed(self.to_string()),
+            _ => EndCause::SpawnFailed(self.to_string()),
+        }
+    }
+}
 
 /// The Slurm side of one run: its settings and the watcher of all its jobs.
 pub struct Cluster {
@@ -65,7 +94,7 @@ impl Cluster {
             Some(id) => id,
             None => match self.submit(spec, &status_path) {
                 Ok(id) => id,
-                Err(cause) => return ended(cause, None, None, Duration::ZERO, Vec::new()),
+                Err(e) => return ended(e.cause(), None, None, Duration::ZERO, Vec::new()),
             },
         };
         let updates = self.watcher.watch(id);
@@ -87,7 +116,7 @@ impl Cluster {
     }
 
     /// Creates the log, then submits the job; its id, or why it could not start.
-    fn submit(&self, spec: &AttemptSpec, status_path: &Path) -> Result<u64, EndCause> {
+    fn submit(&self, spec: &AttemptSpec, status_path: &Path) -> Result<u64, SubmitError> {
         let log_dir = spec.log_path.parent().unwrap_or(Path::new("/"));
         // The log exists before the job does: its number is taken, `logs` shows it
         // while the job waits, and Slurm appends to it (never truncates).
@@ -96,18 +125,12 @@ impl Cluster {
             .create_new(true)
             .mode(0o600)
             .open(&spec.log_path)
-            .map_err(|e| {
-                EndCause::LogFailed(format!(
-                    "cannot create the log `{}`: {e}",
-                    spec.log_path.display()
-                ))
+            .map_err(|source| SubmitError::Log {
+                path: spec.log_path.clone(),
+                source,
             })?;
         let _ = std::fs::remove_file(status_path);
-        let exe = std::env::current_exe().map_err(|e| {
-            EndCause::SpawnFailed(format!(
-                "cannot find the spec-runner program to run in the job: {e}"
-            ))
-        })?;
+        let exe = std::env::current_exe().map_err(SubmitError::Exe)?;
         let spec_name = env_of(spec, "SPEC_RUNNER_SPEC").unwrap_or_default();
         let attempt = env_of(spec, "SPEC_RUNNER_ATTEMPT").unwrap_or_default();
         let log_name = spec
@@ -191,25 +214,26 @@ impl Cluster {
             freed.notify_one();
             out
         };
-        let mut refused = |why: String| {
-            let _ = writeln!(log, "spec-runner: sbatch did not take the job: {why}");
-            EndCause::SpawnFailed(format!("sbatch did not take the job: {why}"))
+        let id = match out {
+            Ok(o) if o.success => cmd::parse_sbatch(&o.stdout).map_err(SubmitError::Sbatch),
+            Ok(o) => Err(SubmitError::Refused {
+                stderr: o.stderr.trim().to_string(),
+            }),
+            Err(e) => Err(SubmitError::Sbatch(e)),
         };
-        match out {
-            Ok(o) if o.success => cmd::parse_sbatch(&o.stdout).map_err(refused),
-            Ok(o) => Err(refused(o.stderr.trim().to_string())),
-            Err(why) => Err(refused(why)),
+        if let Err(e) = &id {
+            // In the log too, where `logs` shows it.
+            let _ = writeln!(log, "spec-runner: {e}");
         }
+        id
     }
 }
 
 /// Job `id` as squeue lists it now; `None` when it is not known (any more).
-pub fn find_job(id: u64) -> Result<Option<Listed>, String> {
-    match super::watch::poll(&[id]).pop() {
-        Some((_, Seen::Listed(state, name))) => Ok(Some(Listed { id, state, name })),
-        Some((_, Seen::Failed(why))) => Err(why),
-        _ => Ok(None),
-    }
+pub fn find_job(id: u64) -> Result<Option<Listed>, PollError> {
+    Ok(super::watch::query(&[id])?
+        .into_iter()
+        .find(|job| job.id == id))
 }
 
 fn env_of(spec: &AttemptSpec, key: &str) -> Option<String> {
@@ -307,9 +331,9 @@ impl<'a> Follow<'a> {
                     Err(_) => control = crossbeam_channel::never(),
                 },
                 recv(updates) -> seen => match seen {
-                    Ok(Seen::Listed(JobState::Ended(state), _)) => break Some(state),
-                    Ok(Seen::Listed(JobState::Running(_), _)) => self.now_running(),
-                    Ok(Seen::Listed(JobState::Pending(_), _)) => {}
+                    Ok(Seen::Listed(JobState::Ended(state))) => break Some(state),
+                    Ok(Seen::Listed(JobState::Running(_))) => self.now_running(),
+                    Ok(Seen::Listed(JobState::Pending(_))) => {}
                     Ok(Seen::Gone) | Err(_) => break None,
                     Ok(Seen::Failed(why)) => {
                         tracing::warn!(id = self.id, %why, "cannot see the job's state");

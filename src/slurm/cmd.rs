@@ -9,6 +9,29 @@ use std::time::Duration;
 /// does not answer must not freeze the run.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Why a Slurm command gave no answer to use.
+#[derive(Debug, thiserror::Error)]
+pub enum CmdError {
+    #[error(
+        "`{program}` is not on PATH (Slurm's client commands are needed for backend = \"slurm\")"
+    )]
+    NotOnPath {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot run `{program}`: {source}")]
+    Run {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{program}` did not answer within {}s", timeout.as_secs())]
+    Timeout { program: String, timeout: Duration },
+    #[error("sbatch printed no job id: {stdout:?}")]
+    NoJobId { stdout: String },
+}
+
 /// What a finished command printed.
 #[derive(Debug)]
 pub struct Output {
@@ -18,14 +41,14 @@ pub struct Output {
 }
 
 /// Runs `program args…` with `env` added to ours and `stdin` as its input; fails with
-/// a sentence when it cannot start or does not finish within `timeout`.
+/// [`CmdError`] when it cannot start or does not finish within `timeout`.
 pub fn run(
     program: &str,
     args: &[OsString],
     env: &[(OsString, OsString)],
     stdin: Option<&[u8]>,
     timeout: Duration,
-) -> Result<Output, String> {
+) -> Result<Output, CmdError> {
     let mut expr = duct::cmd(program, args)
         .stdout_capture()
         .stderr_capture()
@@ -37,11 +60,18 @@ pub fn run(
     for (k, v) in env {
         expr = expr.env(k, v);
     }
-    let handle = expr.start().map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            format!("`{program}` is not on PATH (Slurm's client commands are needed for backend = \"slurm\")")
+    let program_of = || program.to_string();
+    let handle = expr.start().map_err(|source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            CmdError::NotOnPath {
+                program: program_of(),
+                source,
+            }
         } else {
-            format!("cannot run `{program}`: {e}")
+            CmdError::Run {
+                program: program_of(),
+                source,
+            }
         }
     })?;
     match handle.wait_timeout(timeout) {
@@ -52,12 +82,15 @@ pub fn run(
         }),
         Ok(None) => {
             let _ = handle.kill();
-            Err(format!(
-                "`{program}` did not answer within {}s",
-                timeout.as_secs()
-            ))
+            Err(CmdError::Timeout {
+                program: program_of(),
+                timeout,
+            })
         }
-        Err(e) => Err(format!("cannot run `{program}`: {e}")),
+        Err(source) => Err(CmdError::Run {
+            program: program_of(),
+            source,
+        }),
     }
 }
 
@@ -109,11 +142,13 @@ impl JobState {
 }
 
 /// The job id printed by `sbatch --parsable`: `id` or `id;cluster`.
-pub fn parse_sbatch(stdout: &str) -> Result<u64, String> {
+pub fn parse_sbatch(stdout: &str) -> Result<u64, CmdError> {
     let line = stdout.lines().map(str::trim).find(|l| !l.is_empty());
     line.and_then(|l| l.split(';').next())
         .and_then(|id| id.trim().parse().ok())
-        .ok_or_else(|| format!("sbatch printed no job id: {:?}", stdout.trim()))
+        .ok_or_else(|| CmdError::NoJobId {
+            stdout: stdout.trim().to_string(),
+        })
 }
 
 /// One job as `squeue -h -o '%i|%T|%j'` lists it.
@@ -184,10 +219,14 @@ mod tests {
 
     #[test]
     fn sbatch_ids() {
-        assert_eq!(parse_sbatch("123\n"), Ok(123));
-        assert_eq!(parse_sbatch("77;cluster-a\n"), Ok(77));
+        assert_eq!(parse_sbatch("123\n").unwrap(), 123);
+        assert_eq!(parse_sbatch("77;cluster-a\n").unwrap(), 77);
         assert!(parse_sbatch("").is_err());
-        assert!(parse_sbatch("sbatch: error: Batch job submission failed\n").is_err());
+        let err = parse_sbatch("sbatch: error: Batch job submission failed\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "sbatch printed no job id: \"sbatch: error: Batch job submission failed\""
+        );
     }
 
     #[test]
@@ -272,9 +311,13 @@ mod tests {
             Duration::from_millis(100),
         )
         .unwrap_err();
-        assert!(err.contains("did not answer"), "{err}");
+        assert!(matches!(err, CmdError::Timeout { .. }), "{err:?}");
+        assert_eq!(err.to_string(), "`sleep` did not answer within 0s");
         let err = run("no-such-slurm-tool", &[], &[], None, COMMAND_TIMEOUT).unwrap_err();
-        assert!(err.contains("not on PATH"), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "`no-such-slurm-tool` is not on PATH (Slurm's client commands are needed for backend = \"slurm\")"
+        );
         let out = run("cat", &[], &[], Some(b"script"), COMMAND_TIMEOUT).unwrap();
         assert!(out.success);
         assert_eq!(out.stdout, "script");

@@ -12,6 +12,43 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
+/// Why the job side could not start the command (or lost it): written to the status
+/// file as a [`Status::NotStarted`] sentence, which the runner shows as the reason.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("working directory `{}` is not a directory", cwd.display())]
+    CwdNotDir { cwd: PathBuf },
+    #[error("working directory `{}` does not exist", cwd.display())]
+    CwdMissing { cwd: PathBuf },
+    #[error("working directory `{}` is not accessible: {source}", cwd.display())]
+    CwdInaccessible {
+        cwd: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot enter the working directory `{}`: {source}", cwd.display())]
+    EnterCwd {
+        cwd: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A program named by a path that is not there (or whose `#!` interpreter is not).
+    #[error("failed to start `{program}`: no such file (or its `#!` interpreter is missing)")]
+    NoSuchFile { program: String },
+    #[error("failed to start `{program}`: command not found on PATH")]
+    NotOnPath { program: String },
+    #[error("failed to start `{program}`: permission denied (is it executable?)")]
+    NotExecutable { program: String },
+    #[error("failed to start `{program}`: {source}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot wait for the command: {0}")]
+    Wait(#[source] std::io::Error),
+}
+
 /// How an attempt ended, as the job writes it and the runner reads it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Status {
@@ -87,7 +124,8 @@ pub fn job_main(args: &[OsString]) -> u8 {
     ] {
         let _ = signal_hook::flag::register(sig, noticed.clone());
     }
-    let ended = run(&cwd, &run_id, program, rest);
+    let ended =
+        run(&cwd, &run_id, program, rest).unwrap_or_else(|e| Status::NotStarted(e.to_string()));
     if let Status::NotStarted(why) = &ended {
         // In the log, like a local attempt's reason.
         println!("spec-runner: could not start: {why}");
@@ -106,34 +144,23 @@ pub fn job_main(args: &[OsString]) -> u8 {
     }
 }
 
-fn run(cwd: &Path, run_id: &OsString, program: &OsString, args: &[OsString]) -> Status {
+/// Runs the command in `cwd` to its end: an exit code or a signal.
+fn run(
+    cwd: &Path,
+    run_id: &OsString,
+    program: &OsString,
+    args: &[OsString],
+) -> Result<Status, StartError> {
+    let at = || cwd.to_path_buf();
     match std::fs::metadata(cwd) {
         Ok(m) if m.is_dir() => {}
-        Ok(_) => {
-            return Status::NotStarted(format!(
-                "working directory `{}` is not a directory",
-                cwd.display()
-            ));
-        }
+        Ok(_) => return Err(StartError::CwdNotDir { cwd: at() }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Status::NotStarted(format!(
-                "working directory `{}` does not exist",
-                cwd.display()
-            ));
+            return Err(StartError::CwdMissing { cwd: at() });
         }
-        Err(e) => {
-            return Status::NotStarted(format!(
-                "working directory `{}` is not accessible: {e}",
-                cwd.display()
-            ));
-        }
+        Err(source) => return Err(StartError::CwdInaccessible { cwd: at(), source }),
     }
-    if let Err(e) = std::env::set_current_dir(cwd) {
-        return Status::NotStarted(format!(
-            "cannot enter the working directory `{}`: {e}",
-            cwd.display()
-        ));
-    }
+    std::env::set_current_dir(cwd).map_err(|source| StartError::EnterCwd { cwd: at(), source })?;
     let mut cmd = Command::new(program);
     cmd.args(args)
         .stdin(Stdio::null())
@@ -145,36 +172,28 @@ fn run(cwd: &Path, run_id: &OsString, program: &OsString, args: &[OsString]) -> 
     } else {
         cmd.env("SPEC_RUNNER_JOB_ID", "unknown");
     }
-    let shown = program.to_string_lossy();
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Status::NotStarted(if shown.contains('/') {
-                format!(
-                    "failed to start `{shown}`: no such file (or its `#!` interpreter is missing)"
-                )
-            } else {
-                format!("failed to start `{shown}`: command not found on PATH")
-            });
+    let mut child = cmd.spawn().map_err(|source| {
+        let program = program.to_string_lossy().into_owned();
+        match source.kind() {
+            std::io::ErrorKind::NotFound if program.contains('/') => {
+                StartError::NoSuchFile { program }
+            }
+            std::io::ErrorKind::NotFound => StartError::NotOnPath { program },
+            std::io::ErrorKind::PermissionDenied => StartError::NotExecutable { program },
+            _ => StartError::Spawn { program, source },
         }
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-            return Status::NotStarted(format!(
-                "failed to start `{shown}`: permission denied (is it executable?)"
-            ));
-        }
-        Err(e) => return Status::NotStarted(format!("failed to start `{shown}`: {e}")),
-    };
+    })?;
     loop {
         match child.wait() {
             Ok(st) => {
-                return match (st.code(), st.signal()) {
+                return Ok(match (st.code(), st.signal()) {
                     (Some(c), _) => Status::Exit(c),
                     (None, Some(s)) => Status::Signal(s),
                     (None, None) => Status::Exit(1),
-                };
+                });
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Status::NotStarted(format!("cannot wait for the command: {e}")),
+            Err(e) => return Err(StartError::Wait(e)),
         }
     }
 }
@@ -211,5 +230,27 @@ mod tests {
         }
         assert_eq!(Status::parse(""), None);
         assert_eq!(Status::parse("exit x"), None);
+    }
+
+    #[test]
+    fn start_failures_name_the_folder_or_program() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let gone = dir.path().join("gone");
+        let err = run(&gone, &"r".into(), &"true".into(), &[]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("working directory `{}` does not exist", gone.display())
+        );
+        let file = dir.path().join("f");
+        std::fs::write(&file, "").expect("write");
+        let err = run(&file, &"r".into(), &"true".into(), &[]).unwrap_err();
+        assert!(matches!(err, StartError::CwdNotDir { .. }), "{err:?}");
+        assert_eq!(
+            StartError::NotOnPath {
+                program: "nope".into()
+            }
+            .to_string(),
+            "failed to start `nope`: command not found on PATH"
+        );
     }
 }

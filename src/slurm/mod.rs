@@ -12,9 +12,10 @@ mod job;
 mod script;
 mod watch;
 
-pub use attempt::{Cluster, cancel_left, find_job, reattachable};
-pub use cmd::{JobState, tools_missing};
-pub use job::job_main;
+pub use attempt::{Cluster, SubmitError, cancel_left, find_job, reattachable};
+pub use cmd::{CmdError, JobState, tools_missing};
+pub use job::{StartError, job_main};
+pub use watch::PollError;
 
 /// The name of the hidden subcommand a job runs: `spec-runner __slurm-job …`.
 pub const JOB_SUBCOMMAND: &str = "__slurm-job";

@@ -8,17 +8,28 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::cmd::{self, JobState};
+use super::cmd::{self, CmdError, JobState, Listed};
+
+/// Why one poll saw nothing of its jobs.
+#[derive(Debug, thiserror::Error)]
+pub enum PollError {
+    /// `squeue` ran and refused (a controller that is down, a bad option).
+    #[error("squeue failed: {stderr}")]
+    Refused { stderr: String },
+    #[error(transparent)]
+    Cmd(#[from] CmdError),
+}
 
 /// What one poll saw of a job.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum Seen {
-    /// Listed, with its job name.
-    Listed(JobState, String),
+    /// Listed, in this state.
+    Listed(JobState),
     /// Not listed any more (purged after `MinJobAge`, or never known).
     Gone,
-    /// `squeue` itself failed; the next poll tries again.
-    Failed(String),
+    /// `squeue` itself failed; the next poll tries again. Shared by every job of
+    /// the poll.
+    Failed(Arc<PollError>),
 }
 
 pub struct Watcher {
@@ -91,38 +102,40 @@ fn poll_loop(shared: &Weak<Shared>) {
 
 /// One `squeue` call for `ids`: what it says of each.
 pub fn poll(ids: &[u64]) -> Vec<(u64, Seen)> {
-    let list = ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
-    let args: Vec<OsString> = ["-h", "-t", "all", "-j", &list, "-o", cmd::SQUEUE_FORMAT]
-        .iter()
-        .map(OsString::from)
-        .collect();
-    let listed = match cmd::run("squeue", &args, &[], None, cmd::COMMAND_TIMEOUT) {
-        Ok(out) if out.success => cmd::parse_squeue(&out.stdout),
-        Ok(out) if cmd::squeue_knows_none(&out.stderr) => Vec::new(),
-        Ok(out) => {
-            let why = format!("squeue failed: {}", out.stderr.trim());
-            return ids
-                .iter()
-                .map(|&id| (id, Seen::Failed(why.clone())))
-                .collect();
-        }
-        Err(why) => {
+    let listed = match query(ids) {
+        Ok(listed) => listed,
+        Err(e) => {
+            let why = Arc::new(e);
             return ids
                 .iter()
                 .map(|&id| (id, Seen::Failed(why.clone())))
                 .collect();
         }
     };
-    let mut by_id: HashMap<u64, (JobState, String)> = listed
-        .into_iter()
-        .map(|l| (l.id, (l.state, l.name)))
-        .collect();
+    let mut by_id: HashMap<u64, JobState> = listed.into_iter().map(|l| (l.id, l.state)).collect();
     ids.iter()
         .map(|&id| {
-            let seen = by_id
-                .remove(&id)
-                .map_or(Seen::Gone, |(state, name)| Seen::Listed(state, name));
+            let seen = by_id.remove(&id).map_or(Seen::Gone, Seen::Listed);
             (id, seen)
         })
         .collect()
+}
+
+/// One `squeue` call for `ids`: the jobs it lists (none of them known is no error).
+pub fn query(ids: &[u64]) -> Result<Vec<Listed>, PollError> {
+    let list = ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+    let args: Vec<OsString> = ["-h", "-t", "all", "-j", &list, "-o", cmd::SQUEUE_FORMAT]
+        .iter()
+        .map(OsString::from)
+        .collect();
+    let out = cmd::run("squeue", &args, &[], None, cmd::COMMAND_TIMEOUT)?;
+    if out.success {
+        Ok(cmd::parse_squeue(&out.stdout))
+    } else if cmd::squeue_knows_none(&out.stderr) {
+        Ok(Vec::new())
+    } else {
+        Err(PollError::Refused {
+            stderr: out.stderr.trim().to_string(),
+        })
+    }
 }

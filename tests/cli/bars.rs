@@ -1,83 +1,38 @@
 //! The live bars on a real pseudo-terminal (80 columns): what a person sees.
 
-use std::io::Read;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::harness::*;
+use crate::procs::*;
 
 /// Runs `args` in `t` with stderr on an 80×24 pseudo-terminal; types `input` (a Ctrl-C
 /// is `\x03`) once the screen shows `when`; returns what was shown.
 fn on_terminal(t: &Test, args: &[&str], input: Option<(&str, &[u8])>) -> (Option<i32>, String) {
-    use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
-    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).expect("openpt");
-    grantpt(&master).expect("grantpt");
-    unlockpt(&master).expect("unlockpt");
-    rustix::termios::tcsetwinsize(
-        &master,
-        rustix::termios::Winsize {
-            ws_row: 24,
-            ws_col: 80,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        },
-    )
-    .expect("window size");
-    let name = ptsname(&master, Vec::new()).expect("ptsname");
-    let slave = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(name.to_str().unwrap())
-        .expect("open the terminal");
-    // In a session of its own whose controlling terminal is this one (`setsid -c`, with
-    // the terminal as stdin): a typed Ctrl-C reaches it as from a keyboard.
-    let harness = t.command();
-    let mut cmd = std::process::Command::new("setsid");
-    cmd.arg("-c")
-        .arg(harness.get_program())
-        .args(harness.get_args());
-    for (k, v) in harness.get_envs() {
-        match v {
-            Some(v) => cmd.env(k, v),
-            None => cmd.env_remove(k),
-        };
-    }
-    cmd.current_dir(t.path())
-        .args(args)
+    let (master, slave) = terminal(Some((24, 80)));
+    // With the terminal as its controlling one: a typed Ctrl-C reaches it as from a
+    // keyboard.
+    let mut cmd = in_own_session(t);
+    cmd.args(args)
         .env("TERM", "xterm-256color")
         .stdin(slave.try_clone().expect("dup"))
         .stdout(std::process::Stdio::null())
         .stderr(slave);
     let mut child = cmd.spawn().expect("start spec-runner");
+    // The child holds the only other end now: reading ends (EIO) once it exits.
     drop(cmd);
     let writer = master.try_clone().expect("dup");
-    let mut master = std::fs::File::from(master);
-    let (tx, chunks) = crossbeam_channel::unbounded::<Vec<u8>>();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = master.read(&mut buf) {
-            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
-                break;
-            }
-        }
-    });
-    let mut out = Vec::new();
+    let shown = Drain::start(master);
     if let Some((when, bytes)) = input {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !String::from_utf8_lossy(&out).contains(when) {
-            match chunks.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(c) => out.extend_from_slice(&c),
-                Err(_) => panic!("the screen never showed {when:?}"),
-            }
-        }
+        shown.wait_for(
+            Duration::from_secs(60),
+            &format!("the screen never showed {when:?}"),
+            |s| s.contains(when),
+        );
         rustix::io::write(&writer, bytes).expect("type");
     }
     let status = child.wait().expect("wait");
     drop(writer);
-    // The child held the only other end: reading ends (EIO) now that it exited.
-    while let Ok(c) = chunks.recv_timeout(Duration::from_secs(10)) {
-        out.extend_from_slice(&c);
-    }
-    (status.code(), String::from_utf8_lossy(&out).into_owned())
+    (status.code(), shown.all(Duration::from_secs(60)))
 }
 
 #[test]

@@ -1,7 +1,6 @@
 //! The CI face of `apply`: the JUnit report, GitHub Actions annotations, plain and
 //! coloured output, `--quiet`, `-v`, the `on_exhausted` hook, completions and man page.
 
-use std::io::Read;
 use std::path::Path;
 use std::time::Duration;
 
@@ -418,16 +417,7 @@ fn has_colour(s: &str) -> bool {
 
 /// Runs `args` in `t` with stderr on a pseudo-terminal; returns what it showed there.
 fn on_terminal(t: &Test, args: &[&str], extra_env: &[(&str, &str)]) -> (Option<i32>, String) {
-    use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
-    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).expect("openpt");
-    grantpt(&master).expect("grantpt");
-    unlockpt(&master).expect("unlockpt");
-    let name = ptsname(&master, Vec::new()).expect("ptsname");
-    let slave = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(name.to_str().unwrap())
-        .expect("open the terminal");
+    let (master, slave) = terminal(None);
     let mut cmd = t.command();
     cmd.args(args)
         .env("TERM", "xterm-256color")
@@ -439,20 +429,9 @@ fn on_terminal(t: &Test, args: &[&str], extra_env: &[(&str, &str)]) -> (Option<i
     let mut child = cmd.spawn().expect("start spec-runner");
     // The child holds the only other end now: reading ends (EIO) once it exits.
     drop(cmd);
-    let mut master = std::fs::File::from(master);
-    let reader = std::thread::spawn(move || {
-        let mut out = Vec::new();
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = master.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            out.extend_from_slice(&buf[..n]);
-        }
-        String::from_utf8_lossy(&out).into_owned()
-    });
+    let shown = Drain::start(master);
     let status = child.wait().expect("wait");
-    (status.code(), reader.join().expect("reader"))
+    (status.code(), shown.all(Duration::from_secs(60)))
 }
 
 #[test]

@@ -361,8 +361,7 @@ command = ["{0}", "stubborn.pid", "stubborn"]
     }
     let (code, _) = bg.wait_exit(BOUND);
     assert_eq!(code, Some(0));
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(bg.child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    let stderr = bg.stderr(BOUND);
     assert!(
         !stderr.contains("left running"),
         "the per-attempt cleanup, not the end-of-run sweep, ended them:\n{stderr}"

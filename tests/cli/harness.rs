@@ -63,6 +63,20 @@ impl Test {
         self
     }
 
+    /// Writes an executable script `name` (mode 0755); its path.
+    pub fn write_exe(&self, name: &str, text: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        self.write(name, text);
+        let path = self.path().join(name);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        path
+    }
+
+    /// The state file, parsed.
+    pub fn state(&self) -> serde_json::Value {
+        serde_json::from_str(&self.read(".spec-runner/state.json")).expect("state.json parses")
+    }
+
     pub fn read(&self, name: &str) -> String {
         std::fs::read_to_string(self.path().join(name))
             .unwrap_or_else(|e| panic!("read {name}: {e}"))
@@ -105,7 +119,12 @@ impl Test {
     }
 
     pub fn run(&self) -> Run {
-        let out: Output = self.command().output().expect("run spec-runner");
+        self.command().output().expect("run spec-runner").into()
+    }
+}
+
+impl From<Output> for Run {
+    fn from(out: Output) -> Run {
         Run {
             code: out.status.code(),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -63,19 +63,15 @@ fn commits(t: &Test) -> usize {
         .expect("a count")
 }
 
-/// `apply --format json` in `t`'s folder, with these variables too.
-fn apply(t: &Test, env: &[(&str, &str)]) -> Run {
-    let out = t
-        .command()
-        .args(["apply", "--format", "json"])
-        .envs(env.iter().copied())
-        .output()
-        .expect("run spec-runner");
-    Run {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+/// A repository (as [`repo`]) whose pipeline holds `settings` and one spec, `work`,
+/// looping over `tasks.md` with `command` (`AGENT` in it stands for the fake agent).
+fn work_repo(settings: &str, command: &str, done: usize, open: usize) -> Test {
+    let command = command.replace("AGENT", &agent());
+    repo(
+        &format!("{settings}\n[specs.work]\ncommand = '{command}'\ntasks = \"tasks.md\"\n"),
+        done,
+        open,
+    )
 }
 
 fn agent() -> String {
@@ -97,21 +93,8 @@ fn iterations(ev: &[Value]) -> Vec<(u64, bool, bool)> {
 
 #[test]
 fn an_agent_that_checks_a_task_per_iteration_runs_until_done() {
-    let t = repo(
-        &format!(
-            r#"
-[specs.work]
-command = "{}"
-tasks = "tasks.md"
-"#,
-            agent()
-        ),
-        1,
-        3,
-    );
-    let run = apply(&t, &[]);
-    run.code(0);
-    let ev = events(&run.stdout);
+    let t = work_repo("", "AGENT", 1, 3);
+    let ev = apply_events(&t, &[], 0);
     assert_eq!(
         iterations(&ev),
         vec![(1, true, false), (2, true, false), (3, true, true)]
@@ -138,7 +121,7 @@ tasks = "tasks.md"
             "checked a task\n"
         );
     }
-    let st: Value = serde_json::from_str(&t.read(".spec-runner/state.json")).unwrap();
+    let st = t.state();
     let it = &st["specs"]["work"]["iteration"];
     assert_eq!(it["iteration"], 3);
     assert_eq!(it["no_progress_streak"], 0);
@@ -157,9 +140,7 @@ tasks = "tasks.md"
         0,
         2,
     );
-    let run = apply(&t, &[]);
-    run.code(1);
-    let ev = events(&run.stdout);
+    let ev = apply_events(&t, &[], 1);
     assert_eq!(iterations(&ev), vec![(1, false, false), (2, false, false)]);
     let fin = of(&ev, "spec_finished", Some("idle"))[0];
     assert_eq!(fin["status"], "failed");
@@ -181,9 +162,7 @@ tasks = "tasks.md"
         0,
         1,
     );
-    let run = apply(&t, &[]);
-    run.code(1);
-    let ev = events(&run.stdout);
+    let ev = apply_events(&t, &[], 1);
     assert_eq!(
         iterations(&ev),
         vec![(1, true, false), (2, true, false), (3, true, false)]
@@ -197,25 +176,9 @@ tasks = "tasks.md"
 
 #[test]
 fn a_variable_raises_the_cap() {
-    let t = repo(
-        &format!(
-            r#"
-max_iterations = 2
-[specs.work]
-command = "{}"
-tasks = "tasks.md"
-"#,
-            agent()
-        ),
-        0,
-        3,
-    );
-    let capped = apply(&t, &[]);
-    capped.code(1);
-    assert_eq!(iterations(&events(&capped.stdout)).len(), 2);
-    let raised = apply(&t, &[("SPEC_RUNNER_MAX_ITERATIONS", "5")]);
-    raised.code(0);
-    let ev = events(&raised.stdout);
+    let t = work_repo("max_iterations = 2", "AGENT", 0, 3);
+    assert_eq!(iterations(&apply_events(&t, &[], 1)).len(), 2);
+    let ev = apply_events(&t, &[("SPEC_RUNNER_MAX_ITERATIONS", "5")], 0);
     // The failed loop starts afresh: one more iteration finds the last task.
     assert_eq!(iterations(&ev), vec![(1, true, true)]);
     assert_eq!(commits(&t), 4);
@@ -223,22 +186,13 @@ tasks = "tasks.md"
 
 #[test]
 fn a_crash_inside_an_iteration_is_retried_and_the_next_iteration_starts_at_attempt_one() {
-    let t = repo(
-        &format!(
-            r#"
-retry_backoff_seconds = 0
-[specs.work]
-command = 'if [ "$SPEC_RUNNER_ITERATION" = 2 ] && [ ! -e crashed ]; then touch crashed; echo boom; exit 3; fi; {}'
-tasks = "tasks.md"
-"#,
-            agent()
-        ),
+    let t = work_repo(
+        "retry_backoff_seconds = 0",
+        r#"if [ "$SPEC_RUNNER_ITERATION" = 2 ] && [ ! -e crashed ]; then touch crashed; echo boom; exit 3; fi; AGENT"#,
         0,
         3,
     );
-    let run = apply(&t, &[]);
-    run.code(0);
-    let ev = events(&run.stdout);
+    let ev = apply_events(&t, &[], 0);
     assert_eq!(
         iterations(&ev),
         vec![(1, true, false), (2, true, false), (3, true, true)]
@@ -272,9 +226,7 @@ until = 'echo ran >> until.log; echo "checking the tests"; test -e tests-pass'
     );
     // The last task gets checked in iteration 1, but `until` fails: the loop goes on
     // (the agent still commits) until the cap.
-    let run = apply(&t, &[("SPEC_RUNNER_MAX_ITERATIONS", "2")]);
-    run.code(1);
-    let ev = events(&run.stdout);
+    let ev = apply_events(&t, &[("SPEC_RUNNER_MAX_ITERATIONS", "2")], 1);
     assert_eq!(iterations(&ev), vec![(1, true, false), (2, true, false)]);
     assert_eq!(of(&ev, "iteration_finished", None)[0]["tasks_done"], 2);
     // `until` ran after each iteration, not before the first (a task was open then).
@@ -287,9 +239,7 @@ until = 'echo ran >> until.log; echo "checking the tests"; test -e tests-pass'
     // Once `until` passes, the spec is done without running anything: `until` runs
     // before the first iteration when no task is open.
     t.write("tests-pass", "");
-    let run = apply(&t, &[]);
-    run.code(0);
-    let ev = events(&run.stdout);
+    let ev = apply_events(&t, &[], 0);
     assert!(of(&ev, "attempt_started", None).is_empty());
     let fin = of(&ev, "spec_finished", Some("work"))[0];
     assert_eq!(fin["status"], "succeeded");
@@ -308,9 +258,7 @@ until = '[ "$(wc -l < count 2>/dev/null || echo 0)" -ge 3 ]'
         0,
         0,
     );
-    let run = apply(&t, &[]);
-    run.code(0);
-    let ev = events(&run.stdout);
+    let ev = apply_events(&t, &[], 0);
     assert_eq!(
         iterations(&ev),
         vec![(1, true, false), (2, true, false), (3, true, true)]
@@ -330,9 +278,7 @@ tasks = "tasks.md"
         3,
         0,
     );
-    let run = apply(&t, &[]);
-    run.code(0);
-    let ev = events(&run.stdout);
+    let ev = apply_events(&t, &[], 0);
     assert!(of(&ev, "attempt_started", None).is_empty());
     let fin = of(&ev, "spec_finished", Some("work"))[0];
     assert_eq!(fin["status"], "succeeded");
@@ -351,9 +297,7 @@ command = "true"
 tasks = "specs/x/tasks.md"
 "#,
     );
-    let run = apply(&t, &[]);
-    run.code(1);
-    let ev = events(&run.stdout);
+    let ev = apply_events(&t, &[], 1);
     let fin = of(&ev, "spec_finished", Some("work"))[0];
     assert_eq!(fin["status"], "failed");
     let reason = fin["reason"].as_str().unwrap();
@@ -374,10 +318,8 @@ tasks = "tasks.md"
 "#,
     );
     t.write("tasks.md", "- [ ] a\n- [ ] b\n");
-    let run = apply(&t, &[]);
-    run.code(0);
     assert_eq!(
-        iterations(&events(&run.stdout)),
+        iterations(&apply_events(&t, &[], 0)),
         vec![(1, true, false), (2, true, true)]
     );
 }
@@ -385,16 +327,9 @@ tasks = "tasks.md"
 #[test]
 fn a_runner_killed_mid_loop_resumes_the_same_iteration() {
     // Iteration 3's first attempt hangs; the runner is killed -9 while it runs.
-    let t = repo(
-        &format!(
-            r#"
-terminate_grace_seconds = 2
-[specs.work]
-command = 'if [ "$SPEC_RUNNER_ITERATION" = 3 ] && [ ! -e hung ]; then touch hung; exec sleep 1000; fi; {}'
-tasks = "tasks.md"
-"#,
-            agent()
-        ),
+    let t = work_repo(
+        "terminate_grace_seconds = 2",
+        r#"if [ "$SPEC_RUNNER_ITERATION" = 3 ] && [ ! -e hung ]; then touch hung; exec sleep 1000; fi; AGENT"#,
         0,
         5,
     );
@@ -403,28 +338,19 @@ tasks = "tasks.md"
         e["event"] == "iteration_started" && e["iteration"] == 3
     });
     bg.wait_for(Duration::from_secs(60), |e| e["event"] == "attempt_started");
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !t.path().join("hung").exists() {
-        assert!(std::time::Instant::now() < deadline, "the agent never hung");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let state = || -> Value {
-        serde_json::from_str(&t.read(".spec-runner/state.json")).expect("state parses")
-    };
-    while state()["specs"]["work"]["iteration"]["iteration"] != 3 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "iteration 3 never reached the disk"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(Duration::from_secs(30), "the agent never hung", || {
+        t.path().join("hung").exists().then_some(())
+    });
+    wait_until(
+        Duration::from_secs(30),
+        "iteration 3 never reached the disk",
+        || (t.state()["specs"]["work"]["iteration"]["iteration"] == 3).then_some(()),
+    );
     bg.signal(Signal::KILL);
     bg.wait_exit(Duration::from_secs(10));
     assert_eq!(commits(&t), 3, "two iterations committed before the kill");
 
-    let run = apply(&t, &[]);
-    run.code(0);
-    let ev = events(&run.stdout);
+    let ev = apply_events(&t, &[], 0);
     let started: Vec<u64> = of(&ev, "iteration_started", None)
         .iter()
         .map(|e| e["iteration"].as_u64().unwrap())
@@ -452,24 +378,13 @@ tasks = "tasks.md"
 
 #[test]
 fn a_hang_inside_an_iteration_is_ended_and_retried() {
-    let t = repo(
-        &format!(
-            r#"
-retry_backoff_seconds = 0
-activity_timeout_seconds = 1
-terminate_grace_seconds = 1
-[specs.work]
-command = 'if [ "$SPEC_RUNNER_ITERATION" = 1 ] && [ ! -e hung ]; then touch hung; exec sleep 1000; fi; {}'
-tasks = "tasks.md"
-"#,
-            agent()
-        ),
+    let t = work_repo(
+        "retry_backoff_seconds = 0\nactivity_timeout_seconds = 1\nterminate_grace_seconds = 1",
+        r#"if [ "$SPEC_RUNNER_ITERATION" = 1 ] && [ ! -e hung ]; then touch hung; exec sleep 1000; fi; AGENT"#,
         0,
         2,
     );
-    let run = apply(&t, &[]);
-    run.code(0);
-    let ev = events(&run.stdout);
+    let ev = apply_events(&t, &[], 0);
     assert_eq!(iterations(&ev), vec![(1, true, false), (2, true, true)]);
     let finished = of(&ev, "attempt_finished", None);
     assert!(
@@ -486,16 +401,9 @@ tasks = "tasks.md"
 
 #[test]
 fn the_loop_shows_in_plain_lines_status_and_junit() {
-    let t = repo(
-        &format!(
-            r#"
-retry_backoff_seconds = 0
-[specs.work]
-command = 'if [ "$SPEC_RUNNER_ITERATION" = 2 ] && [ ! -e crashed ]; then touch crashed; exit 3; fi; {}'
-tasks = "tasks.md"
-"#,
-            agent()
-        ),
+    let t = work_repo(
+        "retry_backoff_seconds = 0",
+        r#"if [ "$SPEC_RUNNER_ITERATION" = 2 ] && [ ! -e crashed ]; then touch crashed; exit 3; fi; AGENT"#,
         0,
         3,
     );
@@ -575,20 +483,22 @@ fn workflow_tree(specs_dir: &str, tasks_file: &str, specs: &[(&str, usize, usize
 
 /// A fake `claude` on PATH: notes its arguments, then does one task of its spec.
 fn fake_claude(t: &Test, tasks_path: &str) -> String {
-    let bin = t.path().join("bin");
-    std::fs::create_dir_all(&bin).expect("mkdir bin");
-    let script = format!(
-        "#!/bin/sh\nfor last; do :; done\nprintf '%s\\n' \"$*\" >> \"$(dirname \"$0\")/../claude.args\"\nexec {} \"{tasks_path}\"\n",
-        agent()
-    );
-    let path = bin.join("claude");
-    std::fs::write(&path, script).expect("write fake claude");
-    let mut perms = std::fs::metadata(&path).expect("meta").permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
-    std::fs::set_permissions(&path, perms).expect("chmod");
+    fake_on_path(
+        t,
+        "claude",
+        &format!(
+            "#!/bin/sh\nfor last; do :; done\nprintf '%s\\n' \"$*\" >> \"$(dirname \"$0\")/../claude.args\"\nexec {} \"{tasks_path}\"\n",
+            agent()
+        ),
+    )
+}
+
+/// Writes the script `bin/NAME` in `t`; a `PATH` with `bin` first.
+fn fake_on_path(t: &Test, name: &str, script: &str) -> String {
+    t.write_exe(&format!("bin/{name}"), script);
     format!(
         "{}:{}",
-        bin.display(),
+        t.path().join("bin").display(),
         std::env::var("PATH").unwrap_or_default()
     )
 }
@@ -624,9 +534,7 @@ fn init_spec_workflow_then_apply_runs_every_loop_to_the_end() {
         .stderr_has("already exists");
 
     let path = fake_claude(&t, ".spec-workflow/specs/$SPEC_RUNNER_SPEC/tasks.md");
-    let run = apply(&t, &[("PATH", &path)]);
-    run.code(0);
-    let ev = events(&run.stdout);
+    let ev = apply_events(&t, &[("PATH", &path)], 0);
     assert_eq!(
         iterations(
             &ev.iter()
@@ -684,26 +592,15 @@ fn init_spec_workflow_follows_config_json_folders_and_prompt() {
     run_in(&t, &["validate"]).code(0);
 
     // With codex faked: the prompt from the template, `$0` kept literally.
-    let bin = t.path().join("bin");
-    std::fs::create_dir_all(&bin).expect("mkdir");
-    let codex = bin.join("codex");
-    std::fs::write(
-        &codex,
-        format!(
+    let path = fake_on_path(
+        &t,
+        "codex",
+        &format!(
             "#!/bin/sh\nfor last; do :; done\nprintf '%s\\n' \"$last\" >> prompt.log\nexec {} .sw/s/alpha/todo.md\n",
             agent()
         ),
-    )
-    .expect("write");
-    let mut perms = std::fs::metadata(&codex).expect("meta").permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
-    std::fs::set_permissions(&codex, perms).expect("chmod");
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
     );
-    apply(&t, &[("PATH", &path)]).code(0);
+    apply_with(&t, &[("PATH", &path)]).code(0);
     assert_eq!(
         t.read("prompt.log"),
         "Implement the next task of alpha (0/1 tasks complete (1 pending, 0 in progress)); it costs $0\n"

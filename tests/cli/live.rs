@@ -10,48 +10,44 @@ use serde_json::{Value, json};
 use crate::harness::*;
 use crate::procs::*;
 
-/// A background run that is killed if the test fails half-way.
-struct Run(Background);
-
-impl Drop for Run {
-    fn drop(&mut self) {
-        if self.0.child.try_wait().ok().flatten().is_none() {
-            let _ = self.0.child.kill();
-            let _ = self.0.child.wait();
-        }
-    }
+/// A background run (killed with it if the test fails half-way).
+fn apply(t: &Test) -> Background {
+    Background::apply(t)
 }
 
-impl std::ops::Deref for Run {
-    type Target = Background;
-    fn deref(&self) -> &Background {
-        &self.0
+/// A command that holds its spec until the test writes the file `go`.
+const GATE: &str = "while [ ! -f go ]; do sleep 0.05; done";
+
+/// A pipeline of `head`, the spec `gate` ([`GATE`]) and `specs` (name, command) that
+/// all wait for it.
+fn behind_gate(head: &str, specs: impl IntoIterator<Item = (String, &'static str)>) -> String {
+    let mut toml = format!("{head}[specs.gate]\ncommand = '{GATE}'\n");
+    for (name, cmd) in specs {
+        toml.push_str(&format!(
+            "[specs.{name}]\ncommand = '{cmd}'\ndepends_on = [\"gate\"]\n"
+        ));
     }
-}
-impl std::ops::DerefMut for Run {
-    fn deref_mut(&mut self) -> &mut Background {
-        &mut self.0
-    }
+    toml
 }
 
-fn apply(t: &Test) -> Run {
-    Run(Background::apply(t))
+/// The whole JSON lines of a stream (a dropped client's last line may be cut).
+fn json_lines(bytes: &[u8]) -> Vec<Value> {
+    bytes
+        .split(|&b| b == b'\n')
+        .filter_map(|l| serde_json::from_slice(l).ok())
+        .collect()
 }
 
 /// Waits (generously) for the run's socket to accept.
 fn connect(t: &Test) -> Client {
     let path = t.path().join(".spec-runner/control.sock");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(s) = UnixStream::connect(&path) {
-            s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-            return Client {
-                r: BufReader::new(s.try_clone().unwrap()),
-                w: s,
-            };
-        }
-        assert!(Instant::now() < deadline, "the socket never served");
-        std::thread::sleep(Duration::from_millis(20));
+    let s = wait_until(Duration::from_secs(60), "the socket never served", || {
+        UnixStream::connect(&path).ok()
+    });
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    Client {
+        r: BufReader::new(s.try_clone().unwrap()),
+        w: s,
     }
 }
 
@@ -93,9 +89,7 @@ impl Client {
     fn rest(&mut self) -> Vec<Value> {
         let mut all = Vec::new();
         let _ = self.r.read_to_end(&mut all);
-        all.split(|&b| b == b'\n')
-            .filter_map(|l| serde_json::from_slice(l).ok())
-            .collect()
+        json_lines(&all)
     }
 }
 
@@ -118,14 +112,12 @@ retry_max_backoff_seconds = 600
     let pid = wait_pid(&t.path().join("pid"));
     // The shell may write its pid file before the run has taken in that the attempt
     // started (a loaded machine): ask until the run says so, as a user would.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let json = loop {
-        let json = run_in(&t, &["status", "--format", "json"]).code(0).json();
-        if json["specs"]["long"]["status"] == "running" || Instant::now() > deadline {
-            break json;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let json = wait_to_see(
+        Duration::from_secs(60),
+        "status never showed `long` running",
+        || run_in(&t, &["status", "--format", "json"]).code(0).json(),
+        |json| json["specs"]["long"]["status"] == "running",
+    );
     let long = &json["specs"]["long"];
     assert_eq!(long["status"], "running");
     assert_eq!(long["pid"], pid);
@@ -273,17 +265,9 @@ command = 'while [ ! -f go ]; do sleep 0.05; done'
 "#,
     );
     let mut bg = apply(&t);
-    let pids = {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let p = read_pids(&t.path().join("pids"));
-            if p.len() == 2 {
-                break p;
-            }
-            assert!(Instant::now() < deadline, "no pids");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
+    let pids = wait_until(Duration::from_secs(60), "no pids", || {
+        Some(read_pids(&t.path().join("pids"))).filter(|p| p.len() == 2)
+    });
     run_in(&t, &["stop", "doomed"])
         .code(0)
         .stderr_has("doomed: stopped");
@@ -317,15 +301,10 @@ command = 'while [ ! -f go ]; do sleep 0.05; done'
 
 #[test]
 fn two_subscribers_each_see_every_event_once_after_their_snapshot() {
-    let mut toml = String::from(
-        "retry_max_retries = 1\nretry_backoff_seconds = 0\njobs = 3\n[specs.gate]\ncommand = 'while [ ! -f go ]; do sleep 0.05; done'\n",
+    let toml = behind_gate(
+        "retry_max_retries = 1\nretry_backoff_seconds = 0\njobs = 3\n",
+        (0..20).map(|i| (format!("s{i}"), if i % 5 == 0 { "exit 1" } else { "true" })),
     );
-    for i in 0..20 {
-        let cmd = if i % 5 == 0 { "exit 1" } else { "true" };
-        toml.push_str(&format!(
-            "[specs.s{i}]\ncommand = '{cmd}'\ndepends_on = [\"gate\"]\n"
-        ));
-    }
     let t = Test::with_pipeline(&toml);
     let mut bg = apply(&t);
     let mut a = connect(&t);
@@ -362,9 +341,7 @@ fn two_subscribers_each_see_every_event_once_after_their_snapshot() {
 
 #[test]
 fn bad_requests_get_errors_and_never_disturb_the_run() {
-    let t = Test::with_pipeline(
-        "[specs.gate]\ncommand = 'while [ ! -f go ]; do sleep 0.05; done'\n[specs.after]\ncommand = 'true'\ndepends_on = [\"gate\"]\n",
-    );
+    let t = Test::with_pipeline(&behind_gate("", [("after".to_string(), "true")]));
     let mut bg = apply(&t);
     bg.wait_for(Duration::from_secs(60), |e| e["event"] == "attempt_started");
     // One that connects, subscribes and never reads; one that never says anything.
@@ -392,15 +369,16 @@ fn bad_requests_get_errors_and_never_disturb_the_run() {
     // The connection still works after all that.
     // The run may not have taken in `gate`'s start yet when its event is printed
     // (a loaded machine): ask until it has.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let r = loop {
-        let r = c.req(json!({"v": 1, "id": 6, "op": "snapshot", "extra": [1, 2]}));
-        assert_eq!(r["ok"], true);
-        if r["snapshot"]["specs"]["gate"]["status"] == "running" || Instant::now() > deadline {
-            break r;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let r = wait_to_see(
+        Duration::from_secs(60),
+        "the snapshot never showed `gate` running",
+        || {
+            let r = c.req(json!({"v": 1, "id": 6, "op": "snapshot", "extra": [1, 2]}));
+            assert_eq!(r["ok"], true);
+            r
+        },
+        |r| r["snapshot"]["specs"]["gate"]["status"] == "running",
+    );
     assert_eq!(r["snapshot"]["specs"]["gate"]["status"], "running");
 
     // A 100 KB line: an error, then the connection is closed.
@@ -436,19 +414,12 @@ fn bad_requests_get_errors_and_never_disturb_the_run() {
 fn a_client_that_never_reads_is_dropped_and_a_thousand_spec_run_goes_on_to_succeed() {
     // A gate holds the 1,000 specs back until the client has subscribed, so all their
     // events come after the subscription (no race with a quick run).
-    let mut toml = String::from(
-        "jobs = 4\n[specs.gate]\ncommand = 'while [ ! -f go ]; do sleep 0.05; done'\n",
+    let toml = behind_gate(
+        "jobs = 4\n",
+        (0..1000).map(|i| (format!("s{i:04}"), "true")),
     );
-    for i in 0..1000 {
-        toml.push_str(&format!(
-            "[specs.s{i:04}]\ncommand = 'true'\ndepends_on = [\"gate\"]\n"
-        ));
-    }
     let t = Test::with_pipeline(&toml);
-    let mut bg = Run(Background::spawn(
-        &t,
-        &["apply", "--format", "json", "--fresh"],
-    ));
+    let mut bg = Background::spawn(&t, &["apply", "--format", "json", "--fresh"]);
     let mut lazy = connect(&t);
     lazy.send_raw(b"{\"v\":1,\"id\":1,\"op\":\"subscribe\"}\n");
     // Its reply (the snapshot) says the subscription is in; from here on the client
@@ -469,10 +440,7 @@ fn a_client_that_never_reads_is_dropped_and_a_thousand_spec_run_goes_on_to_succe
     lazy.r
         .read_to_end(&mut all)
         .expect("the stream ends (not a read timeout)");
-    let lines: Vec<Value> = all
-        .split(|&b| b == b'\n')
-        .filter_map(|l| serde_json::from_slice(l).ok())
-        .collect();
+    let lines = json_lines(&all);
     assert!(
         !lines.iter().any(|e| e["event"] == "run_finished"),
         "the lagging client was dropped before the end ({} lines)",

@@ -49,18 +49,17 @@ fn job_state(id: u64) -> String {
 
 /// Waits until job `id` has left the queue (ended, or purged).
 fn wait_job_ended(id: u64) -> String {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let s = job_state(id);
-        if !matches!(
-            s.as_str(),
-            "PENDING" | "RUNNING" | "CONFIGURING" | "COMPLETING"
-        ) {
-            return s;
-        }
-        assert!(Instant::now() < deadline, "job {id} still {s} after 60 s");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_to_see(
+        Duration::from_secs(60),
+        &format!("job {id} never ended"),
+        || job_state(id),
+        |s| {
+            !matches!(
+                s.as_str(),
+                "PENDING" | "RUNNING" | "CONFIGURING" | "COMPLETING"
+            )
+        },
+    )
 }
 
 fn job_ids(ev: &[Value], spec: &str) -> Vec<u64> {
@@ -68,6 +67,24 @@ fn job_ids(ev: &[Value], spec: &str) -> Vec<u64> {
         .iter()
         .map(|e| e["job_id"].as_u64().expect("attempt_started has a job_id"))
         .collect()
+}
+
+/// The job of the first attempt the run starts.
+fn first_job(bg: &mut Background) -> u64 {
+    let started = bg.wait_for(Duration::from_secs(60), |e| e["event"] == "attempt_started");
+    started["job_id"].as_u64().expect("job_id")
+}
+
+/// Kills the runner (-9) once the state holds job `id` as the running attempt of the
+/// spec `keeper` and `also` holds: the job must be on disk before the runner dies.
+fn kill_once_recorded(t: &Test, bg: &mut Background, id: u64, also: impl Fn() -> bool) {
+    wait_until(
+        Duration::from_secs(30),
+        &format!("the state never recorded job {id}"),
+        || (t.state()["specs"]["keeper"]["running"]["job_id"] == id && also()).then_some(()),
+    );
+    bg.signal(Signal::KILL);
+    bg.wait_exit(Duration::from_secs(10));
 }
 
 /// Every test's pipeline starts with this: quick polls, quick retries.
@@ -89,9 +106,7 @@ fn slurm_retries_with_exact_logs_and_job_ids_in_events_and_state() {
 command = 'printf "try %s\n\001\377\r" "$SPEC_RUNNER_ATTEMPT"; printf "no newline"; [ "$SPEC_RUNNER_ATTEMPT" -ge 3 ]'
 "#
     ));
-    let run = run_in(&t, &["apply", "--format", "json"]);
-    run.code(0);
-    let ev = events(&run.stdout);
+    let ev = apply_events(&t, &[], 0);
     let ids = job_ids(&ev, "flaky");
     assert_eq!(ids.len(), 3, "one job per attempt");
     assert!(ids[0] < ids[1] && ids[1] < ids[2], "{ids:?}");
@@ -111,8 +126,7 @@ command = 'printf "try %s\n\001\377\r" "$SPEC_RUNNER_ATTEMPT"; printf "no newlin
     let failed = of(&ev, "attempt_finished", Some("flaky"));
     assert_eq!(failed[0]["exit_code"], 1);
     assert_eq!(failed[2]["exit_code"], 0);
-    let st: Value =
-        serde_json::from_str(&t.read(".spec-runner/state.json")).expect("state.json parses");
+    let st = t.state();
     let attempts = st["specs"]["flaky"]["attempts"].as_array().unwrap();
     let recorded: Vec<u64> = attempts
         .iter()
@@ -154,9 +168,7 @@ command = "kill -SEGV $$"
 command = ["sh", "-c", "echo argv $0 \"$1\"; exit 0", "zero", "one, two"]
 "#
     ));
-    let run = run_in(&t, &["apply", "--format", "json"]);
-    run.code(1);
-    let ev = events(&run.stdout);
+    let ev = apply_events(&t, &[], 1);
     let seven = of(&ev, "attempt_finished", Some("seven"));
     assert_eq!(seven.len(), 1, "a fail rule: no retry");
     assert_eq!(seven[0]["exit_code"], 7);
@@ -204,8 +216,7 @@ cwd = "missing"
             cwd.display()
         )
     );
-    let st: Value =
-        serde_json::from_str(&t.read(".spec-runner/state.json")).expect("state.json parses");
+    let st = t.state();
     let nowhere = &st["specs"]["nowhere"];
     assert_eq!(nowhere["status"], "failed");
     assert_eq!(
@@ -244,10 +255,8 @@ activity_timeout_seconds = 1
 "#
     ));
     let started = Instant::now();
-    let run = run_in(&t, &["apply", "--format", "json"]);
-    run.code(1);
+    let ev = apply_events(&t, &[], 1);
     assert!(started.elapsed() < Duration::from_secs(60));
-    let ev = events(&run.stdout);
     let hung = of(&ev, "attempt_finished", Some("hung"));
     assert!(
         hung[0]["reason"].as_str().unwrap().contains("hung"),
@@ -400,23 +409,8 @@ command = 'echo one; while [ ! -f release ]; do sleep 0.1; done; echo two'
 "#
     ));
     let mut bg = Background::apply(&t);
-    let started = bg.wait_for(Duration::from_secs(60), |e| e["event"] == "attempt_started");
-    let id = started["job_id"].as_u64().expect("job_id");
-    // The state must hold the job before the runner dies.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let st: Value = serde_json::from_str(&t.read(".spec-runner/state.json")).unwrap();
-        if st["specs"]["keeper"]["running"]["job_id"] == id {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the state never recorded job {id}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    bg.signal(Signal::KILL);
-    bg.wait_exit(Duration::from_secs(10));
+    let id = first_job(&mut bg);
+    kill_once_recorded(&t, &mut bg, id, || true);
     assert!(
         matches!(job_state(id).as_str(), "PENDING" | "RUNNING"),
         "the job outlives the runner"
@@ -446,7 +440,7 @@ command = 'echo one; while [ ! -f release ]; do sleep 0.1; done; echo two'
             .join(".spec-runner/logs/keeper/task_2.log")
             .exists()
     );
-    let st: Value = serde_json::from_str(&t.read(".spec-runner/state.json")).unwrap();
+    let st = t.state();
     let attempts = st["specs"]["keeper"]["attempts"].as_array().unwrap();
     assert_eq!(attempts.len(), 1, "{attempts:#?}");
     assert_eq!(attempts[0]["job_id"], id);
@@ -466,22 +460,8 @@ command = 'if [ -f second ]; then echo fresh; exit 0; fi; touch second; echo up;
 "#
     ));
     let mut bg = Background::apply(&t);
-    let started = bg.wait_for(Duration::from_secs(60), |e| e["event"] == "attempt_started");
-    let id = started["job_id"].as_u64().expect("job_id");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let st: Value = serde_json::from_str(&t.read(".spec-runner/state.json")).unwrap();
-        if st["specs"]["keeper"]["running"]["job_id"] == id && t.path().join("second").exists() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the state never recorded job {id}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    bg.signal(Signal::KILL);
-    bg.wait_exit(Duration::from_secs(10));
+    let id = first_job(&mut bg);
+    kill_once_recorded(&t, &mut bg, id, || t.path().join("second").exists());
     let run = run_in(&t, &["apply", "--fresh", "--format", "json"]);
     run.code(0).stderr_has(&format!("cancelled slurm job {id}"));
     assert_eq!(wait_job_ended(id), "CANCELLED");
@@ -504,8 +484,7 @@ timeout_seconds = 1
 "#,
     );
     let mut bg = Background::apply(&t);
-    let started = bg.wait_for(Duration::from_secs(60), |e| e["event"] == "attempt_started");
-    let id = started["job_id"].as_u64().expect("job_id");
+    let id = first_job(&mut bg);
     // Three times its timeout in the queue: not timed out, still pending.
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(job_state(id), "PENDING");

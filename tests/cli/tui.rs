@@ -6,12 +6,11 @@
 //! again; `X` `n` leaves the run going, `X` `y` stops it, and the TUI stays open on the
 //! final table until `q`.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
-use rustix::termios::{LocalModes, Winsize, tcgetattr, tcsetwinsize};
+use rustix::termios::{LocalModes, tcgetattr};
 use serde_json::Value;
 
 use crate::harness::*;
@@ -21,7 +20,8 @@ struct Pty {
     master: std::fs::File,
     slave: std::fs::File,
     screen: Arc<Mutex<vt100::Parser>>,
-    raw: Arc<Mutex<Vec<u8>>>,
+    /// Every byte the program wrote to the terminal.
+    raw: Drain,
     child: std::process::Child,
 }
 
@@ -36,36 +36,10 @@ impl Pty {
     /// Runs `spec-runner ARGS` on a new 80×24 terminal, in a session of its own with
     /// that terminal as its controlling one (as in a terminal emulator).
     fn spawn(t: &Test, args: &[&str], env: &[(&str, &str)]) -> Pty {
-        let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).expect("openpt");
-        grantpt(&master).expect("grantpt");
-        unlockpt(&master).expect("unlockpt");
-        tcsetwinsize(
-            &master,
-            Winsize {
-                ws_row: 24,
-                ws_col: 80,
-                ws_xpixel: 0,
-                ws_ypixel: 0,
-            },
-        )
-        .expect("window size");
-        let name = ptsname(&master, Vec::new()).expect("ptsname");
-        let slave = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(name.to_str().unwrap())
-            .expect("open the terminal");
-        let mut cmd = std::process::Command::new("setsid");
-        let base = t.command();
-        cmd.arg("--ctty").arg(BIN).args(args);
-        cmd.current_dir(t.path());
-        for (k, v) in base.get_envs() {
-            match v {
-                Some(v) => cmd.env(k, v),
-                None => cmd.env_remove(k),
-            };
-        }
-        cmd.env("TERM", "xterm-256color")
+        let (master, slave) = terminal(Some((24, 80)));
+        let mut cmd = in_own_session(t);
+        cmd.args(args)
+            .env("TERM", "xterm-256color")
             .stdin(slave.try_clone().unwrap())
             .stdout(slave.try_clone().unwrap())
             .stderr(slave.try_clone().unwrap());
@@ -73,20 +47,10 @@ impl Pty {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("start spec-runner tui");
-        let master = std::fs::File::from(master);
         let screen = Arc::new(Mutex::new(vt100::Parser::new(24, 80, 0)));
-        let raw = Arc::new(Mutex::new(Vec::new()));
-        let mut reader = master.try_clone().unwrap();
-        let (s, r) = (screen.clone(), raw.clone());
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 8192];
-            while let Ok(n) = reader.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                s.lock().unwrap().process(&buf[..n]);
-                r.lock().unwrap().extend_from_slice(&buf[..n]);
-            }
+        let parser = screen.clone();
+        let raw = Drain::start_with(master.try_clone().unwrap(), move |bytes| {
+            parser.lock().unwrap().process(bytes);
         });
         Pty {
             master,
@@ -102,19 +66,14 @@ impl Pty {
     }
 
     /// Waits (generously) until the screen shows what `ready` wants.
+    #[track_caller]
     fn wait(&self, what: &str, ready: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let s = self.text();
-            if ready(&s) {
-                return s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the screen never showed {what}:\n{s}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_to_see(
+            Duration::from_secs(60),
+            &format!("the screen never showed {what}"),
+            || self.text(),
+            |s| ready(s),
+        )
     }
 
     fn keys(&mut self, keys: &str) {
@@ -125,14 +84,10 @@ impl Pty {
     /// Presses `q` and waits (generously) for the TUI to exit; its exit code.
     fn quit(&mut self) -> Option<i32> {
         self.keys("q");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                return st.code();
-            }
-            assert!(Instant::now() < deadline, "the TUI did not quit");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let child = &mut self.child;
+        wait_until(Duration::from_secs(30), "the TUI did not quit", || {
+            child.try_wait().unwrap().map(|st| st.code())
+        })
     }
 }
 
@@ -150,19 +105,14 @@ fn status(t: &Test) -> Value {
 }
 
 /// Waits (generously) until `status --format json` shows what `ready` wants.
+#[track_caller]
 fn wait_status(t: &Test, what: &str, ready: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let st = status(t);
-        if ready(&st) {
-            return st;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "status never showed {what}: {st}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_to_see(
+        Duration::from_secs(60),
+        &format!("status never showed {what}"),
+        || status(t),
+        ready,
+    )
 }
 
 #[test]
@@ -220,29 +170,17 @@ retry_max_backoff_seconds = 600
     // The screen parser first: what the TUI draws once it hears of the new size must
     // not meet a parser still at 80 columns.
     tui.screen.lock().unwrap().set_size(30, 120);
-    tcsetwinsize(
-        &tui.master,
-        Winsize {
-            ws_row: 30,
-            ws_col: 120,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        },
-    )
-    .unwrap();
+    set_window(&tui.master, 30, 120);
     tui.wait("a redraw at 120 columns", wide);
 
     // `q` quits; the run goes on; the terminal is as it was.
     assert_eq!(tui.quit(), Some(0));
     // What it wrote last may still be on its way through the terminal.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let raw = loop {
-        let raw = String::from_utf8_lossy(&tui.raw.lock().unwrap()).into_owned();
-        if raw.contains("\x1b[?1049l") || Instant::now() > deadline {
-            break raw;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let raw = tui.raw.wait_for(
+        Duration::from_secs(30),
+        "left the alternate screen",
+        |raw| raw.contains("\x1b[?1049l"),
+    );
     assert!(raw.contains("\x1b[?1049l"), "left the alternate screen");
     assert!(raw.contains("\x1b[?25h"), "showed the cursor again");
     let modes = tcgetattr(&tui.slave).expect("tcgetattr").local_modes;
@@ -298,11 +236,14 @@ command = 'echo "worker at work"; exec sleep 300'
     let frozen = last_tick(&held);
     // The log itself grows meanwhile.
     let log = log_of(&t, "ticker");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while last_tick(&std::fs::read_to_string(&log).unwrap_or_default()) <= frozen + 3 {
-        assert!(Instant::now() < deadline, "the ticker stopped ticking");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(
+        Duration::from_secs(60),
+        "the ticker stopped ticking",
+        || {
+            (last_tick(&std::fs::read_to_string(&log).unwrap_or_default()) > frozen + 3)
+                .then_some(())
+        },
+    );
     assert_eq!(
         last_tick(&tui.text()),
         frozen,
