@@ -32,19 +32,42 @@ def sh(cmd, **kw):
     return subprocess.run(cmd, shell=True, check=False, **kw)
 
 
+GRAVE = os.path.join(WORK, "retired")
+
+
+def retire(path):
+    """Moves a run's files out of the way instead of deleting them: ext4 skips the inodes
+    of recently deleted files when it allocates new ones (`recently_deleted`, for up to
+    5 minutes), so deleting 6,000 inodes just before a run would charge whoever runs
+    next for the previous contender's clean-up. Everything retired is deleted at the end."""
+    if os.path.lexists(path):
+        os.makedirs(GRAVE, exist_ok=True)
+        os.rename(path, tempfile.mkdtemp(dir=GRAVE))
+
+
+class Run(tuple):
+    """(wall seconds, peak RSS KiB), with `.cpu`: user + system seconds, children included.
+    CPU time barely moves with the machine's load; wall time does."""
+
+    def __new__(cls, wall, rss, cpu):
+        run = super().__new__(cls, (wall, rss))
+        run.cpu = cpu
+        return run
+
+
 def timed(cmd, prepare=None, cwd=WORK):
-    """Runs a shell command under /usr/bin/time; returns (wall seconds, peak RSS KiB)."""
+    """Runs a shell command under /usr/bin/time; returns a Run."""
     if prepare:
         prepare()
     rss_file = os.path.join(WORK, ".rss")
     start = time.perf_counter()
-    r = sh(f"/usr/bin/time -o {rss_file} -f %M {cmd}", cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    r = sh(f"/usr/bin/time -o {rss_file} -f '%M %U %S' {cmd}", cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     wall = time.perf_counter() - start
     if r.returncode not in (0, 1):
         sys.exit(f"benchmark command failed ({r.returncode}): {cmd}\n{r.stderr.decode()[-2000:]}")
     with open(rss_file) as f:
-        rss = int(f.read().strip().splitlines()[-1])
-    return wall, rss
+        rss, user, system = f.read().strip().splitlines()[-1].split()
+    return Run(wall, int(rss), float(user) + float(system))
 
 
 def rounds(contenders):
@@ -60,18 +83,25 @@ def rounds(contenders):
     return results
 
 
-def table(title, results, baseline, rss=True, extra=None, also=()):
-    """One row per contender: median wall, its ratio to `baseline` and to each of `also`."""
+def table(title, results, baseline, rss=True, extra=None, also=(), cpu=False):
+    """One row per contender: median wall, its ratio to `baseline` and to each of `also`;
+    with `cpu`, the median CPU time (user + system, children included) and its ratio to
+    the baseline's."""
     print(f"\n### {title}\n")
     bases = [baseline, *also]
     base = {b: statistics.median(w for w, _ in results[b]) for b in bases}
-    head = "| contender | median wall |" + "".join(f" × {b} |" for b in bases) + (" peak RSS |" if rss else "")
+    base_cpu = statistics.median(r.cpu for r in results[baseline]) if cpu else None
+    head = ("| contender | median wall |" + "".join(f" × {b} |" for b in bases)
+            + (f" median CPU | CPU × {baseline} |" if cpu else "") + (" peak RSS |" if rss else ""))
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
     for name, runs in results.items():
         wall = statistics.median(w for w, _ in runs)
         peak = max(m for _, m in runs)
         row = f"| {name} | {wall:.3f} s |" + "".join(f" {wall / base[b]:.2f} |" for b in bases)
+        if cpu:
+            c = statistics.median(r.cpu for r in runs)
+            row += f" {c:.2f} s | {c / base_cpu:.2f} |"
         if rss:
             row += f" {peak / 1024:.1f} MiB |"
         print(row)
@@ -87,7 +117,7 @@ def pipeline(path, specs, header="jobs = 2\n"):
 
 
 def fresh_state(d):
-    return lambda: shutil.rmtree(os.path.join(d, ".spec-runner"), ignore_errors=True)
+    return lambda: retire(os.path.join(d, ".spec-runner"))
 
 
 def spawn_workload(title, command_toml, floor_line, xargs_cmd, parallel_cmd):
@@ -101,7 +131,7 @@ def spawn_workload(title, command_toml, floor_line, xargs_cmd, parallel_cmd):
     logs = os.path.join(d, "floor-logs")
 
     def fresh_logs():
-        shutil.rmtree(logs, ignore_errors=True)
+        retire(logs)
         os.makedirs(logs)
 
     contenders = {
@@ -115,19 +145,19 @@ def spawn_workload(title, command_toml, floor_line, xargs_cmd, parallel_cmd):
     else:
         print("(GNU parallel not installed: left out)", file=sys.stderr)
     res = rounds(contenders)
-    shutil.rmtree(logs, ignore_errors=True)
+    retire(logs)
     fresh_state(d)()
     return res
 
 
 def w1():
     res = spawn_workload("W1", ["true"], "true", "true", "true")
-    table(f"W1: {N} specs running `true` (argv), jobs = 2", res, LOG_FLOOR, also=(BARE_FLOOR,))
+    table(f"W1: {N} specs running `true` (argv), jobs = 2", res, LOG_FLOOR, also=(BARE_FLOOR,), cpu=True)
 
 
 def w2():
     res = spawn_workload("W2", "true", "sh\t-c\ttrue", "sh -c true", "sh -c true")
-    table(f"W2: {N} specs running `sh -c true`, jobs = 2", res, LOG_FLOOR, also=(BARE_FLOOR,))
+    table(f"W2: {N} specs running `sh -c true`, jobs = 2", res, LOG_FLOOR, also=(BARE_FLOOR,), cpu=True)
 
 
 def w3():

@@ -1,49 +1,40 @@
-//! One attempt as a live process group: spawn it, pump its output into its log, watch
+//! One attempt as a live process group: spawn it, copy its output into its log, watch
 //! for exit, timeout, silence and runner requests, and end the whole group.
 //!
 //! Owns the child, its output pipe and its log file for the attempt's lifetime. Knows
 //! nothing of retries, state or reporting; all OS-specific calls go through `unix`.
+//!
+//! One thread does it all: the caller's, asleep in `poll` on the leader's pidfd, the
+//! output pipe and the thread's control bell (see `wake`). An attempt costs no other
+//! thread and no handoff between threads.
 
-use std::ffi::{OsStr, OsString};
 use std::fs::{File, OpenOptions};
-use std::io::{self, PipeReader, PipeWriter, Read, Write};
+use std::io::{self, PipeReader};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::Path;
-use std::process::ExitStatus;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Child, ExitStatus};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, never, select};
-use rustix::process::Signal;
+use rustix::event::{PollFd, PollFlags, Timespec, poll};
+use rustix::process::{Pid, PidfdFlags, Signal, pidfd_open};
 
-use super::helpers;
+use super::output::{Output, Read1};
+use super::spawn::{SpawnError, spawn};
 use super::unix;
-use super::{AttemptEnd, AttemptSpec, Control, EndCause, SharedLive, Started};
-
-/// Size of one read from the output pipe. Large, so a flooding child costs few
-/// syscalls and log writes.
-const CHUNK: usize = 64 * 1024;
-/// The read size once a command floods its output (a read filled the whole buffer):
-/// fewer, larger copies; the pipe is enlarged to match.
-const FLOOD_CHUNK: usize = 1024 * 1024;
-
-/// How much of the latest output `AttemptEnd::tail` keeps.
-const TAIL_CAP: usize = 64 * 1024;
-
-/// `LiveOutput::last_line` is cut to this many characters.
-const LAST_LINE_CHARS: usize = 200;
-
-/// At most this many bytes of a line are looked at to build `last_line`, so a huge
-/// line without newlines costs no more than a short one.
-const LAST_LINE_SCAN: usize = 1024;
+use super::wake::Listening;
+use super::{AttemptEnd, AttemptSpec, Control, ControlRx, EndCause, SharedLive, Started};
 
 /// Once the group is gone, the output still in the pipe is drained for at least this
 /// long (or the grace period, if longer). Only a process that escaped the group
 /// (`setsid`) can hold the pipe beyond that; we stop waiting for it.
 const MIN_DRAIN: Duration = Duration::from_secs(2);
+
+/// How often the supervisor looks for what it cannot wait for: the leader's exit
+/// when the system gives no pidfd, requests when it gives no eventfd. Both exist on
+/// every Linux since 5.3; this is the fallback.
+const TICK: Duration = Duration::from_millis(20);
 
 /// Runs one attempt and blocks until it is over and no process of its group remains.
 ///
@@ -59,12 +50,12 @@ const MIN_DRAIN: Duration = Duration::from_secs(2);
 /// up to `spec.terminate_grace` for it to go, then SIGKILL; a leader that exits on its
 /// own gets the same treatment for what it leaves behind in its group.
 ///
-/// Threads: the caller's, which supervises, plus one waiting for the leader's exit
-/// and one pumping output. The pump is left behind (detached) only if a process that
-/// left the group keeps the pipe open past the drain bound.
+/// Runs on the caller's thread. Only if a process that left the group keeps the pipe
+/// open past the drain bound does a thread stay behind, reading (and dropping) what
+/// that process writes until it closes the pipe.
 pub fn run_attempt(
     spec: &AttemptSpec,
-    control: &Receiver<Control>,
+    control: &ControlRx,
     live: Option<&SharedLive>,
     on_start: impl FnOnce(Started),
 ) -> AttemptEnd {
@@ -101,75 +92,31 @@ fn not_started(cause: EndCause, entered: Instant) -> AttemptEnd {
 fn run_with_log(
     spec: &AttemptSpec,
     log: File,
-    control: &Receiver<Control>,
+    control: &ControlRx,
     live: Option<&SharedLive>,
     on_start: impl FnOnce(Started),
     entered: Instant,
 ) -> AttemptEnd {
-    let not_started = |cause| not_started(cause, entered);
+    let failed = |e: SpawnError| not_started(EndCause::SpawnFailed(e.to_string()), entered);
     let (reader, writer) = match io::pipe() {
         Ok(pair) => pair,
-        Err(e) => {
-            return not_started(EndCause::SpawnFailed(format!(
-                "failed to create the output pipe: {e}"
-            )));
-        }
+        Err(e) => return failed(SpawnError::Pipe(e)),
     };
-
     let epoch = Instant::now();
-    let handle = match spawn(spec, writer) {
-        Ok(handle) => handle,
-        Err(reason) => return not_started(EndCause::SpawnFailed(reason)),
+    let child = match spawn(spec, writer) {
+        Ok(child) => child,
+        Err(e) => return failed(e),
     };
-    // duct starts a single command, so there is exactly one pid; it is also the
-    // group id, since the child made itself a group leader before exec.
-    let Some(pid) = handle.pids().first().copied() else {
-        return not_started(EndCause::SpawnFailed(
-            "the started command has no pid".into(),
-        ));
-    };
+    // The leader made itself a group leader before exec: its pid is the group id.
+    let pid = child.id();
     // Read before anyone can reap the leader: even a zombie still has its stat file.
     let start_time = unix::process_start_time(pid);
-    let handle = Arc::new(handle);
-
-    let shared = Arc::new(PumpShared {
-        epoch,
-        last_output_nanos: AtomicU64::new(0),
-        tail: Mutex::new(Ring::new(TAIL_CAP)),
-        abandoned: AtomicBool::new(false),
-    });
-    let (pump_tx, pump_rx) = crossbeam_channel::unbounded();
-    let pump = {
-        let shared = Arc::clone(&shared);
-        let live = live.cloned();
-        helpers::spawn("pump", move || {
-            pump_output(reader, log, &shared, live.as_deref(), &pump_tx);
-        })
-    };
-    let (exit_tx, exit_rx) = crossbeam_channel::bounded(1);
-    let waiter = {
-        let handle = Arc::clone(&handle);
-        helpers::spawn("wait", move || {
-            let status = handle.wait().map(|output| output.status);
-            // The supervisor may be gone only if it panicked; nothing to tell then.
-            let _ = exit_tx.send(status);
-        })
-    };
-    let (pump, waiter) = match (pump, waiter) {
-        (Ok(pump), Ok(waiter)) => (pump, waiter),
-        (pump, waiter) => {
-            // Without both helpers the attempt cannot be supervised: end it at once.
-            let err = [pump.err(), waiter.err()].into_iter().flatten().next();
-            let _ = unix::signal_group(pid, Signal::KILL);
-            let _ = handle.wait();
-            unix::reap_group_zombies(pid);
-            let reason = match err {
-                Some(e) => format!("failed to start a supervising thread: {e}"),
-                None => "failed to start a supervising thread".into(),
-            };
-            return not_started(EndCause::SpawnFailed(reason));
-        }
-    };
+    // Not reaped yet, so the pid is still this child's: the pidfd cannot name another.
+    let exit_fd = i32::try_from(pid)
+        .ok()
+        .and_then(Pid::from_raw)
+        .and_then(|p| pidfd_open(p, PidfdFlags::empty()).ok());
+    let listening = control.listen();
 
     on_start(Started {
         pid,
@@ -180,374 +127,24 @@ fn run_with_log(
 
     let mut sup = Supervisor {
         spec,
+        child,
         pgid: pid,
         epoch,
-        shared,
-        control: control.clone(),
-        exit_rx,
-        pump_rx,
+        exit_fd,
+        output: Some(Output::new(reader, log, live)),
+        pipe_closed: false,
+        control,
+        listening,
+        control_open: true,
         status: None,
         log_error: None,
-        pump_done: false,
         kill_requested: false,
+        abandoned_tail: None,
     };
     let cause = sup.run();
     sup.end_inherited();
-    let pump_joinable = sup.drain();
-    // The waiter has sent the status, so it is finishing; joining keeps no thread
-    // behind. Neither thread panics, and if one did there is nothing to add.
-    waiter.join();
-    if pump_joinable {
-        pump.join();
-    }
+    sup.drain();
     sup.finish(cause)
-}
-
-/// Tells what is wrong with the working directory, if anything. Asked only once a
-/// spawn failed (the error for a missing cwd would name the program instead), so a
-/// good attempt costs no `stat` for it.
-fn check_cwd(cwd: &Path) -> Result<(), String> {
-    match std::fs::metadata(cwd) {
-        Ok(meta) if meta.is_dir() => Ok(()),
-        Ok(_) => Err(format!(
-            "working directory `{}` is not a directory",
-            cwd.display()
-        )),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(format!(
-            "working directory `{}` does not exist",
-            cwd.display()
-        )),
-        Err(e) => Err(format!(
-            "working directory `{}` is not accessible: {e}",
-            cwd.display()
-        )),
-    }
-}
-
-/// Starts the command in its own process group, output into `writer`.
-fn spawn(spec: &AttemptSpec, writer: PipeWriter) -> Result<duct::Handle, String> {
-    let argv = spec.command.argv();
-    let Some((program, args)) = argv.split_first() else {
-        return Err("the command is empty".into());
-    };
-    if program.is_empty() {
-        return Err("the command's program name is empty".into());
-    }
-    let exe = resolve_program(program, &spec.cwd, &spec.env);
-    let mut expr = duct::cmd(&exe, args)
-        .dir(&spec.cwd)
-        .stdin_null()
-        .stderr_to_stdout()
-        .stdout_file(writer)
-        .unchecked()
-        .before_spawn(|cmd| {
-            // A group of its own, so that ending the attempt reaches every process it
-            // started, and a terminal's Ctrl-C does not reach it behind our back.
-            cmd.process_group(0);
-            Ok(())
-        });
-    for (name, value) in &spec.env {
-        expr = expr.env(name, value);
-    }
-    let started = expr.start().map_err(|e| {
-        // A program found earlier may be gone: the next attempt looks again.
-        forget_program(program);
-        check_cwd(&spec.cwd)
-            .err()
-            .unwrap_or_else(|| spawn_error(program, &exe, &e))
-    });
-    // The expression holds our copy of the pipe's write end; drop it now, or the
-    // pump would never see end-of-file.
-    drop(expr);
-    started
-}
-
-/// A relative path with a separator (`./build.sh`, `bin/x`) means a file in the
-/// attempt's cwd, as it would for `sh -c`; duct would resolve it against ours.
-///
-/// Returns an `OsString`, not a `Path`: duct prefixes a relative `Path` with `./`,
-/// which would turn a bare name meant for the `PATH` lookup into a local file.
-///
-/// A bare name is looked up on `PATH` here, as `execvp` would (the attempt's own
-/// `PATH` if its env sets one): with an absolute program std can spawn with
-/// `posix_spawn` (vfork) instead of `fork`, which copies the runner's page tables —
-/// the difference between 0.5 ms and several ms per attempt in a large pipeline.
-fn resolve_program(program: &str, cwd: &Path, env: &[(OsString, OsString)]) -> OsString {
-    let path = Path::new(program);
-    if program.contains('/') {
-        return if path.is_relative() {
-            cwd.join(path).into_os_string()
-        } else {
-            OsString::from(program)
-        };
-    }
-    let search = env
-        .iter()
-        .rev()
-        .find(|(k, _)| k == "PATH")
-        .map(|(_, v)| v.clone())
-        .or_else(|| std::env::var_os("PATH"))
-        .unwrap_or_else(|| OsString::from("/usr/local/bin:/usr/bin:/bin"));
-    // Only a search with absolute entries gives the same answer in every cwd.
-    let cacheable = std::env::split_paths(&search).all(|d| d.is_absolute());
-    if cacheable && let Some(found) = found_programs().get(&(program.to_owned(), search.clone())) {
-        return found.clone();
-    }
-    let found = search_path(program, &search, cwd);
-    if cacheable && let Some(exe) = &found {
-        found_programs().insert((program.to_owned(), search), exe.clone());
-    }
-    // Not found: spawning the bare name fails with NotFound, reported as such.
-    found.unwrap_or_else(|| OsString::from(program))
-}
-
-/// Bare program names found on `PATH`, by name and the `PATH` searched: a pipeline
-/// runs the same few programs thousands of times, and a lookup costs one `stat` per
-/// `PATH` entry. Only finds are kept; a failed spawn forgets its program.
-type FoundPrograms = std::collections::HashMap<(String, OsString), OsString>;
-
-fn found_programs() -> std::sync::MutexGuard<'static, FoundPrograms> {
-    static FOUND: std::sync::LazyLock<Mutex<FoundPrograms>> =
-        std::sync::LazyLock::new(Default::default);
-    FOUND
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn forget_program(program: &str) {
-    found_programs().retain(|(name, _), _| name != program);
-}
-
-/// The first executable `program` in the `PATH` entries of `search`, as `execvp`
-/// would find it.
-fn search_path(program: &str, search: &OsStr, cwd: &Path) -> Option<OsString> {
-    for dir in std::env::split_paths(search) {
-        // An empty entry means the current directory, which for the child is its cwd.
-        let dir = if dir.as_os_str().is_empty() {
-            cwd.to_path_buf()
-        } else {
-            cwd.join(dir)
-        };
-        let candidate = dir.join(program);
-        if is_executable_file(&candidate) {
-            return Some(candidate.into_os_string());
-        }
-    }
-    None
-}
-
-fn is_executable_file(p: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
-fn spawn_error(program: &str, exe: &OsStr, err: &io::Error) -> String {
-    let exe = Path::new(exe);
-    let on_path = !program.contains('/');
-    match err.kind() {
-        io::ErrorKind::NotFound if on_path => {
-            format!("failed to start `{program}`: command not found on PATH")
-        }
-        io::ErrorKind::NotFound => format!(
-            "failed to start `{}`: no such file (or its `#!` interpreter is missing)",
-            exe.display()
-        ),
-        io::ErrorKind::PermissionDenied => format!(
-            "failed to start `{}`: permission denied (is it executable?)",
-            exe.display()
-        ),
-        _ => format!("failed to start `{}`: {err}", exe.display()),
-    }
-}
-
-/// State the pump shares with the supervisor.
-struct PumpShared {
-    /// The spawn instant; activity is stored relative to it.
-    epoch: Instant,
-    /// Nanoseconds from `epoch` to the latest output (0: none yet).
-    last_output_nanos: AtomicU64,
-    tail: Mutex<Ring>,
-    /// Set when the supervisor stops waiting: the pump must not touch the log again.
-    abandoned: AtomicBool,
-}
-
-impl PumpShared {
-    fn last_output(&self) -> Instant {
-        self.epoch + Duration::from_nanos(self.last_output_nanos.load(Ordering::Relaxed))
-    }
-}
-
-enum PumpEvent {
-    /// The log (or the pipe) failed; the pump keeps draining so the child never
-    /// blocks on a full pipe.
-    Failed(String),
-    /// End of output: every writer closed the pipe, or the pump was abandoned. The
-    /// log file is closed.
-    Done,
-}
-
-/// Copies the pipe into the log until every writer has closed it.
-fn pump_output(
-    mut reader: PipeReader,
-    mut log: File,
-    shared: &PumpShared,
-    live: Option<&super::LiveOutput>,
-    events: &Sender<PumpEvent>,
-) {
-    let mut buf = vec![0u8; CHUNK];
-    let mut log_ok = true;
-    loop {
-        let n = match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                let _ = events.send(PumpEvent::Failed(format!(
-                    "failed to read the command's output: {e}"
-                )));
-                break;
-            }
-        };
-        if shared.abandoned.load(Ordering::Relaxed) {
-            break;
-        }
-        if n == buf.len() && buf.len() < FLOOD_CHUNK {
-            buf.resize(FLOOD_CHUNK, 0);
-            unix::enlarge_pipe(&reader, FLOOD_CHUNK);
-        }
-        let chunk = &buf[..n];
-        let nanos = u64::try_from(shared.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        shared.last_output_nanos.store(nanos, Ordering::Relaxed);
-        if log_ok && let Err(e) = log.write_all(chunk) {
-            log_ok = false;
-            let _ = events.send(PumpEvent::Failed(format!("failed to write the log: {e}")));
-        }
-        if let Ok(mut tail) = shared.tail.lock() {
-            tail.push(chunk);
-        }
-        if let Some(live) = live
-            && let Some(line) = last_line(chunk)
-            && let Ok(mut last) = live.last_line.lock()
-        {
-            *last = line;
-        }
-    }
-    // Close the log before saying so: the runner may read it as soon as we return.
-    drop(log);
-    drop(reader);
-    let _ = events.send(PumpEvent::Done);
-}
-
-/// The last complete, non-blank line of `chunk`, cleaned for display: lossy UTF-8,
-/// the latest `\r`-rewrite of the line, no ANSI escapes or control characters,
-/// trimmed and cut to [`LAST_LINE_CHARS`]. `None` if the chunk completes no such line.
-pub fn last_line(chunk: &[u8]) -> Option<String> {
-    // A line being redrawn with `\r` (curl, pip, tqdm) never ends while it runs: the
-    // text after its latest `\r` is what it shows now.
-    let open = chunk
-        .iter()
-        .rposition(|&b| b == b'\n')
-        .map_or(chunk, |i| &chunk[i + 1..]);
-    if open.contains(&b'\r') {
-        for part in open.rsplit(|&b| b == b'\r') {
-            let shown = clean_line(&part[..part.len().min(LAST_LINE_SCAN)]);
-            if !shown.is_empty() {
-                return Some(shown);
-            }
-        }
-    }
-    let end = chunk.iter().rposition(|&b| b == b'\n')?;
-    for line in chunk[..end].rsplit(|&b| b == b'\n') {
-        // Progress bars redraw a line with `\r`; the last non-blank redraw is current.
-        for part in line.rsplit(|&b| b == b'\r') {
-            let shown = clean_line(&part[..part.len().min(LAST_LINE_SCAN)]);
-            if !shown.is_empty() {
-                return Some(shown);
-            }
-        }
-    }
-    None
-}
-
-fn clean_line(raw: &[u8]) -> String {
-    let text = String::from_utf8_lossy(raw);
-    let mut out = String::with_capacity(text.len().min(LAST_LINE_CHARS * 4));
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\u{1b}' => {
-                // CSI sequences (colours, cursor moves) end with a byte in 0x40..=0x7e;
-                // other escapes are two characters long.
-                if chars.next() == Some('[') {
-                    for c in chars.by_ref() {
-                        if ('\u{40}'..='\u{7e}').contains(&c) {
-                            break;
-                        }
-                    }
-                }
-            }
-            '\t' => out.push(' '),
-            c if c.is_control() => {}
-            c => out.push(c),
-        }
-    }
-    let trimmed = out.trim();
-    match trimmed.char_indices().nth(LAST_LINE_CHARS) {
-        Some((cut, _)) => trimmed[..cut].to_owned(),
-        None => trimmed.to_owned(),
-    }
-}
-
-/// A fixed-size ring of the latest bytes.
-struct Ring {
-    /// Allocated on the first output: a silent attempt costs nothing.
-    buf: Vec<u8>,
-    cap: usize,
-    /// Where the next byte goes.
-    pos: usize,
-    /// Whether `buf` has wrapped at least once.
-    full: bool,
-}
-
-impl Ring {
-    fn new(cap: usize) -> Self {
-        Ring {
-            buf: Vec::new(),
-            cap,
-            pos: 0,
-            full: false,
-        }
-    }
-
-    fn push(&mut self, data: &[u8]) {
-        let cap = self.cap;
-        if cap == 0 || data.is_empty() {
-            return;
-        }
-        if self.buf.is_empty() {
-            self.buf = vec![0; cap];
-        }
-        let data = &data[data.len().saturating_sub(cap)..];
-        let first = data.len().min(cap - self.pos);
-        self.buf[self.pos..self.pos + first].copy_from_slice(&data[..first]);
-        let rest = &data[first..];
-        self.buf[..rest.len()].copy_from_slice(rest);
-        if self.pos + data.len() >= cap {
-            self.full = true;
-        }
-        self.pos = (self.pos + data.len()) % cap;
-    }
-
-    fn to_vec(&self) -> Vec<u8> {
-        if self.full {
-            let mut out = Vec::with_capacity(self.buf.len());
-            out.extend_from_slice(&self.buf[self.pos..]);
-            out.extend_from_slice(&self.buf[..self.pos]);
-            out
-        } else {
-            self.buf[..self.pos].to_vec()
-        }
-    }
 }
 
 /// What woke the supervisor.
@@ -556,66 +153,160 @@ enum Event {
     Terminate,
     Kill,
     LogFailed,
+    /// Every writer closed the output pipe (or it failed): no more output.
+    OutputClosed,
     Deadline,
 }
 
 /// The caller's thread while the attempt runs: reacts to events, never polls for the
-/// leader's exit.
+/// leader's exit (unless the system gives no pidfd).
 struct Supervisor<'a> {
     spec: &'a AttemptSpec,
+    child: Child,
     pgid: u32,
     epoch: Instant,
-    shared: Arc<PumpShared>,
-    /// Replaced by `never()` if the runner drops its sender: nobody can stop us then,
-    /// and a disconnected channel must not wake the loop forever.
-    control: Receiver<Control>,
-    exit_rx: Receiver<io::Result<ExitStatus>>,
-    pump_rx: Receiver<PumpEvent>,
+    /// Readable once the leader exited; `None` once it is reaped (or if the system
+    /// gives no pidfd: then the leader is looked at every [`TICK`]).
+    exit_fd: Option<OwnedFd>,
+    /// `None` once the output is closed.
+    output: Option<Output>,
+    /// The pipe reached its end (every writer closed it), or failed.
+    pipe_closed: bool,
+    control: &'a ControlRx,
+    listening: Listening<'a>,
+    /// False once the runner dropped its sender: nobody can stop us then.
+    control_open: bool,
     /// The leader's status, once reaped.
     status: Option<io::Result<ExitStatus>>,
     /// The first failure of the log or the pipe.
     log_error: Option<String>,
-    pump_done: bool,
     /// The runner asked for a kill: no more grace periods for anything.
     kill_requested: bool,
+    /// The latest output, kept when the pipe is given up on (see `drain`).
+    abandoned_tail: Option<Vec<u8>>,
 }
 
 impl Supervisor<'_> {
-    /// Waits for the next event that matters, until `deadline` (`None`: no deadline).
+    /// Waits for the next event that matters, until `deadline` (`None`: no deadline),
+    /// copying output to the log meanwhile.
     fn next(&mut self, deadline: Option<Instant>) -> Event {
         loop {
-            let timer = deadline.map_or_else(never, crossbeam_channel::at);
-            select! {
-                recv(self.exit_rx) -> msg => {
-                    self.status = Some(msg.unwrap_or_else(|_| {
-                        Err(io::Error::other("the exit waiter stopped without a status"))
-                    }));
-                    self.exit_rx = never();
-                    return Event::LeaderExited;
-                }
-                recv(self.control) -> msg => match msg {
+            if self.control_open {
+                match self.control.try_recv() {
                     Ok(Control::Terminate) => return Event::Terminate,
                     Ok(Control::Kill) => {
                         self.kill_requested = true;
                         return Event::Kill;
                     }
-                    Err(_) => self.control = never(),
-                },
-                recv(self.pump_rx) -> msg => match msg {
-                    Ok(PumpEvent::Failed(reason)) => {
-                        if self.log_error.is_none() {
-                            self.log_error = Some(reason);
-                            return Event::LogFailed;
-                        }
+                    Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                        self.control_open = false;
                     }
-                    Ok(PumpEvent::Done) | Err(_) => {
-                        self.pump_done = true;
-                        self.pump_rx = never();
+                    Err(crossbeam_channel::TryRecvError::Empty) => {}
+                }
+            }
+            if self.status.is_none() && self.exit_fd.is_none() && self.reap(false) {
+                return Event::LeaderExited;
+            }
+            let now = Instant::now();
+            if deadline.is_some_and(|d| d <= now) {
+                return Event::Deadline;
+            }
+            let mut wait = deadline.map(|d| d - now);
+            let bell = self.listening.fd().filter(|_| self.control_open);
+            let blind = (self.status.is_none() && self.exit_fd.is_none())
+                || (self.control_open && bell.is_none());
+            if blind {
+                wait = Some(wait.map_or(TICK, |w| w.min(TICK)));
+            }
+            let (pipe_ready, exit_ready, bell_ready) = {
+                let pipe = (!self.pipe_closed)
+                    .then_some(self.output.as_ref())
+                    .flatten()
+                    .map(|o| o.pipe().as_fd());
+                let exit = self.exit_fd.as_ref().map(AsFd::as_fd);
+                let bell = bell.map(AsFd::as_fd);
+                let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(3);
+                let slots = [pipe, exit, bell].map(|fd| {
+                    fd.map(|fd| {
+                        fds.push(PollFd::from_borrowed_fd(fd, PollFlags::IN));
+                        fds.len() - 1
+                    })
+                });
+                // Rounded up, so that a deadline is never woken for too early.
+                let timeout = wait.map(|w| {
+                    let w = w + Duration::from_nanos(999);
+                    Timespec {
+                        tv_sec: i64::try_from(w.as_secs()).unwrap_or(i64::MAX),
+                        tv_nsec: i64::from(w.subsec_nanos()),
                     }
-                },
-                recv(timer) -> _ => return Event::Deadline,
+                });
+                match poll(&mut fds, timeout.as_ref()) {
+                    Ok(_) => {}
+                    Err(rustix::io::Errno::INTR) => continue,
+                    // Nothing to do but look again; the deadline still holds.
+                    Err(_) => thread::sleep(wait.unwrap_or(TICK).min(TICK)),
+                }
+                let ready =
+                    |slot: Option<usize>| slot.is_some_and(|i| !fds[i].revents().is_empty());
+                (ready(slots[0]), ready(slots[1]), ready(slots[2]))
+            };
+            if bell_ready {
+                self.listening.hush();
+            }
+            if pipe_ready && let Some(event) = self.read_output() {
+                return event;
+            }
+            if exit_ready && self.reap(true) {
+                return Event::LeaderExited;
             }
         }
+    }
+
+    /// One read of the output; an event if it is one the caller must hear of.
+    fn read_output(&mut self) -> Option<Event> {
+        if self.pipe_closed {
+            return None;
+        }
+        let output = self.output.as_mut()?;
+        match output.read_once() {
+            Read1::Data => None,
+            Read1::LogFailed(reason) => {
+                self.log_error.get_or_insert(reason);
+                Some(Event::LogFailed)
+            }
+            Read1::End => {
+                self.pipe_closed = true;
+                Some(Event::OutputClosed)
+            }
+            Read1::ReadFailed(reason) => {
+                self.pipe_closed = true;
+                let first = self.log_error.is_none();
+                self.log_error.get_or_insert(reason);
+                Some(if first {
+                    Event::LogFailed
+                } else {
+                    Event::OutputClosed
+                })
+            }
+        }
+    }
+
+    /// Reaps the leader if it exited (`exited`: its pidfd said so). Returns whether
+    /// it is reaped now.
+    fn reap(&mut self, exited: bool) -> bool {
+        match self.child.try_wait() {
+            Ok(Some(status)) => self.status = Some(Ok(status)),
+            Ok(None) if !exited => return false,
+            // The pidfd said it exited, yet it cannot be waited for: say so.
+            Ok(None) => {
+                self.status = Some(Err(io::Error::other(
+                    "the leader exited but could not be reaped",
+                )));
+            }
+            Err(e) => self.status = Some(Err(e)),
+        }
+        self.exit_fd = None;
+        true
     }
 
     fn timeout_at(&self) -> Option<Instant> {
@@ -624,7 +315,12 @@ impl Supervisor<'_> {
 
     fn silence_at(&self) -> Option<Instant> {
         let limit = self.spec.activity_timeout?;
-        self.shared.last_output().checked_add(limit)
+        let last = self
+            .output
+            .as_ref()
+            .and_then(|o| o.last_output)
+            .unwrap_or(self.epoch);
+        last.checked_add(limit)
     }
 
     /// Runs until the attempt ends and its whole group is gone; says why it ended.
@@ -642,6 +338,7 @@ impl Supervisor<'_> {
                     let reason = self.log_error.clone().unwrap_or_default();
                     break (EndCause::LogFailed(reason), false);
                 }
+                Event::OutputClosed => {}
                 Event::Deadline => {
                     let now = Instant::now();
                     if self.timeout_at().is_some_and(|t| t <= now) {
@@ -674,7 +371,10 @@ impl Supervisor<'_> {
             while self.status.is_none() && !kill_now {
                 match self.next(Some(deadline)) {
                     Event::Kill | Event::Deadline => kill_now = true,
-                    Event::LeaderExited | Event::Terminate | Event::LogFailed => {}
+                    Event::LeaderExited
+                    | Event::Terminate
+                    | Event::LogFailed
+                    | Event::OutputClosed => {}
                 }
             }
             if !kill_now {
@@ -694,6 +394,10 @@ impl Supervisor<'_> {
     /// Whether any member besides already-reaped ones is left. Only valid once the
     /// leader is reaped (a zombie leader counts as a member).
     fn group_alive(&self) -> bool {
+        // Most groups go with their leader: one `kill` says so, with nothing to reap.
+        if !unix::group_exists(self.pgid) {
+            return false;
+        }
         unix::reap_group_zombies(self.pgid);
         unix::group_alive(self.pgid)
     }
@@ -710,20 +414,23 @@ impl Supervisor<'_> {
             if now >= deadline {
                 return false;
             }
-            match self.next(Some((now + unix::GROUP_POLL).min(deadline))) {
-                Event::Kill => return false,
-                Event::Deadline | Event::Terminate | Event::LogFailed | Event::LeaderExited => {}
+            if let Event::Kill = self.next(Some((now + unix::GROUP_POLL).min(deadline))) {
+                return false;
             }
         }
     }
 
     /// After SIGKILL and the leader's reaping: waits (bounded) for the members'
     /// zombies to be reaped by their parents, killing again anything forked in a race.
+    /// Output goes on being copied meanwhile.
     fn kill_rest(&mut self) {
         let deadline = Instant::now() + unix::AFTER_KILL_WAIT;
         while self.group_alive() && Instant::now() < deadline {
             let _ = unix::signal_group(self.pgid, Signal::KILL);
-            thread::sleep(unix::GROUP_POLL);
+            let pause = Instant::now() + unix::GROUP_POLL;
+            while Instant::now() < pause {
+                self.next(Some(pause));
+            }
         }
     }
 
@@ -741,32 +448,29 @@ impl Supervisor<'_> {
         });
     }
 
-    /// Reads the output still in the pipe. Returns whether the pump finished (and can
-    /// be joined); if a process outside the group keeps the pipe open, gives up after
-    /// the drain bound and tells the pump to stop writing the log.
-    fn drain(&mut self) -> bool {
+    /// Copies the output still in the pipe. If a process outside the group keeps the
+    /// pipe open, gives up after the drain bound: the log is closed, and a thread
+    /// reads (and drops) what that process writes until it closes the pipe.
+    fn drain(&mut self) {
         let deadline = Instant::now() + self.spec.terminate_grace.max(MIN_DRAIN);
-        while !self.pump_done {
-            match self.pump_rx.recv_deadline(deadline) {
-                Ok(PumpEvent::Failed(reason)) => {
-                    self.log_error.get_or_insert(reason);
-                }
-                Ok(PumpEvent::Done) | Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
-                    self.pump_done = true;
-                }
-                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                    self.shared.abandoned.store(true, Ordering::Relaxed);
-                    return false;
-                }
-            }
+        while !self.pipe_closed && Instant::now() < deadline {
+            self.next(Some(deadline));
         }
-        true
+        if !self.pipe_closed
+            && let Some(output) = self.output.take()
+        {
+            let (pipe, tail) = output.finish();
+            self.abandoned_tail = Some(tail);
+            let _ = thread::Builder::new()
+                .name("exec-drain".into())
+                .spawn(move || drain_to_nowhere(pipe));
+        }
     }
 
-    fn finish(self, cause: EndCause) -> AttemptEnd {
+    fn finish(mut self, cause: EndCause) -> AttemptEnd {
         // A leader that exited on its own left an incomplete log behind if writing
         // it failed: the runner must not take that attempt at face value.
-        let cause = match (cause, self.log_error) {
+        let cause = match (cause, self.log_error.take()) {
             (EndCause::Exited, Some(reason)) => EndCause::LogFailed(reason),
             (cause, _) => cause,
         };
@@ -774,9 +478,9 @@ impl Supervisor<'_> {
             Some(Ok(status)) => (status.code(), status.signal()),
             _ => (None, None),
         };
-        let tail = match self.shared.tail.lock() {
-            Ok(ring) => ring.to_vec(),
-            Err(poisoned) => poisoned.into_inner().to_vec(),
+        let tail = match self.output.take() {
+            Some(output) => output.finish().1,
+            None => self.abandoned_tail.take().unwrap_or_default(),
         };
         AttemptEnd {
             cause,
@@ -788,17 +492,27 @@ impl Supervisor<'_> {
     }
 }
 
+/// Reads a pipe until every writer closed it, keeping nothing: a process that
+/// escaped the attempt must not block on a full pipe, nor die of a closed one.
+fn drain_to_nowhere(mut pipe: PipeReader) {
+    let _ = io::copy(&mut pipe, &mut io::sink());
+}
+
 #[cfg(test)]
 mod tests {
+    use std::ffi::OsString;
+    use std::os::unix::process::CommandExt;
+    use std::path::Path;
     use std::sync::Arc;
     use std::thread;
     use std::time::{Duration, Instant};
 
-    use crossbeam_channel::{Receiver, Sender};
-
     use super::*;
     use crate::config::policy::CommandLine;
-    use crate::exec::{LiveOutput, end_abandoned_group, process_start_time};
+    use crate::exec::output::TAIL_CAP;
+    use crate::exec::{
+        ControlTx, LiveOutput, control_channel, end_abandoned_group, process_start_time,
+    };
 
     /// Generous: these bound outcomes, they do not measure speed.
     const BOUND: Duration = Duration::from_secs(8);
@@ -831,9 +545,9 @@ mod tests {
     fn run_with(
         spec: &AttemptSpec,
         live: Option<&SharedLive>,
-        on_start: impl FnOnce(Started, &Sender<Control>),
+        on_start: impl FnOnce(Started, &ControlTx),
     ) -> Run {
-        let (tx, rx): (Sender<Control>, Receiver<Control>) = crossbeam_channel::unbounded();
+        let (tx, rx) = control_channel();
         let mut started = None;
         let begin = Instant::now();
         let end = run_attempt(spec, &rx, live, |s| {
@@ -1175,7 +889,7 @@ mod tests {
         // A log opened read-only fails on the first write, as a full disk would.
         std::fs::write(&spec.log_path, b"").unwrap();
         let log = File::open(&spec.log_path).unwrap();
-        let (_tx, rx) = crossbeam_channel::unbounded();
+        let (_tx, rx) = control_channel();
         let begin = Instant::now();
         let end = run_with_log(&spec, log, &rx, None, |_| {}, begin);
         assert!(
@@ -1187,45 +901,6 @@ mod tests {
         assert!(begin.elapsed() < BOUND, "took {:?}", begin.elapsed());
         // The output still reaches the tail, for the runner's failure report.
         assert_eq!(end.tail, b"started, now hanging\n");
-    }
-
-    #[test]
-    fn last_line_is_the_latest_complete_nonblank_line() {
-        assert_eq!(last_line(b"a\nb\n  \npartial"), Some("b".into()));
-        assert_eq!(last_line(b"no newline"), None);
-        assert_eq!(last_line(b"10%\r50%\r\n"), Some("50%".into()));
-        // A line still being redrawn shows its latest state.
-        assert_eq!(
-            last_line(b"\r 10% |#   |\r 40% |##  |"),
-            Some("40% |##  |".into())
-        );
-        assert_eq!(
-            last_line(b"done\nDownloading\r"),
-            Some("Downloading".into())
-        );
-        assert_eq!(last_line(b"a\nb\n\r  \r"), Some("b".into()));
-        assert_eq!(
-            last_line(b"\x1b[31mred\x1b[0m text\n"),
-            Some("red text".into())
-        );
-        let long = format!("{}\n", "é".repeat(5000));
-        assert_eq!(
-            last_line(long.as_bytes()).unwrap().chars().count(),
-            LAST_LINE_CHARS
-        );
-    }
-
-    #[test]
-    fn ring_keeps_the_latest_bytes() {
-        let mut ring = Ring::new(4);
-        ring.push(b"ab");
-        assert_eq!(ring.to_vec(), b"ab");
-        ring.push(b"cde");
-        assert_eq!(ring.to_vec(), b"bcde");
-        ring.push(b"fghij");
-        assert_eq!(ring.to_vec(), b"ghij");
-        ring.push(b"k");
-        assert_eq!(ring.to_vec(), b"hijk");
     }
 
     #[test]

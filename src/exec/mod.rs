@@ -11,10 +11,14 @@ use std::time::Duration;
 use crate::config::policy::{BackendKind, CommandLine};
 
 mod child;
-mod helpers;
+mod output;
+mod spawn;
 mod unix;
+mod wake;
 
-pub use child::{last_line, run_attempt};
+pub use child::run_attempt;
+pub use output::last_line;
+pub use wake::{ControlRx, ControlTx, control_channel};
 // Shared with the reporters, which may not see `exec`: they live in `events`.
 pub use crate::events::{BackendJob, LiveOutput, SharedLive, Started};
 pub use unix::{

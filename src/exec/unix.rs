@@ -63,16 +63,17 @@ pub(crate) fn signal_group(pgid: u32, sig: Signal) -> io::Result<bool> {
 /// of our own children from piling up. EPERM means a member we may not signal
 /// exists — alive.
 pub(crate) fn group_alive(pgid: u32) -> bool {
-    let Some(pid) = to_pid(pgid) else {
-        return false;
-    };
-    if matches!(
-        rustix::process::test_kill_process_group(pid),
-        Err(Errno::SRCH)
-    ) {
-        return false;
-    }
-    group_has_running_member(pgid).unwrap_or(true)
+    group_exists(pgid) && group_has_running_member(pgid).unwrap_or(true)
+}
+
+/// Whether group `pgid` has any member, zombies included: one `kill(-pgid, 0)`.
+pub(crate) fn group_exists(pgid: u32) -> bool {
+    to_pid(pgid).is_some_and(|pid| {
+        !matches!(
+            rustix::process::test_kill_process_group(pid),
+            Err(Errno::SRCH)
+        )
+    })
 }
 
 /// Scans `/proc` for a member of group `pgid` that is not a zombie; `None` if `/proc`
@@ -84,7 +85,7 @@ fn group_has_running_member(pgid: u32) -> Option<bool> {
         let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else {
             continue;
         };
-        let Ok(stat) = std::fs::read(format!("/proc/{pid}/stat")) else {
+        let Some(stat) = read_proc(&format!("/proc/{pid}/stat")) else {
             continue;
         };
         if let Some(fields) = StatFields::parse(&stat)
@@ -136,8 +137,30 @@ pub(crate) fn wait_group_gone(pgid: u32, deadline: Instant) -> bool {
 /// Together with the pid it identifies a process across a restart of the runner: a
 /// reused pid has a later start time.
 pub fn process_start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    let stat = read_proc(&format!("/proc/{pid}/stat"))?;
     parse_start_time(&stat)
+}
+
+/// Reads a small `/proc` file: one `read` into a buffer that holds it whole (the
+/// kernel renders such a file in one go), not `fs::read`'s size probe and doubling
+/// reads — this runs once or twice per attempt.
+fn read_proc(path: &str) -> Option<Vec<u8>> {
+    use std::io::Read;
+    const ONE_READ: usize = 4096;
+    let mut file = std::fs::File::open(path).ok()?;
+    let mut buf = vec![0; ONE_READ];
+    let n = loop {
+        match file.read(&mut buf) {
+            Ok(n) => break n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    };
+    buf.truncate(n);
+    if n == ONE_READ {
+        file.read_to_end(&mut buf).ok()?;
+    }
+    Some(buf)
 }
 
 /// Extracts field 22 from the contents of `/proc/<pid>/stat`.
@@ -328,22 +351,25 @@ static SUBREAPER: AtomicBool = AtomicBool::new(false);
 /// thread; attempts are spawned by worker threads, so their leaders are not listed.
 /// Zombies are. `None` without subreaper, or if the kernel has no `children` file.
 fn inherited_children() -> Option<Vec<u32>> {
+    static CHILDREN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     if !SUBREAPER.load(Ordering::Relaxed) {
         return None;
     }
-    let me = std::process::id();
-    let text = std::fs::read_to_string(format!("/proc/{me}/task/{me}/children")).ok()?;
+    let path = CHILDREN.get_or_init(|| {
+        let me = std::process::id();
+        format!("/proc/{me}/task/{me}/children")
+    });
+    let text = read_proc(path)?;
     Some(
-        text.split_ascii_whitespace()
-            .filter_map(|p| p.parse().ok())
+        text.split(u8::is_ascii_whitespace)
+            .filter_map(|p| std::str::from_utf8(p).ok()?.parse().ok())
             .collect(),
     )
 }
 
 /// Whether process `pid` exists and is not a zombie.
 fn pid_running(pid: u32) -> bool {
-    std::fs::read(format!("/proc/{pid}/stat"))
-        .ok()
+    read_proc(&format!("/proc/{pid}/stat"))
         .and_then(|s| StatFields::parse(&s))
         .is_some_and(|f| !matches!(f.state, 'Z' | 'X'))
 }

@@ -3,10 +3,8 @@
 //! today (`exec`); a Slurm backend (DESIGN §8) slots in beside it; tests use a scripted
 //! one to drive the dispatcher without processes.
 
-use crossbeam_channel::Receiver;
-
 use crate::config::policy::BackendKind;
-use crate::exec::{self, AttemptEnd, AttemptSpec, Control, SharedLive, Started};
+use crate::exec::{self, AttemptEnd, AttemptSpec, ControlRx, SharedLive, Started};
 
 pub trait Backend: Send + Sync {
     /// Runs one attempt to its end; calls `on_start` once it is running. Blocks the
@@ -14,7 +12,7 @@ pub trait Backend: Send + Sync {
     fn run_attempt(
         &self,
         spec: &AttemptSpec,
-        control: &Receiver<Control>,
+        control: &ControlRx,
         live: Option<&SharedLive>,
         on_start: &mut dyn FnMut(Started),
     ) -> AttemptEnd;
@@ -27,7 +25,7 @@ impl Backend for Local {
     fn run_attempt(
         &self,
         spec: &AttemptSpec,
-        control: &Receiver<Control>,
+        control: &ControlRx,
         live: Option<&SharedLive>,
         on_start: &mut dyn FnMut(Started),
     ) -> AttemptEnd {
@@ -47,7 +45,7 @@ impl Backend for PerSpec {
     fn run_attempt(
         &self,
         spec: &AttemptSpec,
-        control: &Receiver<Control>,
+        control: &ControlRx,
         live: Option<&SharedLive>,
         on_start: &mut dyn FnMut(Started),
     ) -> AttemptEnd {

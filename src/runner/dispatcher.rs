@@ -9,7 +9,7 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, select};
+use crossbeam_channel::{Receiver, select};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
@@ -17,7 +17,7 @@ use super::pool::{Job, JobKind, JobResult, Pool};
 use super::signal::SignalEvent;
 use crate::config::policy::Pipeline;
 use crate::events::{Event, EventKind, EventSink, Status, Tail};
-use crate::exec::{Control, EndCause};
+use crate::exec::{Control, ControlRx, ControlTx, EndCause, control_channel};
 use crate::exit;
 use crate::iterate::{self, Snapshot, Verdict};
 use crate::retry::{self, Decision, FailureFacts, RetryContext, TimeoutKind};
@@ -66,7 +66,7 @@ struct SpecRun {
     deps_left: usize,
     first_start: Option<Instant>,
     previous_delay: Option<Duration>,
-    control: Option<Sender<Control>>,
+    control: Option<ControlTx>,
     next_log: u32,
     last_log: Option<PathBuf>,
     /// Whether a failed attempt preceded success (a flaky spec).
@@ -181,7 +181,7 @@ struct Dispatcher<'p> {
     /// Specs that failed for good whose `on_exhausted` must start, with their reason.
     hooks_due: Vec<(usize, String)>,
     /// Running hooks: (spec, control).
-    hooks: Vec<(usize, Sender<Control>)>,
+    hooks: Vec<(usize, ControlTx)>,
     /// Ctrl-C (or SIGTERM, SIGHUP) arrived: no hook starts any more.
     interrupted: bool,
     /// Requests from the control socket, and what they are waiting for.
@@ -569,7 +569,7 @@ impl<'p> Dispatcher<'p> {
             s.attempts += 1;
             s.status = Status::Running;
             s.first_start.get_or_insert_with(Instant::now);
-            let (tx, rx) = crossbeam_channel::unbounded();
+            let (tx, rx) = control_channel();
             s.control = Some(tx);
             let max = spec.policy.retry.max_retries;
             let mut env = vec![
@@ -619,11 +619,11 @@ impl<'p> Dispatcher<'p> {
     }
 
     /// The `on_exhausted` job of spec `i`, when it has one.
-    fn hook_job(&self, i: usize, reason: String) -> Option<(Job, Sender<Control>)> {
+    fn hook_job(&self, i: usize, reason: String) -> Option<(Job, ControlTx)> {
         let spec = &self.p.specs[i];
         let command = spec.policy.on_exhausted.clone()?;
         let s = &self.specs[i];
-        let (tx, rx) = crossbeam_channel::unbounded();
+        let (tx, rx) = control_channel();
         let attempts = s.retry_count + 1;
         let log = s.last_log.clone().unwrap_or_default();
         let env = vec![
@@ -659,7 +659,7 @@ impl<'p> Dispatcher<'p> {
         command: crate::config::policy::CommandLine,
         cwd: &std::path::Path,
         env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
-        control: Receiver<Control>,
+        control: ControlRx,
     ) -> Job {
         let spec = &self.p.specs[i];
         Job {
@@ -927,7 +927,7 @@ impl<'p> Dispatcher<'p> {
             return;
         };
         let s = &mut self.specs[i];
-        let (tx, rx) = crossbeam_channel::unbounded();
+        let (tx, rx) = control_channel();
         s.control = Some(tx);
         let mut env: Vec<(std::ffi::OsString, std::ffi::OsString)> = vec![
             ("SPEC_RUNNER_SPEC".into(), spec.name.clone().into()),

@@ -13,7 +13,7 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::config::policy::{BackendKind, CommandLine};
-use crate::exec::{AttemptEnd, AttemptSpec, Control, EndCause, LiveOutput, SharedLive, Started};
+use crate::exec::{AttemptEnd, AttemptSpec, ControlRx, EndCause, LiveOutput, SharedLive, Started};
 
 /// What a job is: a spec's attempt, or a hook run because of one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,7 +66,7 @@ pub struct Job {
     pub timeout: Option<Duration>,
     pub activity_timeout: Option<Duration>,
     pub terminate_grace: Duration,
-    pub control: Receiver<Control>,
+    pub control: ControlRx,
     /// What runs it (a hook always runs here).
     pub backend: BackendKind,
     /// A job a killed runner left running for this attempt: watched again to its
@@ -205,22 +205,44 @@ impl Drop for Pool {
     }
 }
 
+enum LogDir {
+    /// Made by this call: empty.
+    Made,
+    /// It was there already.
+    Found,
+}
+
+/// Makes a spec's log folder (and its parents) if needed. Private (0700), like the
+/// state folder: logs may hold secrets.
+fn make_log_dir(dir: &std::path::Path) -> Result<LogDir, String> {
+    let failed =
+        |e: std::io::Error| format!("cannot create the log folder `{}`: {e}", dir.display());
+    let mut builder = std::fs::DirBuilder::new();
+    builder.mode(0o700);
+    match builder.create(dir) {
+        Ok(()) => Ok(LogDir::Made),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => {
+            Ok(LogDir::Found)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            match builder.recursive(true).create(dir) {
+                // Made with its parents, unless someone else made it meanwhile.
+                Ok(()) => Ok(LogDir::Found),
+                Err(e) => Err(failed(e)),
+            }
+        }
+        Err(e) => Err(failed(e)),
+    }
+}
+
 fn run_job(job: Job, backend: &dyn super::backend::Backend, results: &Sender<JobResult>) {
     let live: SharedLive = Arc::new(LiveOutput::default());
     let mut n = job.first_log_number.max(1);
-    // Private (0700), like the state folder: logs may hold secrets.
-    let prepared = std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&job.log_dir)
-        .map_err(|e| {
-            format!(
-                "cannot create the log folder `{}`: {e}",
-                job.log_dir.display()
-            )
-        });
+    let prepared = make_log_dir(&job.log_dir);
     match job.reattach {
         Some(r) => n = r.log_number,
+        // A folder made just now holds no logs: no need to look for taken numbers.
+        None if matches!(prepared, Ok(LogDir::Made)) => {}
         None => {
             while job.log_dir.join(job.kind.log_name(n)).exists() {
                 n += 1;
@@ -254,7 +276,7 @@ fn run_job(job: Job, backend: &dyn super::backend::Backend, results: &Sender<Job
                 tail: Vec::new(),
             }
         }
-        Ok(()) => {
+        Ok(_) => {
             let spec = AttemptSpec {
                 command: job.command,
                 cwd: job.cwd,

@@ -4,14 +4,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Sender;
 
 use super::backend::Backend;
 use super::dispatcher::{self, RunOptions};
 use super::signal::SignalEvent;
 use crate::config::{self, LoadOptions, Pipeline};
 use crate::events::{Event, EventKind, EventSink, Status};
-use crate::exec::{AttemptEnd, AttemptSpec, Control, EndCause, SharedLive, Started};
+use crate::exec::{AttemptEnd, AttemptSpec, ControlRx, EndCause, SharedLive, Started};
 
 /// Commands are a tiny script: `ok`, `fail` (exit 1), `fail-first` (exit 1 on attempt
 /// 1), `code:N`, `block` (until told to stop), `sleep:MS`.
@@ -21,7 +21,7 @@ impl Backend for Scripted {
     fn run_attempt(
         &self,
         spec: &AttemptSpec,
-        control: &Receiver<Control>,
+        control: &ControlRx,
         _live: Option<&SharedLive>,
         on_start: &mut dyn FnMut(Started),
     ) -> AttemptEnd {
