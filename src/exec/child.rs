@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::process::{Pid, PidfdFlags, Signal, pidfd_open};
 
-use super::output::{Output, Read1};
+use super::output::{Output, OutputError, Read1};
 use super::spawn::{SpawnError, spawn};
 use super::unix;
 use super::wake::Listening;
@@ -68,11 +68,14 @@ pub fn run_attempt(
         .open(&spec.log_path)
     {
         Ok(log) => run_with_log(spec, log, control, live, on_start, entered),
-        Err(e) => not_started(
-            EndCause::LogFailed(format!(
-                "failed to create log file `{}`: {e}",
-                spec.log_path.display()
-            )),
+        Err(source) => not_started(
+            EndCause::LogFailed(
+                OutputError::CreateLog {
+                    path: spec.log_path.clone(),
+                    source,
+                }
+                .to_string(),
+            ),
             entered,
         ),
     }
@@ -179,7 +182,7 @@ struct Supervisor<'a> {
     /// The leader's status, once reaped.
     status: Option<io::Result<ExitStatus>>,
     /// The first failure of the log or the pipe.
-    log_error: Option<String>,
+    log_error: Option<OutputError>,
     /// The runner asked for a kill: no more grace periods for anything.
     kill_requested: bool,
     /// The latest output, kept when the pipe is given up on (see `drain`).
@@ -335,8 +338,8 @@ impl Supervisor<'_> {
                 Event::Terminate => break (EndCause::Stopped, false),
                 Event::Kill => break (EndCause::Stopped, true),
                 Event::LogFailed => {
-                    let reason = self.log_error.clone().unwrap_or_default();
-                    break (EndCause::LogFailed(reason), false);
+                    let reason = self.log_error.as_ref().map(ToString::to_string);
+                    break (EndCause::LogFailed(reason.unwrap_or_default()), false);
                 }
                 Event::OutputClosed => {}
                 Event::Deadline => {
@@ -471,7 +474,7 @@ impl Supervisor<'_> {
         // A leader that exited on its own left an incomplete log behind if writing
         // it failed: the runner must not take that attempt at face value.
         let cause = match (cause, self.log_error.take()) {
-            (EndCause::Exited, Some(reason)) => EndCause::LogFailed(reason),
+            (EndCause::Exited, Some(reason)) => EndCause::LogFailed(reason.to_string()),
             (cause, _) => cause,
         };
         let (exit_code, signal) = match &self.status {
