@@ -786,9 +786,12 @@ fn execute(p: &Pipeline, req: RunRequest, out: &OutputArgs, color: bool) -> u8 {
     let initial = sink::initial_state(p, loaded.state.as_ref(), &plan, &run_id);
     // The state file may keep specs of another pipeline in the same folder: the live
     // view, like `status`, shows this pipeline's specs only.
-    let mut view = initial.clone();
-    view.specs.retain(|name, _| p.index_of(name).is_some());
-    let mut hub = crate::live::hub::Hub::new(view);
+    let hidden = initial
+        .specs
+        .keys()
+        .filter(|name| p.index_of(name).is_none())
+        .cloned()
+        .collect();
     let mut state_sink = match sink::StateSink::start(dir.clone(), initial) {
         Ok(s) => s,
         Err(e) => {
@@ -808,6 +811,8 @@ fn execute(p: &Pipeline, req: RunRequest, out: &OutputArgs, color: bool) -> u8 {
         "starting the run"
     );
     let handle = state_sink.handle();
+    // The live view reads the sink's state; it keeps no copy of its own.
+    let hub = crate::live::hub::Hub::attach(&state_sink, hidden);
     // The control socket: a run that cannot serve one still runs (status and stop fall
     // back to the state file and a signal).
     let (commands_tx, commands) = crossbeam_channel::unbounded();
@@ -851,7 +856,7 @@ fn execute(p: &Pipeline, req: RunRequest, out: &OutputArgs, color: bool) -> u8 {
     let mut github;
     let junit_path = out.junit.clone().or_else(|| p.run.junit_path.clone());
     let mut junit = junit_path.as_ref().map(|_| junit_report(p, &plan));
-    let mut sinks: Vec<&mut dyn crate::events::EventSink> = vec![&mut state_sink, &mut hub];
+    let mut sinks: Vec<&mut dyn crate::events::EventSink> = vec![&mut state_sink];
     match out.format {
         ApplyFormat::Json => {
             json = crate::report::json::JsonReporter::new(std::io::stdout());

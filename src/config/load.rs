@@ -352,8 +352,8 @@ pub fn read_layers(opts: &LoadOptions) -> Result<Layers, Vec<Problem>> {
     let mut expansion = matrix::Expansion::default();
     let mut matrix_problems = Vec::new();
     match std::fs::read_to_string(&pipeline_file) {
-        // Straight into figment's values: no `toml::Table` in between.
-        Ok(text) => match toml::from_str::<Dict>(&text) {
+        // Straight into figment's values, a spec table at a time (see `parse`).
+        Ok(text) => match super::parse::pipeline(&text) {
             Ok(mut dict) => {
                 dict.values_mut().for_each(datetimes_as_strings);
                 if let Some(Value::Dict(_, specs)) = dict.get_mut("specs") {
@@ -428,12 +428,20 @@ pub fn read_layers(opts: &LoadOptions) -> Result<Layers, Vec<Problem>> {
     problems.extend(matrix_problems);
 
     let shadowed = shadowed_values(&layers);
+    // The specs skip figment: it would copy them (most of the data) once more. They
+    // are merged below the way figment merges, a higher layer's value winning and
+    // tables merged key by key.
+    let mut specs: Option<Value> = None;
     let mut figment = Figment::new();
     for layer in &mut layers {
         let dict = match layer.kind {
             LayerKind::Pipeline => {
                 layer.top_keys = layer.dict.keys().cloned().collect();
-                std::mem::take(&mut layer.dict)
+                let mut dict = std::mem::take(&mut layer.dict);
+                if let Some(v) = dict.remove("specs") {
+                    merge_value(&mut specs, v);
+                }
+                dict
             }
             // Specs in config.json are an error (validate reports it); merged they
             // would pass for the pipeline file's.
@@ -442,7 +450,13 @@ pub fn read_layers(opts: &LoadOptions) -> Result<Layers, Vec<Problem>> {
                 d.remove("specs");
                 d
             }
-            LayerKind::Env | LayerKind::Cli => layer.dict.clone(),
+            LayerKind::Env | LayerKind::Cli => {
+                let mut dict = layer.dict.clone();
+                if let Some(v) = dict.remove("specs") {
+                    merge_value(&mut specs, v);
+                }
+                dict
+            }
         };
         figment = figment.merge(LayerProvider {
             name: layer.display.clone(),
@@ -451,7 +465,7 @@ pub fn read_layers(opts: &LoadOptions) -> Result<Layers, Vec<Problem>> {
     }
     // The merged values as figment holds them (every layer is in the default
     // profile); `extract` would copy them twice more.
-    let merged = Provider::data(&figment)
+    let mut merged = Provider::data(&figment)
         .map(|mut profiles| profiles.remove(&Profile::Default).unwrap_or_default())
         .map_err(|e| {
             vec![Problem::new(
@@ -463,6 +477,10 @@ pub fn read_layers(opts: &LoadOptions) -> Result<Layers, Vec<Problem>> {
                 format!("cannot merge the configuration layers: {}", e.kind),
             )]
         })?;
+    drop(figment);
+    if let Some(specs) = specs {
+        merged.insert("specs".into(), specs);
+    }
     Ok(Layers {
         pipeline_file,
         pipeline_dir,
@@ -556,6 +574,28 @@ impl Layer {
             text,
             aliases: BTreeMap::new(),
         }
+    }
+}
+
+/// Merges `high` over `low` as figment's `merge` does: tables key by key, any other
+/// value replaced.
+fn merge_value(low: &mut Option<Value>, high: Value) {
+    match (low.as_mut(), high) {
+        (Some(Value::Dict(_, l)), Value::Dict(_, h)) => {
+            for (key, value) in h {
+                match l.remove(&key) {
+                    Some(old) => {
+                        let mut slot = Some(old);
+                        merge_value(&mut slot, value);
+                        l.insert(key, slot.unwrap_or(Value::from(Dict::new())));
+                    }
+                    None => {
+                        l.insert(key, value);
+                    }
+                }
+            }
+        }
+        (_, high) => *low = Some(high),
     }
 }
 

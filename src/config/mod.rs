@@ -7,6 +7,7 @@
 pub mod diag;
 pub mod load;
 pub mod matrix;
+pub mod parse;
 pub mod policy;
 pub mod raw;
 pub mod schema;

@@ -142,11 +142,14 @@ pub fn validate(layers: &Layers) -> Result<Pipeline, Vec<Problem>> {
 
     check_policy(&mut cx, &global, &[]);
 
-    let mut raw_specs: Vec<(String, RawSpecParts)> = Vec::new();
+    // The spec tables, by name. A spec's raw parts are read here to check them, and
+    // read again (cheaply) when its `Spec` is built, rather than kept for all specs
+    // at once; problems found twice are reported once.
+    let mut spec_tables: Vec<(&str, &Dict)> = Vec::new();
     match specs_value {
         None => {}
         Some(Value::Dict(_, specs)) => {
-            raw_specs.reserve_exact(specs.len());
+            spec_tables.reserve_exact(specs.len());
             for (name, value) in specs {
                 let at = path(&["specs", name]);
                 check_spec_name(&mut cx, name, &at);
@@ -154,7 +157,7 @@ pub fn validate(layers: &Layers) -> Result<Pipeline, Vec<Problem>> {
                     Value::Dict(_, table) => {
                         let parts = spec_parts(&mut cx, name, table);
                         check_policy(&mut cx, &parts.policy, &at);
-                        raw_specs.push((name.clone(), parts));
+                        spec_tables.push((name.as_str(), table));
                     }
                     other => cx.problem(
                         &at,
@@ -205,9 +208,10 @@ pub fn validate(layers: &Layers) -> Result<Pipeline, Vec<Problem>> {
         (Arc::new(global_policy), Arc::new(global_policy_origins));
 
     // Names → indices, for depends_on.
-    let names: Vec<&str> = raw_specs.iter().map(|(n, _)| n.as_str()).collect();
-    let mut specs = Vec::with_capacity(raw_specs.len());
-    for (name, parts) in &raw_specs {
+    let names: Vec<&str> = spec_tables.iter().map(|(n, _)| *n).collect();
+    let mut specs = Vec::with_capacity(spec_tables.len());
+    for &(name, table) in &spec_tables {
+        let parts = spec_parts(&mut cx, name, table);
         let at = path(&["specs", name]);
         let command = match &parts.command {
             // Present but of the wrong type: already reported.
@@ -349,10 +353,10 @@ pub fn validate(layers: &Layers) -> Result<Pipeline, Vec<Problem>> {
             None => None,
         };
         specs.push(Spec {
-            name: name.clone(),
+            name: name.to_string(),
             command,
             cwd,
-            env: parts.env.clone(),
+            env: parts.env,
             depends_on,
             tasks,
             until,
@@ -368,10 +372,11 @@ pub fn validate(layers: &Layers) -> Result<Pipeline, Vec<Problem>> {
                 let names: Vec<&str> = cycle.iter().map(|&i| specs[i].name.as_str()).collect();
                 // Point at the dependency that closes the walk's first step.
                 let mut at = path(&["specs", names[0], "depends_on"]);
-                let first_dep = raw_specs
+                let first_dep = spec_tables
                     .iter()
-                    .find(|(n, _)| n == names[0])
-                    .and_then(|(_, parts)| parts.depends_on.iter().position(|d| d == names[1]));
+                    .find(|(n, _)| *n == names[0])
+                    .map(|&(n, table)| spec_parts(&mut cx, n, table))
+                    .and_then(|parts| parts.depends_on.iter().position(|d| d == names[1]));
                 if let Some(i) = first_dep {
                     at.push(PathSeg::Index(i));
                 }

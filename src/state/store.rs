@@ -209,12 +209,25 @@ pub fn remove_stale_temp_files(dir: &Path) {
 
 /// Replaces the state file atomically: a reader sees the old file or the new one.
 pub fn write_atomic(dir: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_atomic_with(dir, |w| w.write_all(bytes))
+}
+
+/// Like `write_atomic`, with the content written by `write` (through a buffer), so
+/// that it need not be whole in memory first.
+pub fn write_atomic_with(
+    dir: &Path,
+    write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     // tempfile creates the file 0600 in the same folder, so the rename is atomic.
-    let mut tmp = tempfile::Builder::new()
+    let tmp = tempfile::Builder::new()
         .prefix(".state-")
         .suffix(".tmp")
         .tempfile_in(dir)?;
-    tmp.write_all(bytes)?;
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, tmp);
+    write(&mut out)?;
+    let tmp = out
+        .into_inner()
+        .map_err(std::io::IntoInnerError::into_error)?;
     tmp.as_file().sync_all()?;
     tmp.persist(dir.join(STATE_FILE)).map_err(|e| e.error)?;
     // The rename itself must reach the disk too.
