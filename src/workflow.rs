@@ -207,6 +207,25 @@ fn toml_key(s: &str) -> String {
     }
 }
 
+/// The widest line a template writes (but for the specs' `command` and `tasks`,
+/// whose values are what they are).
+pub const TEMPLATE_COLUMNS: usize = 80;
+
+/// `text` as `# ` comment lines of at most [`TEMPLATE_COLUMNS`] columns (a longer
+/// word stays whole on its own line).
+fn comment(out: &mut String, text: &str) {
+    let mut line = String::from("#");
+    for word in text.split_whitespace() {
+        if line.len() > 1 && line.chars().count() + 1 + word.chars().count() > TEMPLATE_COLUMNS {
+            let _ = writeln!(out, "{line}");
+            line = String::from("#");
+        }
+        line.push(' ');
+        line.push_str(word);
+    }
+    let _ = writeln!(out, "{line}");
+}
+
 /// The pipeline's text for these specs.
 pub fn render(specs: &[Found], layout: &Layout, provider: Provider, model: Option<&str>) -> String {
     let provider_name = match provider {
@@ -218,34 +237,36 @@ pub fn render(specs: &[Found], layout: &Layout, provider: Provider, model: Optio
     let specs_dir = layout.specs_dir();
     let mut out = String::new();
     let _ = writeln!(out, "#:schema ./schema/spec-runner.schema.json");
-    let _ = writeln!(
-        out,
-        "# Written by `spec-runner init --spec-workflow --provider {provider_name}`: one iterating spec\n\
-         # per spec of {specs_dir} with open tasks. Each runs the agent again and again (one\n\
-         # iteration = one attempt and its retries) until no task of its tasks.md is open.\n\
-         # `spec-runner plan --explain` shows every value and where it came from."
+    comment(
+        &mut out,
+        &format!(
+            "Written by `spec-runner init --spec-workflow --provider {provider_name}`: \
+             one iterating spec per spec of {specs_dir} with open tasks. Each runs the \
+             agent again and again (one iteration = one attempt and its retries) until \
+             no task of its tasks.md is open. `spec-runner plan --explain` shows every \
+             value and where it came from."
+        ),
     );
     let _ = writeln!(out);
+    let _ = writeln!(out, "# One agent at a time: they share the git repository.");
+    let _ = writeln!(out, "jobs = 1");
     let _ = writeln!(
         out,
-        "jobs = 1                           # one agent at a time: they share the git repository"
+        "# Give up on a spec that is not done after this many iterations."
     );
+    let _ = writeln!(out, "max_iterations = 50");
     let _ = writeln!(
         out,
-        "max_iterations = 50                # give up when a spec is not done after this many"
+        "# Fail after this many iterations without a commit or a checked task."
     );
+    let _ = writeln!(out, "no_progress_limit = 3");
     let _ = writeln!(
         out,
-        "no_progress_limit = 3              # fail after this many iterations without a commit or a checked task"
+        "# An agent silent this long is hung: it is ended and retried."
     );
-    let _ = writeln!(
-        out,
-        "activity_timeout_seconds = \"20m\"   # an agent silent this long is hung: ended and retried"
-    );
-    let _ = writeln!(
-        out,
-        "timeout_seconds = \"2h\"             # one attempt at most"
-    );
+    let _ = writeln!(out, "activity_timeout_seconds = \"20m\"");
+    let _ = writeln!(out, "# One attempt at most.");
+    let _ = writeln!(out, "timeout_seconds = \"2h\"");
     let _ = writeln!(out, "retry_max_retries = 3");
     let _ = writeln!(out, "retry_backoff_seconds = 30");
     let _ = writeln!(out, "retry_max_backoff_seconds = \"30m\"");
@@ -254,13 +275,16 @@ pub fn render(specs: &[Found], layout: &Layout, provider: Provider, model: Optio
         out,
         "# Rate and usage limits: wait longer before trying again."
     );
-    let _ = writeln!(out, "[[retry_rules]]");
-    let _ = writeln!(
-        out,
-        "output = '(?i)rate[ _-]?limit|usage limit|too many requests|\\b429\\b|quota exceeded|overloaded'"
-    );
-    let _ = writeln!(out, "action = \"retry\"");
-    let _ = writeln!(out, "backoff_seconds = 300");
+    // Two rules rather than one regex wider than the page.
+    for pattern in [
+        r"(?i)rate[ _-]?limit|usage limit|too many requests",
+        r"(?i)\b429\b|quota exceeded|overloaded",
+    ] {
+        let _ = writeln!(out, "[[retry_rules]]");
+        let _ = writeln!(out, "output = '{pattern}'");
+        let _ = writeln!(out, "action = \"retry\"");
+        let _ = writeln!(out, "backoff_seconds = 300");
+    }
     let mut used = std::collections::BTreeSet::new();
     for found in specs {
         // Two folders that sanitize to one name: the second gets a number.
@@ -273,7 +297,7 @@ pub fn render(specs: &[Found], layout: &Layout, provider: Provider, model: Optio
         }
         let prompt = prompt_word(template, &found.folder, &specs_dir);
         let _ = writeln!(out);
-        let _ = writeln!(out, "# {}", found.counts.summary());
+        comment(&mut out, &found.counts.summary());
         let _ = writeln!(out, "[specs.{}]", toml_key(&name));
         let _ = writeln!(
             out,
@@ -288,6 +312,63 @@ pub fn render(specs: &[Found], layout: &Layout, provider: Provider, model: Optio
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_line_of_every_init_template_fits_in_80_columns() {
+        let found = Found {
+            folder: "user-authentication".into(),
+            tasks: ".spec-workflow/specs/user-authentication/tasks.md".into(),
+            counts: TaskCounts {
+                done: 1234,
+                in_progress: 1000,
+                pending: 9999,
+            },
+        };
+        let mut texts = vec![(
+            "init".to_string(),
+            crate::starter::STARTER_PIPELINE.to_string(),
+        )];
+        for provider in [Provider::Claude, Provider::Codex, Provider::Gemini] {
+            for model in [None, Some("a-model-name")] {
+                texts.push((
+                    format!("init --spec-workflow --provider {provider:?} {model:?}"),
+                    render(
+                        std::slice::from_ref(&found),
+                        &Layout::default(),
+                        provider,
+                        model,
+                    ),
+                ));
+            }
+        }
+        for (which, text) in texts {
+            // The agent's command and the tasks path are values, not layout.
+            for line in text
+                .lines()
+                .filter(|l| !l.starts_with("command = ") && !l.starts_with("tasks = "))
+            {
+                assert!(
+                    line.chars().count() <= TEMPLATE_COLUMNS,
+                    "`{which}`: {} columns: {line}",
+                    line.chars().count()
+                );
+            }
+            assert!(text.lines().count() > 10, "{which}");
+        }
+    }
+
+    #[test]
+    fn long_comments_wrap_and_a_long_word_stays_whole() {
+        let mut out = String::new();
+        let word = "x".repeat(90);
+        comment(&mut out, &format!("{} {word} end", "ab ".repeat(40)));
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[0], format!("#{}", " ab".repeat(26)));
+        assert_eq!(lines[1], format!("#{}", " ab".repeat(14)));
+        assert_eq!(lines[2], format!("# {word}"));
+        assert_eq!(lines[3], "# end");
+        assert_eq!(lines.len(), 4);
+    }
 
     #[test]
     fn the_prompt_fills_the_name_and_leaves_the_summary_to_the_shell() {

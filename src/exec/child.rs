@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::process::{Pid, PidfdFlags, Signal, pidfd_open};
 
-use super::output::{Output, Read1};
+use super::output::{Output, OutputError, Read1};
 use super::spawn::{SpawnError, spawn};
 use super::unix;
 use super::wake::Listening;
@@ -67,12 +67,15 @@ pub fn run_attempt(
         .mode(0o600)
         .open(&spec.log_path)
     {
-        Ok(log) => run_with_log(spec, log, control, live, on_start, entered),
-        Err(e) => not_started(
-            EndCause::LogFailed(format!(
-                "failed to create log file `{}`: {e}",
-                spec.log_path.display()
-            )),
+        Ok(log) => run_with_log(spec, log, control, live, on_start, entered, Wakers::ALL),
+        Err(source) => not_started(
+            EndCause::LogFailed(
+                OutputError::CreateLog {
+                    path: spec.log_path.clone(),
+                    source,
+                }
+                .to_string(),
+            ),
             entered,
         ),
     }
@@ -88,6 +91,21 @@ fn not_started(cause: EndCause, entered: Instant) -> AttemptEnd {
     }
 }
 
+/// What the supervisor may wait on. Both exist on every Linux since 5.3; tests take
+/// them away to check the fallback (a look every [`TICK`]).
+#[derive(Clone, Copy)]
+struct Wakers {
+    pidfd: bool,
+    bell: bool,
+}
+
+impl Wakers {
+    const ALL: Wakers = Wakers {
+        pidfd: true,
+        bell: true,
+    };
+}
+
 /// [`run_attempt`] once the log is open; tests hand in a log that cannot be written.
 fn run_with_log(
     spec: &AttemptSpec,
@@ -96,6 +114,7 @@ fn run_with_log(
     live: Option<&SharedLive>,
     on_start: impl FnOnce(Started),
     entered: Instant,
+    wakers: Wakers,
 ) -> AttemptEnd {
     let failed = |e: SpawnError| not_started(EndCause::SpawnFailed(e.to_string()), entered);
     let (reader, writer) = match io::pipe() {
@@ -114,6 +133,7 @@ fn run_with_log(
     // Not reaped yet, so the pid is still this child's: the pidfd cannot name another.
     let exit_fd = i32::try_from(pid)
         .ok()
+        .filter(|_| wakers.pidfd)
         .and_then(Pid::from_raw)
         .and_then(|p| pidfd_open(p, PidfdFlags::empty()).ok());
     let listening = control.listen();
@@ -136,6 +156,7 @@ fn run_with_log(
         control,
         listening,
         control_open: true,
+        use_bell: wakers.bell,
         status: None,
         log_error: None,
         kill_requested: false,
@@ -176,10 +197,12 @@ struct Supervisor<'a> {
     listening: Listening<'a>,
     /// False once the runner dropped its sender: nobody can stop us then.
     control_open: bool,
+    /// Whether to wait for the control bell (else: look at the channel every tick).
+    use_bell: bool,
     /// The leader's status, once reaped.
     status: Option<io::Result<ExitStatus>>,
     /// The first failure of the log or the pipe.
-    log_error: Option<String>,
+    log_error: Option<OutputError>,
     /// The runner asked for a kill: no more grace periods for anything.
     kill_requested: bool,
     /// The latest output, kept when the pipe is given up on (see `drain`).
@@ -212,7 +235,9 @@ impl Supervisor<'_> {
                 return Event::Deadline;
             }
             let mut wait = deadline.map(|d| d - now);
-            let bell = self.listening.fd().filter(|_| self.control_open);
+            let bell = (self.use_bell && self.control_open)
+                .then(|| self.listening.fd())
+                .flatten();
             let blind = (self.status.is_none() && self.exit_fd.is_none())
                 || (self.control_open && bell.is_none());
             if blind {
@@ -335,8 +360,8 @@ impl Supervisor<'_> {
                 Event::Terminate => break (EndCause::Stopped, false),
                 Event::Kill => break (EndCause::Stopped, true),
                 Event::LogFailed => {
-                    let reason = self.log_error.clone().unwrap_or_default();
-                    break (EndCause::LogFailed(reason), false);
+                    let reason = self.log_error.as_ref().map(ToString::to_string);
+                    break (EndCause::LogFailed(reason.unwrap_or_default()), false);
                 }
                 Event::OutputClosed => {}
                 Event::Deadline => {
@@ -471,7 +496,7 @@ impl Supervisor<'_> {
         // A leader that exited on its own left an incomplete log behind if writing
         // it failed: the runner must not take that attempt at face value.
         let cause = match (cause, self.log_error.take()) {
-            (EndCause::Exited, Some(reason)) => EndCause::LogFailed(reason),
+            (EndCause::Exited, Some(reason)) => EndCause::LogFailed(reason.to_string()),
             (cause, _) => cause,
         };
         let (exit_code, signal) = match &self.status {
@@ -561,6 +586,33 @@ mod tests {
         }
     }
 
+    /// [`run_with`], waiting only on what `wakers` allows.
+    fn run_waking(
+        spec: &AttemptSpec,
+        live: Option<&SharedLive>,
+        wakers: Wakers,
+        on_start: impl FnOnce(Started, &ControlTx),
+    ) -> Run {
+        let (tx, rx) = control_channel();
+        let mut started = None;
+        let begin = Instant::now();
+        let log = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&spec.log_path)
+            .expect("a new log");
+        let on_start = |s| {
+            started = Some(s);
+            on_start(s, &tx);
+        };
+        let end = run_with_log(spec, log, &rx, live, on_start, begin, wakers);
+        Run {
+            end,
+            started,
+            elapsed: begin.elapsed(),
+        }
+    }
+
     fn run(spec: &AttemptSpec) -> Run {
         run_with(spec, None, |_, _| {})
     }
@@ -612,6 +664,33 @@ mod tests {
         let started = r.started.expect("on_start called");
         assert_eq!(started.pid, started.pgid);
         assert!(started.start_time.is_some());
+    }
+
+    #[test]
+    fn without_pidfd_or_eventfd_exits_timeouts_and_requests_are_still_seen() {
+        let blind = Wakers {
+            pidfd: false,
+            bell: false,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let mut spec = spec_in(dir.path(), &[&fixture("exit_with.sh"), "3"]);
+        let r = run_waking(&spec, None, blind, |_, _| {});
+        assert_eq!((r.end.cause, r.end.exit_code), (EndCause::Exited, Some(3)));
+        assert_eq!(log_of(&spec), b"exiting with 3\n");
+
+        spec.command = CommandLine::Argv(vec![fixture("hang_silent.sh")]);
+        spec.log_path = dir.path().join("task_2.log");
+        let r = run_waking(&spec, None, blind, |_, tx| {
+            tx.send(Control::Terminate).unwrap()
+        });
+        assert_eq!(r.end.cause, EndCause::Stopped);
+        assert_eq!(r.end.signal, Some(rustix::process::Signal::TERM.as_raw()));
+
+        spec.log_path = dir.path().join("task_3.log");
+        spec.timeout = Some(Duration::from_millis(300));
+        let r = run_waking(&spec, None, blind, |_, _| {});
+        assert_eq!(r.end.cause, EndCause::TimedOut);
+        assert!(r.elapsed < BOUND, "took {:?}", r.elapsed);
     }
 
     #[test]
@@ -891,7 +970,7 @@ mod tests {
         let log = File::open(&spec.log_path).unwrap();
         let (_tx, rx) = control_channel();
         let begin = Instant::now();
-        let end = run_with_log(&spec, log, &rx, None, |_| {}, begin);
+        let end = run_with_log(&spec, log, &rx, None, |_| {}, begin, Wakers::ALL);
         assert!(
             matches!(&end.cause, EndCause::LogFailed(m) if m.contains("failed to write the log")),
             "{:?}",

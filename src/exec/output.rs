@@ -29,6 +29,22 @@ pub(crate) const LAST_LINE_CHARS: usize = 200;
 /// line without newlines costs no more than a short one.
 const LAST_LINE_SCAN: usize = 1024;
 
+/// Why an attempt's output could not be kept. Its text is the reason the runner
+/// records.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum OutputError {
+    #[error("failed to create log file `{}`: {source}", .path.display())]
+    CreateLog {
+        path: std::path::PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("failed to write the log: {0}")]
+    WriteLog(#[source] io::Error),
+    #[error("failed to read the command's output: {0}")]
+    ReadPipe(#[source] io::Error),
+}
+
 /// What one read of the pipe brought.
 pub(crate) enum Read1 {
     /// Output, copied to the log (or not, once the log failed: see `log_failed`).
@@ -37,9 +53,9 @@ pub(crate) enum Read1 {
     End,
     /// The first failure to write the log. Output goes on being read (so the command
     /// never blocks on a full pipe) and kept in the tail, but no longer logged.
-    LogFailed(String),
+    LogFailed(OutputError),
     /// The pipe itself failed: no more output can be read.
-    ReadFailed(String),
+    ReadFailed(OutputError),
 }
 
 /// The read end of the output pipe, the log it goes to, and what is kept of it.
@@ -83,7 +99,7 @@ impl Output {
                 Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    return Read1::ReadFailed(format!("failed to read the command's output: {e}"));
+                    return Read1::ReadFailed(OutputError::ReadPipe(e));
                 }
             }
         };
@@ -98,7 +114,7 @@ impl Output {
             && let Err(e) = log.write_all(chunk)
         {
             self.log = None;
-            result = Read1::LogFailed(format!("failed to write the log: {e}"));
+            result = Read1::LogFailed(OutputError::WriteLog(e));
         }
         self.tail.push(chunk);
         if let Some(live) = &self.live

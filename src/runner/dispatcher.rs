@@ -766,7 +766,16 @@ impl<'p> Dispatcher<'p> {
                 self.conclude(i, Status::Stopped, Some(reason), tail, sink);
                 return;
             }
-            EndCause::SpawnFailed(_) | EndCause::LogFailed(_) => {
+            // Here, a command that could not start will not start next time either.
+            // Elsewhere (a cluster) it may: a controller that refused the job, a node
+            // without the folder. Those go through the retry policy.
+            EndCause::SpawnFailed(_)
+                if spec.policy.backend == crate::config::policy::BackendKind::Local =>
+            {
+                self.conclude(i, Status::Failed, Some(reason), tail, sink);
+                return;
+            }
+            EndCause::LogFailed(_) => {
                 self.conclude(i, Status::Failed, Some(reason), tail, sink);
                 return;
             }

@@ -212,11 +212,24 @@ enum LogDir {
     Found,
 }
 
+/// A job that could not be prepared. Its text is the reason the runner records.
+#[derive(Debug, thiserror::Error)]
+enum PoolError {
+    #[error("cannot create the log folder `{}`: {source}", .path.display())]
+    LogDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// Makes a spec's log folder (and its parents) if needed. Private (0700), like the
 /// state folder: logs may hold secrets.
-fn make_log_dir(dir: &std::path::Path) -> Result<LogDir, String> {
-    let failed =
-        |e: std::io::Error| format!("cannot create the log folder `{}`: {e}", dir.display());
+fn make_log_dir(dir: &std::path::Path) -> Result<LogDir, PoolError> {
+    let failed = |source| PoolError::LogDir {
+        path: dir.to_owned(),
+        source,
+    };
     let mut builder = std::fs::DirBuilder::new();
     builder.mode(0o700);
     match builder.create(dir) {
@@ -269,7 +282,7 @@ fn run_job(job: Job, backend: &dyn super::backend::Backend, results: &Sender<Job
         Err(why) => {
             announce(None, None);
             AttemptEnd {
-                cause: EndCause::LogFailed(why),
+                cause: EndCause::LogFailed(why.to_string()),
                 exit_code: None,
                 signal: None,
                 duration: Duration::ZERO,

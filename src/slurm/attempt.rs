@@ -31,6 +31,13 @@ pub const NAME: &str = "slurm";
 /// at once (one per worker) only make it and the machine thrash.
 const SUBMITTERS: usize = 4;
 
+/// How many times one attempt's job is offered to `sbatch` while its refusals say
+/// the controller cannot take it *now* (down, busy, restarting): a blip is ridden out
+/// here; a longer outage fails the attempt, whose retries are the spec's policy.
+const SUBMIT_TRIES: u32 = 4;
+/// The wait before the second try, doubled before each next one (1 + 2 + 4 s).
+const SUBMIT_BACKOFF: Duration = Duration::from_secs(1);
+
 /// Why an attempt's job could not be submitted: the attempt could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum SubmitError {
@@ -42,12 +49,20 @@ pub enum SubmitError {
     },
     #[error("cannot find the spec-runner program to run in the job: {0}")]
     Exe(#[source] std::io::Error),
-    /// `sbatch` ran and said no (its standard error).
-    #[error("sbatch did not take the job: {stderr}")]
+    /// `sbatch` ran and said no for good (its standard error, one line): an invalid
+    /// partition, account or QOS, a bad option, a limit.
+    #[error("sbatch refused the job: {stderr}")]
     Refused { stderr: String },
-    /// `sbatch` could not be run, did not answer, or printed no job id.
+    /// `sbatch` said no each time for a reason that may pass (the controller was
+    /// unreachable, busy or slow); the last reason.
+    #[error("sbatch could not submit the job ({tries} tries): {last}")]
+    Unavailable { tries: u32, last: String },
+    /// `sbatch` could not be run or printed no job id.
     #[error("sbatch did not take the job: {0}")]
     Sbatch(#[source] CmdError),
+    /// The runner asked the attempt to stop while it waited to try again.
+    #[error("stopped before sbatch took the job")]
+    Stopped,
 }
 
 impl SubmitError {
@@ -55,6 +70,7 @@ impl SubmitError {
     fn cause(&self) -> EndCause {
         match self {
             SubmitError::Log { .. } => EndCause::LogFailed(self.to_string()),
+            SubmitError::Stopped => EndCause::Stopped,
             _ => EndCause::SpawnFailed(self.to_string()),
         }
     }
@@ -92,9 +108,13 @@ impl Cluster {
         let status_path = script::status_path(&spec.log_path);
         let id = match spec.reattach {
             Some(id) => id,
-            None => match self.submit(spec, &status_path) {
+            None => match self.submit(spec, &status_path, control) {
                 Ok(id) => id,
-                Err(e) => return ended(e.cause(), None, None, Duration::ZERO, Vec::new()),
+                Err(e) => {
+                    // The line the log holds, as the tail: rules can match it.
+                    let tail = format!("spec-runner: {e}\n").into_bytes();
+                    return ended(e.cause(), None, None, Duration::ZERO, tail);
+                }
             },
         };
         let updates = self.watcher.watch(id);
@@ -116,7 +136,12 @@ impl Cluster {
     }
 
     /// Creates the log, then submits the job; its id, or why it could not start.
-    fn submit(&self, spec: &AttemptSpec, status_path: &Path) -> Result<u64, SubmitError> {
+    fn submit(
+        &self,
+        spec: &AttemptSpec,
+        status_path: &Path,
+        control: &Receiver<Control>,
+    ) -> Result<u64, SubmitError> {
         let log_dir = spec.log_path.parent().unwrap_or(Path::new("/"));
         // The log exists before the job does: its number is taken, `logs` shows it
         // while the job waits, and Slurm appends to it (never truncates).
@@ -145,14 +170,16 @@ impl Cluster {
             &self.run_id,
             &spec.command.argv(),
         );
+        let job_name = script::job_name(&self.run_id, &spec_name);
+        // Unique to the attempt: how an unanswered submission is found again.
+        let comment = format!(
+            "spec-runner run {} spec {spec_name} attempt {attempt} log {log_name}",
+            self.run_id
+        );
         let mut args: Vec<OsString> = vec![
             "--parsable".into(),
-            format!("--job-name={}", script::job_name(&self.run_id, &spec_name)).into(),
-            format!(
-                "--comment=spec-runner run {} spec {spec_name} attempt {attempt} log {log_name}",
-                self.run_id
-            )
-            .into(),
+            format!("--job-name={job_name}").into(),
+            format!("--comment={comment}").into(),
             {
                 let mut o = OsString::from("--output=");
                 o.push(script::output_path(&spec.log_path));
@@ -195,38 +222,103 @@ impl Cluster {
             .filter(|(k, _)| k != "SPEC_RUNNER_RUN_ID")
             .cloned()
             .collect();
-        let out = {
-            let (count, freed) = &self.submitting;
-            let mut n = count
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            while *n >= SUBMITTERS {
-                n = freed
-                    .wait(n)
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-            }
-            *n += 1;
-            drop(n);
-            let out = cmd::run("sbatch", &args, &env, Some(&script), cmd::COMMAND_TIMEOUT);
-            *count
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) -= 1;
-            freed.notify_one();
-            out
-        };
-        let id = match out {
-            Ok(o) if o.success => cmd::parse_sbatch(&o.stdout).map_err(SubmitError::Sbatch),
-            Ok(o) => Err(SubmitError::Refused {
-                stderr: o.stderr.trim().to_string(),
-            }),
-            Err(e) => Err(SubmitError::Sbatch(e)),
-        };
+        let id = self.offer(&args, &env, &script, control, &job_name, &comment);
         if let Err(e) = &id {
             // In the log too, where `logs` shows it.
             let _ = writeln!(log, "spec-runner: {e}");
         }
         id
     }
+
+    /// Runs `sbatch` until it takes the job, says no for good, or has said "not now"
+    /// [`SUBMIT_TRIES`] times.
+    fn offer(
+        &self,
+        args: &[OsString],
+        env: &[(OsString, OsString)],
+        script: &[u8],
+        control: &Receiver<Control>,
+        job_name: &str,
+        comment: &str,
+    ) -> Result<u64, SubmitError> {
+        let mut delay = SUBMIT_BACKOFF;
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let why = match self.sbatch(args, env, script) {
+                Ok(o) if o.success => {
+                    return cmd::parse_sbatch(&o.stdout).map_err(SubmitError::Sbatch);
+                }
+                Ok(o) if cmd::transient_refusal(&o.stderr) => cmd::one_line(&o.stderr),
+                Ok(o) => {
+                    return Err(SubmitError::Refused {
+                        stderr: cmd::one_line(&o.stderr),
+                    });
+                }
+                Err(e @ CmdError::Timeout { .. }) => e.to_string(),
+                Err(e) => return Err(SubmitError::Sbatch(e)),
+            };
+            if tries >= SUBMIT_TRIES {
+                return Err(SubmitError::Unavailable { tries, last: why });
+            }
+            tracing::warn!(tries, %why, ?delay, "sbatch could not submit the job; trying again");
+            match control.recv_timeout(delay) {
+                Ok(_) => return Err(SubmitError::Stopped),
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                    std::thread::sleep(delay);
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+            }
+            delay *= 2;
+            // A controller that answered too late may have taken the job after all.
+            if let Some(id) = submitted(job_name, comment) {
+                return Ok(id);
+            }
+        }
+    }
+
+    /// One `sbatch` call, at most [`SUBMITTERS`] at once.
+    fn sbatch(
+        &self,
+        args: &[OsString],
+        env: &[(OsString, OsString)],
+        script: &[u8],
+    ) -> Result<cmd::Output, CmdError> {
+        let (count, freed) = &self.submitting;
+        let mut n = count
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        while *n >= SUBMITTERS {
+            n = freed
+                .wait(n)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        *n += 1;
+        drop(n);
+        let out = cmd::run("sbatch", args, env, Some(script), cmd::COMMAND_TIMEOUT);
+        *count
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) -= 1;
+        freed.notify_one();
+        out
+    }
+}
+
+/// The job named `name` whose comment is `comment`, when the cluster lists one.
+fn submitted(name: &str, comment: &str) -> Option<u64> {
+    let args: Vec<OsString> = [
+        "-h",
+        "-t",
+        "all",
+        &format!("--name={name}"),
+        "-o",
+        cmd::SUBMITTED_FORMAT,
+    ]
+    .iter()
+    .map(OsString::from)
+    .collect();
+    let out = cmd::run("squeue", &args, &[], None, cmd::COMMAND_TIMEOUT).ok()?;
+    cmd::parse_submitted(&out.stdout, comment)
 }
 
 /// Job `id` as squeue lists it now; `None` when it is not known (any more).

@@ -151,6 +151,63 @@ pub fn parse_sbatch(stdout: &str) -> Result<u64, CmdError> {
         })
 }
 
+/// Words of a refusal that a later try may not get (Slurm 22.05's own messages, as
+/// libslurm spells them, lower-cased): the controller is down, busy, restarting or
+/// slow, or its queue is full. Any other refusal (an invalid partition, account or
+/// QOS, a bad option, a limit) stands.
+const TRANSIENT: &[&str] = &[
+    "temporarily unable to accept job",
+    "unable to contact slurm controller",
+    "socket timed out on send/recv operation",
+    "communication connection failure",
+    "zero bytes were transmitted or received",
+    "connection refused",
+    "connection reset by peer",
+    "connection timed out",
+    "standby mode",
+    "job queue full",
+    "job creation temporarily disabled",
+    "unable to create job record, try again",
+    "resource temporarily unavailable",
+];
+
+/// Whether sbatch's standard error says the controller could not take the job now,
+/// rather than that it never will.
+pub fn transient_refusal(stderr: &str) -> bool {
+    let text = stderr.to_lowercase();
+    TRANSIENT.iter().any(|words| text.contains(words))
+}
+
+/// What sbatch printed on standard error, as one line: its lines joined by `; `,
+/// without the `sbatch: error: ` each starts with.
+pub fn one_line(stderr: &str) -> String {
+    stderr
+        .lines()
+        .map(|l| {
+            let l = l.trim();
+            l.strip_prefix("sbatch: error: ")
+                .or_else(|| l.strip_prefix("sbatch: "))
+                .unwrap_or(l)
+        })
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The format string that [`parse_submitted`] reads: id and comment.
+pub const SUBMITTED_FORMAT: &str = "%i|%k";
+
+/// The id of the job whose comment is `comment`, in lines of
+/// `squeue -h -o SUBMITTED_FORMAT`.
+pub fn parse_submitted(stdout: &str, comment: &str) -> Option<u64> {
+    stdout.lines().find_map(|line| {
+        let (id, rest) = line.split_once('|')?;
+        (rest.trim_end_matches(['\r', '\n']) == comment)
+            .then(|| id.trim().parse().ok())
+            .flatten()
+    })
+}
+
 /// One job as `squeue -h -o '%i|%T|%j'` lists it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Listed {
@@ -227,6 +284,58 @@ mod tests {
             err.to_string(),
             "sbatch printed no job id: \"sbatch: error: Batch job submission failed\""
         );
+    }
+
+    #[test]
+    fn refusals_that_may_pass_and_ones_that_stand() {
+        for passing in [
+            "sbatch: error: Batch job submission failed: Unable to contact slurm controller (connect failure)",
+            "sbatch: error: Batch job submission failed: Socket timed out on send/recv operation",
+            "sbatch: error: Slurm temporarily unable to accept job, sleeping and retrying\nsbatch: error: Batch job submission failed: Resource temporarily unavailable",
+            "sbatch: error: Batch job submission failed: Slurm backup controller in standby mode",
+            "sbatch: error: Slurm job queue full, sleeping and retrying",
+        ] {
+            assert!(transient_refusal(passing), "{passing}");
+        }
+        for standing in [
+            "sbatch: error: Batch job submission failed: Invalid partition name specified",
+            "sbatch: error: Batch job submission failed: Invalid account or account/partition combination specified",
+            "sbatch: error: Batch job submission failed: Invalid qos specification",
+            "sbatch: unrecognized option '--bogus'\nTry \"sbatch --help\" for more information",
+            "sbatch: error: Batch job submission failed: Job violates accounting/QOS policy (job submit limit, user's size and/or time limits)",
+            "",
+        ] {
+            assert!(!transient_refusal(standing), "{standing}");
+        }
+    }
+
+    #[test]
+    fn sbatch_s_complaints_in_one_line() {
+        assert_eq!(
+            one_line(
+                "sbatch: error: invalid partition specified: x\nsbatch: error: Batch job submission failed: Invalid partition name specified\n"
+            ),
+            "invalid partition specified: x; Batch job submission failed: Invalid partition name specified"
+        );
+        assert_eq!(
+            one_line("sbatch: unrecognized option '--bogus'\r\n\nTry \"sbatch --help\"\n"),
+            "unrecognized option '--bogus'; Try \"sbatch --help\""
+        );
+    }
+
+    #[test]
+    fn a_submitted_job_is_found_by_its_comment() {
+        let out = "12|spec-runner run r1 spec a attempt 1 log task_1.log\n\
+                   13|spec-runner run r1 spec a attempt 2 log task_2.log\n";
+        assert_eq!(
+            parse_submitted(out, "spec-runner run r1 spec a attempt 2 log task_2.log"),
+            Some(13)
+        );
+        assert_eq!(
+            parse_submitted(out, "spec-runner run r1 spec a attempt 2 log task_2"),
+            None
+        );
+        assert_eq!(parse_submitted("", "x"), None);
     }
 
     #[test]

@@ -201,6 +201,7 @@ env = {{ X = "a,b 'single' \"double\" $HOME\nsecond line=x" }}
 [specs.nowhere]
 command = "echo should not run"
 cwd = "missing"
+retry_max_retries = 1
 "#
     ));
     std::fs::create_dir(t.path().join("sub dir")).unwrap();
@@ -219,10 +220,11 @@ cwd = "missing"
     let st = t.state();
     let nowhere = &st["specs"]["nowhere"];
     assert_eq!(nowhere["status"], "failed");
+    // On a cluster the folder may be missing on one node only: retried by the policy.
     assert_eq!(
         nowhere["attempts"].as_array().unwrap().len(),
-        1,
-        "a missing cwd is not retried"
+        2,
+        "a missing cwd fails the attempt, which the policy retries"
     );
     assert!(
         t.read(".spec-runner/logs/nowhere/task_1.log")
@@ -554,5 +556,175 @@ on_exhausted = 'printf "%s|%s" "$SPEC_RUNNER_SPEC" "${{SLURM_JOB_ID:-here}}"'
         t.read(".spec-runner/logs/broken/on_exhausted_1.log"),
         "broken|here",
         "the hook ran on this machine, not as a job"
+    );
+}
+
+/// `tests/fixtures/fake_sbatch` first on PATH: it refuses the first `fails` calls as
+/// an unreachable controller would, then hands over to the real sbatch. The
+/// variables it needs, and the file where it counts its calls.
+fn fake_sbatch(t: &Test, fails: u32) -> (Vec<(String, String)>, std::path::PathBuf) {
+    let path = std::env::var("PATH").unwrap_or_default();
+    let real = std::env::split_paths(&path)
+        .map(|d| d.join("sbatch"))
+        .find(|p| p.is_file())
+        .expect("sbatch on PATH");
+    let calls = t.path().join("sbatch-calls");
+    let env = vec![
+        (
+            "PATH".to_string(),
+            format!("{}:{path}", fixture("fake_sbatch")),
+        ),
+        ("REAL_SBATCH".to_string(), real.display().to_string()),
+        ("FAKE_SBATCH_FAILS".to_string(), fails.to_string()),
+        ("FAKE_SBATCH_CALLS".to_string(), calls.display().to_string()),
+    ];
+    (env, calls)
+}
+
+fn calls(file: &std::path::Path) -> usize {
+    std::fs::read_to_string(file).map_or(0, |s| s.lines().count())
+}
+
+#[test]
+fn slurm_a_passing_refusal_is_tried_again_then_left_to_the_retry_policy() {
+    if !cluster() {
+        return;
+    }
+    // Two refusals: the submitter rides them out within the first attempt.
+    let t = Test::with_pipeline(&format!(
+        r#"{HEAD}
+[specs.blip]
+command = "echo ran"
+"#
+    ));
+    let (env, file) = fake_sbatch(&t, 2);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let ev = apply_events(&t, &env, 0);
+    assert_eq!(calls(&file), 3, "two refusals, then the job");
+    assert_eq!(job_ids(&ev, "blip").len(), 1, "one attempt: {ev:#?}");
+    assert_eq!(
+        t.read(".spec-runner/logs/blip/task_1.log"),
+        "ran\n",
+        "the refusals leave the log exact"
+    );
+
+    // Five refusals: the first attempt gives up after its four tries and fails with
+    // sbatch's words; the policy retries it, and the second attempt's job runs.
+    let t = Test::with_pipeline(&format!(
+        r#"{HEAD}
+retry_max_retries = 1
+[specs.outage]
+command = "echo ran"
+"#
+    ));
+    let (env, file) = fake_sbatch(&t, 5);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let ev = apply_events(&t, &env, 0);
+    assert_eq!(calls(&file), 6, "four tries, then one refusal and the job");
+    let finished = of(&ev, "attempt_finished", Some("outage"));
+    assert_eq!(finished.len(), 2, "{ev:#?}");
+    let reason = finished[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("sbatch could not submit the job (4 tries)")
+            && reason.contains("Unable to contact slurm controller (connect failure)"),
+        "{reason}"
+    );
+    assert!(finished[1]["reason"].is_null(), "{}", finished[1]);
+    assert_eq!(
+        of(&ev, "spec_finished", Some("outage"))[0]["status"],
+        "succeeded"
+    );
+    assert!(
+        t.read(".spec-runner/logs/outage/task_1.log")
+            .contains("Unable to contact slurm controller"),
+        "`logs` shows why the first attempt did not run"
+    );
+    assert_eq!(t.read(".spec-runner/logs/outage/task_2.log"), "ran\n");
+}
+
+#[test]
+fn slurm_a_standing_refusal_fails_the_attempt_at_once_with_sbatch_s_words() {
+    if !cluster() {
+        return;
+    }
+    let t = Test::with_pipeline(
+        r#"
+backend = "slurm"
+retry_backoff_seconds = 0.1
+retry_max_retries = 1
+slurm = { partition = "no-such-partition", poll_interval_seconds = 0.2 }
+[specs.nowhere]
+command = "echo should not run"
+[specs.ruled]
+command = "echo should not run"
+[[specs.ruled.retry_rules]]
+output = "Invalid partition"
+action = "fail"
+"#,
+    );
+    let (env, file) = fake_sbatch(&t, 0);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let ev = apply_events(&t, &env, 1);
+    assert_eq!(
+        calls(&file),
+        3,
+        "one sbatch call per attempt: two for `nowhere` (the policy retries it), one for `ruled`"
+    );
+    let finished = of(&ev, "attempt_finished", Some("nowhere"));
+    assert_eq!(finished.len(), 2, "{ev:#?}");
+    for f in &finished {
+        assert_eq!(
+            f["reason"],
+            "could not start: sbatch refused the job: invalid partition specified: no-such-partition; Batch job submission failed: Invalid partition name specified",
+            "{f}"
+        );
+    }
+    assert!(
+        of(&ev, "attempt_started", None)
+            .iter()
+            .all(|e| e["job_id"].is_null()),
+        "no job was made: {ev:#?}"
+    );
+    assert_eq!(
+        of(&ev, "attempt_finished", Some("ruled")).len(),
+        1,
+        "a rule on sbatch's words stops the retries"
+    );
+    for spec in ["nowhere", "ruled"] {
+        assert_eq!(of(&ev, "spec_finished", Some(spec))[0]["status"], "failed");
+    }
+    assert!(
+        t.read(".spec-runner/logs/nowhere/task_2.log")
+            .contains("Invalid partition name specified")
+    );
+}
+
+#[test]
+fn slurm_ctrl_c_ends_an_attempt_waiting_to_offer_its_job_again() {
+    if !cluster() {
+        return;
+    }
+    let t = Test::with_pipeline(&format!(
+        "{HEAD}\n[specs.waiting]\ncommand = \"echo ran\"\n"
+    ));
+    let (env, file) = fake_sbatch(&t, 100);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let t = t.envs(&env);
+    let mut bg = Background::apply(&t);
+    wait_until(Duration::from_secs(30), "sbatch was never called", || {
+        (calls(&file) >= 1).then_some(())
+    });
+    bg.signal(Signal::INT);
+    let (code, _) = bg.wait_exit(Duration::from_secs(30));
+    assert_eq!(code, Some(130));
+    assert!(calls(&file) <= 2, "no try after Ctrl-C: {}", calls(&file));
+    let ev = bg.rest();
+    assert_eq!(
+        of(&ev, "attempt_finished", Some("waiting"))[0]["reason"],
+        "stopped"
+    );
+    assert_eq!(
+        of(&ev, "spec_finished", Some("waiting"))[0]["status"],
+        "stopped"
     );
 }
