@@ -10,8 +10,10 @@
 //! reads it through a `StateView` and follows it through an `Observer`, rather than
 //! keeping a second copy.
 
-use std::io::Write;
-use std::path::PathBuf;
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -37,14 +39,34 @@ const REST_FACTOR: u32 = 4;
 /// after it, never both, never neither.
 pub type Observer = Box<dyn FnMut(&Event) + Send>;
 
-/// The state, plus each spec's serialized form, redone only when the spec changed:
-/// a write costs O(changed specs) under the lock, and a copy of pointers outside it.
+/// The state, and the specs that changed since the last write. A write serializes
+/// those under the lock (O(changed specs)) and copies every other spec's entry from
+/// the file it wrote last (`OnDisk`), outside the lock: no spec is kept serialized in
+/// memory (that was ~500 bytes per spec, the largest part of a run's memory).
 struct Model {
     file: StateFile,
-    dirty: std::collections::BTreeSet<String>,
-    /// Per spec, its serialized `"name":{…}` entry, in the file's (name) order.
-    cache: std::collections::BTreeMap<String, Arc<str>>,
+    dirty: BTreeSet<String>,
     observer: Option<Observer>,
+}
+
+/// What the writer knows of the file it wrote last. Only the writer writes the file.
+#[derive(Default)]
+struct OnDisk {
+    /// That file, open: a later rename over its name does not change what it reads.
+    file: Option<File>,
+    /// Per spec, in the file's (name) order: where its `"name":{…}` entry is in it.
+    ranges: Vec<(u64, u32)>,
+}
+
+/// A write's part done under the lock: the header and the entries serialized anew.
+struct Changes {
+    header: String,
+    /// (index in name order, `"name":{…}`), in name order.
+    fresh: Vec<(usize, String)>,
+    /// How many specs the file holds.
+    count: usize,
+    /// The names taken from `Model::dirty`: marked again if the write fails.
+    dirty: BTreeSet<String>,
 }
 
 struct Shared {
@@ -120,16 +142,14 @@ impl StateSink {
     /// Writes `initial` synchronously (so an unwritable folder fails before any spec
     /// starts), then keeps it current from events.
     pub fn start(dir: PathBuf, initial: StateFile) -> std::io::Result<StateSink> {
-        let dirty = initial.specs.keys().cloned().collect();
         let mut model = Model {
             file: initial,
-            dirty,
-            cache: std::collections::BTreeMap::new(),
+            dirty: BTreeSet::new(),
             observer: None,
         };
-        let (header, specs) = model.pieces();
-        store::write_atomic_with(&dir, |w| write_pieces(w, &header, &specs))?;
-        drop(specs);
+        let changes = model.changes(&OnDisk::default());
+        let mut disk = write_file(&dir, &changes, &OnDisk::default())?;
+        drop(changes);
         let shared = Arc::new(Shared {
             dir,
             model: Mutex::new(model),
@@ -144,7 +164,7 @@ impl StateSink {
         let writer_shared = shared.clone();
         let writer = std::thread::Builder::new()
             .name("state-writer".into())
-            .spawn(move || writer_loop(&writer_shared, &rx, &flushed_tx))?;
+            .spawn(move || writer_loop(&writer_shared, &rx, &flushed_tx, &mut disk))?;
         Ok(StateSink {
             handle: StateHandle {
                 shared: shared.clone(),
@@ -468,15 +488,22 @@ fn event_spec(event: &Event) -> Option<&str> {
 }
 
 impl Model {
-    /// Re-serializes the specs that changed; returns the pieces of the file. Under
-    /// the model lock: O(changed specs) of work plus one pointer copy per spec.
-    fn pieces(&mut self) -> (String, Vec<Arc<str>>) {
-        for name in std::mem::take(&mut self.dirty) {
-            if let Some(s) = self.file.specs.get(&name) {
+    /// Under the lock: the header, and the entries of the specs that changed since the
+    /// file `disk` describes (all of them when there is none). O(changed specs) of
+    /// serializing plus one walk over the names.
+    fn changes(&mut self, disk: &OnDisk) -> Changes {
+        let dirty = std::mem::take(&mut self.dirty);
+        let all = disk.file.is_none() || disk.ranges.len() != self.file.specs.len();
+        let mut fresh = Vec::new();
+        // Both in name order: one walk over the two.
+        let mut pending = dirty.iter().peekable();
+        for (i, (name, s)) in self.file.specs.iter().enumerate() {
+            while pending.next_if(|d| d.as_str() < name.as_str()).is_some() {}
+            if all || pending.peek().is_some_and(|d| *d == name) {
                 // Spec names are validated ([A-Za-z0-9._-]), but quote them properly anyway.
-                let key = serde_json::to_string(&name).unwrap_or_default();
+                let key = serde_json::to_string(name).unwrap_or_default();
                 let value = serde_json::to_string(s).unwrap_or_else(|_| "null".into());
-                self.cache.insert(name, format!("{key}:{value}").into());
+                fresh.push((i, format!("{key}:{value}")));
             }
         }
         let header = serde_json::json!({
@@ -487,23 +514,88 @@ impl Model {
             "finished_at": self.file.finished_at,
         })
         .to_string();
-        (header, self.cache.values().cloned().collect())
+        Changes {
+            header,
+            fresh,
+            count: self.file.specs.len(),
+            dirty,
+        }
     }
 }
 
-/// `{header fields…, "specs": {"name": {…}, …}}`, one spec per line, written piece by
-/// piece: the file is never whole in memory (2.5 MB at 10,000 specs).
-fn write_pieces(out: &mut dyn Write, header: &str, specs: &[Arc<str>]) -> std::io::Result<()> {
-    out.write_all(header.trim_end_matches('}').as_bytes())?;
-    out.write_all(b",\"specs\":{")?;
-    for (i, entry) in specs.iter().enumerate() {
-        out.write_all(if i > 0 { b",\n" } else { b"\n" })?;
-        out.write_all(entry.as_bytes())?;
-    }
-    out.write_all(b"\n}}\n")
+/// Writes `{header fields…, "specs": {"name": {…}, …}}`, one spec per line: the
+/// entries of `changes`, and every other one copied from the file `disk` describes.
+/// Returns what the writer then knows of the new file.
+fn write_file(dir: &Path, changes: &Changes, disk: &OnDisk) -> std::io::Result<OnDisk> {
+    let mut ranges = Vec::with_capacity(changes.count);
+    let file = store::write_atomic_with(dir, |out| {
+        let head = changes.header.trim_end_matches('}');
+        out.write_all(head.as_bytes())?;
+        out.write_all(b",\"specs\":{")?;
+        let mut at = (head.len() + 10) as u64;
+        let mut old = disk.file.as_ref().map(OldFile::new).transpose()?;
+        let mut fresh = changes.fresh.iter().peekable();
+        let mut buf = Vec::new();
+        for i in 0..changes.count {
+            let sep: &[u8] = if i > 0 { b",\n" } else { b"\n" };
+            out.write_all(sep)?;
+            at += sep.len() as u64;
+            let len = match fresh.next_if(|(j, _)| *j == i) {
+                Some((_, entry)) => {
+                    out.write_all(entry.as_bytes())?;
+                    entry.len()
+                }
+                None => {
+                    let (Some(&(from, len)), Some(old)) = (disk.ranges.get(i), old.as_mut()) else {
+                        return Err(std::io::Error::other(
+                            "the state file last written does not hold every spec",
+                        ));
+                    };
+                    old.read(from, len, &mut buf)?;
+                    out.write_all(&buf)?;
+                    buf.len()
+                }
+            };
+            let len32 = u32::try_from(len).map_err(std::io::Error::other)?;
+            ranges.push((at, len32));
+            at += len as u64;
+        }
+        out.write_all(b"\n}}\n")
+    })?;
+    Ok(OnDisk {
+        file: Some(file),
+        ranges,
+    })
 }
 
-fn writer_loop(shared: &Shared, rx: &Receiver<Msg>, flushed: &Sender<u64>) {
+/// The file last written, read front to back through a buffer.
+struct OldFile<'a> {
+    reader: BufReader<&'a File>,
+    at: u64,
+}
+
+impl<'a> OldFile<'a> {
+    fn new(file: &'a File) -> std::io::Result<OldFile<'a>> {
+        let mut reader = BufReader::with_capacity(64 * 1024, file);
+        reader.seek(SeekFrom::Start(0))?;
+        Ok(OldFile { reader, at: 0 })
+    }
+
+    /// Reads `len` bytes at `from` into `buf`.
+    fn read(&mut self, from: u64, len: u32, buf: &mut Vec<u8>) -> std::io::Result<()> {
+        if from != self.at {
+            let ahead = i64::try_from(from).map_err(std::io::Error::other)?
+                - i64::try_from(self.at).map_err(std::io::Error::other)?;
+            self.reader.seek_relative(ahead)?;
+        }
+        buf.resize(len as usize, 0);
+        self.reader.read_exact(buf)?;
+        self.at = from + u64::from(len);
+        Ok(())
+    }
+}
+
+fn writer_loop(shared: &Shared, rx: &Receiver<Msg>, flushed: &Sender<u64>, disk: &mut OnDisk) {
     let mut last_write: Option<Instant> = None;
     let mut rest = COALESCE;
     while let Ok(first) = rx.recv() {
@@ -527,7 +619,7 @@ fn writer_loop(shared: &Shared, rx: &Receiver<Msg>, flushed: &Sender<u64>) {
         // Whatever else arrived is covered by this write; only a close matters now.
         close |= rx.try_iter().any(|msg| matches!(msg, Msg::Close));
         let began = Instant::now();
-        write_now(shared, flushed);
+        write_now(shared, flushed, disk);
         last_write = Some(Instant::now());
         rest = COALESCE.max(began.elapsed() * REST_FACTOR);
         if close {
@@ -536,8 +628,8 @@ fn writer_loop(shared: &Shared, rx: &Receiver<Msg>, flushed: &Sender<u64>) {
     }
 }
 
-fn write_now(shared: &Shared, flushed: &Sender<u64>) {
-    let (version, header, specs) = {
+fn write_now(shared: &Shared, flushed: &Sender<u64>, disk: &mut OnDisk) {
+    let (version, changes) = {
         let mut m = lock(&shared.model);
         // Changes from here on must wake the writer again.
         shared.notified.store(false, Ordering::SeqCst);
@@ -545,16 +637,17 @@ fn write_now(shared: &Shared, flushed: &Sender<u64>) {
         if shared.written.load(Ordering::SeqCst) >= version {
             return;
         }
-        let (header, specs) = m.pieces();
-        (version, header, specs)
+        (version, m.changes(disk))
     };
-    let result = store::write_atomic_with(&shared.dir, |w| write_pieces(w, &header, &specs));
-    drop(specs);
-    match result {
-        Ok(()) => {
+    match write_file(&shared.dir, &changes, disk) {
+        Ok(written) => {
+            *disk = written;
             shared.written.store(version, Ordering::SeqCst);
         }
         Err(e) => {
+            // The file on disk is the one before: what changed since must be
+            // serialized again next time.
+            lock(&shared.model).dirty.extend(changes.dirty);
             shared.failed.store(true, Ordering::SeqCst);
             if let Ok(mut slot) = shared.error.lock()
                 && slot.is_none()
@@ -637,4 +730,84 @@ pub fn initial_state(
         }
     }
     file
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::Tail;
+
+    fn finished(spec: &str, status: Status, reason: &str) -> Event {
+        Event {
+            ts: Utc::now(),
+            kind: EventKind::SpecFinished {
+                spec: spec.into(),
+                status,
+                attempts: 1,
+                retries: 0,
+                reason: Some(reason.into()),
+                log: None,
+                iterations: None,
+                tail: Tail::default(),
+            },
+        }
+    }
+
+    fn on_disk(dir: &Path) -> (String, StateFile) {
+        let text = std::fs::read_to_string(dir.join(store::STATE_FILE)).unwrap();
+        let file = serde_json::from_str(&text).unwrap();
+        (text, file)
+    }
+
+    /// Each write serializes only the specs that changed and copies the others from
+    /// the file written before: the file always says what the state says, byte for
+    /// byte as if every spec had been serialized anew.
+    #[test]
+    fn a_write_copies_unchanged_specs_from_the_last_file_and_says_what_the_state_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut initial = StateFile::new("run-1");
+        for (i, name) in ["a", "b", "c", "d"].into_iter().enumerate() {
+            let mut s = SpecState::new(format!("hash-{name}"), 2);
+            s.reason = Some("é \"quoted\" \n line".repeat(i));
+            initial.specs.insert(name.into(), s);
+        }
+        let mut sink = StateSink::start(dir.path().to_path_buf(), initial).unwrap();
+        let handle = sink.handle();
+        let (_, first) = on_disk(dir.path());
+        assert_eq!(first.specs.len(), 4);
+        assert_eq!(
+            first.specs["c"].reason.as_deref(),
+            Some("é \"quoted\" \n line".repeat(2).as_str())
+        );
+
+        // One spec changes, then another (its entry longer than before), each write
+        // on disk before the next.
+        for (spec, reason) in [("b", "first"), ("c", &"longer ".repeat(50)[..]), ("a", "")] {
+            sink.event(&finished(spec, Status::Failed, reason));
+            let version = handle.version();
+            while !handle.is_durable(version) {
+                let _ = handle.flushed.recv();
+            }
+            let (text, file) = on_disk(dir.path());
+            assert_eq!(file.specs[spec].reason.as_deref(), Some(reason), "{text}");
+            assert_eq!(file.specs[spec].status, Status::Failed);
+            // Byte for byte what serializing every spec anew gives.
+            let model = sink.view().read(Clone::clone);
+            let mut all = Model {
+                file: model,
+                dirty: BTreeSet::new(),
+                observer: None,
+            };
+            let changes = all.changes(&OnDisk::default());
+            let scratch = tempfile::tempdir().unwrap();
+            write_file(scratch.path(), &changes, &OnDisk::default()).unwrap();
+            let (expected, _) = on_disk(scratch.path());
+            assert_eq!(text, expected);
+        }
+        sink.close();
+        let (_, last) = on_disk(dir.path());
+        assert_eq!(last.specs["d"].status, Status::Pending);
+        assert_eq!(last.specs["d"].definition_hash, "hash-d");
+        assert_eq!(last.specs["b"].reason.as_deref(), Some("first"));
+    }
 }

@@ -209,15 +209,16 @@ pub fn remove_stale_temp_files(dir: &Path) {
 
 /// Replaces the state file atomically: a reader sees the old file or the new one.
 pub fn write_atomic(dir: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    write_atomic_with(dir, |w| w.write_all(bytes))
+    write_atomic_with(dir, |w| w.write_all(bytes)).map(drop)
 }
 
 /// Like `write_atomic`, with the content written by `write` (through a buffer), so
-/// that it need not be whole in memory first.
+/// that it need not be whole in memory first. Returns the new file, open (for
+/// reading and writing).
 pub fn write_atomic_with(
     dir: &Path,
     write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
-) -> std::io::Result<()> {
+) -> std::io::Result<File> {
     // tempfile creates the file 0600 in the same folder, so the rename is atomic.
     let tmp = tempfile::Builder::new()
         .prefix(".state-")
@@ -229,7 +230,8 @@ pub fn write_atomic_with(
         .into_inner()
         .map_err(std::io::IntoInnerError::into_error)?;
     tmp.as_file().sync_all()?;
-    tmp.persist(dir.join(STATE_FILE)).map_err(|e| e.error)?;
+    let file = tmp.persist(dir.join(STATE_FILE)).map_err(|e| e.error)?;
     // The rename itself must reach the disk too.
-    File::open(dir)?.sync_all()
+    File::open(dir)?.sync_all()?;
+    Ok(file)
 }
