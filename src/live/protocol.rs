@@ -141,7 +141,7 @@ pub fn live(s: &SpecState, now: DateTime<Utc>) -> Live {
     let started_at = last.filter(|_| running).map(|a| a.started_at);
     let ended = s.attempts.iter().rev().find(|a| a.ended_at.is_some());
     Live {
-        pid: s.running.map(|r| r.pid).filter(|_| running),
+        pid: s.running.as_ref().map(|r| r.pid).filter(|_| running),
         started_at,
         elapsed_ms: started_at.map(|t| (now - t).num_milliseconds().max(0) as u64),
         next_retry_at: match (s.status, s.last_retry_at, s.last_delay_ms) {
@@ -259,12 +259,12 @@ mod tests {
         let t0: DateTime<Utc> = "2026-01-01T00:00:00Z".parse().unwrap();
         let mut s = SpecState::new("h".into(), 3);
         s.status = Status::Running;
-        s.running = Some(RunningProcess {
+        s.running = Some(Box::new(RunningProcess {
             job_id: None,
             pid: 42,
             pgid: 42,
             start_time: None,
-        });
+        }));
         s.attempts.push(AttemptRecord {
             job_id: None,
             number: 1,

@@ -52,7 +52,7 @@ pub struct RunOptions {
     /// instead of starting anew (empty: none).
     pub reattach: Vec<Option<super::pool::Reattach>>,
     /// For iterating specs that continue an interrupted loop: where it was.
-    pub loops: Vec<Option<IterationState>>,
+    pub loops: Vec<Option<Box<IterationState>>>,
 }
 
 #[derive(Debug)]
@@ -79,8 +79,9 @@ struct SpecRun {
     /// Why the last attempt failed, and its output's end: a retry cancelled before
     /// it starts ends the spec with them.
     last_failure: Option<(String, Tail)>,
-    /// The loop of an iterating spec (`tasks` or `until`).
-    looping: Option<LoopRun>,
+    /// The loop of an iterating spec (`tasks` or `until`). Boxed: most specs do not
+    /// iterate, and a run holds one `SpecRun` per spec (304 → 160 bytes).
+    looping: Option<Box<LoopRun>>,
 }
 
 impl SpecRun {
@@ -88,7 +89,7 @@ impl SpecRun {
     /// after a look at the work.
     fn reset_loop(&mut self) {
         if let Some(lr) = self.looping.as_mut() {
-            *lr = LoopRun {
+            **lr = LoopRun {
                 iteration: 0,
                 streak: 0,
                 before: Snapshot::default(),
@@ -218,8 +219,14 @@ impl<'p> Dispatcher<'p> {
                 waited_for_slot: false,
                 last_failure: None,
                 looping: s.iterates().then(|| {
-                    let resumed = opts.loops.get(i).cloned().flatten().unwrap_or_default();
-                    LoopRun {
+                    let resumed = opts
+                        .loops
+                        .get(i)
+                        .cloned()
+                        .flatten()
+                        .map(|b| *b)
+                        .unwrap_or_default();
+                    Box::new(LoopRun {
                         iteration: resumed.iteration,
                         streak: resumed.no_progress_streak,
                         before: Snapshot {
@@ -232,7 +239,7 @@ impl<'p> Dispatcher<'p> {
                         tasks: resumed.tasks,
                         next: LoopStep::Look,
                         checking: None,
-                    }
+                    })
                 }),
             });
         }

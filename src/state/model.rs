@@ -63,12 +63,13 @@ pub struct SpecState {
     pub reason: Option<String>,
     /// Hash of command, cwd, env and dependencies: a change means "run again".
     pub definition_hash: String,
-    /// The live attempt's process, while one runs.
+    /// The live attempt's process, while one runs. (Boxed, like `iteration`: most
+    /// specs have neither most of the time, and a run holds one `SpecState` per spec.)
     #[serde(default)]
-    pub running: Option<RunningProcess>,
+    pub running: Option<Box<RunningProcess>>,
     /// For an iterating spec: where its loop is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub iteration: Option<IterationState>,
+    pub iteration: Option<Box<IterationState>>,
 }
 
 /// Where an iterating spec's loop is: enough to resume it in the same iteration.

@@ -111,7 +111,7 @@ pub struct ResumePlan {
     pub next_log: Vec<u32>,
     /// For an iterating spec that continues an interrupted loop: where it was (the
     /// same iteration runs again, its number and no-progress streak carried over).
-    pub loops: Vec<Option<IterationState>>,
+    pub loops: Vec<Option<Box<IterationState>>>,
     /// Processes recorded as running: a killed runner left them.
     pub abandoned: Vec<(String, RunningProcess)>,
     /// Batch jobs recorded as running (spec index, job id, log number): a killed
@@ -157,7 +157,7 @@ pub fn plan(
         let prev = previous.and_then(|f| f.specs.get(&spec.name));
         if let Some(s) = prev {
             plan.next_log[i] = s.last_log_number() + 1;
-            if let Some(proc) = s.running {
+            if let Some(&proc) = s.running.as_deref() {
                 match proc.job_id {
                     Some(id) => plan.jobs_left.push((i, id, s.last_log_number())),
                     None => plan.abandoned.push((spec.name.clone(), proc)),
@@ -426,7 +426,7 @@ command = \"docs\"
         let loops = |status: Status, hash: Option<&str>| {
             let mut f = state(&p, &[("work", status, 0, 1)]);
             let s = f.specs.get_mut("work").expect("spec");
-            s.iteration = Some(where_it_was.clone());
+            s.iteration = Some(Box::new(where_it_was.clone()));
             if let Some(h) = hash {
                 s.definition_hash = h.into();
             }
@@ -439,7 +439,7 @@ command = \"docs\"
             Status::Pending,
         ] {
             assert_eq!(
-                loops(status, None).as_ref(),
+                loops(status, None).as_deref(),
                 Some(&where_it_was),
                 "{status:?}"
             );

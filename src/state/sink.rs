@@ -219,11 +219,13 @@ impl StateSink {
                     s.status = Status::Running;
                     // A manual restart starts a new cycle: its count shows at once.
                     s.retry_count = *retry;
-                    s.running = started.map(|st| RunningProcess {
-                        pid: st.pid,
-                        pgid: st.pgid,
-                        start_time: st.start_time,
-                        job_id: st.job.map(|j| j.id),
+                    s.running = started.map(|st| {
+                        Box::new(RunningProcess {
+                            pid: st.pid,
+                            pgid: st.pgid,
+                            start_time: st.start_time,
+                            job_id: st.job.map(|j| j.id),
+                        })
                     });
                     // Bounded history: a spec retried every night for months must not
                     // make every state write carry all of it.
@@ -262,12 +264,12 @@ impl StateSink {
             } => {
                 if let Some(s) = m.specs.get_mut(spec) {
                     s.status = Status::Running;
-                    s.running = Some(RunningProcess {
+                    s.running = Some(Box::new(RunningProcess {
                         pid: 0,
                         pgid: 0,
                         start_time: None,
                         job_id: Some(*job_id),
-                    });
+                    }));
                     // The killed run recorded this attempt: it goes on, it is not new.
                     if !s.attempts.iter().any(|a| a.number == *log_number) {
                         s.attempts.push(AttemptRecord {
@@ -359,7 +361,7 @@ impl StateSink {
                 start_tasks_done,
             } => {
                 if let Some(s) = m.specs.get_mut(spec) {
-                    s.iteration = Some(super::model::IterationState {
+                    s.iteration = Some(Box::new(super::model::IterationState {
                         iteration: *iteration,
                         max_iterations: *max_iterations,
                         no_progress_streak: *no_progress_streak,
@@ -371,7 +373,7 @@ impl StateSink {
                         ),
                         start_head: head.clone(),
                         start_tasks_done: *start_tasks_done,
-                    });
+                    }));
                     // A new iteration is a new retry cycle.
                     s.retry_count = 0;
                     s.last_delay_ms = None;
