@@ -389,7 +389,17 @@ struct Follow<'a> {
 
 impl<'a> Follow<'a> {
     fn new(id: u64, spec: &'a AttemptSpec, live: Option<&'a SharedLive>) -> Follow<'a> {
-        let log_size = std::fs::metadata(&spec.log_path).map_or(0, |m| m.len());
+        let meta = std::fs::metadata(&spec.log_path).ok();
+        let log_size = meta.as_ref().map_or(0, std::fs::Metadata::len);
+        // A job a killed runner left has been silent since its log last grew, not
+        // since now.
+        let last_activity = spec
+            .reattach
+            .and(meta)
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.elapsed().ok())
+            .and_then(|ago| Instant::now().checked_sub(ago))
+            .unwrap_or_else(Instant::now);
         Follow {
             id,
             spec,
@@ -397,7 +407,7 @@ impl<'a> Follow<'a> {
             running_since: None,
             pending: true,
             log_size,
-            last_activity: Instant::now(),
+            last_activity,
             cancel: None,
             term_at: None,
             killed: false,
@@ -440,8 +450,16 @@ impl<'a> Follow<'a> {
 
     fn now_running(&mut self) {
         if self.running_since.is_none() {
-            self.running_since = Some(Instant::now());
-            self.last_activity = Instant::now();
+            let now = Instant::now();
+            if self.spec.reattach.is_some() {
+                // A job a killed runner left started before this runner saw it:
+                // its clock (timeout, duration) runs from Slurm's start.
+                let since = time_used(self.id).and_then(|used| now.checked_sub(used));
+                self.running_since = Some(since.unwrap_or(now));
+            } else {
+                self.running_since = Some(now);
+                self.last_activity = now;
+            }
             self.pending = false;
             if let Some(live) = self.live {
                 set_waiting(live, None);
@@ -564,6 +582,25 @@ impl<'a> Follow<'a> {
             (None, None) => EndCause::Exited,
         };
         ended(cause, code, signal, duration, tail)
+    }
+}
+
+/// How long job `id` has been running, as Slurm counts it (whole seconds).
+fn time_used(id: u64) -> Option<Duration> {
+    let args: Vec<OsString> = ["-h", "-j", &id.to_string(), "-o", cmd::TIME_USED_FORMAT]
+        .iter()
+        .map(OsString::from)
+        .collect();
+    match cmd::run("squeue", &args, &[], None, cmd::COMMAND_TIMEOUT) {
+        Ok(out) if out.success => cmd::parse_time_used(&out.stdout),
+        Ok(out) => {
+            tracing::warn!(id, stderr = %out.stderr.trim(), "cannot read the job's run time");
+            None
+        }
+        Err(why) => {
+            tracing::warn!(id, %why, "cannot read the job's run time");
+            None
+        }
     }
 }
 

@@ -208,6 +208,31 @@ pub fn parse_submitted(stdout: &str, comment: &str) -> Option<u64> {
     })
 }
 
+/// The format string that [`parse_time_used`] reads: how long the job has run.
+pub const TIME_USED_FORMAT: &str = "%M";
+
+/// squeue's `%M`, `[days-][hours:]minutes:seconds` (`0:00`, `5:03`, `1:05:03`,
+/// `2-01:05:03`), as a duration.
+pub fn parse_time_used(text: &str) -> Option<std::time::Duration> {
+    let text = text.trim();
+    let (days, clock) = match text.split_once('-') {
+        Some((d, rest)) => (d.parse::<u64>().ok()?, rest),
+        None => (0, text),
+    };
+    let parts: Vec<u64> = clock
+        .split(':')
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
+    let (h, m, s) = match parts[..] {
+        [m, s] => (0, m, s),
+        [h, m, s] => (h, m, s),
+        _ => return None,
+    };
+    Some(std::time::Duration::from_secs(
+        ((days * 24 + h) * 60 + m) * 60 + s,
+    ))
+}
+
 /// One job as `squeue -h -o '%i|%T|%j'` lists it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Listed {
@@ -307,6 +332,18 @@ mod tests {
         ] {
             assert!(!transient_refusal(standing), "{standing}");
         }
+    }
+
+    #[test]
+    fn time_used() {
+        let secs = |t: &str| parse_time_used(t).map(|d| d.as_secs());
+        assert_eq!(secs("0:00\n"), Some(0));
+        assert_eq!(secs("5:03"), Some(303));
+        assert_eq!(secs("1:05:03"), Some(3903));
+        assert_eq!(secs("2-01:05:03"), Some(2 * 86400 + 3903));
+        assert_eq!(secs("INVALID"), None);
+        assert_eq!(secs(""), None);
+        assert_eq!(secs("1:2:3:4"), None);
     }
 
     #[test]

@@ -728,3 +728,85 @@ fn slurm_ctrl_c_ends_an_attempt_waiting_to_offer_its_job_again() {
         "stopped"
     );
 }
+
+#[test]
+fn slurm_a_reattached_job_s_clocks_run_from_its_real_start() {
+    if !cluster() {
+        return;
+    }
+    const LIMIT: i64 = 24;
+    let t = Test::with_pipeline(&format!(
+        r#"{HEAD}
+retry_max_retries = 0
+jobs = 2
+[specs.keeper]
+command = 'date +%s; exec sleep 600'
+timeout_seconds = {LIMIT}
+[specs.quiet]
+command = 'date +%s; exec sleep 600'
+activity_timeout_seconds = {LIMIT}
+"#
+    ));
+    let mut bg = Background::apply(&t);
+    // When each command started (and last printed), by the wall clock (whole
+    // seconds, rounded down).
+    let started = |spec: &str| -> Option<i64> {
+        std::fs::read_to_string(
+            t.path()
+                .join(format!(".spec-runner/logs/{spec}/task_1.log")),
+        )
+        .ok()
+        .and_then(|s| s.lines().next().and_then(|l| l.trim().parse().ok()))
+    };
+    let (keeper, quiet) = wait_until(Duration::from_secs(60), "the jobs never ran", || {
+        Some((started("keeper")?, started("quiet")?))
+    });
+    let job = |spec: &str| t.state()["specs"][spec]["running"]["job_id"].as_u64();
+    let ids = wait_until(
+        Duration::from_secs(30),
+        "the state never recorded both jobs",
+        || Some((job("keeper")?, job("quiet")?)),
+    );
+    bg.signal(Signal::KILL);
+    bg.wait_exit(Duration::from_secs(10));
+    // Re-attach 14 s into the jobs' run: clocks started at the re-attachment would
+    // end them 14 + 24 = 38 s in at the earliest.
+    let now = || chrono::Utc::now().timestamp();
+    while now() < keeper.max(quiet) + 14 {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mut again = Background::apply(&t);
+    let (code, _) = again.wait_exit(Duration::from_secs(120));
+    assert_eq!(code, Some(1));
+    let ev = again.rest();
+    assert!(of(&ev, "attempt_started", None).is_empty(), "{ev:#?}");
+    assert_eq!(of(&ev, "attempt_reattached", None).len(), 2, "{ev:#?}");
+    for (spec, since, id, why) in [
+        ("keeper", keeper, ids.0, "timed out"),
+        ("quiet", quiet, ids.1, "hung"),
+    ] {
+        let finished = of(&ev, "attempt_finished", Some(spec));
+        assert_eq!(finished.len(), 1, "{ev:#?}");
+        let f = finished[0];
+        assert!(f["reason"].as_str().unwrap().contains(why), "{f}");
+        let ended = chrono::DateTime::parse_from_rfc3339(f["ts"].as_str().unwrap())
+            .unwrap()
+            .timestamp();
+        // Slack for a loaded machine: the job's start before its `date`, second
+        // granularity, polls, TERM and the end's discovery.
+        let ran = ended - since;
+        assert!(
+            (LIMIT - 4..=LIMIT + 9).contains(&ran),
+            "{spec}: {why} {ran} s after the command started (limit {LIMIT} s, re-attached at 14 s): {f}"
+        );
+        assert!(
+            f["duration_ms"].as_u64().unwrap() >= (LIMIT as u64 - 2) * 1000,
+            "{spec}: the duration is the job's run time, not the re-attached runner's: {f}"
+        );
+        let s = wait_job_ended(id);
+        assert!(
+            matches!(s.as_str(), "CANCELLED" | "FAILED" | "COMPLETED" | ""),
+            "job {id}: {s}"
+        );
+    }
+}
