@@ -552,12 +552,17 @@ fn copy_log(
     Ok(exit::SUCCESS)
 }
 
-/// `restart SPEC…` while a run is live: the run restarts them. `None` when no run
-/// serves this pipeline (the caller runs them itself).
-pub fn restart_live(p: &Pipeline, names: &[String]) -> Option<u8> {
+/// `restart SPEC…` while a run is live: the run restarts them (with `with_deps`, after
+/// their dependencies that have not succeeded). `None` when no run serves this
+/// pipeline (the caller runs them itself).
+pub fn restart_live(p: &Pipeline, names: &[String], with_deps: bool) -> Option<u8> {
     let mut c = Client::connect(&p.run.state_dir)?;
     c.set_timeout(Some(std::time::Duration::from_secs(60)));
-    match c.request("restart", names) {
+    let mut req = serde_json::json!({ "op": "restart", "specs": names });
+    if with_deps {
+        req["with_deps"] = true.into();
+    }
+    match c.send(req) {
         Ok(r) => {
             let pid = c
                 .request("snapshot", &[])

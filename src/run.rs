@@ -686,17 +686,7 @@ fn restart(p: &Pipeline, names: &[String], with_deps: bool, out: &OutputArgs, co
         .filter(|&i| requested[i])
         .map(|i| p.specs[i].name.clone())
         .collect();
-    if with_deps && crate::live::client::Client::connect(&p.run.state_dir).is_some() {
-        // The live run refuses a spec whose dependencies have not succeeded and names
-        // them; restarting those re-opens the dependents they made skip.
-        eprintln!(
-            "error: `--with-deps` needs the pipeline to be idle, and a run is live: \
-             restart the dependencies that have not succeeded instead (`spec-runner status` \
-             names them); the specs they made skip run again after them"
-        );
-        return exit::USAGE;
-    }
-    if let Some(code) = crate::control::restart_live(p, &resolved) {
+    if let Some(code) = crate::control::restart_live(p, &resolved, with_deps) {
         return code;
     }
     // Only these specs: what they depend on must have succeeded (or, with

@@ -64,12 +64,19 @@ impl Client {
     /// Sends `{"op": op, …fields}` and waits for its reply: the reply object when
     /// `ok`, its `error` otherwise.
     pub fn request(&mut self, op: &str, specs: &[String]) -> Result<Value, ClientError> {
-        let id = self.next_id;
-        self.next_id += 1;
-        let mut req = json!({ "v": super::protocol::VERSION, "id": id, "op": op });
+        let mut req = json!({ "op": op });
         if !specs.is_empty() {
             req["specs"] = json!(specs);
         }
+        self.send(req)
+    }
+
+    /// Sends a request object (its `v` and `id` are set here) and waits for its reply.
+    pub fn send(&mut self, mut req: Value) -> Result<Value, ClientError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        req["v"] = json!(super::protocol::VERSION);
+        req["id"] = json!(id);
         let mut line = req.to_string();
         line.push('\n');
         self.stream.write_all(line.as_bytes())?;

@@ -22,7 +22,13 @@ pub enum Op {
     Snapshot,
     Subscribe,
     Stop(Vec<String>),
-    Restart(Vec<String>),
+    /// Restart these specs; with `with_deps`, first every dependency (transitively)
+    /// that failed, was stopped or skipped, or is not part of the run and never
+    /// succeeded.
+    Restart {
+        specs: Vec<String>,
+        with_deps: bool,
+    },
     StopRun,
 }
 
@@ -88,7 +94,16 @@ fn op_of(obj: &Map<String, Value>) -> Result<Op, String> {
         "snapshot" => Op::Snapshot,
         "subscribe" => Op::Subscribe,
         "stop" => Op::Stop(specs()?),
-        "restart" => Op::Restart(specs()?),
+        "restart" => Op::Restart {
+            specs: specs()?,
+            with_deps: match obj.get("with_deps") {
+                None | Some(Value::Null) => false,
+                Some(Value::Bool(b)) => *b,
+                Some(other) => {
+                    return Err(format!("`with_deps` must be true or false, not {other}"));
+                }
+            },
+        },
         "stop_run" => Op::StopRun,
         other => {
             return Err(format!(
@@ -212,7 +227,21 @@ mod tests {
         );
         assert_eq!(
             parse(br#"{"op":"restart","specs":["a","b"],"extra":true}"#).1,
-            Ok(Op::Restart(vec!["a".into(), "b".into()]))
+            Ok(Op::Restart {
+                specs: vec!["a".into(), "b".into()],
+                with_deps: false
+            })
+        );
+        assert_eq!(
+            parse(br#"{"op":"restart","specs":["c"],"with_deps":true}"#).1,
+            Ok(Op::Restart {
+                specs: vec!["c".into()],
+                with_deps: true
+            })
+        );
+        assert!(
+            err(br#"{"op":"restart","specs":["c"],"with_deps":"yes"}"#)
+                .contains("`with_deps` must be true or false")
         );
         assert_eq!(
             parse(br#"{"id":"x","op":"stop_run"}"#),

@@ -353,7 +353,9 @@ fn read_loop(stream: &UnixStream, shared: &Shared, out: &Sender<Out>) {
                 }
             }
             Ok(Op::Stop(specs)) => steer(shared, &id, SteerRequest::Stop(specs)),
-            Ok(Op::Restart(specs)) => steer(shared, &id, SteerRequest::Restart(specs)),
+            Ok(Op::Restart { specs, with_deps }) => {
+                steer(shared, &id, SteerRequest::Restart { specs, with_deps })
+            }
             Ok(Op::StopRun) => steer(shared, &id, SteerRequest::StopRun),
         };
         if out.send(Out::Line(reply)).is_err() {

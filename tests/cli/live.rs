@@ -520,8 +520,7 @@ fn apply_detach_returns_once_the_run_serves_and_stop_ends_it() {
 }
 
 #[test]
-fn restart_with_deps_in_a_live_run_is_refused_and_restarting_the_dependency_runs_the_skipped_spec()
-{
+fn restarting_the_dependency_in_a_live_run_runs_the_spec_it_made_skip() {
     let t = Test::with_pipeline(
         r#"
 terminate_grace_seconds = 5
@@ -540,12 +539,10 @@ depends_on = ["build"]
         e["event"] == "spec_finished" && e["spec"] == "deploy"
     });
     connect(&t);
-    run_in(&t, &["restart", "deploy", "--with-deps"])
-        .code(2)
-        .stderr_has("--with-deps");
     run_in(&t, &["restart", "deploy"])
         .code(2)
-        .stderr_has("`build` (failed)");
+        .stderr_has("`build` (failed)")
+        .stderr_has("--with-deps");
     t.write("fixed", "");
     run_in(&t, &["restart", "build"]).code(0);
     let done = bg.wait_for(Duration::from_secs(60), |e| {
@@ -555,6 +552,61 @@ depends_on = ["build"]
     t.write("go", "");
     let (code, _) = bg.wait_exit(Duration::from_secs(60));
     assert_eq!(code, Some(0));
+}
+
+#[test]
+fn restart_with_deps_in_a_live_run_restarts_the_failed_chain_first_then_the_spec() {
+    let t = Test::with_pipeline(
+        r#"
+terminate_grace_seconds = 5
+retry_max_retries = 0
+[specs.gate]
+command = 'while [ ! -f go ]; do sleep 0.05; done'
+[specs.lint]
+command = 'test -f fixed'
+[specs.build]
+command = 'true'
+depends_on = ["lint"]
+[specs.deploy]
+command = 'true'
+depends_on = ["build"]
+"#,
+    );
+    let mut bg = apply(&t);
+    let skipped = bg.wait_for(Duration::from_secs(60), |e| {
+        e["event"] == "spec_finished" && e["spec"] == "deploy"
+    });
+    assert_eq!(skipped["status"], "skipped", "{skipped}");
+    connect(&t);
+    t.write("fixed", "");
+    run_in(&t, &["restart", "deploy", "--with-deps"])
+        .code(0)
+        .stderr_has("restarted dependencies `lint`");
+    // The chain runs again in dependency order, each after the one it needs.
+    let mut order = Vec::new();
+    while order.len() < 3 {
+        let e = bg.wait_for(Duration::from_secs(60), |e| {
+            e["event"] == "spec_finished" && e["spec"] != "gate"
+        });
+        assert_eq!(e["status"], "succeeded", "{e}");
+        order.push(e["spec"].as_str().unwrap_or_default().to_owned());
+    }
+    assert_eq!(order, ["lint", "build", "deploy"]);
+    // Nothing left to restart first: a plain restart of a met spec, and `--with-deps`
+    // says there was nothing to add.
+    run_in(&t, &["restart", "deploy", "--with-deps"])
+        .code(0)
+        .stderr_lacks("dependencies `");
+    bg.wait_for(Duration::from_secs(60), |e| {
+        e["event"] == "spec_finished" && e["spec"] == "deploy"
+    });
+    t.write("go", "");
+    let (code, _) = bg.wait_exit(Duration::from_secs(60));
+    assert_eq!(code, Some(0));
+    let json = run_in(&t, &["status", "--format", "json"]).code(0).json();
+    for spec in ["lint", "build", "deploy"] {
+        assert_eq!(json["specs"][spec]["status"], "succeeded", "{json}");
+    }
 }
 
 #[test]

@@ -19,8 +19,10 @@ use crate::runner::signal::SignalEvent;
 pub enum SteerRequest {
     /// End these specs: `stopped`, never retried, their dependents skipped.
     Stop(Vec<String>),
-    /// Run these specs again now, from a retry count of 0.
-    Restart(Vec<String>),
+    /// Run these specs again now, from a retry count of 0. With `with_deps`, first
+    /// every dependency (transitively) that failed, was stopped or skipped, or is not
+    /// part of the run and never succeeded; the specs wait for them.
+    Restart { specs: Vec<String>, with_deps: bool },
     /// Stop the whole run (like Ctrl-C).
     StopRun,
 }
@@ -85,9 +87,9 @@ impl Dispatcher<'_> {
             SteerRequest::Stop(names) => self
                 .indices(&names)
                 .map(|specs| self.stop_specs(&specs, sink)),
-            SteerRequest::Restart(names) => self
-                .indices(&names)
-                .and_then(|specs| self.restart_specs(&specs, sink)),
+            SteerRequest::Restart { specs, with_deps } => self
+                .indices(&specs)
+                .and_then(|specs| self.restart_specs(&specs, with_deps, sink)),
         };
         tracing::info!(?answer, "answered a control request");
         let _ = cmd.reply.send(answer);
@@ -147,27 +149,63 @@ impl Dispatcher<'_> {
         said.join("; ")
     }
 
+    /// Whether dependency `d` counts as met: it succeeded in this run, or it is not
+    /// part of the run and succeeded before.
+    fn met(&self, d: usize) -> bool {
+        if self.selected[d] {
+            self.specs[d].status == Status::Succeeded
+        } else {
+            self.steer.succeeded_before.get(d).copied().unwrap_or(false)
+        }
+    }
+
     /// The unmet dependencies of spec `i`, with their status, or an empty list.
     fn unmet(&self, i: usize) -> Vec<String> {
         self.p.specs[i]
             .depends_on
             .iter()
-            .filter_map(|&d| {
-                let (met, status) = if self.selected[d] {
-                    let st = self.specs[d].status;
-                    (st == Status::Succeeded, st.as_str())
+            .filter(|&&d| !self.met(d))
+            .map(|&d| {
+                let status = if self.selected[d] {
+                    self.specs[d].status.as_str()
                 } else {
-                    let ok = self.steer.succeeded_before.get(d).copied().unwrap_or(false);
-                    (ok, "not run")
+                    "not run"
                 };
-                (!met).then(|| format!("`{}` ({status})", self.p.specs[d].name))
+                format!("`{}` ({status})", self.p.specs[d].name)
             })
             .collect()
+    }
+
+    /// The dependencies of `roots`, transitively, that must start again for them to
+    /// run: unmet and not on their way (failed, stopped, skipped, or not part of the
+    /// run). Dependencies before their dependents; `roots` themselves left out.
+    fn to_restart_first(&self, roots: &[usize]) -> Vec<usize> {
+        fn visit(d: &Dispatcher<'_>, i: usize, seen: &mut [bool], out: &mut Vec<usize>) {
+            for &dep in &d.p.specs[i].depends_on {
+                if seen[dep] || d.met(dep) {
+                    continue;
+                }
+                seen[dep] = true;
+                let on_its_way = d.selected[dep] && !d.specs[dep].status.is_final();
+                if !on_its_way {
+                    visit(d, dep, seen, out);
+                    out.push(dep);
+                }
+            }
+        }
+        let mut seen = vec![false; self.p.specs.len()];
+        let mut out = Vec::new();
+        for &i in roots {
+            visit(self, i, &mut seen, &mut out);
+        }
+        out.retain(|d| !roots.contains(d));
+        out
     }
 
     fn restart_specs(
         &mut self,
         specs: &[usize],
+        with_deps: bool,
         sink: &mut dyn EventSink,
     ) -> Result<String, String> {
         if self.stopping {
@@ -179,14 +217,44 @@ impl Dispatcher<'_> {
                     .into(),
             );
         }
+        let mut said = Vec::new();
+        if with_deps {
+            let first = self.to_restart_first(specs);
+            for &d in &first {
+                if self.selected[d]
+                    && self.specs[d].status == Status::Pending
+                    && self.specs[d].attempts == 0
+                {
+                    // An earlier dependency's restart re-opened it already.
+                    continue;
+                }
+                let previous = if self.selected[d] {
+                    self.specs[d].status
+                } else {
+                    self.selected[d] = true;
+                    Status::Pending
+                };
+                self.unqueue(d);
+                self.restart_now(d, previous, "restart requested (a dependency)".into(), sink);
+            }
+            if !first.is_empty() {
+                let names: Vec<String> = first
+                    .iter()
+                    .map(|&d| format!("`{}`", self.p.specs[d].name))
+                    .collect();
+                said.push(format!("restarted dependencies {}", names.join(", ")));
+            }
+        }
         let refused: Vec<String> = specs
             .iter()
+            .filter(|_| !with_deps)
             .filter_map(|&i| {
                 let unmet = self.unmet(i);
                 (!unmet.is_empty()).then(|| {
+                    let name = &self.p.specs[i].name;
                     format!(
-                        "cannot restart `{}`: its dependencies have not succeeded: {}",
-                        self.p.specs[i].name,
+                        "cannot restart `{name}`: its dependencies have not succeeded: {}; \
+                         `spec-runner restart {name} --with-deps` restarts them first",
                         unmet.join(", ")
                     )
                 })
@@ -195,7 +263,6 @@ impl Dispatcher<'_> {
         if !refused.is_empty() {
             return Err(refused.join("; "));
         }
-        let mut said = Vec::new();
         for &i in specs {
             let name = self.p.specs[i].name.clone();
             if let Some(c) = &self.specs[i].control {
@@ -209,16 +276,25 @@ impl Dispatcher<'_> {
             let previous = self.specs[i].status;
             if !self.selected[i] {
                 self.selected[i] = true;
+            } else if with_deps && previous == Status::Pending && self.specs[i].attempts == 0 {
+                // A dependency's restart re-opened it: it waits for them.
+                said.push(format!("`{name}` runs after its dependencies"));
+                continue;
             }
             self.unqueue(i);
             self.restart_now(i, previous, "restart requested".into(), sink);
-            said.push(format!("restarted `{name}`"));
+            said.push(if self.specs[i].deps_left > 0 {
+                format!("restarted `{name}`: it runs after its dependencies")
+            } else {
+                format!("restarted `{name}`")
+            });
         }
         Ok(said.join("; "))
     }
 
-    /// Starts a new cycle of spec `i` now (its dependencies have succeeded); dependents
-    /// it made skip, or that must wait for it again, wait for it again.
+    /// Starts a new cycle of spec `i`: now if its dependencies have succeeded, else as
+    /// soon as they have; dependents it made skip, or that must wait for it again, wait
+    /// for it again.
     fn restart_now(
         &mut self,
         i: usize,
@@ -238,17 +314,26 @@ impl Dispatcher<'_> {
         s.previous_delay = None;
         s.had_failure = false;
         s.status = Status::Pending;
-        s.deps_left = 0;
         // An iterating spec's loop starts afresh too.
         s.reset_loop();
+        // Dependencies restarted with it (`--with-deps`) are waited for; dependencies
+        // outside the run met (a plain restart refuses otherwise) or will be selected.
+        let waits = self.p.specs[i]
+            .depends_on
+            .iter()
+            .filter(|&&d| self.selected[d] && !self.met(d))
+            .count();
+        self.specs[i].deps_left = waits;
         self.needs_version[i] = 0;
         sink.event(&Event::now(EventKind::SpecRestarted {
             spec: self.p.specs[i].name.clone(),
             previous,
             reason,
         }));
-        // Before specs not started yet, like a due retry.
-        self.due.push_front(i);
+        if waits == 0 {
+            // Before specs not started yet, like a due retry.
+            self.due.push_front(i);
+        }
         self.reopen_dependents(i, previous, sink);
     }
 
