@@ -810,3 +810,41 @@ activity_timeout_seconds = {LIMIT}
         );
     }
 }
+
+#[test]
+fn slurm_a_job_taken_but_unacknowledged_is_followed_not_submitted_twice() {
+    if !cluster() {
+        return;
+    }
+    let t = Test::with_pipeline(&format!("{HEAD}\n[specs.lost]\ncommand = \"echo ran\"\n"));
+    let (mut env, file) = fake_sbatch(&t, 0);
+    env.push(("FAKE_SBATCH_LOSE".into(), "1".into()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let ev = apply_events(&t, &env, 0);
+    assert_eq!(calls(&file), 1, "found again, not offered again");
+    let ids = job_ids(&ev, "lost");
+    assert_eq!(ids.len(), 1, "{ev:#?}");
+    let run_id = t.state()["run_id"].as_str().unwrap().to_string();
+    let out = Command::new("squeue")
+        .args(["-h", "-t", "all", "-o", "%i|%k"])
+        .output()
+        .expect("squeue");
+    let jobs: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(&format!("run {run_id} spec lost ")))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(
+        jobs,
+        [format!(
+            "{}|spec-runner run {run_id} spec lost attempt 1 log task_1.log",
+            ids[0]
+        )],
+        "one job for the attempt"
+    );
+    assert_eq!(t.read(".spec-runner/logs/lost/task_1.log"), "ran\n");
+    assert_eq!(
+        of(&ev, "spec_finished", Some("lost"))[0]["status"],
+        "succeeded"
+    );
+}
