@@ -85,6 +85,14 @@ struct SpecRun {
 }
 
 impl SpecRun {
+    /// An iterating spec that has run iterations (in this run or a killed one it
+    /// resumes) and waits for its next step: it is under way, not "not started".
+    fn between_iterations(&self) -> bool {
+        self.looping
+            .as_ref()
+            .is_some_and(|lr| lr.iteration > 1 || self.last_log.is_some())
+    }
+
     /// Starts an iterating spec's loop afresh (a manual restart): iteration 1 next,
     /// after a look at the work.
     fn reset_loop(&mut self) {
@@ -1188,22 +1196,32 @@ impl<'p> Dispatcher<'p> {
                     .chain(self.awaiting_flush.drain(..))
                     .chain(self.due.drain(..))
                     .collect();
+                // An iterating spec between two iterations did not fail: it stops
+                // where it is, its finished iterations kept.
+                let not_continued =
+                    || Some(format!("not continued: fail_fast after `{name}` failed"));
                 for j in waiting {
                     let s = &mut self.specs[j];
                     if s.retry_pending {
                         s.retry_pending = false;
                         s.retry_count = s.retry_count.saturating_sub(1);
                         self.retries_used = self.retries_used.saturating_sub(1);
+                    } else if s.between_iterations() {
+                        work.push((j, Status::Stopped, not_continued(), Tail::default()));
+                        continue;
                     }
                     work.push((j, Status::Failed, not_retried(), Tail::default()));
                 }
                 for j in self.ready.drain(..) {
-                    work.push((
-                        j,
-                        Status::Skipped,
-                        Some(format!("not started: fail_fast after `{name}` failed")),
-                        Tail::default(),
-                    ));
+                    let (status, why) = if self.specs[j].between_iterations() {
+                        (Status::Stopped, not_continued())
+                    } else {
+                        (
+                            Status::Skipped,
+                            Some(format!("not started: fail_fast after `{name}` failed")),
+                        )
+                    };
+                    work.push((j, status, why, Tail::default()));
                 }
             }
             if status == Status::Stopped && self.stopping {

@@ -620,3 +620,38 @@ fn init_spec_workflow_without_a_tree_or_open_tasks_writes_nothing() {
     assert!(!t.path().join("spec-runner.toml").exists());
     run_in(&t, &["init", "--model", "x"]).code(2);
 }
+
+#[test]
+fn fail_fast_stops_a_loop_between_iterations_rather_than_calling_it_not_started() {
+    // One slot: `work` runs its first iteration, then `xfail` takes the slot (specs start in name order) while the
+    // next iteration waits for it, and fails.
+    let t = repo(
+        &format!(
+            "jobs = 1\nfail_fast = true\nretry_max_retries = 0\n\
+             [specs.work]\ncommand = '{}'\ntasks = \"tasks.md\"\n\
+             [specs.xfail]\ncommand = 'exit 1'\n\
+             [specs.yafter]\ncommand = 'true'\ndepends_on = [\"xfail\"]\n",
+            agent()
+        ),
+        1,
+        3,
+    );
+    let ev = apply_events(&t, &[], 1);
+    assert_eq!(iterations(&ev), vec![(1, true, false)]);
+    let work = of(&ev, "spec_finished", Some("work"))[0];
+    assert_eq!(work["status"], "stopped", "{work}");
+    assert_eq!(
+        work["reason"], "not continued: fail_fast after `xfail` failed",
+        "{work}"
+    );
+    // Iteration 2 was under way (announced; a resumed run continues it), none of its
+    // attempts ran.
+    assert_eq!(work["iterations"], 2, "{work}");
+    assert_eq!(work["attempts"], 1, "{work}");
+    // What never started is still called so.
+    let later = of(&ev, "spec_finished", Some("yafter"))[0];
+    assert_eq!(later["status"], "skipped", "{later}");
+    let st = t.state();
+    assert_eq!(st["specs"]["work"]["status"], "stopped");
+    assert_eq!(st["specs"]["work"]["iteration"]["tasks"]["done"], 2);
+}
