@@ -271,6 +271,12 @@ mod tests {
             // Headers and brackets where they are not headers.
             "[specs.a]\ncommand = [\n  \"sh\",\n  \"-c\",\n]\nenv = { A = \"[specs.b]\" }\n[specs.b]\ncommand = \"\"\"\n[specs.c]\n\"\"\"\n",
             "[ specs . a ]  # spaced\ncommand = \"x\"\n[specs.\"b.c\"]\ncommand = \"y\"\n['specs'.d]\ncommand = \"z\"\n",
+            // Windows line ends, and a byte order mark.
+            "jobs = 2\r\n[specs.a]\r\ncommand = [\r\n\"x\",\r\n]\r\n[specs.b]\r\ncommand = \"y\"\r\n",
+            "\u{feff}[specs.a]\ncommand = \"x\"\n",
+            // A `[specs]` header after the spec tables, and a multi-line inline table.
+            "[specs.a]\ncommand = \"x\"\n[specs]\nb = { command = \"y\" }\n",
+            "[specs.a]\ncommand = \"x\"\nenv = {\n  K = \"[specs.z]\",\n}\n[specs.b]\ncommand = \"y\"\n",
             // Dates, kept as toml gives them (the loader makes them strings).
             "[specs.a]\ncommand = \"x\"\ncwd = 1979-05-27T07:32:00Z\n",
         ];
@@ -306,6 +312,45 @@ mod tests {
         for text in cases {
             check(text);
         }
+    }
+
+    /// Pieces of pipeline files, right and wrong, put together at random: table by
+    /// table or whole, the same values or the same error.
+    #[test]
+    fn any_mix_of_tables_and_mistakes_parses_as_the_whole_file_does() {
+        use proptest::prelude::*;
+        const PIECES: &[&str] = &[
+            "jobs = 2\n",
+            "[specs]\n",
+            "[specs.a]\n",
+            "[specs.b]\n",
+            "[specs.\"c.d\"]\n",
+            "[specs.a.env]\n",
+            "[[specs.a.retry_rules]]\n",
+            "[[retry_rules]]\n",
+            "[slurm]\n",
+            "[[specs]]\n",
+            "[specs.a\n",
+            "command = \"x\"\n",
+            "command = [\"x\",\n \"y\"]\n",
+            "action = \"fail\"\n",
+            "K = \"v\"\n",
+            "b.command = \"y\"\n",
+            "specs.e.command = \"z\"\n",
+            "specs = { f = { command = \"w\" } }\n",
+            "env = { A = \"[specs.b]\" }\n",
+            "s = \"\"\"\n[specs.b]\n\"\"\"\n",
+            "arr = [\n[1],\n]\n",
+            "# [specs.a]\n",
+            "\n",
+            "x = \n",
+            "]\n",
+            "[specs.b] # ]\n",
+        ];
+        proptest!(ProptestConfig::with_cases(2000), |(picks in proptest::collection::vec(0..PIECES.len(), 0..12))| {
+            let text: String = picks.iter().map(|&i| PIECES[i]).collect();
+            prop_assert_eq!(pipeline(&text).map_err(|e| e.to_string()), whole(&text), "for:\n{}", text);
+        });
     }
 
     #[test]
