@@ -141,8 +141,21 @@ pub fn process_start_time(pid: u32) -> Option<u64> {
     parse_start_time(&stat)
 }
 
-/// Reads a small `/proc` file: one `read` into a buffer that holds it whole (the
-/// kernel renders such a file in one go), not `fs::read`'s size probe and doubling
+/// Reads a `/proc` list to its end: such a file (`children`) comes a page at a time,
+/// each read stopping at the last whole record that fits, so a short read does not
+/// mean the end. Empty, as it nearly always is, it costs one `read`.
+fn read_proc_list(path: &str) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut text = Vec::with_capacity(4096);
+    std::fs::File::open(path)
+        .ok()?
+        .read_to_end(&mut text)
+        .ok()?;
+    Some(text)
+}
+
+/// Reads a small `/proc` record (`stat`): one `read` into a buffer that holds it whole
+/// (the kernel renders one record in one go), not `fs::read`'s size probe and doubling
 /// reads — this runs once or twice per attempt.
 fn read_proc(path: &str) -> Option<Vec<u8>> {
     use std::io::Read;
@@ -359,7 +372,7 @@ fn inherited_children() -> Option<Vec<u32>> {
         let me = std::process::id();
         format!("/proc/{me}/task/{me}/children")
     });
-    let text = read_proc(path)?;
+    let text = read_proc_list(path)?;
     Some(
         text.split(u8::is_ascii_whitespace)
             .filter_map(|p| std::str::from_utf8(p).ok()?.parse().ok())
@@ -528,6 +541,39 @@ impl Drop for ControlEchoOff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_children_list_longer_than_a_page_is_read_whole() {
+        use std::io::{BufRead, BufReader};
+        use std::os::unix::process::CommandExt;
+        // A shell with 900 children: its list (about 4.5 KB of pids) comes a page at a
+        // time, and the first read is short of 4096 bytes without being the end.
+        let mut sh = std::process::Command::new("sh")
+            .args([
+                "-c",
+                "i=0; while [ $i -lt 900 ]; do sleep 60 & i=$((i+1)); done; echo ready; wait",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let mut ready = String::new();
+        BufReader::new(sh.stdout.take().unwrap())
+            .read_line(&mut ready)
+            .unwrap();
+        let pid = sh.id();
+        let list = read_proc_list(&format!("/proc/{pid}/task/{pid}/children"));
+        let _ = signal_group(pid, Signal::KILL);
+        let _ = sh.wait();
+        let list = list.expect("readable");
+        assert!(list.len() > 4096, "{} bytes", list.len());
+        assert_eq!(
+            list.split(u8::is_ascii_whitespace)
+                .filter(|p| !p.is_empty())
+                .count(),
+            900
+        );
+    }
 
     #[test]
     fn parses_start_time_after_last_paren() {

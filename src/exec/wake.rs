@@ -133,15 +133,16 @@ impl Drop for Listening<'_> {
 /// This thread's bell, made on first use.
 fn thread_bell() -> Option<Arc<OwnedFd>> {
     thread_local! {
-        static BELL: OnceCell<Option<Arc<OwnedFd>>> = const { OnceCell::new() };
+        static BELL: OnceCell<Arc<OwnedFd>> = const { OnceCell::new() };
     }
     BELL.with(|cell| {
-        cell.get_or_init(|| {
-            eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
-                .ok()
-                .map(Arc::new)
-        })
-        .clone()
+        if let Some(fd) = cell.get() {
+            return Some(Arc::clone(fd));
+        }
+        // A refusal (too many open files, say) may pass: only a bell made is kept,
+        // and the next attempt asks again.
+        let fd = Arc::new(eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK).ok()?);
+        Some(Arc::clone(cell.get_or_init(|| fd)))
     })
 }
 
