@@ -774,6 +774,8 @@ fn execute(p: &Pipeline, req: RunRequest, out: &OutputArgs, color: bool) -> u8 {
 
     let run_id = new_run_id();
     let initial = sink::initial_state(p, loaded.state.as_ref(), &plan, &run_id);
+    // The state holds each spec's definition hash from here on.
+    plan.hashes = Vec::new();
     // The state file may keep specs of another pipeline in the same folder: the live
     // view, like `status`, shows this pipeline's specs only.
     let hidden = initial

@@ -671,6 +671,10 @@ pub fn initial_state(
     run_id: &str,
 ) -> StateFile {
     let mut file = StateFile::new(run_id);
+    // Gathered first and made into the map at once: a map built from sorted entries
+    // has full nodes, where one built an insert at a time in name order has nodes
+    // about half empty (~120 bytes per spec more, for the whole run).
+    let mut specs: Vec<(String, SpecState)> = Vec::with_capacity(p.specs.len());
     for (i, spec) in p.specs.iter().enumerate() {
         let hash = plan.hashes[i].clone();
         let max = spec.policy.retry.max_retries;
@@ -712,23 +716,24 @@ pub fn initial_state(
             s.status = Status::Stopped;
             s.reason = Some("interrupted: the runner itself stopped".into());
         }
-        file.specs.insert(spec.name.clone(), s);
+        specs.push((spec.name.clone(), s));
     }
     // Specs this pipeline does not name (another pipeline file sharing the folder, or
     // a spec removed for now) keep their history: nothing is dropped silently.
     if let Some(prev) = previous {
         for (name, s) in &prev.specs {
-            if !file.specs.contains_key(name) {
+            if p.index_of(name).is_none() {
                 let mut s = s.clone();
                 if matches!(s.status, Status::Running | Status::Backoff) {
                     s.status = Status::Stopped;
                     s.reason = Some("interrupted: the runner itself stopped".into());
                 }
                 s.running = None;
-                file.specs.insert(name.clone(), s);
+                specs.push((name.clone(), s));
             }
         }
     }
+    file.specs = specs.into_iter().collect();
     file
 }
 
