@@ -126,6 +126,9 @@ pub struct Layers {
     pub matrix_groups: BTreeMap<String, Vec<String>>,
     /// Instance name → the matrix spec in the file that made it.
     pub instance_of: BTreeMap<String, String>,
+    /// Spec tables kept as the pipeline file's text: in `merged` such a spec's table
+    /// holds only what variables set in it; `spec_table` gives the whole of it.
+    pub lazy: super::parse::Lazy,
 }
 
 /// A value that a higher layer overrides.
@@ -154,10 +157,46 @@ impl Layers {
             // (config.json's `specs` are not merged).
             LayerKind::Pipeline => {
                 matches!(path.first(), Some(PathSeg::Key(k)) if l.top_keys.contains(k))
-                    && lookup(&self.merged, path).is_some()
+                    && self.merged_has(path)
             }
             LayerKind::ConfigJson => lookup(&l.dict, path).is_some(),
         })
+    }
+
+    /// The merged table of spec `name`, whose value in `merged` is `table`: for a spec
+    /// kept as text, the file's table with what variables set merged over it (as
+    /// figment merges), parsed again for the asking.
+    pub fn spec_table<'a>(&self, name: &str, table: &'a Dict) -> std::borrow::Cow<'a, Dict> {
+        let file = match self.pipeline_text() {
+            Some(text) if self.lazy.has(name) => self.lazy.table(text, name),
+            _ => None,
+        };
+        match file {
+            Some(file) => {
+                let mut merged = Some(Value::from(file));
+                if !table.is_empty() {
+                    merge_value(&mut merged, Value::from(table.clone()));
+                }
+                match merged {
+                    Some(Value::Dict(_, d)) => std::borrow::Cow::Owned(d),
+                    _ => std::borrow::Cow::Borrowed(table),
+                }
+            }
+            None => std::borrow::Cow::Borrowed(table),
+        }
+    }
+
+    /// Whether the merged values hold `path` (reading a spec kept as text).
+    fn merged_has(&self, path: &[PathSeg]) -> bool {
+        if let [PathSeg::Key(specs), PathSeg::Key(name), rest @ ..] = path
+            && specs == "specs"
+            && !rest.is_empty()
+            && self.lazy.has(name)
+            && let Some(Value::Dict(_, table)) = lookup(&self.merged, &path[..2])
+        {
+            return lookup(&self.spec_table(name, table), rest).is_some();
+        }
+        lookup(&self.merged, path).is_some()
     }
 
     /// Names a value's origin: `spec-runner.toml: specs.a.jobs`, a variable, a flag.
@@ -350,11 +389,13 @@ pub fn read_layers(opts: &LoadOptions) -> Result<Layers, Vec<Problem>> {
     // validation and everything after see plain specs. Their problems are reported
     // with validation's.
     let mut expansion = matrix::Expansion::default();
+    let mut lazy = super::parse::Lazy::default();
     let mut matrix_problems = Vec::new();
     match std::fs::read_to_string(&pipeline_file) {
         // Straight into figment's values, a spec table at a time (see `parse`).
         Ok(text) => match super::parse::pipeline(&text) {
-            Ok(mut dict) => {
+            Ok((mut dict, kept)) => {
+                lazy = kept;
                 dict.values_mut().for_each(datetimes_as_strings);
                 if let Some(Value::Dict(_, specs)) = dict.get_mut("specs") {
                     expansion = matrix::expand(specs, &pipeline_dir);
@@ -427,7 +468,7 @@ pub fn read_layers(opts: &LoadOptions) -> Result<Layers, Vec<Problem>> {
     }
     problems.extend(matrix_problems);
 
-    let shadowed = shadowed_values(&layers);
+    let shadowed = shadowed_values(&layers, &lazy);
     // The specs skip figment: it would copy them (most of the data) once more. They
     // are merged below the way figment merges, a higher layer's value winning and
     // tables merged key by key.
@@ -491,6 +532,7 @@ pub fn read_layers(opts: &LoadOptions) -> Result<Layers, Vec<Problem>> {
         warnings,
         matrix_groups: expansion.groups,
         instance_of: expansion.instance_of,
+        lazy,
     })
 }
 
@@ -521,7 +563,7 @@ fn set_paths(layer: &Layer) -> Vec<Vec<PathSeg>> {
 }
 
 /// Values of lower layers at the paths that higher layers set.
-fn shadowed_values(layers: &[Layer]) -> Vec<Shadowed> {
+fn shadowed_values(layers: &[Layer], lazy: &super::parse::Lazy) -> Vec<Shadowed> {
     let mut out = Vec::new();
     for (high, h) in layers.iter().enumerate() {
         if h.kind == LayerKind::ConfigJson {
@@ -529,11 +571,27 @@ fn shadowed_values(layers: &[Layer]) -> Vec<Shadowed> {
         }
         for path in set_paths(h) {
             for (low, l) in layers[..high].iter().enumerate() {
-                if let Some(value) = lookup(&l.dict, &path) {
+                // A spec table kept as text is read for the asking.
+                let kept = match (&path[..], l.kind, l.text.as_deref()) {
+                    (
+                        [PathSeg::Key(specs), PathSeg::Key(name), rest @ ..],
+                        LayerKind::Pipeline,
+                        Some(text),
+                    ) if specs == "specs" && !rest.is_empty() && lazy.has(name) => Some(
+                        lazy.table(text, name)
+                            .and_then(|t| lookup(&t, rest).cloned()),
+                    ),
+                    _ => None,
+                };
+                let value = match kept {
+                    Some(v) => v,
+                    None => lookup(&l.dict, &path).cloned(),
+                };
+                if let Some(value) = value {
                     out.push(Shadowed {
                         layer: low,
                         path: path.clone(),
-                        value: value.clone(),
+                        value,
                     });
                 }
             }
@@ -617,7 +675,7 @@ impl Provider for LayerProvider {
 
 /// toml hands a date-time to serde as a one-key table; spec-runner has no use for
 /// dates, so it becomes the string it was written as, for messages to show.
-fn datetimes_as_strings(v: &mut Value) {
+pub(crate) fn datetimes_as_strings(v: &mut Value) {
     const DATETIME_KEY: &str = "$__toml_private_datetime";
     match v {
         Value::Dict(tag, d) => {
@@ -1041,6 +1099,59 @@ pub fn known_root_keys() -> impl Iterator<Item = &'static str> {
 mod tests {
     use super::*;
     use crate::config::diag::path;
+
+    /// A spec table kept as the file's text reads as it would as values: with the
+    /// variables' values merged over it, its origins and overridden values found.
+    #[test]
+    fn a_spec_table_kept_as_text_reads_as_values_with_variables_over_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.toml");
+        std::fs::write(
+            &file,
+            "jobs = 2\n[specs.a]\ncommand = [\"true\"]\nretry_max_retries = 1\nenv = { K = \"v\" }\n",
+        )
+        .unwrap();
+        let opts = LoadOptions {
+            file: Some(PathBuf::from("p.toml")),
+            env: vec![
+                ("SPEC_RUNNER_SPECS__A__RETRY_MAX_RETRIES".into(), "4".into()),
+                ("SPEC_RUNNER_SPECS__A__TIMEOUT_SECONDS".into(), "5".into()),
+            ],
+            cwd: dir.path().to_path_buf(),
+            ..LoadOptions::default()
+        };
+        let layers = read_layers(&opts).unwrap();
+        assert!(layers.lazy.has("a"));
+        let Some(Value::Dict(_, merged)) = lookup(&layers.merged, &path(&["specs", "a"])) else {
+            panic!("no spec a");
+        };
+        let table = layers.spec_table("a", merged);
+        let keys: Vec<&str> = table.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            ["command", "env", "retry_max_retries", "timeout_seconds"]
+        );
+        assert_eq!(table["retry_max_retries"].to_i128(), Some(4));
+        assert_eq!(
+            layers.origin(&path(&["specs", "a", "env"])).as_deref(),
+            Some("p.toml: specs.a.env")
+        );
+        assert_eq!(
+            layers
+                .origin(&path(&["specs", "a", "retry_max_retries"]))
+                .as_deref(),
+            Some("SPEC_RUNNER_SPECS__A__RETRY_MAX_RETRIES")
+        );
+        assert_eq!(layers.origin(&path(&["specs", "a", "cwd"])), None);
+        // The file's value under the variable's is still known (a bad one is reported).
+        assert!(
+            layers
+                .shadowed
+                .iter()
+                .any(|s| s.path == path(&["specs", "a", "retry_max_retries"])
+                    && s.value.to_i128() == Some(1))
+        );
+    }
 
     #[test]
     fn line_col_counts_characters_and_survives_any_offset() {

@@ -15,12 +15,54 @@
 use figment::value::{Dict, Value};
 use toml_parser::lexer::TokenKind;
 
-/// Parses the pipeline file's text as `toml::from_str::<Dict>` does.
-pub fn pipeline(text: &str) -> Result<Dict, toml::de::Error> {
+/// Parses the pipeline file's text as `toml::from_str::<Dict>` does, except that a
+/// spec table may be left as text (see `Lazy`): in the dict it is then an empty table.
+pub fn pipeline(text: &str) -> Result<(Dict, Lazy), toml::de::Error> {
     match by_spec(text) {
-        Some(dict) => Ok(dict),
-        None => toml::from_str::<Dict>(text),
+        Some(parsed) => Ok(parsed),
+        None => toml::from_str::<Dict>(text).map(|dict| (dict, Lazy::default())),
     }
+}
+
+/// Spec tables kept as their text in the pipeline file rather than as values: each
+/// was parsed once (so the file is known good) and is parsed again when asked for. A
+/// figment table costs ~820 bytes even with one key; this costs ~60.
+#[derive(Debug, Default)]
+pub struct Lazy(Vec<(Box<str>, usize, usize)>);
+
+impl Lazy {
+    /// Whether spec `name` is kept as text.
+    pub fn has(&self, name: &str) -> bool {
+        self.find(name).is_some()
+    }
+
+    /// The table of spec `name` as the file writes it, when it is kept as text.
+    pub fn table(&self, text: &str, name: &str) -> Option<Dict> {
+        let &(_, start, end) = self.find(name)?;
+        match spec_table(text.get(start..end)?, name)? {
+            Value::Dict(_, mut table) => {
+                table
+                    .values_mut()
+                    .for_each(super::load::datetimes_as_strings);
+                Some(table)
+            }
+            _ => None,
+        }
+    }
+
+    fn find(&self, name: &str) -> Option<&(Box<str>, usize, usize)> {
+        self.0
+            .binary_search_by(|(n, ..)| (**n).cmp(name))
+            .ok()
+            .map(|i| &self.0[i])
+    }
+}
+
+/// Whether a spec table must be kept as values: what the loader does to spec tables
+/// as soon as the file is read (matrix expansion, its `${matrix.…}` check) needs it.
+/// Text that might spell `matrix` (escapes included) says so.
+fn needs_values(text: &str) -> bool {
+    text.contains("matrix") || text.contains('\\')
 }
 
 /// A table header: `[a.b]` or `[[a.b]]`, at byte `start` of the text.
@@ -38,9 +80,10 @@ struct Gathering {
 
 /// The file parsed a spec table at a time, or `None` where that might not be what
 /// parsing it whole gives.
-fn by_spec(text: &str) -> Option<Dict> {
+fn by_spec(text: &str) -> Option<(Dict, Lazy)> {
     let mut rest = String::new();
     let mut specs = Dict::new();
+    let mut lazy = Vec::new();
     // Whether the rest holds a `[specs]` header: then `specs` is a table written
     // with headers, which spec tables may add to.
     let mut specs_header = false;
@@ -53,7 +96,8 @@ fn by_spec(text: &str) -> Option<Dict> {
                   section_start: &mut usize,
                   gathering: &mut Option<Gathering>,
                   rest: &mut String,
-                  specs: &mut Dict|
+                  specs: &mut Dict,
+                  lazy: &mut Vec<(Box<str>, usize, usize)>|
      -> Option<()> {
         // A header under the spec being gathered continues it.
         if let (Some(g), Some(h)) = (gathering.as_ref(), next)
@@ -64,7 +108,15 @@ fn by_spec(text: &str) -> Option<Dict> {
             return Some(());
         }
         if let Some(g) = gathering.take() {
-            let table = spec_table(&text[g.start..upto], &g.name)?;
+            let chunk = &text[g.start..upto];
+            let mut table = spec_table(chunk, &g.name)?;
+            if !matches!(table, Value::Dict(..)) {
+                return None;
+            }
+            if !needs_values(chunk) {
+                table = Value::from(Dict::new());
+                lazy.push((g.name.clone().into_boxed_str(), g.start, upto));
+            }
             if specs.insert(g.name, table).is_some() {
                 return None;
             }
@@ -106,6 +158,7 @@ fn by_spec(text: &str) -> Option<Dict> {
                     &mut gathering,
                     &mut rest,
                     &mut specs,
+                    &mut lazy,
                 )?;
                 line_start = false;
             }
@@ -128,11 +181,14 @@ fn by_spec(text: &str) -> Option<Dict> {
         &mut gathering,
         &mut rest,
         &mut specs,
+        &mut lazy,
     )?;
+    lazy.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let lazy = Lazy(lazy);
 
     let mut dict = toml::from_str::<Dict>(&rest).ok()?;
     if specs.is_empty() {
-        return Some(dict);
+        return Some((dict, lazy));
     }
     match dict.get_mut("specs") {
         None => {
@@ -151,7 +207,7 @@ fn by_spec(text: &str) -> Option<Dict> {
         // to it is the whole document's parser's call.
         Some(_) => return None,
     }
-    Some(dict)
+    Some((dict, lazy))
 }
 
 /// Reads a header whose `[` is at `start`: its key path, and whether it is `[[…]]`.
@@ -247,12 +303,36 @@ mod tests {
         toml::from_str::<Dict>(text).map_err(|e| e.to_string())
     }
 
+    /// `pipeline`, with the spec tables it left as text parsed back in.
+    fn filled(text: &str) -> Result<Dict, String> {
+        let (mut dict, lazy) = pipeline(text).map_err(|e| e.to_string())?;
+        if let Some(Value::Dict(_, specs)) = dict.get_mut("specs") {
+            for (name, value) in specs.iter_mut() {
+                if let Some(table) = lazy.table(text, name) {
+                    assert!(matches!(value, Value::Dict(_, d) if d.is_empty()));
+                    *value = Value::from(table);
+                }
+            }
+        }
+        Ok(dict)
+    }
+
+    /// The loader turns dates into strings; so does `Lazy::table`.
+    fn whole_as_loaded(text: &str) -> Result<Dict, String> {
+        whole(text).map(|mut d| {
+            d.values_mut()
+                .for_each(super::super::load::datetimes_as_strings);
+            d
+        })
+    }
+
     fn check(text: &str) {
-        assert_eq!(
-            pipeline(text).map_err(|e| e.to_string()),
-            whole(text),
-            "for:\n{text}"
-        );
+        let mut got = filled(text);
+        if let Ok(d) = got.as_mut() {
+            d.values_mut()
+                .for_each(super::super::load::datetimes_as_strings);
+        }
+        assert_eq!(got, whole_as_loaded(text), "for:\n{text}");
     }
 
     #[test]
@@ -271,6 +351,12 @@ mod tests {
             // Headers and brackets where they are not headers.
             "[specs.a]\ncommand = [\n  \"sh\",\n  \"-c\",\n]\nenv = { A = \"[specs.b]\" }\n[specs.b]\ncommand = \"\"\"\n[specs.c]\n\"\"\"\n",
             "[ specs . a ]  # spaced\ncommand = \"x\"\n[specs.\"b.c\"]\ncommand = \"y\"\n['specs'.d]\ncommand = \"z\"\n",
+            // Windows line ends, and a byte order mark.
+            "jobs = 2\r\n[specs.a]\r\ncommand = [\r\n\"x\",\r\n]\r\n[specs.b]\r\ncommand = \"y\"\r\n",
+            "\u{feff}[specs.a]\ncommand = \"x\"\n",
+            // A `[specs]` header after the spec tables, and a multi-line inline table.
+            "[specs.a]\ncommand = \"x\"\n[specs]\nb = { command = \"y\" }\n",
+            "[specs.a]\ncommand = \"x\"\nenv = {\n  K = \"[specs.z]\",\n}\n[specs.b]\ncommand = \"y\"\n",
             // Dates, kept as toml gives them (the loader makes them strings).
             "[specs.a]\ncommand = \"x\"\ncwd = 1979-05-27T07:32:00Z\n",
         ];
@@ -308,13 +394,57 @@ mod tests {
         }
     }
 
+    /// Pieces of pipeline files, right and wrong, put together at random: table by
+    /// table or whole, the same values or the same error.
+    #[test]
+    fn any_mix_of_tables_and_mistakes_parses_as_the_whole_file_does() {
+        use proptest::prelude::*;
+        const PIECES: &[&str] = &[
+            "jobs = 2\n",
+            "[specs]\n",
+            "[specs.a]\n",
+            "[specs.b]\n",
+            "[specs.\"c.d\"]\n",
+            "[specs.a.env]\n",
+            "[[specs.a.retry_rules]]\n",
+            "[[retry_rules]]\n",
+            "[slurm]\n",
+            "[[specs]]\n",
+            "[specs.a\n",
+            "command = \"x\"\n",
+            "command = [\"x\",\n \"y\"]\n",
+            "action = \"fail\"\n",
+            "K = \"v\"\n",
+            "b.command = \"y\"\n",
+            "specs.e.command = \"z\"\n",
+            "specs = { f = { command = \"w\" } }\n",
+            "env = { A = \"[specs.b]\" }\n",
+            "s = \"\"\"\n[specs.b]\n\"\"\"\n",
+            "arr = [\n[1],\n]\n",
+            "# [specs.a]\n",
+            "\n",
+            "x = \n",
+            "]\n",
+            "[specs.b] # ]\n",
+        ];
+        proptest!(ProptestConfig::with_cases(2000), |(picks in proptest::collection::vec(0..PIECES.len(), 0..12))| {
+            let text: String = picks.iter().map(|&i| PIECES[i]).collect();
+            let mut got = filled(&text);
+            if let Ok(d) = got.as_mut() {
+                d.values_mut().for_each(super::super::load::datetimes_as_strings);
+            }
+            prop_assert_eq!(got, whole_as_loaded(&text), "for:\n{}", text);
+        });
+    }
+
     #[test]
     fn a_large_file_is_parsed_table_by_table() {
         let mut text = String::from("jobs = 2\n");
         for i in 0..500 {
             text.push_str(&format!("[specs.s{i:06}]\ncommand = [\"true\"]\n"));
         }
-        assert!(by_spec(&text).is_some());
+        let (_, lazy) = by_spec(&text).unwrap();
+        assert_eq!(lazy.0.len(), 500, "every spec table kept as text");
         check(&text);
     }
 }

@@ -143,8 +143,9 @@ pub fn validate(layers: &Layers) -> Result<Pipeline, Vec<Problem>> {
     check_policy(&mut cx, &global, &[]);
 
     // The spec tables, by name. A spec's raw parts are read here to check them, and
-    // read again (cheaply) when its `Spec` is built, rather than kept for all specs
-    // at once; problems found twice are reported once.
+    // read again when its `Spec` is built, rather than kept for all specs at once;
+    // problems found twice are reported once. A spec table kept as the file's text
+    // (`Layers::lazy`) is parsed for each reading: once, below.
     let mut spec_tables: Vec<(&str, &Dict)> = Vec::new();
     match specs_value {
         None => {}
@@ -154,6 +155,12 @@ pub fn validate(layers: &Layers) -> Result<Pipeline, Vec<Problem>> {
                 let at = path(&["specs", name]);
                 check_spec_name(&mut cx, name, &at);
                 match value {
+                    // A spec kept as the file's text is checked when its `Spec` is
+                    // built, below, so that it is parsed once more, not twice: its
+                    // problems are at its own keys, so they read in the same order.
+                    Value::Dict(_, table) if layers.lazy.has(name) => {
+                        spec_tables.push((name.as_str(), table));
+                    }
                     Value::Dict(_, table) => {
                         let parts = spec_parts(&mut cx, name, table);
                         check_policy(&mut cx, &parts.policy, &at);
@@ -211,8 +218,11 @@ pub fn validate(layers: &Layers) -> Result<Pipeline, Vec<Problem>> {
     let names: Vec<&str> = spec_tables.iter().map(|(n, _)| *n).collect();
     let mut specs = Vec::with_capacity(spec_tables.len());
     for &(name, table) in &spec_tables {
-        let parts = spec_parts(&mut cx, name, table);
+        let parts = spec_parts(&mut cx, name, &layers.spec_table(name, table));
         let at = path(&["specs", name]);
+        if layers.lazy.has(name) {
+            check_policy(&mut cx, &parts.policy, &at);
+        }
         let command = match &parts.command {
             // Present but of the wrong type: already reported.
             None if parts.has_command => CommandLine::Argv(Vec::new()),
@@ -375,7 +385,7 @@ pub fn validate(layers: &Layers) -> Result<Pipeline, Vec<Problem>> {
                 let first_dep = spec_tables
                     .iter()
                     .find(|(n, _)| *n == names[0])
-                    .map(|&(n, table)| spec_parts(&mut cx, n, table))
+                    .map(|&(n, table)| spec_parts(&mut cx, n, &layers.spec_table(n, table)))
                     .and_then(|parts| parts.depends_on.iter().position(|d| d == names[1]));
                 if let Some(i) = first_dep {
                     at.push(PathSeg::Index(i));
