@@ -774,8 +774,10 @@ fn execute(p: &Pipeline, req: RunRequest, out: &OutputArgs, color: bool) -> u8 {
 
     let run_id = new_run_id();
     let initial = sink::initial_state(p, loaded.state.as_ref(), &plan, &run_id);
-    // The state holds each spec's definition hash from here on.
+    // The state holds each spec's definition hash from here on, and why each spec
+    // runs is `plan`'s to show, not the run's.
     plan.hashes = Vec::new();
+    plan.why = Vec::new();
     // The state file may keep specs of another pipeline in the same folder: the live
     // view, like `status`, shows this pipeline's specs only.
     let hidden = initial
@@ -884,11 +886,12 @@ fn execute(p: &Pipeline, req: RunRequest, out: &OutputArgs, color: bool) -> u8 {
     }
     let opts = crate::runner::RunOptions {
         run_id: run_id.clone(),
-        selected: plan.to_run.clone(),
-        initial_retries: plan.initial_retries.clone(),
-        cycle_age: plan.cycle_age.clone(),
-        previous_delay: plan.previous_delay.clone(),
-        next_log: plan.next_log.clone(),
+        // The plan's per-spec vectors are the run's from here on: moved, not copied.
+        selected: std::mem::take(&mut plan.to_run),
+        initial_retries: std::mem::take(&mut plan.initial_retries),
+        cycle_age: std::mem::take(&mut plan.cycle_age),
+        previous_delay: std::mem::take(&mut plan.previous_delay),
+        next_log: std::mem::take(&mut plan.next_log),
         up_to_date: plan.up_to_date.iter().filter(|u| **u).count(),
         state: Some(handle),
         backend: std::sync::Arc::new(crate::runner::backend::PerSpec {
@@ -910,7 +913,7 @@ fn execute(p: &Pipeline, req: RunRequest, out: &OutputArgs, color: bool) -> u8 {
             commands,
             succeeded_before,
         }),
-        loops: plan.loops.clone(),
+        loops: std::mem::take(&mut plan.loops),
     };
     let code = {
         let mut fan = crate::report::Fanout(sinks);
