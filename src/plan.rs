@@ -281,7 +281,7 @@ impl Serialize for SpecJson<'_> {
         m.serialize_entry("env", &EnvJson(s))?;
         m.serialize_entry("depends_on", &Names(p, &s.depends_on))?;
         m.serialize_entry("tasks", &s.tasks.as_ref().map(|t| show_path(&p.dir, t)))?;
-        m.serialize_entry("until", &s.until.as_ref().map(command_json))?;
+        m.serialize_entry("until", &s.until.as_deref().map(command_json))?;
         m.serialize_entry("policy", &PolicyJson(p, s))?;
         m.serialize_entry("origins", &OriginsJson(p, s))?;
         let schedule = retry::schedule(&s.policy.retry);

@@ -137,9 +137,10 @@ pub struct Spec {
     /// Indices into `Pipeline::specs`.
     pub depends_on: Vec<usize>,
     /// `tasks`, absolute (resolved against `cwd`): the spec iterates until none is open.
-    pub tasks: Option<PathBuf>,
+    /// (Boxed, like `until`: most specs have neither, and a run holds every spec.)
+    pub tasks: Option<Box<PathBuf>>,
     /// `until`: the spec iterates until this command exits 0 (run in `cwd`).
-    pub until: Option<CommandLine>,
+    pub until: Option<Box<CommandLine>>,
     /// Shared with `Pipeline::global` (and so with every other such spec) when the
     /// spec sets no policy key of its own: one copy for thousands of specs.
     pub policy: Arc<Policy>,

@@ -368,8 +368,8 @@ pub fn validate(layers: &Layers) -> Result<Pipeline, Vec<Problem>> {
             cwd,
             env: parts.env,
             depends_on,
-            tasks,
-            until,
+            tasks: tasks.map(Box::new),
+            until: until.map(Box::new),
             policy,
             origins,
         });

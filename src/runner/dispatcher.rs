@@ -78,7 +78,8 @@ struct SpecRun {
     waited_for_slot: bool,
     /// Why the last attempt failed, and its output's end: a retry cancelled before
     /// it starts ends the spec with them.
-    last_failure: Option<(String, Tail)>,
+    /// Boxed: set only once an attempt failed.
+    last_failure: Option<Box<(String, Tail)>>,
     /// The loop of an iterating spec (`tasks` or `until`). Boxed: most specs do not
     /// iterate, and a run holds one `SpecRun` per spec (304 → 160 bytes).
     looping: Option<Box<LoopRun>>,
@@ -523,7 +524,7 @@ impl<'p> Dispatcher<'p> {
         if !s.waited_for_slot || elapsed <= max_total {
             return false;
         }
-        let (last, tail) = s.last_failure.clone().unwrap_or_default();
+        let (last, tail) = s.last_failure.as_deref().cloned().unwrap_or_default();
         self.uncount_retry(i);
         self.conclude(
             i,
@@ -768,7 +769,7 @@ impl<'p> Dispatcher<'p> {
         let reason = reason.unwrap_or_default();
         self.specs[i].had_failure = true;
         self.specs[i].waited_for_slot = false;
-        self.specs[i].last_failure = Some((reason.clone(), tail.clone()));
+        self.specs[i].last_failure = Some(Box::new((reason.clone(), tail.clone())));
         match &end.cause {
             EndCause::Stopped => {
                 self.conclude(i, Status::Stopped, Some(reason), tail, sink);
@@ -970,7 +971,7 @@ impl<'p> Dispatcher<'p> {
             .map(|(k, v)| (k.into(), v.into()))
             .chain(env)
             .collect();
-        pool.submit(self.helper_job(i, JobKind::Until, attempt, command, &spec.cwd, env, rx));
+        pool.submit(self.helper_job(i, JobKind::Until, attempt, *command, &spec.cwd, env, rx));
     }
 
     /// Spec `i`'s `until` command ended: 0 means the work is done (as far as `until`

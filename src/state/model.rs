@@ -174,7 +174,7 @@ pub fn definition_hash(p: &Pipeline, spec: &Spec) -> String {
         h.field(b"tasks");
         h.field(t.as_os_str().as_encoded_bytes());
     }
-    match &spec.until {
+    match spec.until.as_deref() {
         Some(CommandLine::Shell(s)) => {
             h.field(b"until-sh");
             h.field(s.as_bytes());
