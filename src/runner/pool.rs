@@ -38,7 +38,7 @@ impl JobKind {
         }
     }
 
-    fn log_name(self, n: u32) -> String {
+    pub fn log_name(self, n: u32) -> String {
         match self {
             JobKind::Attempt => format!("task_{n}.log"),
             JobKind::OnExhausted => format!("on_exhausted_{n}.log"),

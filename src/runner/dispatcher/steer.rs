@@ -426,7 +426,7 @@ impl Dispatcher<'_> {
             BY_REQUEST
         };
         let spec = &self.p.specs[i];
-        self.specs[i].last_log = Some(log.clone());
+        self.specs[i].last_log = Some(self.specs[i].next_log.saturating_sub(1));
         let tail: Tail = end.tail.as_slice().into();
         sink.event(&Event::now(EventKind::AttemptFinished {
             spec: spec.name.clone(),
