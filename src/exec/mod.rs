@@ -65,8 +65,13 @@ pub enum EndCause {
     Hung,
     /// The runner asked (Control); the group was terminated.
     Stopped,
-    /// The command could not be started (not found, cwd missing, …).
+    /// The command could not be started (not found, cwd missing, …), and would not
+    /// start on another try either.
     SpawnFailed(String),
+    /// The command could not be started where it was sent, but another try may start
+    /// it (a cluster's controller that refused the job, a node without the folder):
+    /// the retry policy decides.
+    StartRefused(String),
     /// The log could not be written; the group was terminated.
     LogFailed(String),
 }

@@ -85,12 +85,9 @@ fn group_has_running_member(pgid: u32) -> Option<bool> {
         let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else {
             continue;
         };
-        let Some(stat) = read_proc(&format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        if let Some(fields) = StatFields::parse(&stat)
+        if let Some(fields) = stat_of(pid)
             && fields.pgrp == pgid
-            && !matches!(fields.state, 'Z' | 'X')
+            && fields.running()
         {
             return Some(true);
         }
@@ -137,8 +134,12 @@ pub(crate) fn wait_group_gone(pgid: u32, deadline: Instant) -> bool {
 /// Together with the pid it identifies a process across a restart of the runner: a
 /// reused pid has a later start time.
 pub fn process_start_time(pid: u32) -> Option<u64> {
-    let stat = read_proc(&format!("/proc/{pid}/stat"))?;
-    parse_start_time(&stat)
+    stat_of(pid).map(|fields| fields.start_time)
+}
+
+/// The fields of `/proc/<pid>/stat`; `None` if there is no such process (or no `/proc`).
+fn stat_of(pid: u32) -> Option<StatFields> {
+    StatFields::parse(&read_proc(&format!("/proc/{pid}/stat"))?)
 }
 
 /// Reads a `/proc` list to its end: such a file (`children`) comes a page at a time,
@@ -176,11 +177,6 @@ fn read_proc(path: &str) -> Option<Vec<u8>> {
     Some(buf)
 }
 
-/// Extracts field 22 from the contents of `/proc/<pid>/stat`.
-fn parse_start_time(stat: &[u8]) -> Option<u64> {
-    StatFields::parse(stat).map(|fields| fields.start_time)
-}
-
 /// The fields of `/proc/<pid>/stat` that `exec` uses.
 struct StatFields {
     /// Field 3: `R`, `S`, `D`, `Z` (zombie), …
@@ -192,6 +188,11 @@ struct StatFields {
 }
 
 impl StatFields {
+    /// Not a zombie (nor dead): it runs code and may hold files.
+    fn running(&self) -> bool {
+        !matches!(self.state, 'Z' | 'X')
+    }
+
     /// Field 2 is the command name in parentheses and may itself contain spaces and
     /// parentheses, so fields are counted from the last `)`: what follows it starts
     /// with field 3.
@@ -294,9 +295,8 @@ pub fn end_processes_of_run(run_id: &str, grace: Duration) -> usize {
             pid != me && environ_has(pid, &entry) && !environ_names(pid, b"SPEC_RUNNER_JOB_ID=")
         })
         .filter_map(|pid| {
-            let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
-            let f = StatFields::parse(&stat)?;
-            (!matches!(f.state, 'Z' | 'X')).then_some((pid, f.pgrp))
+            let f = stat_of(pid)?;
+            f.running().then_some((pid, f.pgrp))
         })
         .collect();
     if found.is_empty() {
@@ -312,14 +312,7 @@ pub fn end_processes_of_run(run_id: &str, grace: Duration) -> usize {
     };
     send(Signal::TERM);
     let deadline = Instant::now() + grace;
-    let gone = |pids: &[(u32, u32)]| {
-        pids.iter().all(|&(pid, _)| {
-            std::fs::read(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|s| StatFields::parse(&s).map(|f| matches!(f.state, 'Z' | 'X')))
-                .unwrap_or(true)
-        })
-    };
+    let gone = |pids: &[(u32, u32)]| pids.iter().all(|&(pid, _)| !pid_running(pid));
     while !gone(&found) && Instant::now() < deadline {
         thread::sleep(GROUP_POLL);
     }
@@ -382,9 +375,7 @@ fn inherited_children() -> Option<Vec<u32>> {
 
 /// Whether process `pid` exists and is not a zombie.
 fn pid_running(pid: u32) -> bool {
-    read_proc(&format!("/proc/{pid}/stat"))
-        .and_then(|s| StatFields::parse(&s))
-        .is_some_and(|f| !matches!(f.state, 'Z' | 'X'))
+    stat_of(pid).is_some_and(|f| f.running())
 }
 
 /// Whether `/proc/<pid>/environ` holds every one of `entries` (`NAME=value`).
@@ -446,10 +437,7 @@ pub(crate) fn end_inherited_orphans(
         let found: Vec<(u32, u32)> = children
             .into_iter()
             .filter(|&pid| environ_has_all(pid, identity))
-            .filter_map(|pid| {
-                let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
-                Some((pid, StatFields::parse(&stat)?.pgrp))
-            })
+            .filter_map(|pid| Some((pid, stat_of(pid)?.pgrp)))
             .collect();
         if found.is_empty() {
             return ended;
@@ -575,15 +563,19 @@ mod tests {
         );
     }
 
+    fn start_time_in(stat: &[u8]) -> Option<u64> {
+        StatFields::parse(stat).map(|f| f.start_time)
+    }
+
     #[test]
     fn parses_start_time_after_last_paren() {
         // A command name with spaces and a `)` inside must not shift the fields.
         let stat = b"1234 (we) ird (name) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10";
-        assert_eq!(parse_start_time(stat), Some(987_654));
+        assert_eq!(start_time_in(stat), Some(987_654));
         let fields = StatFields::parse(stat).unwrap();
         assert_eq!((fields.state, fields.pgrp), ('S', 1234));
-        assert_eq!(parse_start_time(b"garbage"), None);
-        assert_eq!(parse_start_time(b"1 (x) S 1 2"), None);
+        assert_eq!(start_time_in(b"garbage"), None);
+        assert_eq!(start_time_in(b"1 (x) S 1 2"), None);
     }
 
     #[test]

@@ -88,6 +88,11 @@ struct SpecRun {
 }
 
 impl SpecRun {
+    /// The attempt numbered `next_log - 1` ended: its log is the latest.
+    fn ended_log(&mut self) {
+        self.last_log = Some(self.next_log.saturating_sub(1));
+    }
+
     /// An iterating spec that has run iterations (in this run or a killed one it
     /// resumes) and waits for its next step: it is under way, not "not started".
     fn between_iterations(&self) -> bool {
@@ -760,7 +765,7 @@ impl<'p> Dispatcher<'p> {
                 None => why,
             })
         };
-        self.specs[i].last_log = Some(self.specs[i].next_log.saturating_sub(1));
+        self.specs[i].ended_log();
         sink.event(&Event::now(EventKind::AttemptFinished {
             spec: spec.name.clone(),
             attempt,
@@ -788,12 +793,8 @@ impl<'p> Dispatcher<'p> {
                 self.conclude(i, Status::Stopped, Some(reason), tail, sink);
                 return;
             }
-            // Here, a command that could not start will not start next time either.
-            // Elsewhere (a cluster) it may: a controller that refused the job, a node
-            // without the folder. Those go through the retry policy.
-            EndCause::SpawnFailed(_)
-                if spec.policy.backend == crate::config::policy::BackendKind::Local =>
-            {
+            // It will not start next time either (`StartRefused` may: the policy decides).
+            EndCause::SpawnFailed(_) => {
                 self.conclude(i, Status::Failed, Some(reason), tail, sink);
                 return;
             }
@@ -1014,7 +1015,7 @@ impl<'p> Dispatcher<'p> {
                 self.conclude(i, Status::Stopped, Some(why), Tail::default(), sink);
                 return;
             }
-            EndCause::SpawnFailed(_) | EndCause::LogFailed(_) => {
+            EndCause::SpawnFailed(_) | EndCause::StartRefused(_) | EndCause::LogFailed(_) => {
                 let why = format!("`until` {}", describe(end, spec.policy.timeout, None));
                 self.conclude(i, Status::Failed, Some(why), Tail::default(), sink);
                 return;
@@ -1363,7 +1364,9 @@ pub fn describe(
             secs(activity)
         ),
         EndCause::Stopped => "stopped".into(),
-        EndCause::SpawnFailed(why) => format!("could not start: {why}"),
+        EndCause::SpawnFailed(why) | EndCause::StartRefused(why) => {
+            format!("could not start: {why}")
+        }
         EndCause::LogFailed(why) => format!("log write failed: {why}"),
     }
 }

@@ -71,7 +71,7 @@ impl SubmitError {
         match self {
             SubmitError::Log { .. } => EndCause::LogFailed(self.to_string()),
             SubmitError::Stopped => EndCause::Stopped,
-            _ => EndCause::SpawnFailed(self.to_string()),
+            _ => EndCause::StartRefused(self.to_string()),
         }
     }
 }
@@ -577,7 +577,7 @@ impl<'a> Follow<'a> {
         }
         let cause = match (self.cancel, not_started) {
             (Some(c), _) => c,
-            (None, Some(why)) => EndCause::SpawnFailed(why),
+            (None, Some(why)) => EndCause::StartRefused(why),
             (None, None) if state == Some("TIMEOUT") => EndCause::TimedOut,
             (None, None) => EndCause::Exited,
         };

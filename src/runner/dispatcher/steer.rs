@@ -176,6 +176,11 @@ impl Dispatcher<'_> {
             .collect()
     }
 
+    /// Spec `i` is part of the run and waits to start its cycle (nothing of it ran).
+    fn waits_to_start(&self, i: usize) -> bool {
+        self.selected[i] && self.specs[i].status == Status::Pending && self.specs[i].attempts == 0
+    }
+
     /// The dependencies of `roots`, transitively, that must start again for them to
     /// run: unmet and not on their way (failed, stopped, skipped, or not part of the
     /// run). Dependencies before their dependents; `roots` themselves left out.
@@ -221,10 +226,7 @@ impl Dispatcher<'_> {
         if with_deps {
             let first = self.to_restart_first(specs);
             for &d in &first {
-                if self.selected[d]
-                    && self.specs[d].status == Status::Pending
-                    && self.specs[d].attempts == 0
-                {
+                if self.waits_to_start(d) {
                     // An earlier dependency's restart re-opened it already.
                     continue;
                 }
@@ -276,7 +278,7 @@ impl Dispatcher<'_> {
             let previous = self.specs[i].status;
             if !self.selected[i] {
                 self.selected[i] = true;
-            } else if with_deps && previous == Status::Pending && self.specs[i].attempts == 0 {
+            } else if with_deps && self.waits_to_start(i) {
                 // A dependency's restart re-opened it: it waits for them.
                 said.push(format!("`{name}` runs after its dependencies"));
                 continue;
@@ -426,7 +428,7 @@ impl Dispatcher<'_> {
             BY_REQUEST
         };
         let spec = &self.p.specs[i];
-        self.specs[i].last_log = Some(self.specs[i].next_log.saturating_sub(1));
+        self.specs[i].ended_log();
         let tail: Tail = end.tail.as_slice().into();
         sink.event(&Event::now(EventKind::AttemptFinished {
             spec: spec.name.clone(),
