@@ -137,8 +137,9 @@ pub struct Spec {
     /// that run in the same folder (most of them): one copy, not one per spec.
     pub cwd: Arc<Path>,
     pub env: BTreeMap<String, String>,
-    /// Indices into `Pipeline::specs`.
-    pub depends_on: Vec<usize>,
+    /// Indices into `Pipeline::specs`. (A boxed slice: 8 bytes less than a `Vec` in
+    /// every spec.)
+    pub depends_on: Box<[usize]>,
     /// `tasks`, absolute (resolved against `cwd`): the spec iterates until none is open.
     /// (Boxed, like `until`: most specs have neither, and a run holds every spec.)
     pub tasks: Option<Box<PathBuf>>,

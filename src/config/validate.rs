@@ -388,7 +388,7 @@ pub fn validate(layers: &Layers) -> Result<Pipeline, Vec<Problem>> {
             command,
             cwd,
             env: parts.env,
-            depends_on,
+            depends_on: depends_on.into_boxed_slice(),
             tasks: tasks.map(Box::new),
             until: until.map(Box::new),
             policy,

@@ -15,6 +15,10 @@ use super::unix;
 /// Size of one read from the output pipe. Large, so a flooding child costs few
 /// syscalls and log writes.
 const CHUNK: usize = 64 * 1024;
+/// Reads go through a buffer on the stack of this size until one fills it: most
+/// commands print little or nothing, and then an attempt allocates and zeroes no
+/// `CHUNK` (64 KiB a worker's heap kept for good, and a memset per attempt).
+const SMALL_CHUNK: usize = 4 * 1024;
 /// The read size once a command floods its output (a read filled the whole buffer):
 /// fewer, larger copies; the pipe is enlarged to match.
 const FLOOD_CHUNK: usize = 1024 * 1024;
@@ -75,7 +79,7 @@ impl Output {
         Output {
             reader,
             log: Some(log),
-            // Grown to CHUNK on the first output: most commands print little.
+            // Made CHUNK long once a read fills `SMALL_CHUNK`: most commands print little.
             buf: Vec::new(),
             tail: Ring::new(TAIL_CAP),
             live: live.cloned(),
@@ -90,11 +94,11 @@ impl Output {
     /// Reads once; call it when the pipe is readable (or has hung up), as it blocks
     /// otherwise.
     pub(crate) fn read_once(&mut self) -> Read1 {
-        if self.buf.is_empty() {
-            self.buf.resize(CHUNK, 0);
-        }
+        let mut small = [0u8; SMALL_CHUNK];
+        let on_heap = !self.buf.is_empty();
+        let into: &mut [u8] = if on_heap { &mut self.buf } else { &mut small };
         let n = loop {
-            match self.reader.read(&mut self.buf) {
+            match self.reader.read(into) {
                 Ok(0) => return Read1::End,
                 Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -103,11 +107,19 @@ impl Output {
                 }
             }
         };
-        if n == self.buf.len() && self.buf.len() < FLOOD_CHUNK {
-            self.buf.resize(FLOOD_CHUNK, 0);
-            unix::enlarge_pipe(&self.reader, FLOOD_CHUNK);
-        }
-        let chunk = &self.buf[..n];
+        let chunk: &[u8] = if on_heap {
+            if n == self.buf.len() && self.buf.len() < FLOOD_CHUNK {
+                // Only the buffer's length changes here: its first `n` bytes stay.
+                self.buf.resize(FLOOD_CHUNK, 0);
+                unix::enlarge_pipe(&self.reader, FLOOD_CHUNK);
+            }
+            &self.buf[..n]
+        } else {
+            if n == SMALL_CHUNK {
+                self.buf.resize(CHUNK, 0);
+            }
+            &small[..n]
+        };
         self.last_output = Some(Instant::now());
         let mut result = Read1::Data;
         if let Some(log) = &mut self.log

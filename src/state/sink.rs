@@ -71,8 +71,28 @@ struct Model {
 struct OnDisk {
     /// That file, open: a later rename over its name does not change what it reads.
     file: Option<File>,
-    /// Per spec, in the file's (name) order: where its `"name":{…}` entry is in it.
-    ranges: Vec<(u64, u32)>,
+    /// Per spec, in the file's (name) order: where its `"name":{…}` entry starts in it;
+    /// one more at the end, 2 bytes past the last entry. Entries are separated by
+    /// `,\n`, so entry `i` ends 2 bytes before `starts[i + 1]` (8 bytes a spec, where
+    /// offset and length were 16: the writer holds two of these while it writes).
+    starts: Vec<u64>,
+}
+
+/// What separates two entries of the file's `specs`.
+const SEPARATOR: &[u8] = b",\n";
+
+impl OnDisk {
+    /// How many entries the file holds.
+    fn entries(&self) -> usize {
+        self.starts.len().saturating_sub(1)
+    }
+
+    /// Where entry `i` is: its offset and length.
+    fn range(&self, i: usize) -> Option<(u64, u32)> {
+        let (&from, &next) = (self.starts.get(i)?, self.starts.get(i + 1)?);
+        let len = next.checked_sub(from + SEPARATOR.len() as u64)?;
+        Some((from, u32::try_from(len).ok()?))
+    }
 }
 
 /// A write's part done under the lock: the header and the entries serialized anew.
@@ -513,7 +533,7 @@ impl Model {
     /// serializing plus one walk over the names.
     fn changes(&mut self, disk: &OnDisk) -> Changes {
         let dirty = std::mem::take(&mut self.dirty);
-        let all = disk.file.is_none() || disk.ranges.len() != self.file.specs.len();
+        let all = disk.file.is_none() || disk.entries() != self.file.specs.len();
         let mut fresh = Vec::new();
         // Both in name order: one walk over the two.
         let mut pending = dirty.iter().peekable();
@@ -547,7 +567,7 @@ impl Model {
 /// entries of `changes`, and every other one copied from the file `disk` describes.
 /// Returns what the writer then knows of the new file.
 fn write_file(dir: &Path, changes: &Changes, disk: &OnDisk) -> std::io::Result<OnDisk> {
-    let mut ranges = Vec::with_capacity(changes.count);
+    let mut starts = Vec::with_capacity(changes.count + 1);
     let file = store::write_atomic_with(dir, |out| {
         let head = changes.header.trim_end_matches('}');
         out.write_all(head.as_bytes())?;
@@ -557,7 +577,7 @@ fn write_file(dir: &Path, changes: &Changes, disk: &OnDisk) -> std::io::Result<O
         let mut fresh = changes.fresh.iter().peekable();
         let mut buf = Vec::new();
         for i in 0..changes.count {
-            let sep: &[u8] = if i > 0 { b",\n" } else { b"\n" };
+            let sep: &[u8] = if i > 0 { SEPARATOR } else { b"\n" };
             out.write_all(sep)?;
             at += sep.len() as u64;
             let len = match fresh.next_if(|(j, _)| *j == i) {
@@ -566,7 +586,7 @@ fn write_file(dir: &Path, changes: &Changes, disk: &OnDisk) -> std::io::Result<O
                     entry.len()
                 }
                 None => {
-                    let (Some(&(from, len)), Some(old)) = (disk.ranges.get(i), old.as_mut()) else {
+                    let (Some((from, len)), Some(old)) = (disk.range(i), old.as_mut()) else {
                         return Err(std::io::Error::other(
                             "the state file last written does not hold every spec",
                         ));
@@ -576,15 +596,19 @@ fn write_file(dir: &Path, changes: &Changes, disk: &OnDisk) -> std::io::Result<O
                     buf.len()
                 }
             };
-            let len32 = u32::try_from(len).map_err(std::io::Error::other)?;
-            ranges.push((at, len32));
+            // An entry's length must fit `range`'s u32.
+            u32::try_from(len).map_err(std::io::Error::other)?;
+            starts.push(at);
             at += len as u64;
+        }
+        if changes.count > 0 {
+            starts.push(at + SEPARATOR.len() as u64);
         }
         out.write_all(b"\n}}\n")
     })?;
     Ok(OnDisk {
         file: Some(file),
-        ranges,
+        starts,
     })
 }
 
