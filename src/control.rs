@@ -126,7 +126,7 @@ impl StatusView {
             specs: Some(
                 p.specs
                     .iter()
-                    .map(|s| (s.name.clone(), s.policy.retry.max_retries))
+                    .map(|s| (s.name.to_string(), s.policy.retry.max_retries))
                     .collect(),
             ),
         }
@@ -265,11 +265,11 @@ fn show_status(view: &StatusView, seen: Seen, json: bool) -> u8 {
         Some(list) => list.clone(),
         None => state
             .iter()
-            .flat_map(|st| st.specs.iter().map(|(n, s)| (n.clone(), s.max_retries)))
+            .flat_map(|st| st.specs.iter().map(|(n, s)| (n.to_string(), s.max_retries)))
             .collect(),
     };
     for (name, max_retries) in &specs {
-        let s = state.as_ref().and_then(|st| st.specs.get(name));
+        let s = state.as_ref().and_then(|st| st.specs.get(name.as_str()));
         let row = match s {
             None => vec![
                 name.clone(),
@@ -350,7 +350,12 @@ fn show_status(view: &StatusView, seen: Seen, json: bool) -> u8 {
     let loops: Vec<(&String, &crate::state::model::IterationState)> = specs
         .iter()
         .filter_map(|(name, _)| {
-            let it = state.as_ref()?.specs.get(name)?.iteration.as_deref()?;
+            let it = state
+                .as_ref()?
+                .specs
+                .get(name.as_str())?
+                .iteration
+                .as_deref()?;
             Some((name, it))
         })
         .collect();

@@ -261,7 +261,7 @@ struct Names<'a>(&'a Pipeline, &'a [usize]);
 impl Serialize for Names<'_> {
     fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
         let Names(p, indices) = *self;
-        Seq(indices.iter().map(|&i| p.specs[i].name.as_str())).serialize(ser)
+        Seq(indices.iter().map(|&i| p.specs[i].name.as_ref())).serialize(ser)
     }
 }
 
@@ -442,7 +442,7 @@ pub fn plan_text(p: &Pipeline, view: &View) -> String {
         let names: Vec<&str> = wave
             .iter()
             .filter(|&&i| shown(i))
-            .map(|&i| p.specs[i].name.as_str())
+            .map(|&i| p.specs[i].name.as_ref())
             .collect();
         if !names.is_empty() {
             let _ = writeln!(out, "wave {}: {}", i + 1, names.join(", "));
@@ -476,7 +476,7 @@ pub fn plan_text(p: &Pipeline, view: &View) -> String {
             let deps: Vec<&str> = spec
                 .depends_on
                 .iter()
-                .map(|&d| p.specs[d].name.as_str())
+                .map(|&d| p.specs[d].name.as_ref())
                 .collect();
             let _ = writeln!(out, "  depends on: {}", deps.join(", "));
         }

@@ -150,7 +150,7 @@ fn dispatch(cli: Cli) -> u8 {
                 for name in specs {
                     match p.resolve(name) {
                         Some(indices) => {
-                            names.extend(indices.into_iter().map(|i| p.specs[i].name.clone()))
+                            names.extend(indices.into_iter().map(|i| p.specs[i].name.to_string()))
                         }
                         None => {
                             eprintln!("error: {}", p.no_such_spec(name));
@@ -296,7 +296,7 @@ fn spec_names(g: &GlobalArgs, words: &[String]) -> u8 {
     let mut names: Vec<&str> = p
         .specs
         .iter()
-        .map(|s| s.name.as_str())
+        .map(|s| s.name.as_ref())
         .chain(p.groups.keys().map(String::as_str))
         .collect();
     names.sort_unstable();
@@ -684,7 +684,7 @@ fn restart(p: &Pipeline, names: &[String], with_deps: bool, out: &OutputArgs, co
     // A live run restarts them itself, the rest of it undisturbed.
     let resolved: Vec<String> = (0..p.specs.len())
         .filter(|&i| requested[i])
-        .map(|i| p.specs[i].name.clone())
+        .map(|i| p.specs[i].name.to_string())
         .collect();
     if let Some(code) = crate::control::restart_live(p, &resolved, with_deps) {
         return code;
@@ -787,7 +787,7 @@ fn execute(p: &Pipeline, req: RunRequest, out: &OutputArgs, color: bool) -> u8 {
         .specs
         .keys()
         .filter(|name| p.index_of(name).is_none())
-        .cloned()
+        .map(|name| name.to_string())
         .collect();
     let mut state_sink =
         match sink::StateSink::start(dir.clone(), initial, inbox.sender().state_notifier()) {
@@ -955,7 +955,7 @@ fn junit_report(
         } else {
             return None;
         };
-        Some((s.name.clone(), planned))
+        Some((s.name.to_string(), planned))
     });
     JunitReport::new(crate::plan::show_path(&cwd(), &p.file), specs)
 }

@@ -129,7 +129,8 @@ impl Origins {
 /// One spec, ready to run.
 #[derive(Clone, Debug)]
 pub struct Spec {
-    pub name: String,
+    /// Shared with the run's state, which keys its map of specs by it.
+    pub name: Arc<str>,
     /// Shared by the specs that run the same command (one copy for a thousand specs
     /// that run the same script in different folders or with different variables).
     pub command: Arc<CommandLine>,
@@ -202,7 +203,7 @@ impl Pipeline {
             let shown: Vec<&str> = instances
                 .iter()
                 .take(5)
-                .map(|&i| self.specs[i].name.as_str())
+                .map(|&i| self.specs[i].name.as_ref())
                 .collect();
             let more = if instances.len() > shown.len() {
                 ", …"
@@ -215,7 +216,7 @@ impl Pipeline {
                 shown.join(", ")
             );
         }
-        let names = self.specs.iter().map(|s| s.name.as_str());
+        let names = self.specs.iter().map(|s| s.name.as_ref());
         let hint =
             super::diag::did_you_mean(name, names.chain(self.groups.keys().map(String::as_str)))
                 .map(|s| format!("; did you mean `{s}`?"))
@@ -226,7 +227,7 @@ impl Pipeline {
     /// The index of the spec called `name`.
     pub fn index_of(&self, name: &str) -> Option<usize> {
         self.specs
-            .binary_search_by(|s| s.name.as_str().cmp(name))
+            .binary_search_by(|s| s.name.as_ref().cmp(name))
             .ok()
     }
 }

@@ -384,7 +384,7 @@ pub fn validate(layers: &Layers) -> Result<Pipeline, Vec<Problem>> {
             None => None,
         };
         specs.push(Spec {
-            name: name.to_string(),
+            name: name.into(),
             command,
             cwd,
             env: parts.env,
@@ -400,7 +400,7 @@ pub fn validate(layers: &Layers) -> Result<Pipeline, Vec<Problem>> {
         Ok(w) => w,
         Err(cycles) => {
             for cycle in cycles {
-                let names: Vec<&str> = cycle.iter().map(|&i| specs[i].name.as_str()).collect();
+                let names: Vec<&str> = cycle.iter().map(|&i| specs[i].name.as_ref()).collect();
                 // Point at the dependency that closes the walk's first step.
                 let mut at = path(&["specs", names[0], "depends_on"]);
                 let first_dep = spec_tables
@@ -460,7 +460,7 @@ pub fn validate(layers: &Layers) -> Result<Pipeline, Vec<Problem>> {
             .map(|(base, instances)| {
                 let indices = instances
                     .iter()
-                    .filter_map(|n| specs.binary_search_by(|s| s.name.as_str().cmp(n)).ok())
+                    .filter_map(|n| specs.binary_search_by(|s| s.name.as_ref().cmp(n)).ok())
                     .collect();
                 (base.clone(), indices)
             })

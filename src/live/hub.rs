@@ -111,7 +111,7 @@ impl Hub {
             specs: file
                 .specs
                 .iter()
-                .filter(|(name, _)| !self.hidden.contains(*name))
+                .filter(|(name, _)| !self.hidden.contains(&***name))
                 .map(|(name, s)| (name.clone(), s.clone()))
                 .collect(),
         }

@@ -180,7 +180,8 @@ pub fn snapshot(file: &StateFile, now: DateTime<Utc>) -> Value {
     let mut v = serde_json::to_value(file).unwrap_or_default();
     if let Some(specs) = v.get_mut("specs").and_then(Value::as_object_mut) {
         for (name, entry) in specs.iter_mut() {
-            let (Some(s), Some(obj)) = (file.specs.get(name), entry.as_object_mut()) else {
+            let (Some(s), Some(obj)) = (file.specs.get(name.as_str()), entry.as_object_mut())
+            else {
                 continue;
             };
             let l = live(s, now);

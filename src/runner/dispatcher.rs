@@ -406,7 +406,7 @@ impl<'p> Dispatcher<'p> {
             } => {
                 let s = &self.specs[spec];
                 sink.event(&Event::now(EventKind::AttemptReattached {
-                    spec: self.p.specs[spec].name.clone(),
+                    spec: self.p.specs[spec].name.to_string(),
                     attempt,
                     retry: s.retry_count,
                     max_retries: self.p.specs[spec].policy.retry.max_retries,
@@ -427,7 +427,7 @@ impl<'p> Dispatcher<'p> {
             } => {
                 let s = &self.specs[spec];
                 sink.event(&Event::now(EventKind::AttemptStarted {
-                    spec: self.p.specs[spec].name.clone(),
+                    spec: self.p.specs[spec].name.to_string(),
                     attempt,
                     retry: s.retry_count,
                     max_retries: self.p.specs[spec].policy.retry.max_retries,
@@ -658,7 +658,7 @@ impl<'p> Dispatcher<'p> {
             s.control = Some(Box::new(tx));
             let max = spec.policy.retry.max_retries;
             let mut env = vec![
-                ("SPEC_RUNNER_SPEC".into(), spec.name.clone().into()),
+                ("SPEC_RUNNER_SPEC".into(), spec.name.to_string().into()),
                 (
                     "SPEC_RUNNER_ATTEMPT".into(),
                     (s.retry_count + 1).to_string().into(),
@@ -679,7 +679,7 @@ impl<'p> Dispatcher<'p> {
                 kind: JobKind::Attempt,
                 spec: i,
                 attempt: s.retry_count + 1,
-                name: spec.name.clone(),
+                name: spec.name.to_string(),
                 command: (*spec.command).clone(),
                 cwd: spec.cwd.to_path_buf(),
                 env: spec
@@ -688,7 +688,7 @@ impl<'p> Dispatcher<'p> {
                     .map(|(k, v)| (k.into(), v.into()))
                     .chain(env)
                     .collect(),
-                log_dir: spec.policy.retry_log_dir.join(&spec.name),
+                log_dir: spec.policy.retry_log_dir.join(&*spec.name),
                 first_log_number: s.next_log,
                 timeout: spec.policy.timeout,
                 activity_timeout: spec.policy.activity_timeout,
@@ -710,7 +710,7 @@ impl<'p> Dispatcher<'p> {
         self.specs[i].last_log.map(|n| {
             spec.policy
                 .retry_log_dir
-                .join(&spec.name)
+                .join(&*spec.name)
                 .join(JobKind::Attempt.log_name(n))
         })
     }
@@ -723,7 +723,7 @@ impl<'p> Dispatcher<'p> {
         let attempts = s.retry_count + 1;
         let log = self.last_log(i).unwrap_or_default();
         let env = vec![
-            ("SPEC_RUNNER_SPEC".into(), spec.name.clone().into()),
+            ("SPEC_RUNNER_SPEC".into(), spec.name.to_string().into()),
             ("SPEC_RUNNER_REASON".into(), reason.into()),
             ("SPEC_RUNNER_LOG".into(), log.into_os_string()),
             ("SPEC_RUNNER_ATTEMPTS".into(), attempts.to_string().into()),
@@ -763,11 +763,11 @@ impl<'p> Dispatcher<'p> {
             kind,
             spec: i,
             attempt,
-            name: spec.name.clone(),
+            name: spec.name.to_string(),
             command,
             cwd: cwd.to_path_buf(),
             env,
-            log_dir: spec.policy.retry_log_dir.join(&spec.name),
+            log_dir: spec.policy.retry_log_dir.join(&*spec.name),
             first_log_number: 1,
             timeout: spec.policy.timeout,
             activity_timeout: None,
@@ -789,7 +789,7 @@ impl<'p> Dispatcher<'p> {
         let spec = &self.p.specs[i];
         let success = end.cause == EndCause::Exited && end.exit_code == Some(0);
         sink.event(&Event::now(EventKind::HookFinished {
-            spec: spec.name.clone(),
+            spec: spec.name.to_string(),
             hook: kind.key(),
             exit_code: end.exit_code,
             signal: end.signal.map(signal_text),
@@ -829,7 +829,7 @@ impl<'p> Dispatcher<'p> {
         };
         self.specs[i].ended_log();
         sink.event(&Event::now(EventKind::AttemptFinished {
-            spec: spec.name.clone(),
+            spec: spec.name.to_string(),
             attempt,
             exit_code: end.exit_code,
             signal: end.signal.map(signal_text),
@@ -902,7 +902,7 @@ impl<'p> Dispatcher<'p> {
                 s.status = Status::Backoff;
                 self.retries_used += 1;
                 sink.event(&Event::now(EventKind::RetryScheduled {
-                    spec: spec.name.clone(),
+                    spec: spec.name.to_string(),
                     retry: s.retry_count,
                     max_retries: spec.policy.retry.max_retries,
                     delay,
@@ -1008,7 +1008,7 @@ impl<'p> Dispatcher<'p> {
             return;
         };
         sink.event(&Event::now(EventKind::IterationStarted {
-            spec: spec.name.clone(),
+            spec: spec.name.to_string(),
             iteration: lr.iteration,
             max_iterations: spec.policy.iterate.max_iterations,
             tasks_done: lr.tasks.map(|t| t.done),
@@ -1031,7 +1031,7 @@ impl<'p> Dispatcher<'p> {
         let (tx, rx) = control_channel();
         s.control = Some(Box::new(tx));
         let mut env: Vec<(std::ffi::OsString, std::ffi::OsString)> = vec![
-            ("SPEC_RUNNER_SPEC".into(), spec.name.clone().into()),
+            ("SPEC_RUNNER_SPEC".into(), spec.name.to_string().into()),
             ("SPEC_RUNNER_RUN_ID".into(), self.run_id.clone().into()),
         ];
         if let Some(lr) = s.looping.as_mut() {
@@ -1144,7 +1144,7 @@ impl<'p> Dispatcher<'p> {
         lr.tasks = after.tasks;
         let policy = spec.policy.iterate;
         sink.event(&Event::now(EventKind::IterationFinished {
-            spec: spec.name.clone(),
+            spec: spec.name.to_string(),
             iteration: lr.iteration,
             max_iterations: policy.max_iterations,
             tasks_done: after.tasks.map(|t| t.done),
@@ -1227,7 +1227,7 @@ impl<'p> Dispatcher<'p> {
                     .push((i, reason.clone().unwrap_or_else(|| "failed".into())));
             }
             sink.event(&Event::now(EventKind::SpecFinished {
-                spec: self.p.specs[i].name.clone(),
+                spec: self.p.specs[i].name.to_string(),
                 status,
                 // Attempts of the cycle, earlier runs' included: "after 3 attempts"
                 // means the same whether or not the runner was restarted.
@@ -1332,7 +1332,7 @@ impl<'p> Dispatcher<'p> {
             if !self.selected[i] {
                 continue;
             }
-            let name = || self.p.specs[i].name.clone();
+            let name = || self.p.specs[i].name.to_string();
             match s.status {
                 Status::Succeeded => {
                     counts[0] += 1;

@@ -28,7 +28,8 @@ pub struct StateFile {
     /// When the run ended; `None` while it runs, or forever if the runner was killed.
     #[serde(default)]
     pub finished_at: Option<DateTime<Utc>>,
-    pub specs: BTreeMap<String, SpecState>,
+    /// By name; a run shares the names with its pipeline's specs.
+    pub specs: BTreeMap<std::sync::Arc<str>, SpecState>,
 }
 
 impl StateFile {

@@ -162,7 +162,7 @@ pub fn plan(
             if let Some(&proc) = s.running.as_deref() {
                 match proc.job_id {
                     Some(id) => plan.jobs_left.push((i, id, s.last_log_number())),
-                    None => plan.abandoned.push((spec.name.clone(), proc)),
+                    None => plan.abandoned.push((spec.name.to_string(), proc)),
                 }
             }
         }
@@ -230,13 +230,13 @@ fn stale_because(
 ) -> Option<Why> {
     let spec = &p.specs[i];
     if let Some(&d) = spec.depends_on.iter().find(|&&d| to_run[d]) {
-        return Some(Why::DependencyRuns(p.specs[d].name.clone()));
+        return Some(Why::DependencyRuns(p.specs[d].name.to_string()));
     }
     let started = own.attempts.last().map(|a| a.started_at)?;
     spec.depends_on.iter().find_map(|&d| {
         let dep = previous?.specs.get(&p.specs[d].name)?;
         let ended = succeeded_at(dep)?;
-        (ended > started).then(|| Why::DependencyRan(p.specs[d].name.clone()))
+        (ended > started).then(|| Why::DependencyRan(p.specs[d].name.to_string()))
     })
 }
 
@@ -393,7 +393,7 @@ command = \"docs\"
                 log: std::path::Path::new("task_1.log").into(),
                 job_id: None,
             });
-            f.specs.insert(name.to_string(), s);
+            f.specs.insert(name.into(), s);
         }
         f
     }
@@ -402,7 +402,7 @@ command = \"docs\"
         let plan = plan(p, &vec![true; p.specs.len()], f, mode);
         p.specs
             .iter()
-            .map(|s| s.name.clone())
+            .map(|s| s.name.to_string())
             .zip(plan.why.iter().cloned())
             .collect()
     }
@@ -615,7 +615,7 @@ mod restart_tests {
             let i = p.index_of(name).unwrap();
             let mut s = SpecState::new(definition_hash(p, &p.specs[i]), 0);
             s.status = *status;
-            f.specs.insert((*name).to_string(), s);
+            f.specs.insert((*name).into(), s);
         }
         f
     }
@@ -633,7 +633,7 @@ mod restart_tests {
     fn names(p: &Pipeline, sel: &[bool]) -> Vec<String> {
         (0..sel.len())
             .filter(|&i| sel[i])
-            .map(|i| p.specs[i].name.clone())
+            .map(|i| p.specs[i].name.to_string())
             .collect()
     }
 

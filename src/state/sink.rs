@@ -275,7 +275,7 @@ impl StateSink {
                 started,
                 ..
             } => {
-                if let Some(s) = m.specs.get_mut(spec) {
+                if let Some(s) = m.specs.get_mut(spec.as_str()) {
                     s.status = Status::Running;
                     // A manual restart starts a new cycle: its count shows at once.
                     s.retry_count = *retry;
@@ -322,7 +322,7 @@ impl StateSink {
                 job_id,
                 ..
             } => {
-                if let Some(s) = m.specs.get_mut(spec) {
+                if let Some(s) = m.specs.get_mut(spec.as_str()) {
                     s.status = Status::Running;
                     s.running = Some(Box::new(RunningProcess {
                         pid: 0,
@@ -354,7 +354,7 @@ impl StateSink {
                 log,
                 ..
             } => {
-                if let Some(s) = m.specs.get_mut(spec) {
+                if let Some(s) = m.specs.get_mut(spec.as_str()) {
                     s.running = None;
                     if let Some(a) = s.attempts.iter_mut().rev().find(|a| *a.log == **log) {
                         a.ended_at = Some(event.ts);
@@ -367,7 +367,7 @@ impl StateSink {
             EventKind::RetryScheduled {
                 spec, retry, delay, ..
             } => {
-                if let Some(s) = m.specs.get_mut(spec) {
+                if let Some(s) = m.specs.get_mut(spec.as_str()) {
                     s.status = Status::Backoff;
                     s.retry_count = *retry;
                     s.last_retry_at = Some(event.ts);
@@ -382,7 +382,7 @@ impl StateSink {
                 retries,
                 ..
             } => {
-                if let Some(s) = m.specs.get_mut(spec) {
+                if let Some(s) = m.specs.get_mut(spec.as_str()) {
                     s.status = *status;
                     if *retries < s.retry_count {
                         // A scheduled retry cancelled before it ran (`fail_fast`) is
@@ -400,7 +400,7 @@ impl StateSink {
                 }
             }
             EventKind::SpecRestarted { spec, .. } => {
-                if let Some(s) = m.specs.get_mut(spec) {
+                if let Some(s) = m.specs.get_mut(spec.as_str()) {
                     s.status = Status::Pending;
                     s.retry_count = 0;
                     s.last_delay_ms = None;
@@ -420,7 +420,7 @@ impl StateSink {
                 head,
                 start_tasks_done,
             } => {
-                if let Some(s) = m.specs.get_mut(spec) {
+                if let Some(s) = m.specs.get_mut(spec.as_str()) {
                     s.iteration = Some(Box::new(super::model::IterationState {
                         iteration: *iteration,
                         max_iterations: *max_iterations,
@@ -451,7 +451,7 @@ impl StateSink {
                 no_progress_streak,
                 ..
             } => {
-                if let Some(s) = m.specs.get_mut(spec)
+                if let Some(s) = m.specs.get_mut(spec.as_str())
                     && let Some(it) = s.iteration.as_mut()
                 {
                     it.no_progress_streak = *no_progress_streak;
@@ -538,8 +538,8 @@ impl Model {
         // Both in name order: one walk over the two.
         let mut pending = dirty.iter().peekable();
         for (i, (name, s)) in self.file.specs.iter().enumerate() {
-            while pending.next_if(|d| d.as_str() < name.as_str()).is_some() {}
-            if all || pending.peek().is_some_and(|d| *d == name) {
+            while pending.next_if(|d| d.as_str() < &**name).is_some() {}
+            if all || pending.peek().is_some_and(|d| d.as_str() == &**name) {
                 // Spec names are validated ([A-Za-z0-9._-]), but quote them properly anyway.
                 let key = serde_json::to_string(name).unwrap_or_default();
                 let value = serde_json::to_string(s).unwrap_or_else(|_| "null".into());
@@ -727,7 +727,7 @@ pub fn initial_state(
     // Gathered first and made into the map at once: a map built from sorted entries
     // has full nodes, where one built an insert at a time in name order has nodes
     // about half empty (~120 bytes per spec more, for the whole run).
-    let mut specs: Vec<(String, SpecState)> = Vec::with_capacity(p.specs.len());
+    let mut specs: Vec<(std::sync::Arc<str>, SpecState)> = Vec::with_capacity(p.specs.len());
     for (i, spec) in p.specs.iter().enumerate() {
         let hash = plan.hashes[i].clone();
         let max = spec.policy.retry.max_retries;

@@ -3094,7 +3094,7 @@ mod props {
             .specs
             .iter()
             .enumerate()
-            .map(|(i, s)| (s.name.as_str(), i))
+            .map(|(i, s)| (&*s.name, i))
             .collect();
         assert_eq!(names.len(), 3);
     }

@@ -318,7 +318,7 @@ impl Dispatcher<'_> {
         self.specs[i].deps_left = waits;
         self.needs_version[i] = 0;
         sink.event(&Event::now(EventKind::SpecRestarted {
-            spec: self.p.specs[i].name.clone(),
+            spec: self.p.specs[i].name.to_string(),
             previous,
             reason,
         }));
@@ -356,7 +356,7 @@ impl Dispatcher<'_> {
                         s.deps_left = waits;
                         s.reset_loop();
                         sink.event(&Event::now(EventKind::SpecRestarted {
-                            spec: self.p.specs[j].name.clone(),
+                            spec: self.p.specs[j].name.to_string(),
                             previous: Status::Skipped,
                             reason: format!("dependency `{name}` restarted"),
                         }));
@@ -421,7 +421,7 @@ impl Dispatcher<'_> {
         self.specs[i].ended_log();
         let tail: Tail = end.tail.as_slice().into();
         sink.event(&Event::now(EventKind::AttemptFinished {
-            spec: spec.name.clone(),
+            spec: spec.name.to_string(),
             attempt,
             exit_code: end.exit_code,
             signal: end.signal.map(super::signal_text),
