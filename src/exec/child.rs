@@ -279,6 +279,11 @@ impl Supervisor<'_> {
                 self.listening.hush();
             }
             if pipe_ready && let Some(event) = self.read_output() {
+                // A leader that exits usually closes the pipe at the same moment: take
+                // both from this one wake-up rather than polling again for the exit.
+                if matches!(event, Event::OutputClosed) && exit_ready && self.reap(true) {
+                    return Event::LeaderExited;
+                }
                 return event;
             }
             if exit_ready && self.reap(true) {

@@ -58,7 +58,7 @@ pub(crate) fn spawn(spec: &AttemptSpec, writer: PipeWriter) -> Result<Child, Spa
     let mut cmd = Command::new(&exe);
     cmd.args(args)
         .current_dir(&spec.cwd)
-        .stdin(Stdio::null())
+        .stdin(null_input())
         .stdout(writer)
         .stderr(stderr)
         // A group of its own, so that ending the attempt reaches every process it
@@ -76,6 +76,16 @@ pub(crate) fn spawn(spec: &AttemptSpec, writer: PipeWriter) -> Result<Child, Spa
     // output would never reach its end.
     drop(cmd);
     started
+}
+
+/// `/dev/null` for an attempt's stdin: a duplicate of one opened once per run (a
+/// `dup` costs less than opening the path again on every spawn).
+fn null_input() -> Stdio {
+    static NULL: std::sync::OnceLock<Option<std::fs::File>> = std::sync::OnceLock::new();
+    NULL.get_or_init(|| std::fs::File::open("/dev/null").ok())
+        .as_ref()
+        .and_then(|null| null.try_clone().ok())
+        .map_or_else(Stdio::null, Stdio::from)
 }
 
 /// Tells what is wrong with the working directory, if anything. Asked only once a

@@ -147,11 +147,24 @@ fn stat_of(pid: u32) -> Option<StatFields> {
 /// mean the end. Empty, as it nearly always is, it costs one `read`.
 fn read_proc_list(path: &str) -> Option<Vec<u8>> {
     use std::io::Read;
-    let mut text = Vec::with_capacity(4096);
-    std::fs::File::open(path)
-        .ok()?
-        .read_to_end(&mut text)
-        .ok()?;
+    // Plain reads until the end: `read_to_end` on a `File` first asks for its size and
+    // position (`statx`, `lseek`), which a `/proc` file does not know — two wasted calls
+    // on every attempt's end.
+    let mut file = std::fs::File::open(path).ok()?;
+    let mut text = vec![0; 4096];
+    let mut len = 0;
+    loop {
+        if len == text.len() {
+            text.resize(len * 2, 0);
+        }
+        match file.read(&mut text[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    text.truncate(len);
     Some(text)
 }
 
