@@ -74,6 +74,13 @@ fn start(spec: &AttemptSpec, argv: &[String], exe: &OsStr, writer: &PipeWriter) 
     if !exe.as_encoded_bytes().contains(&b'/') {
         return Err(io::ErrorKind::NotFound.into());
     }
+    // The child enters its cwd before it runs the program: a relative path (from a
+    // relative cwd) must name the program as seen from ours.
+    let exe: std::borrow::Cow<'_, OsStr> = if Path::new(exe).is_relative() {
+        std::path::absolute(exe)?.into_os_string().into()
+    } else {
+        exe.into()
+    };
     let exe = c_string(exe.as_encoded_bytes())?;
     let argv = argv
         .iter()
