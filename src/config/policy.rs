@@ -3,7 +3,7 @@
 //! Nothing here reads files or the environment; `load` and `validate` build these.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -131,8 +131,9 @@ impl Origins {
 pub struct Spec {
     pub name: String,
     pub command: CommandLine,
-    /// Absolute (resolved against the pipeline file's folder).
-    pub cwd: PathBuf,
+    /// Absolute (resolved against the pipeline file's folder). Shared by the specs
+    /// that run in the same folder (most of them): one copy, not one per spec.
+    pub cwd: Arc<Path>,
     pub env: BTreeMap<String, String>,
     /// Indices into `Pipeline::specs`.
     pub depends_on: Vec<usize>,

@@ -217,6 +217,8 @@ pub fn validate(layers: &Layers) -> Result<Pipeline, Vec<Problem>> {
     // Names → indices, for depends_on.
     let names: Vec<&str> = spec_tables.iter().map(|(n, _)| *n).collect();
     let mut specs = Vec::with_capacity(spec_tables.len());
+    // Each distinct working folder once, shared by the specs that run in it.
+    let mut folders: BTreeMap<std::path::PathBuf, Arc<Path>> = BTreeMap::new();
     for &(name, table) in &spec_tables {
         let parts = spec_parts(&mut cx, name, &layers.spec_table(name, table));
         let at = path(&["specs", name]);
@@ -335,6 +337,14 @@ pub fn validate(layers: &Layers) -> Result<Pipeline, Vec<Problem>> {
             .as_deref()
             .map(|c| dir.join(c))
             .unwrap_or_else(|| dir.clone());
+        let cwd = match folders.get(&cwd) {
+            Some(shared) => shared.clone(),
+            None => {
+                let shared: Arc<Path> = Arc::from(cwd.as_path());
+                folders.insert(cwd, shared.clone());
+                shared
+            }
+        };
         let tasks = match parts.tasks.as_deref() {
             Some(t) if t.trim().is_empty() => {
                 cx.problem(

@@ -62,7 +62,7 @@ pub struct SpecState {
     #[serde(default)]
     pub reason: Option<String>,
     /// Hash of command, cwd, env and dependencies: a change means "run again".
-    pub definition_hash: String,
+    pub definition_hash: DefinitionHash,
     /// The live attempt's process, while one runs. (Boxed, like `iteration`: most
     /// specs have neither most of the time, and a run holds one `SpecState` per spec.)
     #[serde(default)]
@@ -92,7 +92,7 @@ pub struct IterationState {
 }
 
 impl SpecState {
-    pub fn new(definition_hash: String, max_retries: u32) -> SpecState {
+    pub fn new(definition_hash: DefinitionHash, max_retries: u32) -> SpecState {
         SpecState {
             status: Status::Pending,
             attempts: Vec::new(),
@@ -143,7 +143,7 @@ pub struct RunningProcess {
 }
 
 /// A stable hash of what a spec runs: command, cwd, env, dependencies (by name).
-pub fn definition_hash(p: &Pipeline, spec: &Spec) -> String {
+pub fn definition_hash(p: &Pipeline, spec: &Spec) -> DefinitionHash {
     let mut h = Fnv::default();
     match &spec.command {
         CommandLine::Shell(s) => {
@@ -187,7 +187,79 @@ pub fn definition_hash(p: &Pipeline, spec: &Spec) -> String {
         }
         None => {}
     }
-    format!("{:016x}", h.0)
+    DefinitionHash::Fnv(h.0)
+}
+
+/// A spec's definition hash as the state file holds it: 16 lowercase hex digits (FNV-1a,
+/// 64 bits), kept as the number; any other text (a hand-edited file, a test) is kept
+/// as it is and compares unequal to every hash this version makes, so its spec runs
+/// again. 16 bytes a spec in memory, where the text was 24 plus its allocation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DefinitionHash {
+    Fnv(u64),
+    Text(Box<String>),
+}
+
+impl DefinitionHash {
+    /// The text the state file holds.
+    pub fn text(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            DefinitionHash::Fnv(h) => format!("{h:016x}").into(),
+            DefinitionHash::Text(t) => t.as_str().into(),
+        }
+    }
+}
+
+impl From<&str> for DefinitionHash {
+    fn from(s: &str) -> DefinitionHash {
+        // Only the exact form `text` writes reads as a number, so every text reads
+        // back as it was written.
+        let canonical = s.len() == 16 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        match u64::from_str_radix(s, 16) {
+            Ok(h) if canonical => DefinitionHash::Fnv(h),
+            _ => DefinitionHash::Text(Box::new(s.to_string())),
+        }
+    }
+}
+
+impl PartialEq<&str> for DefinitionHash {
+    fn eq(&self, other: &&str) -> bool {
+        self.text() == *other
+    }
+}
+
+impl Serialize for DefinitionHash {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            DefinitionHash::Fnv(h) => {
+                // Without an allocation: this is written for every spec.
+                let mut buf = [0u8; 16];
+                let mut v = *h;
+                for b in buf.iter_mut().rev() {
+                    *b = b"0123456789abcdef"[(v & 0xf) as usize];
+                    v >>= 4;
+                }
+                s.serialize_str(std::str::from_utf8(&buf).unwrap_or_default())
+            }
+            DefinitionHash::Text(t) => s.serialize_str(t),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for DefinitionHash {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<DefinitionHash, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = DefinitionHash;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a definition hash (text)")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<DefinitionHash, E> {
+                Ok(DefinitionHash::from(s))
+            }
+        }
+        d.deserialize_str(V)
+    }
 }
 
 /// FNV-1a, 64 bits: stable across builds and platforms, unlike std's hasher.
@@ -210,5 +282,33 @@ impl Fnv {
     fn field(&mut self, b: &[u8]) {
         self.bytes(&(b.len() as u64).to_le_bytes());
         self.bytes(b);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DefinitionHash;
+
+    #[test]
+    fn definition_hashes_read_and_write_back_as_they_were() {
+        for text in [
+            "00c0ffee12345678",
+            "ffffffffffffffff",
+            "0000000000000000",
+            // Other forms (an older or hand-edited file) are kept as text.
+            "00C0FFEE12345678",
+            "c0ffee",
+            "+0c0ffee12345678",
+            "something else",
+            "",
+        ] {
+            let json = serde_json::to_string(text).unwrap();
+            let h: DefinitionHash = serde_json::from_str(&json).unwrap();
+            assert_eq!(serde_json::to_string(&h).unwrap(), json, "{text}");
+            assert_eq!(h, text);
+        }
+        let h: DefinitionHash = serde_json::from_str("\"00c0ffee12345678\"").unwrap();
+        assert_eq!(h, DefinitionHash::Fnv(0x00c0_ffee_1234_5678));
+        assert_ne!(DefinitionHash::from("00C0FFEE12345678"), h);
     }
 }

@@ -7,7 +7,9 @@
 
 use chrono::{DateTime, Utc};
 
-use super::model::{IterationState, RunningProcess, SpecState, StateFile, definition_hash};
+use super::model::{
+    DefinitionHash, IterationState, RunningProcess, SpecState, StateFile, definition_hash,
+};
 use crate::config::Pipeline;
 use crate::events::Status;
 
@@ -92,7 +94,7 @@ impl std::fmt::Display for Why {
 #[derive(Debug, Clone)]
 pub struct ResumePlan {
     /// Definition hash of every spec.
-    pub hashes: Vec<String>,
+    pub hashes: Vec<DefinitionHash>,
     /// Specs this run starts.
     pub to_run: Vec<bool>,
     /// Requested specs skipped because they succeeded with this very definition.
@@ -138,7 +140,7 @@ pub fn plan(
     mode: Mode,
 ) -> ResumePlan {
     let n = p.specs.len();
-    let hashes: Vec<String> = p.specs.iter().map(|s| definition_hash(p, s)).collect();
+    let hashes: Vec<DefinitionHash> = p.specs.iter().map(|s| definition_hash(p, s)).collect();
     let mut plan = ResumePlan {
         hashes,
         to_run: vec![false; n],

@@ -775,7 +775,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut initial = StateFile::new("run-1");
         for (i, name) in ["a", "b", "c", "d"].into_iter().enumerate() {
-            let mut s = SpecState::new(format!("hash-{name}"), 2);
+            let mut s = SpecState::new(format!("hash-{name}").as_str().into(), 2);
             s.reason = Some("é \"quoted\" \n line".repeat(i));
             initial.specs.insert(name.into(), s);
         }

@@ -1486,8 +1486,8 @@ fn pipeline_file_in_another_folder_is_the_base_of_relative_paths() {
     })
     .expect("loads");
     let a = &pipeline.specs[0];
-    assert_eq!(a.cwd, dir.join("work"));
-    assert_eq!(pipeline.specs[1].cwd, dir);
+    assert_eq!(*a.cwd, *dir.join("work"));
+    assert_eq!(*pipeline.specs[1].cwd, *dir);
     assert_eq!(a.policy.retry_log_dir, dir.join("logs"));
     assert_eq!(pipeline.run.state_dir, dir.join("../state"));
     assert_eq!(pipeline.run.junit_path, Some(dir.join("out/junit.xml")));

@@ -343,7 +343,7 @@ impl Dispatcher<'_> {
         let mut work = vec![(root, previous)];
         while let Some((i, was)) = work.pop() {
             let name = self.p.specs[i].name.clone();
-            for j in self.dependents[i].clone() {
+            for j in self.dependents[i].iter().copied() {
                 if !self.selected[j] {
                     continue;
                 }
