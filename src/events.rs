@@ -270,7 +270,8 @@ impl Event {
 /// Receives every event, in order, on the dispatcher thread.
 pub trait EventSink {
     fn event(&mut self, event: &Event);
-    /// Called at least this often while the run is live (progress redraws).
+    /// How often `tick` is wanted while the dispatcher has nothing else to do
+    /// (progress redraws). Asked once, when the run starts.
     fn tick_interval(&self) -> Option<Duration> {
         None
     }

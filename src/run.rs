@@ -763,7 +763,10 @@ fn execute(p: &Pipeline, req: RunRequest, out: &OutputArgs, color: bool) -> u8 {
     }
     // Listen before the clean-up below: a Ctrl-C during it must not kill the runner
     // outright; the run then stops as soon as it starts.
-    let signals = match crate::runner::signal::SignalListener::start() {
+    // Everything that wakes the dispatcher (signals, the state writer, the control
+    // socket, the workers) goes through this one inbox.
+    let inbox = crate::runner::inbox::Inbox::new();
+    let _signals = match crate::runner::signal::SignalListener::start(inbox.sender()) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: cannot listen for signals: {e}");
@@ -786,16 +789,17 @@ fn execute(p: &Pipeline, req: RunRequest, out: &OutputArgs, color: bool) -> u8 {
         .filter(|name| p.index_of(name).is_none())
         .cloned()
         .collect();
-    let mut state_sink = match sink::StateSink::start(dir.clone(), initial) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!(
-                "error: cannot write the state file in `{}`: {e}",
-                dir.display()
-            );
-            return exit::USAGE;
-        }
-    };
+    let mut state_sink =
+        match sink::StateSink::start(dir.clone(), initial, inbox.sender().state_notifier()) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!(
+                    "error: cannot write the state file in `{}`: {e}",
+                    dir.display()
+                );
+                return exit::USAGE;
+            }
+        };
 
     tracing::info!(
         run_id,
@@ -809,8 +813,7 @@ fn execute(p: &Pipeline, req: RunRequest, out: &OutputArgs, color: bool) -> u8 {
     let hub = crate::live::hub::Hub::attach(&state_sink, hidden);
     // The control socket: a run that cannot serve one still runs (status and stop fall
     // back to the state file and a signal).
-    let (commands_tx, commands) = crossbeam_channel::unbounded();
-    let mut server = match crate::live::server::Server::start(dir, hub.clone(), commands_tx) {
+    let mut server = match crate::live::server::Server::start(dir, hub.clone(), inbox.sender()) {
         Ok(s) => Some(s),
         Err(e) => {
             eprintln!(
@@ -916,17 +919,14 @@ fn execute(p: &Pipeline, req: RunRequest, out: &OutputArgs, color: bool) -> u8 {
         } else {
             Vec::new()
         },
-        steering: Some(crate::runner::dispatcher::steer::Steering {
-            commands,
-            succeeded_before,
-        }),
+        steering: Some(crate::runner::dispatcher::steer::Steering { succeeded_before }),
         loops: std::mem::take(&mut plan.loops),
     };
     // What is left of the plan is not needed while the run goes on.
     drop(plan);
     let code = {
         let mut fan = crate::report::Fanout(sinks);
-        crate::runner::dispatcher::run(p, opts, &mut fan, &signals.events)
+        crate::runner::dispatcher::run(p, opts, &mut fan, inbox)
     };
     if let Some(s) = server.as_mut() {
         s.close();

@@ -176,7 +176,8 @@ mod tests {
                 .specs
                 .insert(name.into(), SpecState::new("h".into(), 0));
         }
-        let mut sink = StateSink::start(dir.path().to_path_buf(), initial).unwrap();
+        let mut sink =
+            StateSink::start(dir.path().to_path_buf(), initial, Box::new(|_| {})).unwrap();
         let hub = Hub::attach(&sink, BTreeSet::from(["other".to_string()]));
 
         sink.event(&finished("a"));

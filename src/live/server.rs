@@ -19,6 +19,7 @@ use super::addr;
 use super::hub::Hub;
 use super::protocol::{self, Op};
 use crate::runner::dispatcher::steer::{SteerCommand, SteerRequest};
+use crate::runner::inbox::InboxTx;
 
 /// Clients served at once; more are told so and closed.
 const MAX_CLIENTS: usize = 64;
@@ -29,7 +30,8 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 
 struct Shared {
     hub: Hub,
-    commands: Sender<SteerCommand>,
+    /// The dispatcher's inbox, for steering commands.
+    commands: InboxTx,
     done: AtomicBool,
     clients: AtomicUsize,
     next: AtomicU64,
@@ -54,11 +56,7 @@ pub struct Server {
 impl Server {
     /// Binds the socket for this state folder (the caller holds its lock, so any
     /// socket file there is a dead runner's) and starts serving.
-    pub fn start(
-        state_dir: &Path,
-        hub: Hub,
-        commands: Sender<SteerCommand>,
-    ) -> std::io::Result<Server> {
+    pub fn start(state_dir: &Path, hub: Hub, commands: InboxTx) -> std::io::Result<Server> {
         let runtime = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from);
         let (path, recorded) = addr::choose(state_dir, runtime.as_deref())?;
         let addr_path = state_dir.join(addr::ADDR_FILE);
@@ -366,11 +364,7 @@ fn read_loop(stream: &UnixStream, shared: &Shared, out: &Sender<Out>) {
 
 fn steer(shared: &Shared, id: &Value, request: SteerRequest) -> String {
     let (tx, rx) = crossbeam_channel::bounded(1);
-    if shared
-        .commands
-        .send(SteerCommand { request, reply: tx })
-        .is_err()
-    {
+    if !shared.commands.steer(SteerCommand { request, reply: tx }) {
         return protocol::reply(id, Err("the run has ended"));
     }
     match rx.recv_timeout(ANSWER_TIMEOUT) {

@@ -1,6 +1,7 @@
 //! The dispatcher: one thread that owns all run state.
 //!
-//! It selects over worker results, signals and its own timers (backoff waits), decides
+//! It waits on its inbox (worker results, the state writer's news, signals, control
+//! requests: `inbox.rs`) and its own timers (backoff waits, the progress tick), decides
 //! what runs next, and emits events to the reporter and the state sink. Workers and the
 //! signal thread only send it messages; nothing else mutates run state.
 
@@ -9,10 +10,11 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, select};
+use crossbeam_channel::RecvTimeoutError;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
+use super::inbox::{Inbox, Wake};
 use super::pool::{Job, JobKind, JobResult, Pool};
 use super::signal::SignalEvent;
 use crate::config::policy::Pipeline;
@@ -196,15 +198,12 @@ impl std::ops::Index<usize> for Dependents {
     }
 }
 
-/// Runs the pipeline to the end; returns the exit code.
-pub fn run(
-    pipeline: &Pipeline,
-    opts: RunOptions,
-    sink: &mut dyn EventSink,
-    signals: &Receiver<SignalEvent>,
-) -> u8 {
+/// Runs the pipeline to the end; returns the exit code. Everything that wakes the
+/// dispatcher comes through `inbox`: its producers (the signal listener, the state
+/// writer, the control socket) hold senders of it, and the pool gets one.
+pub fn run(pipeline: &Pipeline, opts: RunOptions, sink: &mut dyn EventSink, inbox: Inbox) -> u8 {
     let mut d = Dispatcher::new(pipeline, opts);
-    d.run(sink, signals)
+    d.run(sink, inbox)
 }
 
 struct Dispatcher<'p> {
@@ -337,7 +336,7 @@ impl<'p> Dispatcher<'p> {
         }
     }
 
-    fn run(&mut self, sink: &mut dyn EventSink, signals: &Receiver<SignalEvent>) -> u8 {
+    fn run(&mut self, sink: &mut dyn EventSink, inbox: Inbox) -> u8 {
         let started = Instant::now();
         let jobs = self.p.run.jobs.max(1);
         let selected_count = self.selected.iter().filter(|s| **s).count();
@@ -347,14 +346,12 @@ impl<'p> Dispatcher<'p> {
             up_to_date: self.up_to_date,
             jobs,
         }));
-        let mut flushed = self
-            .state
-            .as_ref()
-            .map_or_else(crossbeam_channel::never, |s| s.flushed.clone());
-        self.live_output = sink.tick_interval().is_some();
-        let pool = Pool::start(jobs.min(selected_count.max(1)), self.backend.clone());
-        let results = pool.results().clone();
-        let commands = self.steer.commands();
+        let tick = sink.tick_interval();
+        self.live_output = tick.is_some();
+        // The pool takes the dispatcher's own sender: once the pool and every other
+        // producer are gone, the inbox says so and the loop ends.
+        let Inbox { tx, rx } = inbox;
+        let pool = Pool::start(jobs.min(selected_count.max(1)), self.backend.clone(), tx);
         loop {
             self.fire_timers(sink);
             self.dispatch(&pool, sink);
@@ -372,82 +369,108 @@ impl<'p> Dispatcher<'p> {
                 .timers
                 .peek()
                 .map(|Reverse((t, _))| t.saturating_duration_since(Instant::now()));
-            if let Some(tick) = sink.tick_interval() {
+            if let Some(tick) = tick {
                 timeout = Some(timeout.map_or(tick, |t| t.min(tick)));
             }
             let timeout = timeout.unwrap_or(Duration::from_secs(3600));
-            select! {
-                recv(results) -> msg => match msg {
-                    Ok(JobResult::Started { spec, attempt, log, log_number, started, live, reattached: true }) => {
-                        let s = &self.specs[spec];
-                        sink.event(&Event::now(EventKind::AttemptReattached {
-                            spec: self.p.specs[spec].name.clone(),
-                            attempt,
-                            retry: s.retry_count,
-                            max_retries: self.p.specs[spec].policy.retry.max_retries,
-                            log,
-                            job_id: started.and_then(|s| s.job).map_or(0, |j| j.id),
-                            live,
-                            log_number,
-                        }));
-                    }
-                    Ok(JobResult::Started { spec, attempt, log, log_number, started, live, reattached: false }) => {
-                        let s = &self.specs[spec];
-                        sink.event(&Event::now(EventKind::AttemptStarted {
-                            spec: self.p.specs[spec].name.clone(),
-                            attempt,
-                            retry: s.retry_count,
-                            max_retries: self.p.specs[spec].policy.retry.max_retries,
-                            log,
-                            pid: started.filter(|s| s.job.is_none()).map(|s| s.pid),
-                            job_id: started.and_then(|s| s.job).map(|j| j.id),
-                            live,
-                            log_number,
-                            started,
-                        }));
-                    }
-                    Ok(JobResult::Finished { spec, attempt, log, log_number, end }) => {
-                        self.running -= 1;
-                        self.specs[spec].control = None;
-                        self.specs[spec].next_log = log_number + 1;
-                        if let Some((log, end)) = self.steer_finished(spec, attempt, log, end, sink) {
-                            self.finished(spec, attempt, log, end, sink);
-                        }
-                    }
-                    Ok(JobResult::HookFinished { spec, kind: JobKind::Until, log, end }) => {
-                        self.until_finished(spec, &log, &end, sink);
-                    }
-                    Ok(JobResult::HookFinished { spec, kind, log, end }) => {
-                        self.hooks.retain(|(i, _)| *i != spec);
-                        self.hook_finished(spec, kind, log, &end, sink);
-                    }
-                    Err(_) => break,
-                },
-                recv(flushed) -> msg => {
-                    if msg.is_err() {
-                        // The state writer is gone (it cannot have ended normally while
-                        // the run lives): stop waiting for the disk rather than spin.
-                        flushed = crossbeam_channel::never();
-                        self.state = None;
-                        self.due.extend(self.awaiting_flush.drain(..));
-                    }
-                    self.release_flushed();
+            match rx.recv_timeout(timeout) {
+                Ok(Wake::Job(result)) => self.on_result(result, sink),
+                Ok(Wake::Flushed) => self.release_flushed(),
+                Ok(Wake::WriterGone) => {
+                    // The state writer is gone (it cannot have ended normally while
+                    // the run lives): stop waiting for the disk.
+                    self.state = None;
+                    self.due.extend(self.awaiting_flush.drain(..));
                 }
-                recv(signals) -> sig => {
-                    if let Ok(sig) = sig {
-                        self.on_signal(sig, sink);
-                    }
-                }
-                recv(commands) -> cmd => {
-                    if let Ok(cmd) = cmd {
-                        self.on_command(cmd, sink);
-                    }
-                }
-                default(timeout) => sink.tick(),
+                Ok(Wake::Signal(sig)) => self.on_signal(sig, sink),
+                Ok(Wake::Steer(cmd)) => self.on_command(cmd, sink),
+                Err(RecvTimeoutError::Timeout) => sink.tick(),
+                Err(RecvTimeoutError::Disconnected) => break,
             }
         }
         drop(pool);
         self.finish(started, sink)
+    }
+
+    /// A worker's news of a job.
+    fn on_result(&mut self, result: JobResult, sink: &mut dyn EventSink) {
+        match result {
+            JobResult::Started {
+                spec,
+                attempt,
+                log,
+                log_number,
+                started,
+                live,
+                reattached: true,
+            } => {
+                let s = &self.specs[spec];
+                sink.event(&Event::now(EventKind::AttemptReattached {
+                    spec: self.p.specs[spec].name.clone(),
+                    attempt,
+                    retry: s.retry_count,
+                    max_retries: self.p.specs[spec].policy.retry.max_retries,
+                    log,
+                    job_id: started.and_then(|s| s.job).map_or(0, |j| j.id),
+                    live,
+                    log_number,
+                }));
+            }
+            JobResult::Started {
+                spec,
+                attempt,
+                log,
+                log_number,
+                started,
+                live,
+                reattached: false,
+            } => {
+                let s = &self.specs[spec];
+                sink.event(&Event::now(EventKind::AttemptStarted {
+                    spec: self.p.specs[spec].name.clone(),
+                    attempt,
+                    retry: s.retry_count,
+                    max_retries: self.p.specs[spec].policy.retry.max_retries,
+                    log,
+                    pid: started.filter(|s| s.job.is_none()).map(|s| s.pid),
+                    job_id: started.and_then(|s| s.job).map(|j| j.id),
+                    live,
+                    log_number,
+                    started,
+                }));
+            }
+            JobResult::Finished {
+                spec,
+                attempt,
+                log,
+                log_number,
+                end,
+            } => {
+                self.running -= 1;
+                self.specs[spec].control = None;
+                self.specs[spec].next_log = log_number + 1;
+                if let Some((log, end)) = self.steer_finished(spec, attempt, log, end, sink) {
+                    self.finished(spec, attempt, log, end, sink);
+                }
+            }
+            JobResult::HookFinished {
+                spec,
+                kind: JobKind::Until,
+                log,
+                end,
+            } => {
+                self.until_finished(spec, &log, &end, sink);
+            }
+            JobResult::HookFinished {
+                spec,
+                kind,
+                log,
+                end,
+            } => {
+                self.hooks.retain(|(i, _)| *i != spec);
+                self.hook_finished(spec, kind, log, &end, sink);
+            }
+        }
     }
 
     fn on_signal(&mut self, sig: SignalEvent, sink: &mut dyn EventSink) {

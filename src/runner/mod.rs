@@ -3,6 +3,7 @@
 
 pub mod backend;
 pub mod dispatcher;
+pub mod inbox;
 pub mod pool;
 pub mod signal;
 pub mod work;

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Sender;
+
+use super::inbox::InboxTx;
 
 use crate::config::policy::{BackendKind, CommandLine};
 use crate::exec::{AttemptEnd, AttemptSpec, ControlRx, EndCause, LiveOutput, SharedLive, Started};
@@ -111,20 +113,24 @@ pub enum JobResult {
 
 pub struct Pool {
     jobs: Option<Sender<Job>>,
-    results: Receiver<JobResult>,
-    results_tx: Sender<JobResult>,
+    /// The dispatcher's inbox, where results go.
+    results: InboxTx,
     backend: std::sync::Arc<dyn super::backend::Backend>,
     workers: Vec<JoinHandle<()>>,
 }
 
 impl Pool {
-    pub fn start(threads: usize, backend: std::sync::Arc<dyn super::backend::Backend>) -> Pool {
+    /// Starts `threads` workers that send their results to `results`.
+    pub fn start(
+        threads: usize,
+        backend: std::sync::Arc<dyn super::backend::Backend>,
+        results: InboxTx,
+    ) -> Pool {
         let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded::<Job>();
-        let (results_tx, results) = crossbeam_channel::unbounded();
         let workers = (0..threads)
             .map(|n| {
                 let jobs = jobs_rx.clone();
-                let results = results_tx.clone();
+                let results = results.clone();
                 let backend = backend.clone();
                 std::thread::Builder::new()
                     .name(format!("worker-{n}"))
@@ -146,7 +152,7 @@ impl Pool {
                                     duration: Duration::ZERO,
                                     tail: Vec::new(),
                                 };
-                                let _ = results.send(match kind {
+                                results.job(match kind {
                                     JobKind::Attempt => JobResult::Finished {
                                         spec,
                                         attempt,
@@ -172,7 +178,6 @@ impl Pool {
         Pool {
             jobs: Some(jobs_tx),
             results,
-            results_tx,
             backend,
             workers,
         }
@@ -182,17 +187,13 @@ impl Pool {
         if self.workers.is_empty() {
             // Not a single worker thread could be started: run the job here, slowly
             // but surely, rather than queue it for nobody.
-            run_job(job, &*self.backend, &self.results_tx);
+            run_job(job, &*self.backend, &self.results);
             return;
         }
         if let Some(tx) = &self.jobs {
             // Workers live as long as the pool: the send cannot fail.
             let _ = tx.send(job);
         }
-    }
-
-    pub fn results(&self) -> &Receiver<JobResult> {
-        &self.results
     }
 }
 
@@ -248,7 +249,7 @@ fn make_log_dir(dir: &std::path::Path) -> Result<LogDir, PoolError> {
     }
 }
 
-fn run_job(job: Job, backend: &dyn super::backend::Backend, results: &Sender<JobResult>) {
+fn run_job(job: Job, backend: &dyn super::backend::Backend, results: &InboxTx) {
     let live: SharedLive = Arc::new(LiveOutput::default());
     let mut n = job.first_log_number.max(1);
     let prepared = make_log_dir(&job.log_dir);
@@ -267,7 +268,7 @@ fn run_job(job: Job, backend: &dyn super::backend::Backend, results: &Sender<Job
     // records their process groups.
     let announce = |started: Option<Started>, live: Option<SharedLive>| {
         if job.kind == JobKind::Attempt {
-            let _ = results.send(JobResult::Started {
+            results.job(JobResult::Started {
                 spec: job.spec,
                 attempt: job.attempt,
                 log: log.clone(),
@@ -313,7 +314,7 @@ fn run_job(job: Job, backend: &dyn super::backend::Backend, results: &Sender<Job
             end
         }
     };
-    let _ = results.send(match job.kind {
+    results.job(match job.kind {
         JobKind::Attempt => JobResult::Finished {
             spec: job.spec,
             attempt: job.attempt,

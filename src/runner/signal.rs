@@ -6,9 +6,10 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use crossbeam_channel::Receiver;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGXFSZ};
 use signal_hook::iterator::{Handle, Signals};
+
+use super::inbox::InboxTx;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SignalEvent {
@@ -31,23 +32,22 @@ pub fn survive_file_size_limit() -> std::io::Result<()> {
     Ok(())
 }
 
-/// Listens for termination signals until dropped.
+/// Listens for termination signals until dropped; sends each to the dispatcher's
+/// inbox (a signal that arrives before the run starts waits there for it).
 pub struct SignalListener {
     handle: Handle,
     thread: Option<std::thread::JoinHandle<()>>,
-    pub events: Receiver<SignalEvent>,
 }
 
 impl SignalListener {
-    pub fn start() -> std::io::Result<SignalListener> {
+    pub fn start(to: InboxTx) -> std::io::Result<SignalListener> {
         let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
         let handle = signals.handle();
-        let (tx, events) = crossbeam_channel::unbounded();
         let thread = std::thread::Builder::new()
             .name("signals".into())
             .spawn(move || {
                 for sig in signals.forever() {
-                    if tx.send(SignalEvent::Interrupt(sig)).is_err() {
+                    if !to.signal(SignalEvent::Interrupt(sig)) {
                         break;
                     }
                 }
@@ -55,7 +55,6 @@ impl SignalListener {
         Ok(SignalListener {
             handle,
             thread: Some(thread),
-            events,
         })
     }
 }

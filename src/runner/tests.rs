@@ -4,10 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_channel::Sender;
-
 use super::backend::Backend;
 use super::dispatcher::{self, RunOptions};
+use super::inbox::{Inbox, InboxTx};
 use super::signal::SignalEvent;
 use crate::config::{self, LoadOptions, Pipeline};
 use crate::events::{Event, EventKind, EventSink, Status};
@@ -82,7 +81,7 @@ type Trigger = Box<dyn Fn(&Event) -> bool + Send>;
 /// Records events; may send a signal when it sees a chosen event.
 struct Recorder {
     events: Vec<Event>,
-    interrupt_on: Option<(Trigger, Sender<SignalEvent>)>,
+    interrupt_on: Option<(Trigger, InboxTx)>,
     /// How long after the trigger the interrupt comes.
     delay: Duration,
 }
@@ -93,12 +92,12 @@ impl EventSink for Recorder {
             && when(event)
         {
             if self.delay.is_zero() {
-                let _ = tx.send(SignalEvent::Interrupt(2));
+                tx.signal(SignalEvent::Interrupt(2));
             } else {
                 let (tx, delay) = (tx.clone(), self.delay);
                 std::thread::spawn(move || {
                     std::thread::sleep(delay);
-                    let _ = tx.send(SignalEvent::Interrupt(2));
+                    tx.signal(SignalEvent::Interrupt(2));
                 });
             }
         }
@@ -175,7 +174,8 @@ fn run_resumed(
     for (name, n) in carried {
         initial_retries[p.index_of(name).expect("a spec of the pipeline")] = *n;
     }
-    let (sig_tx, sig_rx) = crossbeam_channel::unbounded();
+    let inbox = Inbox::new();
+    let sig_tx = inbox.sender();
     let (done_tx, done_rx) = crossbeam_channel::bounded(1);
     std::thread::spawn(move || {
         let n = p.specs.len();
@@ -198,7 +198,7 @@ fn run_resumed(
             reattach: Vec::new(),
             loops: vec![None; n],
         };
-        let code = dispatcher::run(&p, opts, &mut rec, &sig_rx);
+        let code = dispatcher::run(&p, opts, &mut rec, inbox);
         let _ = done_tx.send((code, rec.events));
     });
     let (code, events) = done_rx

@@ -42,6 +42,20 @@ const REST_FACTOR: u32 = 10;
 /// after it, never both, never neither.
 pub type Observer = Box<dyn FnMut(&Event) + Send>;
 
+/// What the writer tells whoever waits for the disk (the dispatcher, through its
+/// inbox: `state` does not know who that is).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Written {
+    /// This version is on disk, or writing it failed (then `is_durable` says so and
+    /// nobody should wait any more).
+    Version(u64),
+    /// The writer has ended (closed, or died): nothing more will reach the disk.
+    Gone,
+}
+
+/// Called on the writer's thread with each [`Written`].
+pub type Notifier = Box<dyn Fn(Written) + Send>;
+
 /// The state, and the specs that changed since the last write. A write serializes
 /// those under the lock (O(changed specs)) and copies every other spec's entry from
 /// the file it wrote last (`OnDisk`), outside the lock: no spec is kept serialized in
@@ -93,12 +107,11 @@ enum Msg {
     Close,
 }
 
-/// What the dispatcher holds to wait for durability.
+/// What the dispatcher holds to wait for durability (the news that a version reached
+/// the disk comes through the sink's `Notifier`).
 #[derive(Clone)]
 pub struct StateHandle {
     shared: Arc<Shared>,
-    /// Versions as they reach the disk.
-    pub flushed: Receiver<u64>,
 }
 
 impl StateHandle {
@@ -143,8 +156,9 @@ fn lock(m: &Mutex<Model>) -> MutexGuard<'_, Model> {
 
 impl StateSink {
     /// Writes `initial` synchronously (so an unwritable folder fails before any spec
-    /// starts), then keeps it current from events.
-    pub fn start(dir: PathBuf, initial: StateFile) -> std::io::Result<StateSink> {
+    /// starts), then keeps it current from events. `notify` hears of each write, and
+    /// of the writer's end.
+    pub fn start(dir: PathBuf, initial: StateFile, notify: Notifier) -> std::io::Result<StateSink> {
         let mut model = Model {
             file: initial,
             dirty: BTreeSet::new(),
@@ -163,15 +177,18 @@ impl StateSink {
             error: Mutex::new(None),
         });
         let (tx, rx) = crossbeam_channel::unbounded();
-        let (flushed_tx, flushed) = crossbeam_channel::unbounded();
         let writer_shared = shared.clone();
         let writer = std::thread::Builder::new()
             .name("state-writer".into())
-            .spawn(move || writer_loop(&writer_shared, &rx, &flushed_tx, &mut disk))?;
+            .spawn(move || {
+                // Told however the thread ends, a panic included: whoever waits for
+                // the disk must stop waiting rather than wait forever.
+                let notify = GoneOnDrop(notify);
+                writer_loop(&writer_shared, &rx, &notify.0, &mut disk);
+            })?;
         Ok(StateSink {
             handle: StateHandle {
                 shared: shared.clone(),
-                flushed,
             },
             shared,
             tx,
@@ -598,7 +615,16 @@ impl<'a> OldFile<'a> {
     }
 }
 
-fn writer_loop(shared: &Shared, rx: &Receiver<Msg>, flushed: &Sender<u64>, disk: &mut OnDisk) {
+/// Says `Written::Gone` when dropped.
+struct GoneOnDrop(Notifier);
+
+impl Drop for GoneOnDrop {
+    fn drop(&mut self) {
+        (self.0)(Written::Gone);
+    }
+}
+
+fn writer_loop(shared: &Shared, rx: &Receiver<Msg>, flushed: &Notifier, disk: &mut OnDisk) {
     let mut last_write: Option<Instant> = None;
     let mut rest = COALESCE;
     while let Ok(first) = rx.recv() {
@@ -631,7 +657,7 @@ fn writer_loop(shared: &Shared, rx: &Receiver<Msg>, flushed: &Sender<u64>, disk:
     }
 }
 
-fn write_now(shared: &Shared, flushed: &Sender<u64>, disk: &mut OnDisk) {
+fn write_now(shared: &Shared, flushed: &Notifier, disk: &mut OnDisk) {
     let (version, changes) = {
         let mut m = lock(&shared.model);
         // Changes from here on must wake the writer again.
@@ -662,7 +688,7 @@ fn write_now(shared: &Shared, flushed: &Sender<u64>, disk: &mut OnDisk) {
             }
         }
     }
-    let _ = flushed.send(version);
+    flushed(Written::Version(version));
 }
 
 /// The state a run starts from: the previous file's history, with each spec that will
@@ -779,7 +805,11 @@ mod tests {
             s.reason = Some("é \"quoted\" \n line".repeat(i));
             initial.specs.insert(name.into(), s);
         }
-        let mut sink = StateSink::start(dir.path().to_path_buf(), initial).unwrap();
+        let (flushed_tx, flushed) = crossbeam_channel::unbounded();
+        let notify = Box::new(move |news| {
+            let _ = flushed_tx.send(news);
+        });
+        let mut sink = StateSink::start(dir.path().to_path_buf(), initial, notify).unwrap();
         let handle = sink.handle();
         let (_, first) = on_disk(dir.path());
         assert_eq!(first.specs.len(), 4);
@@ -794,7 +824,7 @@ mod tests {
             sink.event(&finished(spec, Status::Failed, reason));
             let version = handle.version();
             while !handle.is_durable(version) {
-                let _ = handle.flushed.recv();
+                let _ = flushed.recv();
             }
             let (text, file) = on_disk(dir.path());
             assert_eq!(file.specs[spec].reason.as_deref(), Some(reason), "{text}");
@@ -813,6 +843,8 @@ mod tests {
             assert_eq!(text, expected);
         }
         sink.close();
+        // The last news of a writer is its end: whoever waits for the disk stops.
+        assert_eq!(flushed.try_iter().last(), Some(Written::Gone));
         let (_, last) = on_disk(dir.path());
         assert_eq!(last.specs["d"].status, Status::Pending);
         assert_eq!(last.specs["d"].definition_hash, "hash-d");

@@ -1,13 +1,13 @@
 //! Steering a live run: stop one spec, restart one spec, stop the run.
 //!
-//! The control socket turns requests into [`SteerCommand`] messages; the dispatcher
-//! takes them in its `select!` the way it takes signals and handles them here, on its
-//! own thread, so it stays the one owner of run state. Nothing here blocks.
+//! The control socket turns requests into [`SteerCommand`] messages in the dispatcher's
+//! inbox; the dispatcher takes them the way it takes signals and handles them here, on
+//! its own thread, so it stays the one owner of run state. Nothing here blocks.
 
 use std::cmp::Reverse;
 use std::path::PathBuf;
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Sender;
 
 use super::Dispatcher;
 use crate::events::{Event, EventKind, EventSink, Status, Tail};
@@ -33,9 +33,8 @@ pub struct SteerCommand {
     pub reply: Sender<Result<String, String>>,
 }
 
-/// What the dispatcher needs to take commands.
+/// What the dispatcher needs to take commands (which come through its inbox).
 pub struct Steering {
-    pub commands: Receiver<SteerCommand>,
     /// Per spec: whether it succeeded before this run. A spec this run does not run
     /// counts as a met dependency only then.
     pub succeeded_before: Vec<bool>,
@@ -43,7 +42,6 @@ pub struct Steering {
 
 /// The dispatcher's steering state.
 pub(super) struct SteerState {
-    commands: Receiver<SteerCommand>,
     succeeded_before: Vec<bool>,
     /// Specs whose running attempt is being ended for a restart.
     restarting: Vec<bool>,
@@ -53,20 +51,12 @@ pub(super) struct SteerState {
 
 impl SteerState {
     pub(super) fn new(steering: Option<Steering>, n: usize) -> SteerState {
-        let (commands, succeeded_before) = match steering {
-            Some(s) => (s.commands, s.succeeded_before),
-            None => (crossbeam_channel::never(), Vec::new()),
-        };
+        let succeeded_before = steering.map(|s| s.succeeded_before).unwrap_or_default();
         SteerState {
-            commands,
             succeeded_before,
             restarting: vec![false; n],
             stop_requested: vec![false; n],
         }
-    }
-
-    pub(super) fn commands(&self) -> Receiver<SteerCommand> {
-        self.commands.clone()
     }
 }
 
