@@ -290,7 +290,7 @@ fn show_status(view: &StatusView, seen: Seen, json: bool) -> u8 {
                 let exit = last.map_or("-".into(), |a| {
                     match (a.exit_code, &a.signal, &a.ended_at) {
                         (Some(c), _, _) => c.to_string(),
-                        (None, Some(sig), _) => sig.clone(),
+                        (None, Some(sig), _) => sig.to_string(),
                         (None, None, None) if gone => "interrupted".into(),
                         (None, None, None) => match a.job_id {
                             // A batch job: its id finds it in the cluster's own tools.
@@ -533,7 +533,7 @@ fn copy_log(
             .and_then(|st| {
                 let s = st.specs.get(name)?;
                 let a = s.attempts.iter().rev().find(|a| a.number == n)?;
-                a.reason.clone()
+                a.reason.as_deref().map(String::from)
             })
             .filter(|r| r.starts_with("could not start"));
         if let Some(reason) = reason {

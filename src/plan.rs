@@ -273,7 +273,7 @@ impl Serialize for SpecJson<'_> {
         let SpecJson(p, s, why) = *self;
         let mut m = ser.serialize_map(Some(13))?;
         m.serialize_entry("name", &s.name)?;
-        match &s.command {
+        match &*s.command {
             CommandLine::Shell(c) => m.serialize_entry("command", c)?,
             CommandLine::Argv(v) => m.serialize_entry("command", v)?,
         }

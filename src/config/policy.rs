@@ -130,7 +130,9 @@ impl Origins {
 #[derive(Clone, Debug)]
 pub struct Spec {
     pub name: String,
-    pub command: CommandLine,
+    /// Shared by the specs that run the same command (one copy for a thousand specs
+    /// that run the same script in different folders or with different variables).
+    pub command: Arc<CommandLine>,
     /// Absolute (resolved against the pipeline file's folder). Shared by the specs
     /// that run in the same folder (most of them): one copy, not one per spec.
     pub cwd: Arc<Path>,

@@ -219,6 +219,9 @@ pub fn validate(layers: &Layers) -> Result<Pipeline, Vec<Problem>> {
     let mut specs = Vec::with_capacity(spec_tables.len());
     // Each distinct working folder once, shared by the specs that run in it.
     let mut folders: BTreeMap<std::path::PathBuf, Arc<Path>> = BTreeMap::new();
+    // Each distinct command once, likewise.
+    let mut commands: std::collections::HashSet<Arc<CommandLine>> =
+        std::collections::HashSet::new();
     for &(name, table) in &spec_tables {
         let parts = spec_parts(&mut cx, name, &layers.spec_table(name, table));
         let at = path(&["specs", name]);
@@ -337,6 +340,14 @@ pub fn validate(layers: &Layers) -> Result<Pipeline, Vec<Problem>> {
             .as_deref()
             .map(|c| dir.join(c))
             .unwrap_or_else(|| dir.clone());
+        let command = match commands.get(&command) {
+            Some(shared) => shared.clone(),
+            None => {
+                let shared = Arc::new(command);
+                commands.insert(shared.clone());
+                shared
+            }
+        };
         let cwd = match folders.get(&cwd) {
             Some(shared) => shared.clone(),
             None => {

@@ -166,10 +166,10 @@ pub fn live(s: &SpecState, now: DateTime<Utc>) -> Live {
             _ => None,
         },
         attempt: last.map(|a| a.attempt),
-        log: last.map(|a| a.log.clone()),
+        log: last.map(|a| a.log.to_path_buf()),
         last_exit_code: ended.and_then(|a| a.exit_code),
-        last_signal: ended.and_then(|a| a.signal.clone()),
-        last_reason: ended.and_then(|a| a.reason.clone()),
+        last_signal: ended.and_then(|a| a.signal.as_deref().map(String::from)),
+        last_reason: ended.and_then(|a| a.reason.as_deref().map(String::from)),
     }
 }
 
@@ -303,7 +303,7 @@ mod tests {
             exit_code: None,
             signal: None,
             reason: None,
-            log: "l/task_1.log".into(),
+            log: std::path::Path::new("l/task_1.log").into(),
         });
         let l = live(&s, t0 + chrono::Duration::seconds(5));
         assert_eq!(l.pid, Some(42));

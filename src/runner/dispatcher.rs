@@ -686,7 +686,7 @@ impl<'p> Dispatcher<'p> {
                 spec: i,
                 attempt: s.retry_count + 1,
                 name: spec.name.clone(),
-                command: spec.command.clone(),
+                command: (*spec.command).clone(),
                 cwd: spec.cwd.to_path_buf(),
                 env,
                 log_dir: log_path(spec, None),
@@ -815,7 +815,7 @@ impl<'p> Dispatcher<'p> {
         };
         // `sh -c` reports a child killed by signal N as exit 128 + N: for rules and
         // reasons, that is a signal (in the shell).
-        let shell_signal = match spec.command {
+        let shell_signal = match *spec.command {
             crate::config::policy::CommandLine::Shell(_) if end.cause == EndCause::Exited => {
                 retry::signal_in_shell(end.exit_code)
             }

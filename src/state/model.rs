@@ -4,7 +4,6 @@
 //! run. The format is versioned: a newer file is refused, never misread.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -58,9 +57,10 @@ pub struct SpecState {
     /// The delay before the last scheduled retry, for decorrelated jitter on resume.
     #[serde(default)]
     pub last_delay_ms: Option<u64>,
-    /// Why the spec ended as it did (failed, skipped, stopped).
+    /// Why the spec ended as it did (failed, skipped, stopped). Boxed text, like the
+    /// attempt's.
     #[serde(default)]
-    pub reason: Option<String>,
+    pub reason: Option<Box<str>>,
     /// Hash of command, cwd, env and dependencies: a change means "run again".
     pub definition_hash: DefinitionHash,
     /// The live attempt's process, while one runs. (Boxed, like `iteration`: most
@@ -122,9 +122,11 @@ pub struct AttemptRecord {
     pub started_at: DateTime<Utc>,
     pub ended_at: Option<DateTime<Utc>>,
     pub exit_code: Option<i32>,
-    pub signal: Option<String>,
-    pub reason: Option<String>,
-    pub log: PathBuf,
+    /// Boxed texts (no spare capacity): a run holds an attempt record per spec, and
+    /// each boxed field is 8 bytes less than a `String` (128 → 104 bytes a record).
+    pub signal: Option<Box<str>>,
+    pub reason: Option<Box<str>>,
+    pub log: Box<std::path::Path>,
     /// The batch job that ran it (a backend that submits jobs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_id: Option<u64>,
@@ -145,7 +147,7 @@ pub struct RunningProcess {
 /// A stable hash of what a spec runs: command, cwd, env, dependencies (by name).
 pub fn definition_hash(p: &Pipeline, spec: &Spec) -> DefinitionHash {
     let mut h = Fnv::default();
-    match &spec.command {
+    match &*spec.command {
         CommandLine::Shell(s) => {
             h.field(b"sh");
             h.field(s.as_bytes());

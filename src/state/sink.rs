@@ -287,7 +287,7 @@ impl StateSink {
                         exit_code: None,
                         signal: None,
                         reason: None,
-                        log: log.clone(),
+                        log: log.as_path().into(),
                         job_id: started.and_then(|st| st.job).map(|j| j.id),
                     });
                 }
@@ -320,7 +320,7 @@ impl StateSink {
                             exit_code: None,
                             signal: None,
                             reason: None,
-                            log: log.clone(),
+                            log: log.as_path().into(),
                             job_id: Some(*job_id),
                         });
                     }
@@ -336,11 +336,11 @@ impl StateSink {
             } => {
                 if let Some(s) = m.specs.get_mut(spec) {
                     s.running = None;
-                    if let Some(a) = s.attempts.iter_mut().rev().find(|a| &a.log == log) {
+                    if let Some(a) = s.attempts.iter_mut().rev().find(|a| *a.log == **log) {
                         a.ended_at = Some(event.ts);
                         a.exit_code = *exit_code;
-                        a.signal = signal.clone();
-                        a.reason = reason.clone();
+                        a.signal = signal.as_deref().map(Box::from);
+                        a.reason = reason.as_deref().map(Box::from);
                     }
                 }
             }
@@ -375,7 +375,7 @@ impl StateSink {
                             .map(|a| a.started_at);
                     }
                     s.retry_count = *retries;
-                    s.reason = reason.clone();
+                    s.reason = reason.as_deref().map(Box::from);
                     s.running = None;
                 }
             }
@@ -802,7 +802,7 @@ mod tests {
         let mut initial = StateFile::new("run-1");
         for (i, name) in ["a", "b", "c", "d"].into_iter().enumerate() {
             let mut s = SpecState::new(format!("hash-{name}").as_str().into(), 2);
-            s.reason = Some("é \"quoted\" \n line".repeat(i));
+            s.reason = Some("é \"quoted\" \n line".repeat(i).into());
             initial.specs.insert(name.into(), s);
         }
         let (flushed_tx, flushed) = crossbeam_channel::unbounded();
