@@ -13,7 +13,7 @@ use std::io::{self, PipeReader};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Child, ExitStatus};
+use std::process::ExitStatus;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -122,12 +122,11 @@ fn run_with_log(
         Err(e) => return failed(SpawnError::Pipe(e)),
     };
     let epoch = Instant::now();
-    let child = match spawn(spec, writer) {
-        Ok(child) => child,
+    // The leader made itself a group leader before exec: its pid is the group id.
+    let pid = match spawn(spec, writer) {
+        Ok(pid) => pid,
         Err(e) => return failed(e),
     };
-    // The leader made itself a group leader before exec: its pid is the group id.
-    let pid = child.id();
     // Read before anyone can reap the leader: even a zombie still has its stat file.
     let start_time = unix::process_start_time(pid);
     // Not reaped yet, so the pid is still this child's: the pidfd cannot name another.
@@ -147,8 +146,7 @@ fn run_with_log(
 
     let mut sup = Supervisor {
         spec,
-        child,
-        pgid: pid,
+        pid,
         epoch,
         exit_fd,
         output: Some(Output::new(reader, log, live)),
@@ -183,8 +181,8 @@ enum Event {
 /// leader's exit (unless the system gives no pidfd).
 struct Supervisor<'a> {
     spec: &'a AttemptSpec,
-    child: Child,
-    pgid: u32,
+    /// The leader's pid, which is also its group's id.
+    pid: u32,
     epoch: Instant,
     /// Readable once the leader exited; `None` once it is reaped (or if the system
     /// gives no pidfd: then the leader is looked at every [`TICK`]).
@@ -279,6 +277,11 @@ impl Supervisor<'_> {
                 self.listening.hush();
             }
             if pipe_ready && let Some(event) = self.read_output() {
+                // A leader that exits usually closes the pipe at the same moment: take
+                // both from this one wake-up rather than polling again for the exit.
+                if matches!(event, Event::OutputClosed) && exit_ready && self.reap(true) {
+                    return Event::LeaderExited;
+                }
                 return event;
             }
             if exit_ready && self.reap(true) {
@@ -319,7 +322,7 @@ impl Supervisor<'_> {
     /// Reaps the leader if it exited (`exited`: its pidfd said so). Returns whether
     /// it is reaped now.
     fn reap(&mut self, exited: bool) -> bool {
-        match self.child.try_wait() {
+        match unix::try_wait(self.pid) {
             Ok(Some(status)) => self.status = Some(Ok(status)),
             Ok(None) if !exited => return false,
             // The pidfd says it exited, yet it cannot be reaped: a tracer (`strace -p`,
@@ -391,7 +394,7 @@ impl Supervisor<'_> {
             return;
         }
         if !kill_now {
-            let _ = unix::signal_group(self.pgid, Signal::TERM);
+            let _ = unix::signal_group(self.pid, Signal::TERM);
             let deadline = Instant::now() + self.spec.terminate_grace;
             // The leader is our child: its exit arrives as an event.
             while self.status.is_none() && !kill_now {
@@ -408,7 +411,7 @@ impl Supervisor<'_> {
             }
         }
         if kill_now {
-            let _ = unix::signal_group(self.pgid, Signal::KILL);
+            let _ = unix::signal_group(self.pid, Signal::KILL);
             // SIGKILL cannot be caught or ignored: the exit event will come.
             while self.status.is_none() {
                 self.next(None);
@@ -421,11 +424,11 @@ impl Supervisor<'_> {
     /// leader is reaped (a zombie leader counts as a member).
     fn group_alive(&self) -> bool {
         // Most groups go with their leader: one `kill` says so, with nothing to reap.
-        if !unix::group_exists(self.pgid) {
+        if !unix::group_exists(self.pid) {
             return false;
         }
-        unix::reap_group_zombies(self.pgid);
-        unix::group_alive(self.pgid)
+        unix::reap_group_zombies(self.pid);
+        unix::group_alive(self.pid)
     }
 
     /// After the leader is reaped: waits until the rest of the group is gone (true),
@@ -452,7 +455,7 @@ impl Supervisor<'_> {
     fn kill_rest(&mut self) {
         let deadline = Instant::now() + unix::AFTER_KILL_WAIT;
         while self.group_alive() && Instant::now() < deadline {
-            let _ = unix::signal_group(self.pgid, Signal::KILL);
+            let _ = unix::signal_group(self.pid, Signal::KILL);
             let pause = Instant::now() + unix::GROUP_POLL;
             while Instant::now() < pause {
                 self.next(Some(pause));
@@ -877,6 +880,50 @@ mod tests {
         let cwd = dir.path().canonicalize().unwrap();
         let expected = format!("hello {}", cwd.display());
         assert_eq!(String::from_utf8(log_of(&spec)).unwrap(), expected);
+    }
+
+    #[test]
+    fn the_runners_environment_reaches_the_child_under_the_attempts_variables() {
+        // The test process's own PATH is inherited; HOME is given over by the attempt,
+        // and of a name given twice the last value wins.
+        let dir = tempfile::tempdir().unwrap();
+        let mut spec = spec_in(dir.path(), &[]);
+        spec.command =
+            CommandLine::Shell("printf '%s|%s|%s' \"$PATH\" \"$HOME\" \"$SR_TWICE\"".into());
+        spec.env = vec![
+            (OsString::from("SR_TWICE"), OsString::from("first")),
+            (OsString::from("HOME"), OsString::from("/attempt/home")),
+            (OsString::from("SR_TWICE"), OsString::from("second")),
+        ];
+        let r = run(&spec);
+        assert_eq!(r.end.exit_code, Some(0), "{:?}", r.end);
+        let path = std::env::var("PATH").unwrap();
+        assert_eq!(
+            String::from_utf8(log_of(&spec)).unwrap(),
+            format!("{path}|/attempt/home|second")
+        );
+    }
+
+    #[test]
+    fn the_child_starts_with_no_blocked_signals_and_sigpipe_at_its_default() {
+        // The runner ignores SIGPIPE (Rust does at start-up): a command that inherited
+        // that would see EPIPE instead of dying quietly at the end of `cmd | head`.
+        let dir = tempfile::tempdir().unwrap();
+        let mut spec = spec_in(dir.path(), &[]);
+        spec.command = CommandLine::Shell("grep -E '^Sig(Blk|Ign):' /proc/self/status".into());
+        let r = run(&spec);
+        assert_eq!(r.end.exit_code, Some(0), "{:?}", r.end);
+        let text = String::from_utf8(log_of(&spec)).unwrap();
+        let mask = |name: &str| {
+            let line = text.lines().find(|l| l.starts_with(name)).unwrap();
+            u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
+        };
+        assert_eq!(mask("SigBlk:"), 0, "{text}");
+        assert_eq!(
+            mask("SigIgn:") & (1 << (13 - 1)),
+            0,
+            "SIGPIPE ignored: {text}"
+        );
     }
 
     #[test]

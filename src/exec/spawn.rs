@@ -1,14 +1,13 @@
 //! Starting an attempt's command: finding its program, spawning it in a process group
 //! of its own with its output on a pipe, and saying precisely why that failed.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::{CStr, CString, OsStr, OsString};
 use std::io::{self, PipeWriter};
-use std::os::unix::process::CommandExt;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 
-use super::AttemptSpec;
+use super::{AttemptSpec, unix};
 
 /// Why an attempt's command did not start. Its text is the reason the runner records.
 #[derive(Debug, thiserror::Error)]
@@ -44,38 +43,127 @@ pub(crate) enum SpawnError {
 }
 
 /// Starts the command in its own process group, with stdin from `/dev/null` and
-/// stdout and stderr both into `writer`.
-pub(crate) fn spawn(spec: &AttemptSpec, writer: PipeWriter) -> Result<Child, SpawnError> {
+/// stdout and stderr both into `writer`. Returns the leader's pid (its group's id).
+pub(crate) fn spawn(spec: &AttemptSpec, writer: PipeWriter) -> Result<u32, SpawnError> {
     let argv = spec.command.argv();
-    let Some((program, args)) = argv.split_first() else {
+    let Some((program, _)) = argv.split_first() else {
         return Err(SpawnError::EmptyCommand);
     };
     if program.is_empty() {
         return Err(SpawnError::EmptyProgram);
     }
     let exe = resolve_program(program, &spec.cwd, &spec.env);
-    let stderr = writer.try_clone().map_err(SpawnError::Pipe)?;
-    let mut cmd = Command::new(&exe);
-    cmd.args(args)
-        .current_dir(&spec.cwd)
-        .stdin(Stdio::null())
-        .stdout(writer)
-        .stderr(stderr)
-        // A group of its own, so that ending the attempt reaches every process it
-        // started, and a terminal's Ctrl-C does not reach it behind our back.
-        .process_group(0)
-        .envs(spec.env.iter().map(|(k, v)| (k, v)));
-    let started = cmd.spawn().map_err(|e| {
+    let started = start(spec, &argv, &exe, &writer).map_err(|e| {
         // A program found earlier may be gone: the next attempt looks again.
         forget_program(program);
         check_cwd(&spec.cwd)
             .err()
             .unwrap_or_else(|| spawn_error(program, &exe, e))
     });
-    // The command holds our copies of the pipe's write end; drop them now, or the
-    // output would never reach its end.
-    drop(cmd);
+    // Our copy of the pipe's write end goes now, or the output would never reach its
+    // end.
+    drop(writer);
     started
+}
+
+/// The spawn itself: C strings for the program, its arguments, the cwd and the
+/// environment (the runner's, made once, with the attempt's variables over it).
+fn start(spec: &AttemptSpec, argv: &[String], exe: &OsStr, writer: &PipeWriter) -> io::Result<u32> {
+    // A bare name is one `PATH` did not have (`resolve_program` gives a path for
+    // anything it found): `posix_spawn` would look for it in the cwd instead.
+    if !exe.as_encoded_bytes().contains(&b'/') {
+        return Err(io::ErrorKind::NotFound.into());
+    }
+    // The child enters its cwd before it runs the program: a relative path (from a
+    // relative cwd) must name the program as seen from ours.
+    let exe: std::borrow::Cow<'_, OsStr> = if Path::new(exe).is_relative() {
+        std::path::absolute(exe)?.into_os_string().into()
+    } else {
+        exe.into()
+    };
+    let exe = c_string(exe.as_encoded_bytes())?;
+    let argv = argv
+        .iter()
+        .map(|a| c_string(a.as_bytes()))
+        .collect::<io::Result<Vec<_>>>()?;
+    let cwd = c_string(spec.cwd.as_os_str().as_encoded_bytes())?;
+    let own = attempt_env(&spec.env)?;
+    let base = base_env();
+    let env: Vec<&CStr> = base
+        .iter()
+        .filter(|(name, _)| !own.iter().any(|(n, _)| n == name))
+        .chain(own.iter())
+        .map(|(_, entry)| entry.as_c_str())
+        .collect();
+    let stdin = null_input()?;
+    unix::spawn_in_new_group(&unix::SpawnRequest {
+        exe: &exe,
+        argv: &argv,
+        env: &env,
+        cwd: &cwd,
+        stdin: stdin.as_fd(),
+        output: writer.as_fd(),
+    })
+}
+
+/// An environment entry: its name, and the whole `NAME=value` as a C string.
+type EnvEntry = (Vec<u8>, CString);
+
+fn env_entry(name: &OsStr, value: &OsStr) -> io::Result<EnvEntry> {
+    let name = name.as_encoded_bytes();
+    let mut entry = Vec::with_capacity(name.len() + 1 + value.len());
+    entry.extend_from_slice(name);
+    entry.push(b'=');
+    entry.extend_from_slice(value.as_encoded_bytes());
+    Ok((name.to_vec(), c_string(&entry)?))
+}
+
+/// The runner's own environment as entries, read once: nothing changes it during a
+/// run (the crate has no `unsafe` to call `set_var` with). An entry that cannot be a
+/// C string cannot be in it.
+fn base_env() -> &'static [EnvEntry] {
+    static BASE: std::sync::LazyLock<Vec<EnvEntry>> = std::sync::LazyLock::new(|| {
+        std::env::vars_os()
+            .filter_map(|(name, value)| env_entry(&name, &value).ok())
+            .collect()
+    });
+    &BASE
+}
+
+/// The attempt's variables as entries; of a name given twice, the last value wins.
+fn attempt_env(env: &[(OsString, OsString)]) -> io::Result<Vec<EnvEntry>> {
+    let mut own: Vec<EnvEntry> = Vec::with_capacity(env.len());
+    for (name, value) in env {
+        if name.is_empty() || name.as_encoded_bytes().contains(&b'=') {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("invalid environment variable name `{}`", name.display()),
+            ));
+        }
+        let entry = env_entry(name, value)?;
+        own.retain(|(n, _)| *n != entry.0);
+        own.push(entry);
+    }
+    Ok(own)
+}
+
+fn c_string(bytes: &[u8]) -> io::Result<CString> {
+    CString::new(bytes).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "nul byte found in provided data",
+        )
+    })
+}
+
+/// `/dev/null` for an attempt's stdin: a duplicate of one opened once per run (a
+/// `dup` costs less than opening the path again on every spawn).
+fn null_input() -> io::Result<OwnedFd> {
+    static NULL: std::sync::OnceLock<Option<std::fs::File>> = std::sync::OnceLock::new();
+    match NULL.get_or_init(|| std::fs::File::open("/dev/null").ok()) {
+        Some(null) => null.as_fd().try_clone_to_owned(),
+        None => Ok(std::fs::File::open("/dev/null")?.into()),
+    }
 }
 
 /// Tells what is wrong with the working directory, if anything. Asked only once a

@@ -244,6 +244,8 @@ struct Dispatcher<'p> {
     interrupted: bool,
     /// Requests from the control socket, and what they are waiting for.
     steer: steer::SteerState,
+    /// `conclude`'s work list, empty between calls (kept for its allocation).
+    conclude_work: Vec<(usize, Status, Option<String>, Tail)>,
 }
 
 impl<'p> Dispatcher<'p> {
@@ -333,6 +335,7 @@ impl<'p> Dispatcher<'p> {
             hooks: Vec::new(),
             interrupted: false,
             steer: steer::SteerState::new(opts.steering, n),
+            conclude_work: Vec::new(),
         }
     }
 
@@ -657,7 +660,10 @@ impl<'p> Dispatcher<'p> {
             let (tx, rx) = control_channel();
             s.control = Some(Box::new(tx));
             let max = spec.policy.retry.max_retries;
-            let mut env = vec![
+            // One vector, sized once: the spec's own variables, then the runner's.
+            let mut env = Vec::with_capacity(spec.env.len() + 4);
+            env.extend(spec.env.iter().map(|(k, v)| (k.into(), v.into())));
+            env.extend([
                 ("SPEC_RUNNER_SPEC".into(), spec.name.to_string().into()),
                 (
                     "SPEC_RUNNER_ATTEMPT".into(),
@@ -668,7 +674,7 @@ impl<'p> Dispatcher<'p> {
                     (u64::from(max) + 1).to_string().into(),
                 ),
                 ("SPEC_RUNNER_RUN_ID".into(), self.run_id.clone().into()),
-            ];
+            ]);
             if let Some(lr) = &s.looping {
                 env.extend(loop_env(lr));
             }
@@ -682,13 +688,8 @@ impl<'p> Dispatcher<'p> {
                 name: spec.name.to_string(),
                 command: (*spec.command).clone(),
                 cwd: spec.cwd.to_path_buf(),
-                env: spec
-                    .env
-                    .iter()
-                    .map(|(k, v)| (k.into(), v.into()))
-                    .chain(env)
-                    .collect(),
-                log_dir: spec.policy.retry_log_dir.join(&*spec.name),
+                env,
+                log_dir: log_path(spec, None),
                 first_log_number: s.next_log,
                 timeout: spec.policy.timeout,
                 activity_timeout: spec.policy.activity_timeout,
@@ -707,12 +708,9 @@ impl<'p> Dispatcher<'p> {
     /// The latest ended attempt's log, as the pool named it.
     fn last_log(&self, i: usize) -> Option<PathBuf> {
         let spec = &self.p.specs[i];
-        self.specs[i].last_log.map(|n| {
-            spec.policy
-                .retry_log_dir
-                .join(&*spec.name)
-                .join(JobKind::Attempt.log_name(n))
-        })
+        self.specs[i]
+            .last_log
+            .map(|n| log_path(spec, Some(&JobKind::Attempt.log_name(n))))
     }
 
     fn hook_job(&self, i: usize, reason: String) -> Option<(Job, ControlTx)> {
@@ -767,7 +765,7 @@ impl<'p> Dispatcher<'p> {
             command,
             cwd: cwd.to_path_buf(),
             env,
-            log_dir: spec.policy.retry_log_dir.join(&*spec.name),
+            log_dir: log_path(spec, None),
             first_log_number: 1,
             timeout: spec.policy.timeout,
             activity_timeout: None,
@@ -809,7 +807,12 @@ impl<'p> Dispatcher<'p> {
     ) {
         let spec = &self.p.specs[i];
         let success = end.cause == EndCause::Exited && end.exit_code == Some(0);
-        let tail: Tail = end.tail.as_slice().into();
+        // An empty tail (a quiet command) is the shared empty one: no allocation.
+        let tail: Tail = if end.tail.is_empty() {
+            Tail::default()
+        } else {
+            end.tail.as_slice().into()
+        };
         // `sh -c` reports a child killed by signal N as exit 128 + N: for rules and
         // reasons, that is a signal (in the shell).
         let shell_signal = match *spec.command {
@@ -1211,7 +1214,10 @@ impl<'p> Dispatcher<'p> {
         tail: Tail,
         sink: &mut dyn EventSink,
     ) {
-        let mut work = vec![(i, status, reason, tail)];
+        // The list of a previous call, kept: most calls conclude one spec, and a fresh
+        // vector each time was an allocation per spec.
+        let mut work = std::mem::take(&mut self.conclude_work);
+        work.push((i, status, reason, tail));
         while let Some((i, status, reason, tail)) = work.pop() {
             let last_log = self.last_log(i);
             let s = &mut self.specs[i];
@@ -1321,6 +1327,7 @@ impl<'p> Dispatcher<'p> {
                 }
             }
         }
+        self.conclude_work = work;
     }
 
     fn finish(&mut self, started: Instant, sink: &mut dyn EventSink) -> u8 {
@@ -1374,6 +1381,20 @@ impl<'p> Dispatcher<'p> {
         }));
         code
     }
+}
+
+/// `<retry_log_dir>/<spec>`, or a file in it: `join`s, in one allocation (each `join`
+/// copies the path, then grows it).
+fn log_path(spec: &crate::config::policy::Spec, file: Option<&str>) -> PathBuf {
+    let dir = &spec.policy.retry_log_dir;
+    let len = dir.as_os_str().len() + spec.name.len() + file.map_or(0, |f| f.len() + 1) + 1;
+    let mut path = PathBuf::with_capacity(len);
+    path.push(dir);
+    path.push(&*spec.name);
+    if let Some(file) = file {
+        path.push(file);
+    }
+    path
 }
 
 /// What an iterating spec's commands see: `SPEC_RUNNER_ITERATION` and, with a tasks

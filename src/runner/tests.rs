@@ -269,6 +269,21 @@ fn with_one_job_the_next_spec_runs_during_a_backoff() {
     assert_eq!(o.started(), vec!["a#1", "b#1", "a#2"]);
 }
 
+/// A signal that comes before the dispatcher first waits (here: while it announces the
+/// run) waits in its inbox: the run stops as soon as it starts, nothing new starts
+/// after it, and the run exits 130.
+#[test]
+fn an_interrupt_before_the_first_wait_is_not_lost() {
+    let o = run(
+        "jobs = 1\n[specs.a]\ncommand = \"block\"\n[specs.b]\ncommand = \"ok\"\n",
+        Some(Box::new(|e| matches!(e.kind, EventKind::RunStarted { .. }))),
+    );
+    assert_eq!(o.code, 130);
+    assert_eq!(o.status("a").unwrap().0, Status::Stopped);
+    assert_eq!(o.status("b"), None, "b never started: it stays pending");
+    assert_eq!(o.started(), vec!["a#1"]);
+}
+
 #[test]
 fn an_interrupt_during_a_backoff_stops_the_spec_and_exits_130() {
     let o = run(
