@@ -121,7 +121,7 @@ impl Output {
                 Some(result) => return result,
                 // The log or the system refused `splice`: read from now on (a log
                 // that cannot be written fails there, with its own error).
-                None => self.to_read_mode(),
+                None => self.leave_splice_mode(),
             }
         }
         if self.buf.is_empty() {
@@ -179,7 +179,7 @@ impl Output {
 
     /// Leaves splice mode: what was spliced last is read back into the tail, which
     /// goes on from there.
-    fn to_read_mode(&mut self) {
+    fn leave_splice_mode(&mut self) {
         self.mode = Mode::Read;
         self.absorb_spliced();
     }
