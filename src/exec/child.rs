@@ -62,6 +62,8 @@ pub fn run_attempt(
     let entered = Instant::now();
     // Private: an agent's output may hold secrets.
     match OpenOptions::new()
+        // Read too: output moved into it by `splice` is read back for the tail.
+        .read(true)
         .write(true)
         .create_new(true)
         .mode(0o600)
@@ -600,7 +602,9 @@ mod tests {
         let (tx, rx) = control_channel();
         let mut started = None;
         let begin = Instant::now();
+        // As `run_attempt` opens it.
         let log = OpenOptions::new()
+            .read(true)
             .write(true)
             .create_new(true)
             .open(&spec.log_path)
@@ -812,6 +816,43 @@ mod tests {
         assert_eq!(log_of(&spec), b"\xff\xfe bytes\n");
         assert_eq!(r.end.tail, b"\xff\xfe bytes\n");
         assert_eq!(*live.last_line.lock().unwrap(), "\u{fffd}\u{fffd} bytes");
+    }
+
+    /// Output larger than the tail, taken each way it can reach the log: spliced
+    /// (nothing needs the bytes as they come), read (a live last line is wanted), and
+    /// read after `splice` was refused (a log in append mode refuses it). Each way, the
+    /// log is byte-exact and the tail is the output's last `TAIL_CAP` bytes.
+    #[test]
+    fn output_reaches_log_and_tail_whole_whichever_way_it_is_copied() {
+        let expected: Vec<u8> = (1..=40_000)
+            .flat_map(|i| format!("{i}\n").into_bytes())
+            .collect();
+        assert!(expected.len() > 2 * TAIL_CAP);
+        for way in ["splice", "read", "splice refused"] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut spec = spec_in(dir.path(), &[]);
+            spec.command = CommandLine::Shell("seq 1 40000".into());
+            let log = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .append(way == "splice refused")
+                .create_new(true)
+                .open(&spec.log_path)
+                .unwrap();
+            let live: SharedLive = Arc::new(LiveOutput::default());
+            let live = (way == "read").then_some(&live);
+            let (_tx, rx) = control_channel();
+            let end = run_with_log(&spec, log, &rx, live, |_| {}, Instant::now(), Wakers::ALL);
+            assert_eq!(end.cause, EndCause::Exited, "{way}");
+            assert!(log_of(&spec) == expected, "{way}: the log differs");
+            assert!(
+                end.tail == expected[expected.len() - TAIL_CAP..],
+                "{way}: the tail is not the output's end"
+            );
+            if let Some(live) = live {
+                assert_eq!(*live.last_line.lock().unwrap(), "40000");
+            }
+        }
     }
 
     #[test]

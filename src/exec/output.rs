@@ -72,6 +72,25 @@ pub(crate) struct Output {
     live: Option<SharedLive>,
     /// The latest read that brought bytes.
     pub(crate) last_output: Option<Instant>,
+    /// How output reaches the log: decided at the first output.
+    mode: Mode,
+    /// Bytes moved into the log by `splice` (its first bytes: splicing comes first).
+    spliced: u64,
+    /// The next `splice` asks for this much.
+    splice_len: usize,
+}
+
+/// How output reaches the log.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Not decided yet (no output so far).
+    Undecided,
+    /// Straight from the pipe into the log (`splice`), never through our memory: when
+    /// nothing needs the bytes as they come (no live last line) and the log can be
+    /// read back for the tail at the end. Bytes are only counted (activity).
+    Splice,
+    /// Read into our buffer, then written to the log, the tail and the last line.
+    Read,
 }
 
 impl Output {
@@ -84,6 +103,9 @@ impl Output {
             tail: Ring::new(TAIL_CAP),
             live: live.cloned(),
             last_output: None,
+            mode: Mode::Undecided,
+            spliced: 0,
+            splice_len: CHUNK,
         }
     }
 
@@ -94,6 +116,18 @@ impl Output {
     /// Reads once; call it when the pipe is readable (or has hung up), as it blocks
     /// otherwise.
     pub(crate) fn read_once(&mut self) -> Read1 {
+        if self.mode == Mode::Undecided {
+            let splice = self.live.is_none() && self.log.as_ref().is_some_and(unix::is_read_write);
+            self.mode = if splice { Mode::Splice } else { Mode::Read };
+        }
+        if self.mode == Mode::Splice {
+            match self.splice_once() {
+                Some(result) => return result,
+                // The log or the system refused `splice`: read from now on (a log
+                // that cannot be written fails there, with its own error).
+                None => self.leave_splice_mode(),
+            }
+        }
         let mut small = [0u8; SMALL_CHUNK];
         let on_heap = !self.buf.is_empty();
         let into: &mut [u8] = if on_heap { &mut self.buf } else { &mut small };
@@ -138,9 +172,50 @@ impl Output {
         result
     }
 
+    /// One `splice` into the log; `None` if it failed (nothing was moved then).
+    fn splice_once(&mut self) -> Option<Read1> {
+        let log = self.log.as_ref()?;
+        let n = unix::splice_to_file(&self.reader, log, self.splice_len).ok()?;
+        if n == 0 {
+            return Some(Read1::End);
+        }
+        if n >= CHUNK && self.splice_len < FLOOD_CHUNK {
+            // A full pipe's worth at once: a flood. Bigger moves, a bigger pipe.
+            self.splice_len = FLOOD_CHUNK;
+            unix::enlarge_pipe(&self.reader, FLOOD_CHUNK);
+        }
+        self.spliced += n as u64;
+        self.last_output = Some(Instant::now());
+        Some(Read1::Data)
+    }
+
+    /// Leaves splice mode: what was spliced last is read back into the tail, which
+    /// goes on from there.
+    fn leave_splice_mode(&mut self) {
+        self.mode = Mode::Read;
+        self.absorb_spliced();
+    }
+
+    /// Puts the latest spliced bytes (up to the tail's size) into the tail.
+    fn absorb_spliced(&mut self) {
+        use std::os::unix::fs::FileExt;
+        if self.spliced == 0 {
+            return;
+        }
+        let keep = self.spliced.min(TAIL_CAP as u64);
+        let mut bytes = vec![0; usize::try_from(keep).unwrap_or(TAIL_CAP)];
+        if let Some(log) = &self.log
+            && log.read_exact_at(&mut bytes, self.spliced - keep).is_ok()
+        {
+            self.tail.push(&bytes);
+        }
+        self.spliced = 0;
+    }
+
     /// Closes the log (the runner may read it as soon as the attempt is over) and
     /// gives the pipe and the latest bytes back.
-    pub(crate) fn finish(self) -> (PipeReader, Vec<u8>) {
+    pub(crate) fn finish(mut self) -> (PipeReader, Vec<u8>) {
+        self.absorb_spliced();
         drop(self.log);
         (self.reader, self.tail.to_vec())
     }

@@ -7,7 +7,7 @@
 
 use std::ffi::{CStr, CString, OsString};
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -266,6 +266,29 @@ pub(crate) fn enlarge_pipe(pipe: &impl std::os::fd::AsFd, size: usize) {
     let _ = rustix::pipe::fcntl_setpipe_size(pipe, size);
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     let _ = (pipe, size);
+}
+
+/// Moves up to `len` bytes from `pipe` into `file` at its offset without copying them
+/// through user space (`splice`). Blocks like a read when the pipe is empty; `Ok(0)`
+/// once every writer closed it.
+pub(crate) fn splice_to_file(
+    pipe: &impl AsFd,
+    file: &std::fs::File,
+    len: usize,
+) -> io::Result<usize> {
+    loop {
+        match rustix::pipe::splice(pipe, None, file, None, len, rustix::pipe::SpliceFlags::MOVE) {
+            Err(Errno::INTR) => {}
+            other => return other.map_err(io::Error::from),
+        }
+    }
+}
+
+/// Whether `file` was opened for reading as well as writing (what reading back what
+/// was spliced into it needs).
+pub(crate) fn is_read_write(file: &std::fs::File) -> bool {
+    rustix::fs::fcntl_getfl(file)
+        .is_ok_and(|flags| flags & rustix::fs::OFlags::ACCMODE == rustix::fs::OFlags::RDWR)
 }
 
 /// Asks the runner `pid` to stop, as Ctrl-C would (SIGTERM).
