@@ -328,7 +328,7 @@ fn show_status(view: &StatusView, seen: Seen, json: bool) -> u8 {
                     s.last_retry_at
                         .map_or("-".into(), |t| t.format("%Y-%m-%d %H:%M:%SZ").to_string()),
                     exit,
-                    last.map_or("-".into(), |a| show_path(&view.base, &a.log)),
+                    last.map_or("-".into(), |a| show_path(&view.base, &a.log.path())),
                 ]
             }
         };

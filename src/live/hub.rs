@@ -108,6 +108,7 @@ impl Hub {
             runner_pid: file.runner_pid,
             updated_at: file.updated_at,
             finished_at: file.finished_at,
+            log_roots: file.log_roots.clone(),
             specs: file
                 .specs
                 .iter()

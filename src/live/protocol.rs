@@ -166,7 +166,7 @@ pub fn live(s: &SpecState, now: DateTime<Utc>) -> Live {
             _ => None,
         },
         attempt: last.map(|a| a.attempt),
-        log: last.map(|a| a.log.to_path_buf()),
+        log: last.map(|a| a.log.path()),
         last_exit_code: ended.and_then(|a| a.exit_code),
         last_signal: ended.and_then(|a| a.signal.as_deref().map(String::from)),
         last_reason: ended.and_then(|a| a.reason.as_deref().map(String::from)),
@@ -304,7 +304,7 @@ mod tests {
             exit_code: None,
             signal: None,
             reason: None,
-            log: std::path::Path::new("l/task_1.log").into(),
+            log: "l/task_1.log".into(),
         });
         let l = live(&s, t0 + chrono::Duration::seconds(5));
         assert_eq!(l.pid, Some(42));

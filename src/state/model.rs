@@ -4,6 +4,8 @@
 //! run. The format is versioned: a newer file is refused, never misread.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -30,6 +32,10 @@ pub struct StateFile {
     pub finished_at: Option<DateTime<Utc>>,
     /// By name; a run shares the names with its pipeline's specs.
     pub specs: BTreeMap<std::sync::Arc<str>, SpecState>,
+    /// The log folders (`retry_log_dir`) of this run's attempts, each once: see
+    /// `LogPath::Made`. Not in the file.
+    #[serde(skip)]
+    pub log_roots: Vec<std::sync::Arc<std::path::Path>>,
 }
 
 impl StateFile {
@@ -41,6 +47,7 @@ impl StateFile {
             updated_at: Utc::now(),
             finished_at: None,
             specs: BTreeMap::new(),
+            log_roots: Vec::new(),
         }
     }
 }
@@ -124,13 +131,126 @@ pub struct AttemptRecord {
     pub ended_at: Option<DateTime<Utc>>,
     pub exit_code: Option<i32>,
     /// Boxed texts (no spare capacity): a run holds an attempt record per spec, and
-    /// each boxed field is 8 bytes less than a `String` (128 → 104 bytes a record).
+    /// each boxed field is 8 bytes less than a `String`.
     pub signal: Option<Box<str>>,
     pub reason: Option<Box<str>>,
-    pub log: Box<std::path::Path>,
+    pub log: LogPath,
     /// The batch job that ran it (a backend that submits jobs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_id: Option<u64>,
+}
+
+/// Where an attempt's log is: a path in the state file, whatever made it.
+///
+/// A run's own attempts keep theirs as its parts, `<root>/<spec>/task_<number>.log`,
+/// the root shared by every spec with the same `retry_log_dir` (`StateFile::log_roots`)
+/// and the name shared with the state's key: the path is made when it is written or
+/// shown, rather than kept once per attempt (~64 bytes each, a tenth of a run's
+/// memory per spec). A path read from a file, or not of that form, is kept as it is.
+#[derive(Clone, Debug)]
+pub enum LogPath {
+    Path(Box<Path>),
+    Made {
+        root: Arc<Path>,
+        spec: Arc<str>,
+        number: u32,
+    },
+}
+
+/// Distinct log roots past this many are not shared (each attempt keeps its path):
+/// finding one is a walk over the list.
+const MAX_LOG_ROOTS: usize = 16;
+
+impl LogPath {
+    /// The log of attempt `number` of `spec` at `log`, made from its parts when it is
+    /// where the pool puts it (`root` then one of `roots`, added if new).
+    pub fn new(log: &Path, spec: &Arc<str>, number: u32, roots: &mut Vec<Arc<Path>>) -> LogPath {
+        let made = log
+            .parent()
+            .filter(|dir| dir.file_name() == Some(std::ffi::OsStr::new(&**spec)))
+            .and_then(Path::parent)
+            .filter(|_| log.file_name() == Some(std::ffi::OsStr::new(&task_log_name(number))));
+        let root = made.and_then(|root| match roots.iter().find(|r| ***r == *root) {
+            Some(r) => Some(r.clone()),
+            None if roots.len() < MAX_LOG_ROOTS => {
+                let r: Arc<Path> = Arc::from(root);
+                roots.push(r.clone());
+                Some(r)
+            }
+            None => None,
+        });
+        match root {
+            // Only a path that its parts make again byte for byte (`Path`'s own
+            // equality ignores doubled separators, the file's text would not).
+            Some(root)
+                if LogPath::made_path(&root, spec, number).as_os_str() == log.as_os_str() =>
+            {
+                LogPath::Made {
+                    root,
+                    spec: spec.clone(),
+                    number,
+                }
+            }
+            _ => LogPath::Path(log.into()),
+        }
+    }
+
+    /// The path.
+    pub fn path(&self) -> PathBuf {
+        match self {
+            LogPath::Path(p) => p.to_path_buf(),
+            LogPath::Made { root, spec, number } => LogPath::made_path(root, spec, *number),
+        }
+    }
+
+    fn made_path(root: &Path, spec: &str, number: u32) -> PathBuf {
+        let name = task_log_name(number);
+        let mut p = PathBuf::with_capacity(root.as_os_str().len() + spec.len() + name.len() + 2);
+        p.push(root);
+        p.push(spec);
+        p.push(name);
+        p
+    }
+}
+
+fn task_log_name(number: u32) -> String {
+    format!("task_{number}.log")
+}
+
+impl From<PathBuf> for LogPath {
+    fn from(p: PathBuf) -> LogPath {
+        LogPath::Path(p.into_boxed_path())
+    }
+}
+
+impl From<&str> for LogPath {
+    fn from(p: &str) -> LogPath {
+        LogPath::Path(Path::new(p).into())
+    }
+}
+
+impl PartialEq for LogPath {
+    fn eq(&self, other: &LogPath) -> bool {
+        match (self, other) {
+            (LogPath::Path(a), LogPath::Path(b)) => a == b,
+            _ => self.path() == other.path(),
+        }
+    }
+}
+
+impl Serialize for LogPath {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            LogPath::Path(p) => p.serialize(s),
+            LogPath::Made { .. } => self.path().serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for LogPath {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<LogPath, D::Error> {
+        PathBuf::deserialize(d).map(LogPath::from)
+    }
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -290,7 +410,55 @@ impl Fnv {
 
 #[cfg(test)]
 mod tests {
-    use super::DefinitionHash;
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use super::{DefinitionHash, LogPath};
+
+    #[test]
+    fn a_log_where_the_pool_puts_it_is_kept_as_its_parts_and_written_as_the_path() {
+        let mut roots = Vec::new();
+        let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
+        let la = LogPath::new(
+            Path::new("/w/.spec-runner/logs/a/task_3.log"),
+            &a,
+            3,
+            &mut roots,
+        );
+        let lb = LogPath::new(
+            Path::new("/w/.spec-runner/logs/b/task_1.log"),
+            &b,
+            1,
+            &mut roots,
+        );
+        let (LogPath::Made { root: ra, .. }, LogPath::Made { root: rb, .. }) = (&la, &lb) else {
+            panic!("not made from parts: {la:?} {lb:?}");
+        };
+        // One root for both specs.
+        assert!(Arc::ptr_eq(ra, rb));
+        assert_eq!(roots.len(), 1);
+        assert_eq!(la.path(), Path::new("/w/.spec-runner/logs/a/task_3.log"));
+        assert_eq!(
+            serde_json::to_string(&la).unwrap(),
+            "\"/w/.spec-runner/logs/a/task_3.log\""
+        );
+        assert_eq!(la, LogPath::from("/w/.spec-runner/logs/a/task_3.log"));
+        // Read back, it is a path like any other.
+        let read: LogPath = serde_json::from_str("\"/w/.spec-runner/logs/a/task_3.log\"").unwrap();
+        assert_eq!(read, la);
+        // Anything else is kept as it is.
+        for (log, number) in [
+            ("/w/logs/a/task_4.log", 3),
+            ("/w/logs/other/task_3.log", 3),
+            ("/w/logs/a/until_3.log", 3),
+            ("task_3.log", 3),
+            ("/w/logs//a/task_3.log", 3),
+        ] {
+            let kept = LogPath::new(Path::new(log), &a, number, &mut roots);
+            assert!(matches!(kept, LogPath::Path(_)), "{log}");
+            assert_eq!(kept.path(), Path::new(log));
+        }
+    }
 
     #[test]
     fn definition_hashes_read_and_write_back_as_they_were() {

@@ -390,7 +390,7 @@ command = \"docs\"
                 exit_code: Some(if status == Status::Succeeded { 0 } else { 1 }),
                 signal: None,
                 reason: None,
-                log: std::path::Path::new("task_1.log").into(),
+                log: "task_1.log".into(),
                 job_id: None,
             });
             f.specs.insert(name.into(), s);

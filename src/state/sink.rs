@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use crossbeam_channel::{Receiver, Sender};
 
-use super::model::{AttemptRecord, RunningProcess, SpecState, StateFile};
+use super::model::{AttemptRecord, LogPath, RunningProcess, SpecState, StateFile};
 use super::store;
 use crate::events::EventSink;
 use crate::events::{Event, EventKind, Status};
@@ -275,7 +275,11 @@ impl StateSink {
                 started,
                 ..
             } => {
-                if let Some(s) = m.specs.get_mut(spec.as_str()) {
+                let made = m
+                    .specs
+                    .get_key_value(spec.as_str())
+                    .map(|(key, _)| LogPath::new(log, key, *log_number, &mut m.log_roots));
+                if let (Some(s), Some(made)) = (m.specs.get_mut(spec.as_str()), made) {
                     s.status = Status::Running;
                     // A manual restart starts a new cycle: its count shows at once.
                     s.retry_count = *retry;
@@ -307,7 +311,7 @@ impl StateSink {
                         exit_code: None,
                         signal: None,
                         reason: None,
-                        log: log.as_path().into(),
+                        log: made,
                         job_id: started.and_then(|st| st.job).map(|j| j.id),
                     });
                 }
@@ -322,7 +326,11 @@ impl StateSink {
                 job_id,
                 ..
             } => {
-                if let Some(s) = m.specs.get_mut(spec.as_str()) {
+                let made = m
+                    .specs
+                    .get_key_value(spec.as_str())
+                    .map(|(key, _)| LogPath::new(log, key, *log_number, &mut m.log_roots));
+                if let (Some(s), Some(made)) = (m.specs.get_mut(spec.as_str()), made) {
                     s.status = Status::Running;
                     s.running = Some(Box::new(RunningProcess {
                         pid: 0,
@@ -340,7 +348,7 @@ impl StateSink {
                             exit_code: None,
                             signal: None,
                             reason: None,
-                            log: log.as_path().into(),
+                            log: made,
                             job_id: Some(*job_id),
                         });
                     }
@@ -356,7 +364,7 @@ impl StateSink {
             } => {
                 if let Some(s) = m.specs.get_mut(spec.as_str()) {
                     s.running = None;
-                    if let Some(a) = s.attempts.iter_mut().rev().find(|a| *a.log == **log) {
+                    if let Some(a) = s.attempts.iter_mut().rev().find(|a| a.log.path() == *log) {
                         a.ended_at = Some(event.ts);
                         a.exit_code = *exit_code;
                         a.signal = signal.as_deref().map(Box::from);
