@@ -8,7 +8,7 @@
 //! output pipe and the thread's control bell (see `wake`). An attempt costs no other
 //! thread and no handoff between threads.
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::{self, PipeReader};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::process::{Pid, PidfdFlags, Signal, pidfd_open};
 
-use super::output::{Output, OutputError, Read1};
+use super::output::{Log, Output, OutputError, Read1};
 use super::spawn::{SpawnError, spawn};
 use super::unix;
 use super::wake::Listening;
@@ -69,7 +69,13 @@ pub fn run_attempt(
         .mode(0o600)
         .open(&spec.log_path)
     {
-        Ok(log) => run_with_log(spec, log, control, live, on_start, entered, Wakers::ALL),
+        Ok(file) => {
+            let log = Log {
+                file,
+                readable: true,
+            };
+            run_with_log(spec, log, control, live, on_start, entered, Wakers::ALL)
+        }
         Err(source) => not_started(
             EndCause::LogFailed(
                 OutputError::CreateLog {
@@ -111,7 +117,7 @@ impl Wakers {
 /// [`run_attempt`] once the log is open; tests hand in a log that cannot be written.
 fn run_with_log(
     spec: &AttemptSpec,
-    log: File,
+    log: Log,
     control: &ControlRx,
     live: Option<&SharedLive>,
     on_start: impl FnOnce(Started),
@@ -613,6 +619,10 @@ mod tests {
             started = Some(s);
             on_start(s, &tx);
         };
+        let log = Log {
+            file: log,
+            readable: true,
+        };
         let end = run_with_log(spec, log, &rx, live, on_start, begin, wakers);
         Run {
             end,
@@ -842,6 +852,10 @@ mod tests {
             let live: SharedLive = Arc::new(LiveOutput::default());
             let live = (way == "read").then_some(&live);
             let (_tx, rx) = control_channel();
+            let log = Log {
+                file: log,
+                readable: true,
+            };
             let end = run_with_log(&spec, log, &rx, live, |_| {}, Instant::now(), Wakers::ALL);
             assert_eq!(end.cause, EndCause::Exited, "{way}");
             assert!(log_of(&spec) == expected, "{way}: the log differs");
@@ -1135,9 +1149,13 @@ mod tests {
         let spec = spec_in(dir.path(), &[&fixture("print_then_hang.sh")]);
         // A log opened read-only fails on the first write, as a full disk would.
         std::fs::write(&spec.log_path, b"").unwrap();
-        let log = File::open(&spec.log_path).unwrap();
+        let log = std::fs::File::open(&spec.log_path).unwrap();
         let (_tx, rx) = control_channel();
         let begin = Instant::now();
+        let log = Log {
+            file: log,
+            readable: false,
+        };
         let end = run_with_log(&spec, log, &rx, None, |_| {}, begin, Wakers::ALL);
         assert!(
             matches!(&end.cause, EndCause::LogFailed(m) if m.contains("failed to write the log")),

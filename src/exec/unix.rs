@@ -284,13 +284,6 @@ pub(crate) fn splice_to_file(
     }
 }
 
-/// Whether `file` was opened for reading as well as writing (what reading back what
-/// was spliced into it needs).
-pub(crate) fn is_read_write(file: &std::fs::File) -> bool {
-    rustix::fs::fcntl_getfl(file)
-        .is_ok_and(|flags| flags & rustix::fs::OFlags::ACCMODE == rustix::fs::OFlags::RDWR)
-}
-
 /// Asks the runner `pid` to stop, as Ctrl-C would (SIGTERM).
 pub fn request_stop(pid: u32) -> io::Result<()> {
     let Some(p) = to_pid(pid) else {
