@@ -8,7 +8,7 @@
 //! output pipe and the thread's control bell (see `wake`). An attempt costs no other
 //! thread and no handoff between threads.
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::{self, PipeReader};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::process::{Pid, PidfdFlags, Signal, pidfd_open};
 
-use super::output::{Output, OutputError, Read1};
+use super::output::{Log, Output, OutputError, Read1};
 use super::spawn::{SpawnError, spawn};
 use super::unix;
 use super::wake::Listening;
@@ -69,7 +69,13 @@ pub fn run_attempt(
         .mode(0o600)
         .open(&spec.log_path)
     {
-        Ok(log) => run_with_log(spec, log, control, live, on_start, entered, Wakers::ALL),
+        Ok(file) => {
+            let log = Log {
+                file,
+                readable: true,
+            };
+            run_with_log(spec, log, control, live, on_start, entered, Wakers::ALL)
+        }
         Err(source) => not_started(
             EndCause::LogFailed(
                 OutputError::CreateLog {
@@ -111,7 +117,7 @@ impl Wakers {
 /// [`run_attempt`] once the log is open; tests hand in a log that cannot be written.
 fn run_with_log(
     spec: &AttemptSpec,
-    log: File,
+    log: Log,
     control: &ControlRx,
     live: Option<&SharedLive>,
     on_start: impl FnOnce(Started),
@@ -124,13 +130,22 @@ fn run_with_log(
         Err(e) => return failed(SpawnError::Pipe(e)),
     };
     let epoch = Instant::now();
+    // The leader's start time identifies it after a crash of the runner. The kernel
+    // takes it from the boot-time clock during the spawn: when the clock shows the same
+    // tick before and after, that is it (a spawn takes far less than a tick, 10 ms);
+    // else it is read from /proc, before anyone can reap the leader (even a zombie
+    // still has its stat file).
+    let before = unix::boot_ticks();
     // The leader made itself a group leader before exec: its pid is the group id.
     let pid = match spawn(spec, writer) {
         Ok(pid) => pid,
         Err(e) => return failed(e),
     };
-    // Read before anyone can reap the leader: even a zombie still has its stat file.
-    let start_time = unix::process_start_time(pid);
+    let start_time = if unix::boot_ticks() == before {
+        Some(before)
+    } else {
+        unix::process_start_time(pid)
+    };
     // Not reaped yet, so the pid is still this child's: the pidfd cannot name another.
     let exit_fd = i32::try_from(pid)
         .ok()
@@ -613,6 +628,10 @@ mod tests {
             started = Some(s);
             on_start(s, &tx);
         };
+        let log = Log {
+            file: log,
+            readable: true,
+        };
         let end = run_with_log(spec, log, &rx, live, on_start, begin, wakers);
         Run {
             end,
@@ -842,6 +861,10 @@ mod tests {
             let live: SharedLive = Arc::new(LiveOutput::default());
             let live = (way == "read").then_some(&live);
             let (_tx, rx) = control_channel();
+            let log = Log {
+                file: log,
+                readable: true,
+            };
             let end = run_with_log(&spec, log, &rx, live, |_| {}, Instant::now(), Wakers::ALL);
             assert_eq!(end.cause, EndCause::Exited, "{way}");
             assert!(log_of(&spec) == expected, "{way}: the log differs");
@@ -1135,9 +1158,13 @@ mod tests {
         let spec = spec_in(dir.path(), &[&fixture("print_then_hang.sh")]);
         // A log opened read-only fails on the first write, as a full disk would.
         std::fs::write(&spec.log_path, b"").unwrap();
-        let log = File::open(&spec.log_path).unwrap();
+        let log = std::fs::File::open(&spec.log_path).unwrap();
         let (_tx, rx) = control_channel();
         let begin = Instant::now();
+        let log = Log {
+            file: log,
+            readable: false,
+        };
         let end = run_with_log(&spec, log, &rx, None, |_| {}, begin, Wakers::ALL);
         assert!(
             matches!(&end.cause, EndCause::LogFailed(m) if m.contains("failed to write the log")),
@@ -1148,6 +1175,27 @@ mod tests {
         assert!(begin.elapsed() < BOUND, "took {:?}", begin.elapsed());
         // The output still reaches the tail, for the runner's failure report.
         assert_eq!(end.tail, b"started, now hanging\n");
+    }
+
+    /// The start time an attempt reports (taken from the clock around the spawn, most
+    /// of the time) is the one /proc gives for the leader: what a later run compares to
+    /// recognize it.
+    #[test]
+    fn an_attempts_start_time_is_the_leaders_as_proc_gives_it() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..50 {
+            let mut spec = spec_in(dir.path(), &["true"]);
+            spec.log_path = dir.path().join(format!("task_{i}.log"));
+            let mut seen = None;
+            let r = run_with(&spec, None, |started, _| {
+                // Not reaped before the supervisor runs: its stat file is still there.
+                seen = Some((started.start_time, process_start_time(started.pid)));
+            });
+            assert_eq!(r.end.exit_code, Some(0));
+            let (reported, from_proc) = seen.unwrap();
+            assert!(from_proc.is_some());
+            assert_eq!(reported, from_proc, "attempt {i}");
+        }
     }
 
     #[test]

@@ -62,6 +62,13 @@ pub(crate) enum Read1 {
     ReadFailed(OutputError),
 }
 
+/// An attempt's log file, and whether it was opened for reading too (output is spliced
+/// into it only then: the tail is read back from it).
+pub(crate) struct Log {
+    pub(crate) file: File,
+    pub(crate) readable: bool,
+}
+
 /// The read end of the output pipe, the log it goes to, and what is kept of it.
 pub(crate) struct Output {
     reader: PipeReader,
@@ -72,7 +79,7 @@ pub(crate) struct Output {
     live: Option<SharedLive>,
     /// The latest read that brought bytes.
     pub(crate) last_output: Option<Instant>,
-    /// How output reaches the log: decided at the first output.
+    /// How output reaches the log.
     mode: Mode,
     /// Bytes moved into the log by `splice` (its first bytes: splicing comes first).
     spliced: u64,
@@ -83,8 +90,6 @@ pub(crate) struct Output {
 /// How output reaches the log.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
-    /// Not decided yet (no output so far).
-    Undecided,
     /// Straight from the pipe into the log (`splice`), never through our memory: when
     /// nothing needs the bytes as they come (no live last line) and the log can be
     /// read back for the tail at the end. Bytes are only counted (activity).
@@ -94,16 +99,17 @@ enum Mode {
 }
 
 impl Output {
-    pub(crate) fn new(reader: PipeReader, log: File, live: Option<&SharedLive>) -> Output {
+    pub(crate) fn new(reader: PipeReader, log: Log, live: Option<&SharedLive>) -> Output {
+        let splice = live.is_none() && log.readable;
         Output {
             reader,
-            log: Some(log),
+            log: Some(log.file),
             // Made CHUNK long once a read fills `SMALL_CHUNK`: most commands print little.
             buf: Vec::new(),
             tail: Ring::new(TAIL_CAP),
             live: live.cloned(),
             last_output: None,
-            mode: Mode::Undecided,
+            mode: if splice { Mode::Splice } else { Mode::Read },
             spliced: 0,
             splice_len: CHUNK,
         }
@@ -116,10 +122,6 @@ impl Output {
     /// Reads once; call it when the pipe is readable (or has hung up), as it blocks
     /// otherwise.
     pub(crate) fn read_once(&mut self) -> Read1 {
-        if self.mode == Mode::Undecided {
-            let splice = self.live.is_none() && self.log.as_ref().is_some_and(unix::is_read_write);
-            self.mode = if splice { Mode::Splice } else { Mode::Read };
-        }
         if self.mode == Mode::Splice {
             match self.splice_once() {
                 Some(result) => return result,

@@ -139,6 +139,16 @@ pub fn process_start_time(pid: u32) -> Option<u64> {
     stat_of(pid).map(|fields| fields.start_time)
 }
 
+/// The boot-time clock in the unit of a process's start time (clock ticks since boot,
+/// as `/proc/<pid>/stat` gives it: the kernel takes it from this clock at fork and
+/// rounds it down). Read from the vDSO: no system call.
+pub(crate) fn boot_ticks() -> u64 {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+    let nanos = u64::try_from(now.tv_sec).unwrap_or(0) * 1_000_000_000
+        + u64::try_from(now.tv_nsec).unwrap_or(0);
+    nanos / (1_000_000_000 / rustix::param::clock_ticks_per_second().max(1))
+}
+
 /// The fields of `/proc/<pid>/stat`; `None` if there is no such process (or no `/proc`).
 fn stat_of(pid: u32) -> Option<StatFields> {
     StatFields::parse(&read_proc(&format!("/proc/{pid}/stat"))?)
@@ -282,13 +292,6 @@ pub(crate) fn splice_to_file(
             other => return other.map_err(io::Error::from),
         }
     }
-}
-
-/// Whether `file` was opened for reading as well as writing (what reading back what
-/// was spliced into it needs).
-pub(crate) fn is_read_write(file: &std::fs::File) -> bool {
-    rustix::fs::fcntl_getfl(file)
-        .is_ok_and(|flags| flags & rustix::fs::OFlags::ACCMODE == rustix::fs::OFlags::RDWR)
 }
 
 /// Asks the runner `pid` to stop, as Ctrl-C would (SIGTERM).
