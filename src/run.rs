@@ -703,6 +703,13 @@ fn restart(p: &Pipeline, names: &[String], with_deps: bool, out: &OutputArgs, co
     )
 }
 
+/// An all-`None` per-spec vector made empty (its readers use `get`).
+fn sparse<T>(v: &mut Vec<Option<T>>) {
+    if v.iter().all(Option::is_none) {
+        *v = Vec::new();
+    }
+}
+
 fn execute(p: &Pipeline, req: RunRequest, out: &OutputArgs, color: bool) -> u8 {
     use crate::state::{resume, sink, store};
 
@@ -761,6 +768,13 @@ fn execute(p: &Pipeline, req: RunRequest, out: &OutputArgs, color: bool) -> u8 {
             }
         }
     }
+    // Per-spec vectors that hold nothing (a fresh run, one without interrupted
+    // cycles) are empty from here on: everything after reads them with `get`.
+    // (~640 KB at 10,000 specs, held through the state file's first write.)
+    sparse(&mut plan.cycle_age);
+    sparse(&mut plan.previous_delay);
+    sparse(&mut plan.loops);
+    sparse(&mut plan.reattach);
     // Listen before the clean-up below: a Ctrl-C during it must not kill the runner
     // outright; the run then stops as soon as it starts.
     // Everything that wakes the dispatcher (signals, the state writer, the control
@@ -1024,7 +1038,7 @@ fn end_abandoned(
         }
     }
     for &(i, id, _) in &plan.jobs_left {
-        if plan.reattach[i].is_some() {
+        if plan.reattach.get(i).is_some_and(Option::is_some) {
             continue;
         }
         let name = &p.specs[i].name;

@@ -99,7 +99,7 @@ impl OnDisk {
 struct Changes {
     header: String,
     /// (index in name order, `"name":{…}`), in name order.
-    fresh: Vec<(usize, String)>,
+    fresh: Vec<(usize, Vec<u8>)>,
     /// How many specs the file holds.
     count: usize,
     /// The names taken from `Model::dirty`: marked again if the write fails.
@@ -179,13 +179,15 @@ impl StateSink {
     /// starts), then keeps it current from events. `notify` hears of each write, and
     /// of the writer's end.
     pub fn start(dir: PathBuf, initial: StateFile, notify: Notifier) -> std::io::Result<StateSink> {
-        let mut model = Model {
+        let model = Model {
             file: initial,
             dirty: BTreeSet::new(),
             observer: None,
         };
-        let changes = model.changes(&OnDisk::default());
-        let mut disk = write_file(&dir, &changes, &OnDisk::default())?;
+        // Every entry serialized as it is written, none held as text: the state is
+        // nobody else's yet (~2 MB less at 10,000 specs, the run's peak before).
+        let changes = model.header();
+        let mut disk = write_file(&dir, &changes, &OnDisk::default(), Some(&model.file))?;
         drop(changes);
         let shared = Arc::new(Shared {
             dir,
@@ -543,17 +545,26 @@ impl Model {
         let dirty = std::mem::take(&mut self.dirty);
         let all = disk.file.is_none() || disk.entries() != self.file.specs.len();
         let mut fresh = Vec::new();
+        let mut scratch = Vec::new();
         // Both in name order: one walk over the two.
         let mut pending = dirty.iter().peekable();
         for (i, (name, s)) in self.file.specs.iter().enumerate() {
             while pending.next_if(|d| d.as_str() < &**name).is_some() {}
             if all || pending.peek().is_some_and(|d| d.as_str() == &**name) {
-                // Spec names are validated ([A-Za-z0-9._-]), but quote them properly anyway.
-                let key = serde_json::to_string(name).unwrap_or_default();
-                let value = serde_json::to_string(s).unwrap_or_else(|_| "null".into());
-                fresh.push((i, format!("{key}:{value}")));
+                entry_into(&mut scratch, name, s);
+                // A copy of exactly its size.
+                fresh.push((i, scratch.clone()));
             }
         }
+        Changes {
+            fresh,
+            dirty,
+            ..self.header()
+        }
+    }
+
+    /// The header and the count, no entry.
+    fn header(&self) -> Changes {
         let header = serde_json::json!({
             "version": self.file.version,
             "run_id": self.file.run_id,
@@ -564,17 +575,36 @@ impl Model {
         .to_string();
         Changes {
             header,
-            fresh,
+            fresh: Vec::new(),
             count: self.file.specs.len(),
-            dirty,
+            dirty: BTreeSet::new(),
         }
+    }
+}
+
+/// Replaces `buf` with a spec's entry as the file holds it: `"name":{…}`.
+fn entry_into(buf: &mut Vec<u8>, name: &str, s: &SpecState) {
+    buf.clear();
+    // Spec names are validated ([A-Za-z0-9._-]), but quote them properly anyway.
+    let _ = serde_json::to_writer(&mut *buf, name);
+    buf.push(b':');
+    let value = buf.len();
+    if serde_json::to_writer(&mut *buf, s).is_err() {
+        buf.truncate(value);
+        buf.extend_from_slice(b"null");
     }
 }
 
 /// Writes `{header fields…, "specs": {"name": {…}, …}}`, one spec per line: the
 /// entries of `changes`, and every other one copied from the file `disk` describes.
-/// Returns what the writer then knows of the new file.
-fn write_file(dir: &Path, changes: &Changes, disk: &OnDisk) -> std::io::Result<OnDisk> {
+/// Returns what the writer then knows of the new file. With `every`, each entry is
+/// serialized from it as it is written instead (the first write).
+fn write_file(
+    dir: &Path,
+    changes: &Changes,
+    disk: &OnDisk,
+    every: Option<&StateFile>,
+) -> std::io::Result<OnDisk> {
     let mut starts = Vec::with_capacity(changes.count + 1);
     let file = store::write_atomic_with(dir, |out| {
         let head = changes.header.trim_end_matches('}');
@@ -584,16 +614,25 @@ fn write_file(dir: &Path, changes: &Changes, disk: &OnDisk) -> std::io::Result<O
         let mut old = disk.file.as_ref().map(OldFile::new).transpose()?;
         let mut fresh = changes.fresh.iter().peekable();
         let mut buf = Vec::new();
+        let mut every = every.map(|f| f.specs.iter());
         for i in 0..changes.count {
             let sep: &[u8] = if i > 0 { SEPARATOR } else { b"\n" };
             out.write_all(sep)?;
             at += sep.len() as u64;
-            let len = match fresh.next_if(|(j, _)| *j == i) {
-                Some((_, entry)) => {
-                    out.write_all(entry.as_bytes())?;
+            let len = match (fresh.next_if(|(j, _)| *j == i), every.as_mut()) {
+                (_, Some(specs)) => {
+                    let Some((name, s)) = specs.next() else {
+                        return Err(std::io::Error::other("the state changed while written"));
+                    };
+                    entry_into(&mut buf, name, s);
+                    out.write_all(&buf)?;
+                    buf.len()
+                }
+                (Some((_, entry)), None) => {
+                    out.write_all(entry)?;
                     entry.len()
                 }
-                None => {
+                (None, None) => {
                     let (Some((from, len)), Some(old)) = (disk.range(i), old.as_mut()) else {
                         return Err(std::io::Error::other(
                             "the state file last written does not hold every spec",
@@ -700,7 +739,7 @@ fn write_now(shared: &Shared, flushed: &Notifier, disk: &mut OnDisk) {
         }
         (version, m.changes(disk))
     };
-    match write_file(&shared.dir, &changes, disk) {
+    match write_file(&shared.dir, &changes, disk, None) {
         Ok(written) => {
             *disk = written;
             shared.written.store(version, Ordering::SeqCst);
@@ -772,7 +811,7 @@ pub fn initial_state(
                 s.last_delay_ms = None;
             }
             // A loop continues where it was, or starts afresh.
-            s.iteration = plan.loops[i].clone();
+            s.iteration = plan.loops.get(i).cloned().flatten();
         } else if matches!(s.status, Status::Running | Status::Backoff) {
             s.status = Status::Stopped;
             s.reason = Some("interrupted: the runner itself stopped".into());
@@ -870,9 +909,19 @@ mod tests {
             };
             let changes = all.changes(&OnDisk::default());
             let scratch = tempfile::tempdir().unwrap();
-            write_file(scratch.path(), &changes, &OnDisk::default()).unwrap();
+            write_file(scratch.path(), &changes, &OnDisk::default(), None).unwrap();
             let (expected, _) = on_disk(scratch.path());
             assert_eq!(text, expected);
+            // And what a first write gives, serializing each entry as it writes it.
+            let streamed = tempfile::tempdir().unwrap();
+            write_file(
+                streamed.path(),
+                &all.header(),
+                &OnDisk::default(),
+                Some(&all.file),
+            )
+            .unwrap();
+            assert_eq!(on_disk(streamed.path()).0, expected);
         }
         sink.close();
         // The last news of a writer is its end: whoever waits for the disk stops.
