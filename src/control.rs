@@ -288,11 +288,11 @@ fn show_status(view: &StatusView, seen: Seen, json: bool) -> u8 {
                     && state.as_ref().is_some_and(interrupted)
                     && matches!(s.status, Status::Running | Status::Backoff);
                 let exit = last.map_or("-".into(), |a| {
-                    match (a.exit_code, &a.signal, &a.ended_at) {
+                    match (a.exit_code, a.signal(), &a.ended_at) {
                         (Some(c), _, _) => c.to_string(),
                         (None, Some(sig), _) => sig.to_string(),
                         (None, None, None) if gone => "interrupted".into(),
-                        (None, None, None) => match a.job_id {
+                        (None, None, None) => match a.job_id() {
                             // A batch job: its id finds it in the cluster's own tools.
                             Some(id) => format!("running (job {id})"),
                             None => "running".into(),
@@ -538,7 +538,7 @@ fn copy_log(
             .and_then(|st| {
                 let s = st.specs.get(name)?;
                 let a = s.attempts.iter().rev().find(|a| a.number == n)?;
-                a.reason.as_deref().map(String::from)
+                a.reason().map(String::from)
             })
             .filter(|r| r.starts_with("could not start"));
         if let Some(reason) = reason {

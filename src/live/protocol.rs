@@ -168,8 +168,8 @@ pub fn live(s: &SpecState, now: DateTime<Utc>) -> Live {
         attempt: last.map(|a| a.attempt),
         log: last.map(|a| a.log.path()),
         last_exit_code: ended.and_then(|a| a.exit_code),
-        last_signal: ended.and_then(|a| a.signal.as_deref().map(String::from)),
-        last_reason: ended.and_then(|a| a.reason.as_deref().map(String::from)),
+        last_signal: ended.and_then(|a| a.signal().map(String::from)),
+        last_reason: ended.and_then(|a| a.reason().map(String::from)),
     }
 }
 
@@ -295,17 +295,13 @@ mod tests {
             pgid: 42,
             start_time: None,
         }));
-        s.attempts.push(AttemptRecord {
-            job_id: None,
-            number: 1,
-            attempt: 1,
-            started_at: t0,
-            ended_at: None,
-            exit_code: None,
-            signal: None,
-            reason: None,
-            log: "l/task_1.log".into(),
-        });
+        s.attempts.push(AttemptRecord::started(
+            1,
+            1,
+            t0,
+            "l/task_1.log".into(),
+            None,
+        ));
         let l = live(&s, t0 + chrono::Duration::seconds(5));
         assert_eq!(l.pid, Some(42));
         assert_eq!(l.elapsed_ms, Some(5000));

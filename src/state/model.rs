@@ -121,7 +121,8 @@ impl SpecState {
     }
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(from = "AttemptOnDisk")]
 pub struct AttemptRecord {
     /// The log number: `task_<number>.log`. Counts every attempt ever made.
     pub number: u32,
@@ -130,14 +131,146 @@ pub struct AttemptRecord {
     pub started_at: DateTime<Utc>,
     pub ended_at: Option<DateTime<Utc>>,
     pub exit_code: Option<i32>,
-    /// Boxed texts (no spare capacity): a run holds an attempt record per spec, and
-    /// each boxed field is 8 bytes less than a `String`.
-    pub signal: Option<Box<str>>,
-    pub reason: Option<Box<str>>,
     pub log: LogPath,
+    /// The signal, the reason and the batch job, boxed together: most attempts have
+    /// none of them, and a run holds an attempt record per spec (40 bytes less each).
+    more: Option<Box<AttemptMore>>,
+}
+
+/// What few attempts have: see `AttemptRecord::more`.
+#[derive(Clone, Debug, PartialEq)]
+struct AttemptMore {
+    signal: Option<Box<str>>,
+    reason: Option<Box<str>>,
+    job_id: Option<u64>,
+}
+
+impl AttemptRecord {
+    /// An attempt that started at `started_at` and has not ended.
+    pub fn started(
+        number: u32,
+        attempt: u32,
+        started_at: DateTime<Utc>,
+        log: LogPath,
+        job_id: Option<u64>,
+    ) -> AttemptRecord {
+        AttemptRecord {
+            number,
+            attempt,
+            started_at,
+            ended_at: None,
+            exit_code: None,
+            log,
+            more: AttemptMore::boxed(None, None, job_id),
+        }
+    }
+
+    /// The signal that ended it (its name, e.g. `SIGKILL`).
+    pub fn signal(&self) -> Option<&str> {
+        self.more.as_ref().and_then(|m| m.signal.as_deref())
+    }
+
+    /// Why it failed or was cut short.
+    pub fn reason(&self) -> Option<&str> {
+        self.more.as_ref().and_then(|m| m.reason.as_deref())
+    }
+
     /// The batch job that ran it (a backend that submits jobs).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub job_id: Option<u64>,
+    pub fn job_id(&self) -> Option<u64> {
+        self.more.as_ref().and_then(|m| m.job_id)
+    }
+
+    /// Sets how it ended: the signal and the reason (the batch job stays).
+    pub fn set_end(&mut self, signal: Option<&str>, reason: Option<&str>) {
+        self.more = AttemptMore::boxed(signal.map(Box::from), reason.map(Box::from), self.job_id());
+    }
+
+    /// Sets the reason (the signal and the batch job stay).
+    pub fn set_reason(&mut self, reason: &str) {
+        let (signal, job_id) = match self.more.take() {
+            Some(m) => (m.signal, m.job_id),
+            None => (None, None),
+        };
+        self.more = AttemptMore::boxed(signal, Some(reason.into()), job_id);
+    }
+}
+
+impl AttemptMore {
+    /// `None` when there is nothing: no allocation.
+    fn boxed(
+        signal: Option<Box<str>>,
+        reason: Option<Box<str>>,
+        job_id: Option<u64>,
+    ) -> Option<Box<AttemptMore>> {
+        (signal.is_some() || reason.is_some() || job_id.is_some()).then(|| {
+            Box::new(AttemptMore {
+                signal,
+                reason,
+                job_id,
+            })
+        })
+    }
+}
+
+/// An attempt record as the state file holds it (read).
+#[derive(Deserialize)]
+struct AttemptOnDisk {
+    number: u32,
+    attempt: u32,
+    started_at: DateTime<Utc>,
+    ended_at: Option<DateTime<Utc>>,
+    exit_code: Option<i32>,
+    signal: Option<Box<str>>,
+    reason: Option<Box<str>>,
+    log: LogPath,
+    #[serde(default)]
+    job_id: Option<u64>,
+}
+
+impl From<AttemptOnDisk> for AttemptRecord {
+    fn from(a: AttemptOnDisk) -> AttemptRecord {
+        AttemptRecord {
+            number: a.number,
+            attempt: a.attempt,
+            started_at: a.started_at,
+            ended_at: a.ended_at,
+            exit_code: a.exit_code,
+            log: a.log,
+            more: AttemptMore::boxed(a.signal, a.reason, a.job_id),
+        }
+    }
+}
+
+/// An attempt record as the state file holds it (written): the fields in this order.
+#[derive(Serialize)]
+struct AttemptToDisk<'a> {
+    number: u32,
+    attempt: u32,
+    started_at: &'a DateTime<Utc>,
+    ended_at: &'a Option<DateTime<Utc>>,
+    exit_code: Option<i32>,
+    signal: Option<&'a str>,
+    reason: Option<&'a str>,
+    log: &'a LogPath,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    job_id: Option<u64>,
+}
+
+impl Serialize for AttemptRecord {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        AttemptToDisk {
+            number: self.number,
+            attempt: self.attempt,
+            started_at: &self.started_at,
+            ended_at: &self.ended_at,
+            exit_code: self.exit_code,
+            signal: self.signal(),
+            reason: self.reason(),
+            log: &self.log,
+            job_id: self.job_id(),
+        }
+        .serialize(s)
+    }
 }
 
 /// Where an attempt's log is: a path in the state file, whatever made it.
@@ -283,7 +416,7 @@ pub fn definition_hash(p: &Pipeline, spec: &Spec) -> DefinitionHash {
     h.field(b"cwd");
     h.field(spec.cwd.as_os_str().as_encoded_bytes());
     h.field(b"env");
-    for (k, v) in &spec.env {
+    for (k, v) in spec.env.iter() {
         h.field(k.as_bytes());
         h.field(v.as_bytes());
     }
@@ -413,7 +546,46 @@ mod tests {
     use std::path::Path;
     use std::sync::Arc;
 
-    use super::{DefinitionHash, LogPath};
+    use super::{AttemptRecord, DefinitionHash, LogPath};
+
+    #[test]
+    fn an_attempt_record_reads_and_writes_every_field_as_the_file_has_it() {
+        let texts = [
+            r#"{"number":3,"attempt":2,"started_at":"2026-01-01T00:00:00Z","ended_at":null,"exit_code":null,"signal":null,"reason":null,"log":"l/a/task_3.log"}"#,
+            r#"{"number":3,"attempt":2,"started_at":"2026-01-01T00:00:00Z","ended_at":"2026-01-01T00:01:00.500Z","exit_code":null,"signal":"SIGKILL","reason":"timed out","log":"l/a/task_3.log","job_id":77}"#,
+            r#"{"number":1,"attempt":1,"started_at":"2026-01-01T00:00:00Z","ended_at":"2026-01-01T00:00:01Z","exit_code":1,"signal":null,"reason":"exit code 1","log":"x.log"}"#,
+            r#"{"number":1,"attempt":1,"started_at":"2026-01-01T00:00:00Z","ended_at":null,"exit_code":null,"signal":null,"reason":null,"log":"x.log","job_id":5}"#,
+        ];
+        for text in texts {
+            let a: AttemptRecord = serde_json::from_str(text).unwrap();
+            assert_eq!(serde_json::to_string(&a).unwrap(), text);
+        }
+        // What is not there reads as nothing; an empty record holds no box.
+        let a: AttemptRecord = serde_json::from_str(texts[0]).unwrap();
+        assert_eq!((a.signal(), a.reason(), a.job_id()), (None, None, None));
+        assert!(a.more.is_none());
+        let mut b: AttemptRecord = serde_json::from_str(texts[1]).unwrap();
+        assert_eq!(
+            (b.signal(), b.reason(), b.job_id()),
+            (Some("SIGKILL"), Some("timed out"), Some(77))
+        );
+        // Setting the end keeps the batch job; setting the reason keeps the rest.
+        b.set_end(None, Some("gone"));
+        assert_eq!(
+            (b.signal(), b.reason(), b.job_id()),
+            (None, Some("gone"), Some(77))
+        );
+        b.set_end(Some("SIGTERM"), None);
+        b.set_reason("stopped");
+        assert_eq!(
+            (b.signal(), b.reason(), b.job_id()),
+            (Some("SIGTERM"), Some("stopped"), Some(77))
+        );
+        let mut c: AttemptRecord = serde_json::from_str(texts[0]).unwrap();
+        c.set_end(None, None);
+        assert!(c.more.is_none());
+        assert!(std::mem::size_of::<AttemptRecord>() <= 88);
+    }
 
     #[test]
     fn a_log_where_the_pool_puts_it_is_kept_as_its_parts_and_written_as_the_path() {

@@ -382,17 +382,10 @@ command = \"docs\"
             let i = p.index_of(name).expect("spec");
             let mut s = SpecState::new(definition_hash(p, &p.specs[i]), 3);
             s.status = status;
-            s.attempts.push(AttemptRecord {
-                number: 1,
-                attempt: 1,
-                started_at: at(start),
-                ended_at: Some(at(end)),
-                exit_code: Some(if status == Status::Succeeded { 0 } else { 1 }),
-                signal: None,
-                reason: None,
-                log: "task_1.log".into(),
-                job_id: None,
-            });
+            let mut a = AttemptRecord::started(1, 1, at(start), "task_1.log".into(), None);
+            a.ended_at = Some(at(end));
+            a.exit_code = Some(if status == Status::Succeeded { 0 } else { 1 });
+            s.attempts.push(a);
             f.specs.insert(name.into(), s);
         }
         f

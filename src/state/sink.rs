@@ -305,17 +305,13 @@ impl StateSink {
                     if s.attempts.len() == s.attempts.capacity() && s.attempts.len() < 4 {
                         s.attempts.reserve_exact(1);
                     }
-                    s.attempts.push(AttemptRecord {
-                        number: *log_number,
-                        attempt: *attempt,
-                        started_at: event.ts,
-                        ended_at: None,
-                        exit_code: None,
-                        signal: None,
-                        reason: None,
-                        log: made,
-                        job_id: started.and_then(|st| st.job).map(|j| j.id),
-                    });
+                    s.attempts.push(AttemptRecord::started(
+                        *log_number,
+                        *attempt,
+                        event.ts,
+                        made,
+                        started.and_then(|st| st.job).map(|j| j.id),
+                    ));
                 }
                 // Not urgent: a runner killed before this reaches the disk leaves a
                 // process the next run finds by its run id (`end_processes_of_run`).
@@ -342,17 +338,13 @@ impl StateSink {
                     }));
                     // The killed run recorded this attempt: it goes on, it is not new.
                     if !s.attempts.iter().any(|a| a.number == *log_number) {
-                        s.attempts.push(AttemptRecord {
-                            number: *log_number,
-                            attempt: *attempt,
-                            started_at: event.ts,
-                            ended_at: None,
-                            exit_code: None,
-                            signal: None,
-                            reason: None,
-                            log: made,
-                            job_id: Some(*job_id),
-                        });
+                        s.attempts.push(AttemptRecord::started(
+                            *log_number,
+                            *attempt,
+                            event.ts,
+                            made,
+                            Some(*job_id),
+                        ));
                     }
                 }
             }
@@ -369,8 +361,7 @@ impl StateSink {
                     if let Some(a) = s.attempts.iter_mut().rev().find(|a| a.log.path() == *log) {
                         a.ended_at = Some(event.ts);
                         a.exit_code = *exit_code;
-                        a.signal = signal.as_deref().map(Box::from);
-                        a.reason = reason.as_deref().map(Box::from);
+                        a.set_end(signal.as_deref(), reason.as_deref());
                     }
                 }
             }
@@ -795,8 +786,7 @@ pub fn initial_state(
             .filter(|a| a.ended_at.is_none() && Some(a.number) != followed)
         {
             a.ended_at = Some(Utc::now());
-            a.reason =
-                Some("interrupted: the runner itself stopped (not counted as a retry)".into());
+            a.set_reason("interrupted: the runner itself stopped (not counted as a retry)");
         }
         s.running = None;
         if plan.to_run[i] {
