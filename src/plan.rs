@@ -304,7 +304,7 @@ struct EnvJson<'a>(&'a Spec);
 impl Serialize for EnvJson<'_> {
     fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
         let mut m = ser.serialize_map(Some(self.0.env.len()))?;
-        for (k, v) in &self.0.env {
+        for (k, v) in self.0.env.iter() {
             let shown = if is_secret_name(k) { "<redacted>" } else { v };
             m.serialize_entry(k, shown)?;
         }
@@ -527,7 +527,7 @@ pub fn plan_text(p: &Pipeline, view: &View) -> String {
                 spec.name
             );
         }
-        for (k, v) in &spec.env {
+        for (k, v) in spec.env.iter() {
             let shown = if is_secret_name(k) { "<redacted>" } else { v };
             let _ = writeln!(out, "  env.{k} = {shown}");
         }

@@ -137,7 +137,9 @@ pub struct Spec {
     /// Absolute (resolved against the pipeline file's folder). Shared by the specs
     /// that run in the same folder (most of them): one copy, not one per spec.
     pub cwd: Arc<Path>,
-    pub env: BTreeMap<String, String>,
+    /// Shared by the specs that set none (most of them): 16 bytes a spec less than
+    /// the map itself.
+    pub env: Arc<BTreeMap<String, String>>,
     /// Indices into `Pipeline::specs`. (A boxed slice: 8 bytes less than a `Vec` in
     /// every spec.)
     pub depends_on: Box<[usize]>,

@@ -217,6 +217,7 @@ pub fn validate(layers: &Layers) -> Result<Pipeline, Vec<Problem>> {
     // Names → indices, for depends_on.
     let names: Vec<&str> = spec_tables.iter().map(|(n, _)| *n).collect();
     let mut specs = Vec::with_capacity(spec_tables.len());
+    let no_env: Arc<BTreeMap<String, String>> = Arc::default();
     // Each distinct working folder once, shared by the specs that run in it.
     let mut folders: BTreeMap<std::path::PathBuf, Arc<Path>> = BTreeMap::new();
     // Each distinct command once, likewise.
@@ -387,7 +388,11 @@ pub fn validate(layers: &Layers) -> Result<Pipeline, Vec<Problem>> {
             name: name.into(),
             command,
             cwd,
-            env: parts.env,
+            env: if parts.env.is_empty() {
+                no_env.clone()
+            } else {
+                Arc::new(parts.env)
+            },
             depends_on: depends_on.into_boxed_slice(),
             tasks: tasks.map(Box::new),
             until: until.map(Box::new),
@@ -1252,6 +1257,9 @@ pub fn waves(specs: &[Spec]) -> Result<Vec<Vec<usize>>, Vec<Vec<usize>>> {
             }
         }
         next.sort_unstable();
+        // Kept with the pipeline for the whole run: no spare room (a wave of 10,000
+        // specs would hold 16,384 places).
+        wave.shrink_to_fit();
         out.push(std::mem::replace(&mut wave, next));
     }
     if seen == n {
