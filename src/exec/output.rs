@@ -210,16 +210,15 @@ impl Output {
         }
         let keep = self.spliced.min(TAIL_CAP as u64);
         let mut bytes = vec![0; usize::try_from(keep).unwrap_or(TAIL_CAP)];
-        match &self.log {
-            Some(log) => match log.read_exact_at(&mut bytes, self.spliced - keep) {
+        if let Some(log) = &self.log {
+            match log.read_exact_at(&mut bytes, self.spliced - keep) {
                 Ok(()) => self.tail.push(&bytes),
                 // The log changed under us (truncated by hand) or cannot be read: the
                 // failure report goes without the output's end.
                 Err(e) => {
                     tracing::warn!("could not read the end of the log back for the tail: {e}")
                 }
-            },
-            None => {}
+            }
         }
         self.spliced = 0;
     }
