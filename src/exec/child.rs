@@ -314,6 +314,8 @@ impl Supervisor<'_> {
             {
                 // A leader that exits usually closes the pipe at the same moment: take
                 // both from this one wake-up rather than polling again for the exit.
+                // (Not a reap without the pidfd's word: its files close a moment before
+                // its exit is announced, and a third of such tries came too early.)
                 if matches!(event, Event::OutputClosed) && exit_ready && self.reap(true) {
                     return Event::LeaderExited;
                 }

@@ -157,19 +157,18 @@ fn stat_of(pid: u32) -> Option<StatFields> {
 /// Reads a `/proc` list to its end: such a file (`children`) comes a page at a time,
 /// each read stopping at the last whole record that fits, so a short read does not
 /// mean the end. Empty, as it nearly always is, it costs one `read`.
-fn read_proc_list(path: &str) -> Option<Vec<u8>> {
-    use std::io::Read;
-    // Plain reads until the end: `read_to_end` on a `File` first asks for its size and
-    // position (`statx`, `lseek`), which a `/proc` file does not know — two wasted calls
-    // on every attempt's end.
-    let mut file = std::fs::File::open(path).ok()?;
+fn read_proc_list(file: &std::fs::File) -> Option<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    // Plain reads at explicit offsets until the end: `read_to_end` first asks for the
+    // size and position (`statx`, `lseek`), which a `/proc` file does not know, and
+    // offsets let one open file be read again from its start, by any thread.
     let mut text = vec![0; 4096];
     let mut len = 0;
     loop {
         if len == text.len() {
             text.resize(len * 2, 0);
         }
-        match file.read(&mut text[len..]) {
+        match file.read_at(&mut text[len..], len as u64) {
             Ok(0) => break,
             Ok(n) => len += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -398,15 +397,19 @@ static SUBREAPER: AtomicBool = AtomicBool::new(false);
 /// thread; attempts are spawned by worker threads, so their leaders are not listed.
 /// Zombies are. `None` without subreaper, or if the kernel has no `children` file.
 fn inherited_children() -> Option<Vec<u32>> {
-    static CHILDREN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    // Opened once and read from its start each time (`pread` at 0 renders the list
+    // afresh): one system call per attempt's end instead of open, read and close.
+    static CHILDREN: std::sync::OnceLock<Option<std::fs::File>> = std::sync::OnceLock::new();
     if !SUBREAPER.load(Ordering::Relaxed) {
         return None;
     }
-    let path = CHILDREN.get_or_init(|| {
-        let me = std::process::id();
-        format!("/proc/{me}/task/{me}/children")
-    });
-    let text = read_proc_list(path)?;
+    let file = CHILDREN
+        .get_or_init(|| {
+            let me = std::process::id();
+            std::fs::File::open(format!("/proc/{me}/task/{me}/children")).ok()
+        })
+        .as_ref()?;
+    let text = read_proc_list(file)?;
     Some(
         text.split(u8::is_ascii_whitespace)
             .filter_map(|p| std::str::from_utf8(p).ok()?.parse().ok())
@@ -785,17 +788,21 @@ mod tests {
             .read_line(&mut ready)
             .unwrap();
         let pid = sh.id();
-        let list = read_proc_list(&format!("/proc/{pid}/task/{pid}/children"));
+        let file = std::fs::File::open(format!("/proc/{pid}/task/{pid}/children")).unwrap();
+        // Read twice from the one open file: the second read starts over.
+        let lists = [read_proc_list(&file), read_proc_list(&file)];
         let _ = signal_group(pid, Signal::KILL);
         let _ = sh.wait();
-        let list = list.expect("readable");
-        assert!(list.len() > 4096, "{} bytes", list.len());
-        assert_eq!(
-            list.split(u8::is_ascii_whitespace)
-                .filter(|p| !p.is_empty())
-                .count(),
-            900
-        );
+        for list in lists {
+            let list = list.expect("readable");
+            assert!(list.len() > 4096, "{} bytes", list.len());
+            assert_eq!(
+                list.split(u8::is_ascii_whitespace)
+                    .filter(|p| !p.is_empty())
+                    .count(),
+                900
+            );
+        }
     }
 
     fn start_time_in(stat: &[u8]) -> Option<u64> {
