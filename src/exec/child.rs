@@ -286,16 +286,36 @@ impl Supervisor<'_> {
                     // Nothing to do but look again; the deadline still holds.
                     Err(_) => thread::sleep(wait.unwrap_or(TICK).min(TICK)),
                 }
-                let ready =
-                    |slot: Option<usize>| slot.is_some_and(|i| !fds[i].revents().is_empty());
-                (ready(slots[0]), ready(slots[1]), ready(slots[2]))
+                let revents =
+                    |slot: Option<usize>| slot.map_or(PollFlags::empty(), |i| fds[i].revents());
+                (
+                    revents(slots[0]),
+                    !revents(slots[1]).is_empty(),
+                    !revents(slots[2]).is_empty(),
+                )
             };
             if bell_ready {
                 self.listening.hush();
             }
-            if pipe_ready && let Some(event) = self.read_output() {
+            // Hung up with nothing to read: every writer closed the pipe and it is
+            // empty (a pipe is readable exactly when it holds bytes). That is the end,
+            // known without a read.
+            let pipe_ended =
+                pipe_ready.contains(PollFlags::HUP) && !pipe_ready.contains(PollFlags::IN);
+            if pipe_ended && !self.pipe_closed {
+                self.pipe_closed = true;
+                if exit_ready && self.reap(true) {
+                    return Event::LeaderExited;
+                }
+                return Event::OutputClosed;
+            }
+            if !pipe_ready.is_empty()
+                && let Some(event) = self.read_output()
+            {
                 // A leader that exits usually closes the pipe at the same moment: take
                 // both from this one wake-up rather than polling again for the exit.
+                // (Not a reap without the pidfd's word: its files close a moment before
+                // its exit is announced, and a third of such tries came too early.)
                 if matches!(event, Event::OutputClosed) && exit_ready && self.reap(true) {
                     return Event::LeaderExited;
                 }

@@ -179,7 +179,11 @@ impl Output {
         let log = self.log.as_ref()?;
         let n = unix::splice_to_file(&self.reader, log, self.splice_len).ok()?;
         if n == 0 {
-            return Some(Read1::End);
+            // The supervisor sees the pipe's end without reading (hung up and empty),
+            // so this is `splice` moving nothing while output waits — a filesystem
+            // whose write took nothing. A read says what is true (and a write that
+            // takes nothing fails there, as a failed log).
+            return None;
         }
         if n >= CHUNK && self.splice_len < FLOOD_CHUNK {
             // A full pipe's worth at once: a flood. Bigger moves, a bigger pipe.
@@ -206,10 +210,15 @@ impl Output {
         }
         let keep = self.spliced.min(TAIL_CAP as u64);
         let mut bytes = vec![0; usize::try_from(keep).unwrap_or(TAIL_CAP)];
-        if let Some(log) = &self.log
-            && log.read_exact_at(&mut bytes, self.spliced - keep).is_ok()
-        {
-            self.tail.push(&bytes);
+        if let Some(log) = &self.log {
+            match log.read_exact_at(&mut bytes, self.spliced - keep) {
+                Ok(()) => self.tail.push(&bytes),
+                // The log changed under us (truncated by hand) or cannot be read: the
+                // failure report goes without the output's end.
+                Err(e) => {
+                    tracing::warn!("could not read the end of the log back for the tail: {e}")
+                }
+            }
         }
         self.spliced = 0;
     }

@@ -3,7 +3,7 @@
 
 use std::ffi::{CStr, CString, OsStr, OsString};
 use std::io::{self, PipeWriter};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -101,7 +101,7 @@ fn start(spec: &AttemptSpec, argv: &[String], exe: &OsStr, writer: &PipeWriter) 
         argv: &argv,
         env: &env,
         cwd: &cwd,
-        stdin: stdin.as_fd(),
+        stdin,
         output: writer.as_fd(),
     })
 }
@@ -119,15 +119,30 @@ fn env_entry(name: &OsStr, value: &OsStr) -> io::Result<EnvEntry> {
 }
 
 /// The runner's own environment as entries, read once: nothing changes it during a
-/// run (the crate has no `unsafe` to call `set_var` with). An entry that cannot be a
-/// C string cannot be in it.
+/// run (the runner never calls `set_var`). An entry that cannot be a C string cannot
+/// be in it.
 fn base_env() -> &'static [EnvEntry] {
-    static BASE: std::sync::LazyLock<Vec<EnvEntry>> = std::sync::LazyLock::new(|| {
-        std::env::vars_os()
-            .filter_map(|(name, value)| env_entry(&name, &value).ok())
-            .collect()
-    });
+    static BASE: std::sync::LazyLock<Vec<EnvEntry>> =
+        std::sync::LazyLock::new(|| env_entries(std::env::vars_os()));
     &BASE
+}
+
+/// `vars` as entries, each name once. An environment may hold a name twice (`execve`
+/// takes any list); the last value wins, as a shell importing it (or std's `Command`)
+/// would have it — a child's `getenv` would otherwise find the first.
+fn env_entries(vars: impl IntoIterator<Item = (OsString, OsString)>) -> Vec<EnvEntry> {
+    let all: Vec<EnvEntry> = vars
+        .into_iter()
+        .filter_map(|(name, value)| env_entry(&name, &value).ok())
+        .collect();
+    let mut seen = std::collections::HashSet::with_capacity(all.len());
+    let mut entries: Vec<EnvEntry> = all
+        .into_iter()
+        .rev()
+        .filter(|(name, _)| seen.insert(name.clone()))
+        .collect();
+    entries.reverse();
+    entries
 }
 
 /// The attempt's variables as entries; of a name given twice, the last value wins.
@@ -156,13 +171,16 @@ fn c_string(bytes: &[u8]) -> io::Result<CString> {
     })
 }
 
-/// `/dev/null` for an attempt's stdin: a duplicate of one opened once per run (a
-/// `dup` costs less than opening the path again on every spawn).
-fn null_input() -> io::Result<OwnedFd> {
+/// `/dev/null` for an attempt's stdin: one opened once per run and handed to every
+/// child as it is (the child's `dup2` onto its stdin drops close-on-exec there), rather
+/// than a duplicate made and closed on every spawn (two system calls per attempt).
+fn null_input() -> io::Result<BorrowedFd<'static>> {
     static NULL: std::sync::OnceLock<Option<std::fs::File>> = std::sync::OnceLock::new();
     match NULL.get_or_init(|| std::fs::File::open("/dev/null").ok()) {
-        Some(null) => null.as_fd().try_clone_to_owned(),
-        None => Ok(std::fs::File::open("/dev/null")?.into()),
+        Some(null) => Ok(null.as_fd()),
+        None => Err(std::fs::File::open("/dev/null").err().unwrap_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, "/dev/null could not be opened")
+        })),
     }
 }
 
@@ -181,13 +199,15 @@ fn check_cwd(cwd: &Path) -> Result<(), SpawnError> {
     }
 }
 
-/// A relative path with a separator (`./build.sh`, `bin/x`) means a file in the
-/// attempt's cwd, as it would for `sh -c`; `Command` would resolve it against ours.
+/// The path `posix_spawn` is given for `program` (which never searches `PATH`
+/// itself); `argv[0]` stays `program` as the spec wrote it, as a shell would pass it.
 ///
-/// A bare name is looked up on `PATH` here, as `execvp` would (the attempt's own
-/// `PATH` if its env sets one): with an absolute program std can spawn with
-/// `posix_spawn` (vfork) instead of `fork`, which copies the runner's page tables —
-/// the difference between 0.5 ms and several ms per attempt in a large pipeline.
+/// A relative path with a separator (`./build.sh`, `bin/x`) means a file in the
+/// attempt's cwd, as it would for `sh -c`. A bare name is looked up on `PATH` here, as
+/// `execvp` would, in the attempt's own `PATH` if its env sets one (`posix_spawnp`
+/// would search the runner's), and the find is kept for the run when the search
+/// cannot depend on the cwd (see [`found_programs`]). A name not found comes back
+/// bare, and the spawn reports it as not found on `PATH`.
 fn resolve_program(program: &str, cwd: &Path, env: &[(OsString, OsString)]) -> OsString {
     let path = Path::new(program);
     if program.contains('/') {
@@ -265,5 +285,24 @@ fn spawn_error(program: &str, exe: &OsStr, err: io::Error) -> SpawnError {
         io::ErrorKind::NotFound => SpawnError::NoSuchFile(exe),
         io::ErrorKind::PermissionDenied => SpawnError::PermissionDenied(exe),
         _ => SpawnError::Other { exe, source: err },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_given_twice_in_the_runners_environment_keeps_its_last_value() {
+        let vars = [
+            ("A", "first"),
+            ("PATH", "/bin"),
+            ("A", "second"),
+            ("B", "b"),
+        ]
+        .map(|(k, v)| (OsString::from(k), OsString::from(v)));
+        let entries = env_entries(vars);
+        let texts: Vec<&[u8]> = entries.iter().map(|(_, e)| e.as_bytes()).collect();
+        assert_eq!(texts, [&b"PATH=/bin"[..], b"A=second", b"B=b"]);
     }
 }

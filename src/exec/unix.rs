@@ -157,19 +157,18 @@ fn stat_of(pid: u32) -> Option<StatFields> {
 /// Reads a `/proc` list to its end: such a file (`children`) comes a page at a time,
 /// each read stopping at the last whole record that fits, so a short read does not
 /// mean the end. Empty, as it nearly always is, it costs one `read`.
-fn read_proc_list(path: &str) -> Option<Vec<u8>> {
-    use std::io::Read;
-    // Plain reads until the end: `read_to_end` on a `File` first asks for its size and
-    // position (`statx`, `lseek`), which a `/proc` file does not know — two wasted calls
-    // on every attempt's end.
-    let mut file = std::fs::File::open(path).ok()?;
+fn read_proc_list(file: &std::fs::File) -> Option<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    // Plain reads at explicit offsets until the end: `read_to_end` first asks for the
+    // size and position (`statx`, `lseek`), which a `/proc` file does not know, and
+    // offsets let one open file be read again from its start, by any thread.
     let mut text = vec![0; 4096];
     let mut len = 0;
     loop {
         if len == text.len() {
             text.resize(len * 2, 0);
         }
-        match file.read(&mut text[len..]) {
+        match file.read_at(&mut text[len..], len as u64) {
             Ok(0) => break,
             Ok(n) => len += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -398,15 +397,19 @@ static SUBREAPER: AtomicBool = AtomicBool::new(false);
 /// thread; attempts are spawned by worker threads, so their leaders are not listed.
 /// Zombies are. `None` without subreaper, or if the kernel has no `children` file.
 fn inherited_children() -> Option<Vec<u32>> {
-    static CHILDREN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    // Opened once and read from its start each time (`pread` at 0 renders the list
+    // afresh): one system call per attempt's end instead of open, read and close.
+    static CHILDREN: std::sync::OnceLock<Option<std::fs::File>> = std::sync::OnceLock::new();
     if !SUBREAPER.load(Ordering::Relaxed) {
         return None;
     }
-    let path = CHILDREN.get_or_init(|| {
-        let me = std::process::id();
-        format!("/proc/{me}/task/{me}/children")
-    });
-    let text = read_proc_list(path)?;
+    let file = CHILDREN
+        .get_or_init(|| {
+            let me = std::process::id();
+            std::fs::File::open(format!("/proc/{me}/task/{me}/children")).ok()
+        })
+        .as_ref()?;
+    let text = read_proc_list(file)?;
     Some(
         text.split(u8::is_ascii_whitespace)
             .filter_map(|p| std::str::from_utf8(p).ok()?.parse().ok())
@@ -581,6 +584,82 @@ pub(crate) struct SpawnRequest<'a> {
     pub output: BorrowedFd<'a>,
 }
 
+/// What `posix_spawn` is asked to do besides exec: make the child its own group's
+/// leader, empty its signal mask, reset `SIGPIPE` to its default. The flags are `int`
+/// constants and the attribute takes a `short`: checked here, when compiling.
+const SPAWN_FLAGS: libc::c_short = {
+    let flags =
+        libc::POSIX_SPAWN_SETPGROUP | libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF;
+    assert!(flags >= 0 && flags <= libc::c_short::MAX as libc::c_int);
+    flags as libc::c_short
+};
+
+/// A glibc error number (what the `posix_spawn*` functions return) as a result.
+fn check(ret: libc::c_int) -> io::Result<()> {
+    if ret == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(ret))
+    }
+}
+
+/// An initialized `posix_spawnattr_t`, destroyed on drop. It borrows the place it was
+/// initialized in: POSIX does not promise that the object may move.
+struct SpawnAttr<'a>(&'a mut std::mem::MaybeUninit<libc::posix_spawnattr_t>);
+
+impl<'a> SpawnAttr<'a> {
+    #[allow(unsafe_code)]
+    fn init(place: &'a mut std::mem::MaybeUninit<libc::posix_spawnattr_t>) -> io::Result<Self> {
+        // SAFETY: `init` writes a valid object into the place; it is only used (and
+        // destroyed) once that succeeded.
+        check(unsafe { libc::posix_spawnattr_init(place.as_mut_ptr()) })?;
+        Ok(SpawnAttr(place))
+    }
+
+    fn as_ptr(&mut self) -> *mut libc::posix_spawnattr_t {
+        self.0.as_mut_ptr()
+    }
+}
+
+impl Drop for SpawnAttr<'_> {
+    #[allow(unsafe_code)]
+    fn drop(&mut self) {
+        // SAFETY: initialized by `init`, destroyed once, here.
+        unsafe {
+            libc::posix_spawnattr_destroy(self.as_ptr());
+        }
+    }
+}
+
+/// An initialized `posix_spawn_file_actions_t`, destroyed on drop (which frees the
+/// list of actions glibc allocated). Borrows its place, as [`SpawnAttr`] does.
+struct FileActions<'a>(&'a mut std::mem::MaybeUninit<libc::posix_spawn_file_actions_t>);
+
+impl<'a> FileActions<'a> {
+    #[allow(unsafe_code)]
+    fn init(
+        place: &'a mut std::mem::MaybeUninit<libc::posix_spawn_file_actions_t>,
+    ) -> io::Result<Self> {
+        // SAFETY: as for `SpawnAttr::init`.
+        check(unsafe { libc::posix_spawn_file_actions_init(place.as_mut_ptr()) })?;
+        Ok(FileActions(place))
+    }
+
+    fn as_ptr(&mut self) -> *mut libc::posix_spawn_file_actions_t {
+        self.0.as_mut_ptr()
+    }
+}
+
+impl Drop for FileActions<'_> {
+    #[allow(unsafe_code)]
+    fn drop(&mut self) {
+        // SAFETY: initialized by `init`, destroyed once, here.
+        unsafe {
+            libc::posix_spawn_file_actions_destroy(self.as_ptr());
+        }
+    }
+}
+
 /// Starts a process with `posix_spawn` in a process group of its own (its pid is the
 /// group id), with an empty signal mask and `SIGPIPE` at its default (the runner
 /// ignores it; a command must not inherit that), as std's `Command` would.
@@ -592,7 +671,8 @@ pub(crate) struct SpawnRequest<'a> {
 /// The caller builds the environment from one copy of the runner's, made once.
 ///
 /// An exec failure (no such file, no permission) and a `chdir` failure come back as
-/// the error, as glibc reports them from the child.
+/// the error, as glibc reports them from the child. The attribute and file-action
+/// objects are destroyed by their wrappers' `Drop` on every return, early or not.
 #[allow(unsafe_code)]
 pub(crate) fn spawn_in_new_group(req: &SpawnRequest<'_>) -> io::Result<u32> {
     use std::mem::MaybeUninit;
@@ -609,55 +689,54 @@ pub(crate) fn spawn_in_new_group(req: &SpawnRequest<'_>) -> io::Result<u32> {
         .map(|e| e.as_ptr().cast_mut())
         .chain([ptr::null_mut()])
         .collect();
-    let check = |ret: libc::c_int| {
-        if ret == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::from_raw_os_error(ret))
-        }
-    };
-    // SAFETY: the attribute and file-action objects are initialized before use and
-    // destroyed on every path (the guards below); every pointer handed to glibc points
-    // into `req`, `argv` or `envp`, which outlive the call, and both arrays end with a
-    // null pointer. `posix_spawn` runs nothing of ours in the child.
+    let mut attr_place = MaybeUninit::uninit();
+    let mut attr = SpawnAttr::init(&mut attr_place)?;
+    let mut actions_place = MaybeUninit::uninit();
+    let mut actions = FileActions::init(&mut actions_place)?;
+    // SAFETY: `attr` and `actions` are initialized objects (their wrappers exist only
+    // then); the signal sets are initialized by `sigemptyset` before use; every
+    // pointer handed to glibc points into `req`, `argv` or `envp`, which outlive the
+    // call, and both arrays end with a null pointer. `posix_spawn` runs nothing of
+    // ours in the child.
     unsafe {
-        let mut attr = MaybeUninit::<libc::posix_spawnattr_t>::uninit();
-        check(libc::posix_spawnattr_init(attr.as_mut_ptr()))?;
-        let attr = Guard(attr.as_mut_ptr(), |a| {
-            libc::posix_spawnattr_destroy(a);
-        });
-        let mut actions = MaybeUninit::<libc::posix_spawn_file_actions_t>::uninit();
-        check(libc::posix_spawn_file_actions_init(actions.as_mut_ptr()))?;
-        let actions = Guard(actions.as_mut_ptr(), |a| {
-            libc::posix_spawn_file_actions_destroy(a);
-        });
-
         let mut empty = MaybeUninit::<libc::sigset_t>::uninit();
         libc::sigemptyset(empty.as_mut_ptr());
-        check(libc::posix_spawnattr_setsigmask(attr.0, empty.as_ptr()))?;
+        check(libc::posix_spawnattr_setsigmask(
+            attr.as_ptr(),
+            empty.as_ptr(),
+        ))?;
         let mut default = MaybeUninit::<libc::sigset_t>::uninit();
         libc::sigemptyset(default.as_mut_ptr());
         libc::sigaddset(default.as_mut_ptr(), libc::SIGPIPE);
         check(libc::posix_spawnattr_setsigdefault(
-            attr.0,
+            attr.as_ptr(),
             default.as_ptr(),
         ))?;
-        check(libc::posix_spawnattr_setpgroup(attr.0, 0))?;
-        let flags = libc::POSIX_SPAWN_SETPGROUP
-            | libc::POSIX_SPAWN_SETSIGMASK
-            | libc::POSIX_SPAWN_SETSIGDEF;
-        check(libc::posix_spawnattr_setflags(
-            attr.0,
-            libc::c_short::try_from(flags).unwrap_or(0),
-        ))?;
+        check(libc::posix_spawnattr_setpgroup(attr.as_ptr(), 0))?;
+        check(libc::posix_spawnattr_setflags(attr.as_ptr(), SPAWN_FLAGS))?;
 
         let stdin = req.stdin.as_raw_fd();
         let output = req.output.as_raw_fd();
-        check(libc::posix_spawn_file_actions_adddup2(actions.0, stdin, 0))?;
-        check(libc::posix_spawn_file_actions_adddup2(actions.0, output, 1))?;
-        check(libc::posix_spawn_file_actions_adddup2(actions.0, output, 2))?;
+        check(libc::posix_spawn_file_actions_adddup2(
+            actions.as_ptr(),
+            stdin,
+            0,
+        ))?;
+        check(libc::posix_spawn_file_actions_adddup2(
+            actions.as_ptr(),
+            output,
+            1,
+        ))?;
+        check(libc::posix_spawn_file_actions_adddup2(
+            actions.as_ptr(),
+            output,
+            2,
+        ))?;
+        // The `_np` chdir action came with glibc 2.29 (the binary links against the
+        // symbol version GLIBC_2.29): a runner does not build or start with an older
+        // glibc (README, "Requirements"). musl has it too.
         check(libc::posix_spawn_file_actions_addchdir_np(
-            actions.0,
+            actions.as_ptr(),
             req.cwd.as_ptr(),
         ))?;
 
@@ -665,21 +744,12 @@ pub(crate) fn spawn_in_new_group(req: &SpawnRequest<'_>) -> io::Result<u32> {
         check(libc::posix_spawn(
             &raw mut pid,
             req.exe.as_ptr(),
-            actions.0,
-            attr.0,
+            actions.as_ptr(),
+            attr.as_ptr(),
             argv.as_ptr(),
             envp.as_ptr(),
         ))?;
         u32::try_from(pid).map_err(|_| io::Error::other("posix_spawn gave a negative pid"))
-    }
-}
-
-/// Runs its function on its pointer when dropped: the `*_destroy` of a glibc object.
-struct Guard<T>(*mut T, fn(*mut T));
-
-impl<T> Drop for Guard<T> {
-    fn drop(&mut self) {
-        (self.1)(self.0);
     }
 }
 
@@ -718,17 +788,21 @@ mod tests {
             .read_line(&mut ready)
             .unwrap();
         let pid = sh.id();
-        let list = read_proc_list(&format!("/proc/{pid}/task/{pid}/children"));
+        let file = std::fs::File::open(format!("/proc/{pid}/task/{pid}/children")).unwrap();
+        // Read twice from the one open file: the second read starts over.
+        let lists = [read_proc_list(&file), read_proc_list(&file)];
         let _ = signal_group(pid, Signal::KILL);
         let _ = sh.wait();
-        let list = list.expect("readable");
-        assert!(list.len() > 4096, "{} bytes", list.len());
-        assert_eq!(
-            list.split(u8::is_ascii_whitespace)
-                .filter(|p| !p.is_empty())
-                .count(),
-            900
-        );
+        for list in lists {
+            let list = list.expect("readable");
+            assert!(list.len() > 4096, "{} bytes", list.len());
+            assert_eq!(
+                list.split(u8::is_ascii_whitespace)
+                    .filter(|p| !p.is_empty())
+                    .count(),
+                900
+            );
+        }
     }
 
     fn start_time_in(stat: &[u8]) -> Option<u64> {

@@ -104,6 +104,23 @@ command = "printf 'out\n'; printf 'err\n' >&2; printf '\\377\\376 raw\n'"
     assert_eq!(bytes, b"out\nerr\n\xff\xfe raw\n");
 }
 
+/// `argv[0]` is the program as the spec wrote it, not the path found on `PATH`, as a
+/// shell passes it (`$0` of `sh -c`, a multi-call binary choosing its applet, usage
+/// lines): `sh`, not `/usr/bin/sh`.
+#[test]
+fn argv0_is_the_program_as_written() {
+    let t = Test::with_pipeline(
+        r#"
+[specs.zero]
+command = ["sh", "-c", "printf %s \"$0\""]
+"#,
+    );
+    let dir = t.path().to_path_buf();
+    apply_json(&t).0.code(0);
+    let log = std::fs::read_to_string(dir.join(".spec-runner/logs/zero/task_1.log")).unwrap();
+    assert_eq!(log, "sh");
+}
+
 #[test]
 fn a_command_that_cannot_start_fails_at_once_unretried() {
     let t = Test::with_pipeline(

@@ -619,12 +619,33 @@ depends_on = ["fine"]
 /// Runs `apply --format json` under `ulimit -f BLOCKS` (a file size limit, which
 /// fails writes as a full disk would, and which root cannot bypass).
 fn apply_with_file_size_limit(t: &Test, blocks: u32) -> Run {
+    run_with_file_size_limit(t, blocks, &["apply", "--format", "json"])
+}
+
+/// The file size limit `ulimit -f BLOCKS` sets in `sh`, in bytes: dash counts blocks of
+/// 512 bytes, bash of 1024.
+fn file_size_limit_bytes(blocks: u32) -> u64 {
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("ulimit -f {blocks} && exec cat /proc/self/limits"))
+        .output()
+        .expect("run sh");
+    let limits = String::from_utf8_lossy(&out.stdout);
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max file size"))
+        .unwrap_or_else(|| panic!("no file size limit in:\n{limits}"));
+    line.split_whitespace().nth(3).unwrap().parse().unwrap()
+}
+
+/// Runs spec-runner with `args` under `ulimit -f BLOCKS`.
+fn run_with_file_size_limit(t: &Test, blocks: u32, args: &[&str]) -> Run {
     let direct = t.command();
     let mut sh = std::process::Command::new("sh");
     sh.arg("-c")
         .arg(format!("ulimit -f {blocks} && exec \"$0\" \"$@\""))
         .arg(BIN)
-        .args(["apply", "--format", "json"])
+        .args(args)
         .current_dir(t.path())
         .stdin(std::process::Stdio::null());
     // The harness's environment: our variables only, none of the caller's.
@@ -691,6 +712,127 @@ depends_on = ["small"]
     assert_eq!(st["specs"]["small"]["status"], "succeeded");
     assert_eq!(st["specs"]["after-flood"]["status"], "succeeded");
     assert_all_gone(&leader_pids(&ev));
+}
+
+/// A log write failure on the splice path (no live last line: output goes from the
+/// pipe into the log by `splice`): the log holds exactly what the limit lets in, byte
+/// for byte; the attempt fails, saying why; the failure report's tail goes on past the
+/// log's end, with what was read from the pipe after the write failed.
+#[test]
+fn a_spliced_log_that_hits_the_file_size_limit_fails_the_attempt_and_keeps_the_tail() {
+    // `just-past` writes 1,000 bytes more than the limit: its tail holds the log's end
+    // read back and what was read from the pipe after the write failed, together.
+    let t = Test::with_pipeline(
+        r#"
+retry_max_retries = 2
+retry_backoff_seconds = 0
+[specs.big]
+command = ["seq", "1", "100000"]
+[specs.just-past]
+command = ["seq", "1", "36151"]
+"#,
+    );
+    let limit: u64 = 200 * 1024;
+    let blocks = u32::try_from(limit / file_size_limit_bytes(1)).unwrap();
+    assert_eq!(file_size_limit_bytes(blocks), limit);
+    let seq_to = |n: u32| -> String { (1..=n).map(|i| format!("{i}\n")).collect() };
+    let seq = seq_to(100_000);
+    assert!(
+        seq.len() as u64 > limit + 64 * 1024,
+        "output goes on past the log"
+    );
+    let just_past = seq_to(36_151);
+    assert_eq!(just_past.len() as u64, limit + 1000);
+
+    let run = run_with_file_size_limit(
+        &t,
+        blocks,
+        &["apply", "--format", "human", "--junit", "junit.xml"],
+    );
+    assert_eq!(
+        run.code,
+        Some(1),
+        "the runner must exit normally, not die of SIGXFSZ\n{}",
+        run.stderr
+    );
+
+    for (spec, output) in [("big", &seq), ("just-past", &just_past)] {
+        let logs = t.path().join(".spec-runner/logs").join(spec);
+        let log = std::fs::read(logs.join("task_1.log")).unwrap();
+        assert_eq!(
+            log.len() as u64,
+            limit,
+            "{spec}: the log holds what the limit lets in"
+        );
+        assert!(
+            output.as_bytes().starts_with(&log),
+            "{spec}: the log is the output's beginning, byte for byte"
+        );
+        assert!(
+            !logs.join("task_2.log").exists(),
+            "{spec}: a log failure is not retried"
+        );
+    }
+
+    let failed = run
+        .stderr
+        .lines()
+        .find(|l| l.contains("big: FAILED"))
+        .unwrap_or_else(|| panic!("no FAILED line:\n{}", run.stderr));
+    assert!(
+        failed.contains("log write failed") && failed.contains("File too large"),
+        "{failed}"
+    );
+    let st = state(&t);
+    assert_eq!(st["specs"]["big"]["status"], "failed");
+    assert!(reason(&st["specs"]["big"]).contains("File too large"));
+
+    // The report's tail: the last lines of output, below the FAILED line, then the log.
+    let report: Vec<&str> = run
+        .stderr
+        .lines()
+        .skip_while(|l| !l.contains("big: FAILED"))
+        .skip(1)
+        .collect();
+    let shown: Vec<&str> = report
+        .iter()
+        .map_while(|l| l.strip_prefix("    | "))
+        .collect();
+    assert!(!shown.is_empty(), "a tail is shown:\n{}", run.stderr);
+    assert_eq!(
+        report.get(shown.len()).map(|l| l.trim()),
+        Some("log: .spec-runner/logs/big/task_1.log")
+    );
+    // The lines shown are the output as the command wrote it, in order; the last one
+    // (perhaps cut: the command was ended mid-line) lies past the log's end, so the
+    // report shows where the output really got to, not only what the log holds.
+    let text = format!("\n{}", shown.join("\n"));
+    let at = seq
+        .find(&text)
+        .unwrap_or_else(|| panic!("the tail is not the output's text: {shown:?}"));
+    assert!(
+        (at + text.len()) as u64 > limit,
+        "the tail ends past the log's end ({} bytes): {shown:?}",
+        limit
+    );
+    // `just-past`'s whole tail (JUnit's system-out): the log's end read back, then what
+    // was read from the pipe once the log failed, no byte lost or repeated between them.
+    let xml = t.read("junit.xml");
+    let doc = roxmltree::Document::parse(&xml).unwrap();
+    let out = doc
+        .descendants()
+        .find(|n| n.has_tag_name("testcase") && n.attribute("name") == Some("just-past"))
+        .and_then(|n| n.children().find(|c| c.has_tag_name("system-out")))
+        .and_then(|n| n.text())
+        .unwrap_or_else(|| panic!("no system-out for just-past:\n{xml}"));
+    let at = just_past
+        .find(out)
+        .unwrap_or_else(|| panic!("the tail is not the output's text:\n{out}"));
+    assert!(
+        (at as u64) < limit && (at + out.len()) as u64 > limit,
+        "the tail ({at}..{}) spans the log's end ({limit})",
+        at + out.len()
+    );
 }
 
 #[test]
