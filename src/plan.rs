@@ -415,6 +415,14 @@ fn explain_line(out: &mut String, width: usize, key: &str, value: &Value, origin
 /// The human `plan`: waves, then per spec its command and backoff schedule; with
 /// `explain`, the values and their origins (see [`Explain`]).
 pub fn plan_text(p: &Pipeline, view: &View) -> String {
+    let mut all = String::new();
+    write_plan_text(p, view, &mut |part| all.push_str(part));
+    all
+}
+
+/// [`plan_text`] handed to `part` a piece at a time (about 64 KiB each), not held
+/// whole: a 100,000-spec plan is ~14 MB of text.
+pub fn write_plan_text(p: &Pipeline, view: &View, part: &mut dyn FnMut(&str)) {
     use std::fmt::Write;
     let shown = |i: usize| view.only.is_none_or(|o| o.get(i).copied().unwrap_or(false));
     let mut out = String::new();
@@ -467,6 +475,10 @@ pub fn plan_text(p: &Pipeline, view: &View) -> String {
         }
     }
     for (i, spec) in p.specs.iter().enumerate() {
+        if out.len() >= 1 << 16 {
+            part(&out);
+            out.clear();
+        }
         if !shown(i) {
             continue;
         }
@@ -541,5 +553,5 @@ pub fn plan_text(p: &Pipeline, view: &View) -> String {
             }
         }
     }
-    out
+    part(&out);
 }

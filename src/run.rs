@@ -268,7 +268,16 @@ fn plan(p: &Pipeline, args: &crate::cli::PlanArgs) -> u8 {
             let _ = out.flush();
             exit::SUCCESS
         }
-        PlanFormat::Text => print_out(&crate::plan::plan_text(p, &view)),
+        PlanFormat::Text => {
+            // Streamed, like the JSON: the text of a large plan is not held whole.
+            let mut out = std::io::stdout().lock();
+            // A closed pipe (`| head`) is not an error worth a message.
+            crate::plan::write_plan_text(p, &view, &mut |part| {
+                let _ = out.write_all(part.as_bytes());
+            });
+            let _ = out.flush();
+            exit::SUCCESS
+        }
     }
 }
 
