@@ -729,6 +729,7 @@ fn execute(p: &Pipeline, req: RunRequest, out: &OutputArgs, color: bool) -> u8 {
     // Orphans of our attempts (a `setsid` escapee whose parent died) come to us, not
     // to init, so that we can end them with their attempt. Not on every platform.
     let _ = crate::exec::become_child_subreaper();
+    crate::exec::share_malloc_arenas();
     let dir = &p.run.state_dir;
     let prepared = store::prepare_dir(dir).and_then(|()| store::lock(dir));
     let _lock = match prepared {

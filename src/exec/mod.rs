@@ -23,7 +23,7 @@ pub use wake::{ControlRx, ControlTx, control_channel};
 pub use crate::events::{BackendJob, LiveOutput, SharedLive, Started};
 pub use unix::{
     ControlEchoOff, become_child_subreaper, end_abandoned_group, end_processes_of_run,
-    hide_control_echo, process_start_time, request_stop,
+    hide_control_echo, process_start_time, request_stop, share_malloc_arenas,
 };
 
 /// Everything needed to run one attempt.
