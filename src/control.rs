@@ -325,7 +325,7 @@ fn show_status(view: &StatusView, seen: Seen, json: bool) -> u8 {
                     now_cell,
                     last.map_or(0, |a| a.attempt).to_string(),
                     format!("{}/{}", s.retry_count, s.max_retries),
-                    s.last_retry_at
+                    s.last_retry_at()
                         .map_or("-".into(), |t| t.format("%Y-%m-%d %H:%M:%SZ").to_string()),
                     exit,
                     last.map_or("-".into(), |a| show_path(&view.base, &a.log.path())),

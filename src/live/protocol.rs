@@ -159,7 +159,7 @@ pub fn live(s: &SpecState, now: DateTime<Utc>) -> Live {
         pid: s.running.as_ref().map(|r| r.pid).filter(|_| running),
         started_at,
         elapsed_ms: started_at.map(|t| (now - t).num_milliseconds().max(0) as u64),
-        next_retry_at: match (s.status, s.last_retry_at, s.last_delay_ms) {
+        next_retry_at: match (s.status, s.last_retry_at(), s.last_delay_ms()) {
             (Status::Backoff, Some(at), Some(ms)) => {
                 Some(at + chrono::Duration::milliseconds(i64::try_from(ms).unwrap_or(i64::MAX / 2)))
             }
@@ -312,8 +312,7 @@ mod tests {
         s.status = Status::Backoff;
         s.running = None;
         s.retry_count = 1;
-        s.last_retry_at = Some(t0 + chrono::Duration::seconds(6));
-        s.last_delay_ms = Some(8000);
+        s.set_last_retry(Some(t0 + chrono::Duration::seconds(6)), Some(8000));
         let l = live(&s, t0 + chrono::Duration::seconds(7));
         assert_eq!(l.pid, None);
         assert_eq!(l.elapsed_ms, None);

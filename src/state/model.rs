@@ -52,32 +52,110 @@ impl StateFile {
     }
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
+#[serde(from = "SpecStateOnDisk")]
 pub struct SpecState {
     pub status: Status,
     /// The latest attempts (at most `MAX_ATTEMPT_HISTORY`), oldest first.
-    #[serde(default)]
     pub attempts: Vec<AttemptRecord>,
     /// Retries in the current cycle (a manual restart or a changed definition resets it).
     pub retry_count: u32,
     pub max_retries: u32,
-    pub last_retry_at: Option<DateTime<Utc>>,
-    /// The delay before the last scheduled retry, for decorrelated jitter on resume.
-    #[serde(default)]
-    pub last_delay_ms: Option<u64>,
+    /// When the last retry was scheduled and the delay before it (see the accessors),
+    /// boxed together: most specs are never retried, and a run holds one `SpecState`
+    /// per spec (112 → 96 bytes).
+    last_retry: Option<Box<LastRetry>>,
     /// Why the spec ended as it did (failed, skipped, stopped). Boxed text, like the
     /// attempt's.
-    #[serde(default)]
     pub reason: Option<Box<str>>,
     /// Hash of command, cwd, env and dependencies: a change means "run again".
     pub definition_hash: DefinitionHash,
     /// The live attempt's process, while one runs. (Boxed, like `iteration`: most
     /// specs have neither most of the time, and a run holds one `SpecState` per spec.)
-    #[serde(default)]
     pub running: Option<Box<RunningProcess>>,
     /// For an iterating spec: where its loop is.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iteration: Option<Box<IterationState>>,
+}
+
+/// See `SpecState::last_retry`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct LastRetry {
+    at: Option<DateTime<Utc>>,
+    delay_ms: Option<u64>,
+}
+
+/// A spec's state as the state file holds it (read; named as the state in errors).
+#[derive(Deserialize)]
+#[serde(rename = "SpecState")]
+struct SpecStateOnDisk {
+    status: Status,
+    #[serde(default)]
+    attempts: Vec<AttemptRecord>,
+    retry_count: u32,
+    max_retries: u32,
+    last_retry_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    last_delay_ms: Option<u64>,
+    #[serde(default)]
+    reason: Option<Box<str>>,
+    definition_hash: DefinitionHash,
+    #[serde(default)]
+    running: Option<Box<RunningProcess>>,
+    #[serde(default)]
+    iteration: Option<Box<IterationState>>,
+}
+
+impl From<SpecStateOnDisk> for SpecState {
+    fn from(s: SpecStateOnDisk) -> SpecState {
+        let mut state = SpecState {
+            status: s.status,
+            attempts: s.attempts,
+            retry_count: s.retry_count,
+            max_retries: s.max_retries,
+            last_retry: None,
+            reason: s.reason,
+            definition_hash: s.definition_hash,
+            running: s.running,
+            iteration: s.iteration,
+        };
+        state.set_last_retry(s.last_retry_at, s.last_delay_ms);
+        state
+    }
+}
+
+/// A spec's state as the state file holds it (written): the fields in this order.
+#[derive(Serialize)]
+#[serde(rename = "SpecState")]
+struct SpecStateToDisk<'a> {
+    status: &'a Status,
+    attempts: &'a [AttemptRecord],
+    retry_count: u32,
+    max_retries: u32,
+    last_retry_at: Option<DateTime<Utc>>,
+    last_delay_ms: Option<u64>,
+    reason: &'a Option<Box<str>>,
+    definition_hash: &'a DefinitionHash,
+    running: &'a Option<Box<RunningProcess>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    iteration: &'a Option<Box<IterationState>>,
+}
+
+impl Serialize for SpecState {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        SpecStateToDisk {
+            status: &self.status,
+            attempts: &self.attempts,
+            retry_count: self.retry_count,
+            max_retries: self.max_retries,
+            last_retry_at: self.last_retry_at(),
+            last_delay_ms: self.last_delay_ms(),
+            reason: &self.reason,
+            definition_hash: &self.definition_hash,
+            running: &self.running,
+            iteration: &self.iteration,
+        }
+        .serialize(s)
+    }
 }
 
 /// Where an iterating spec's loop is: enough to resume it in the same iteration.
@@ -106,13 +184,28 @@ impl SpecState {
             attempts: Vec::new(),
             retry_count: 0,
             max_retries,
-            last_retry_at: None,
-            last_delay_ms: None,
+            last_retry: None,
             reason: None,
             definition_hash,
             running: None,
             iteration: None,
         }
+    }
+
+    /// When the last retry was scheduled.
+    pub fn last_retry_at(&self) -> Option<DateTime<Utc>> {
+        self.last_retry.as_ref().and_then(|r| r.at)
+    }
+
+    /// The delay before the last scheduled retry, for decorrelated jitter on resume.
+    pub fn last_delay_ms(&self) -> Option<u64> {
+        self.last_retry.as_ref().and_then(|r| r.delay_ms)
+    }
+
+    /// Sets both; nothing is kept (no allocation) when both are `None`.
+    pub fn set_last_retry(&mut self, at: Option<DateTime<Utc>>, delay_ms: Option<u64>) {
+        self.last_retry =
+            (at.is_some() || delay_ms.is_some()).then(|| Box::new(LastRetry { at, delay_ms }));
     }
 
     /// The highest log number used so far.
@@ -212,8 +305,9 @@ impl AttemptMore {
     }
 }
 
-/// An attempt record as the state file holds it (read).
+/// An attempt record as the state file holds it (read; named as the record in errors).
 #[derive(Deserialize)]
+#[serde(rename = "AttemptRecord")]
 struct AttemptOnDisk {
     number: u32,
     attempt: u32,
@@ -243,6 +337,7 @@ impl From<AttemptOnDisk> for AttemptRecord {
 
 /// An attempt record as the state file holds it (written): the fields in this order.
 #[derive(Serialize)]
+#[serde(rename = "AttemptRecord")]
 struct AttemptToDisk<'a> {
     number: u32,
     attempt: u32,
@@ -546,7 +641,35 @@ mod tests {
     use std::path::Path;
     use std::sync::Arc;
 
-    use super::{AttemptRecord, DefinitionHash, LogPath};
+    use super::{AttemptRecord, DefinitionHash, LogPath, SpecState};
+
+    #[test]
+    fn a_spec_state_reads_and_writes_every_field_as_the_file_has_it() {
+        let texts = [
+            r#"{"status":"pending","attempts":[],"retry_count":0,"max_retries":3,"last_retry_at":null,"last_delay_ms":null,"reason":null,"definition_hash":"00000000000000ff","running":null}"#,
+            r#"{"status":"backoff","attempts":[{"number":1,"attempt":1,"started_at":"2026-01-01T00:00:00Z","ended_at":"2026-01-01T00:00:01Z","exit_code":1,"signal":null,"reason":"exit code 1","log":"x.log"}],"retry_count":1,"max_retries":3,"last_retry_at":"2026-01-01T00:00:01Z","last_delay_ms":1500,"reason":null,"definition_hash":"h","running":null}"#,
+            r#"{"status":"failed","attempts":[],"retry_count":2,"max_retries":2,"last_retry_at":"2026-01-01T00:00:01Z","last_delay_ms":null,"reason":"gave up","definition_hash":"h","running":{"pid":4,"pgid":4,"start_time":9},"iteration":{"iteration":2,"max_iterations":5,"no_progress_streak":0,"tasks":null,"start_head":null,"start_tasks_done":null}}"#,
+            r#"{"status":"stopped","attempts":[],"retry_count":0,"max_retries":0,"last_retry_at":null,"last_delay_ms":700,"reason":null,"definition_hash":"h","running":null}"#,
+        ];
+        for text in texts {
+            let s: SpecState = serde_json::from_str(text).unwrap();
+            assert_eq!(serde_json::to_string(&s).unwrap(), text);
+        }
+        // What an older file leaves out reads as nothing.
+        let old: SpecState = serde_json::from_str(
+            r#"{"status":"pending","retry_count":0,"max_retries":3,"last_retry_at":null,"definition_hash":"h"}"#,
+        )
+        .unwrap();
+        assert_eq!((old.last_retry_at(), old.last_delay_ms()), (None, None));
+        assert!(old.last_retry.is_none() && old.attempts.is_empty());
+        let mut s: SpecState = serde_json::from_str(texts[1]).unwrap();
+        assert_eq!(s.last_delay_ms(), Some(1500));
+        s.set_last_retry(s.last_retry_at(), None);
+        assert!(s.last_retry_at().is_some() && s.last_delay_ms().is_none());
+        s.set_last_retry(None, None);
+        assert!(s.last_retry.is_none());
+        assert!(std::mem::size_of::<SpecState>() <= 96);
+    }
 
     #[test]
     fn an_attempt_record_reads_and_writes_every_field_as_the_file_has_it() {

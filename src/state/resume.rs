@@ -212,7 +212,7 @@ pub fn plan(
                     .unwrap_or_default()
             });
             if s.retry_count > 0 {
-                plan.previous_delay[i] = s.last_delay_ms.map(std::time::Duration::from_millis);
+                plan.previous_delay[i] = s.last_delay_ms().map(std::time::Duration::from_millis);
             }
         }
     }

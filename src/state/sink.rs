@@ -371,8 +371,10 @@ impl StateSink {
                 if let Some(s) = m.specs.get_mut(spec.as_str()) {
                     s.status = Status::Backoff;
                     s.retry_count = *retry;
-                    s.last_retry_at = Some(event.ts);
-                    s.last_delay_ms = Some(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
+                    s.set_last_retry(
+                        Some(event.ts),
+                        Some(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX)),
+                    );
                 }
                 urgent = true;
             }
@@ -388,12 +390,13 @@ impl StateSink {
                     if *retries < s.retry_count {
                         // A scheduled retry cancelled before it ran (`fail_fast`) is
                         // not counted: the last retry is the one that last ran.
-                        s.last_retry_at = s
+                        let at = s
                             .attempts
                             .iter()
                             .rev()
                             .find(|a| *retries > 0 && a.attempt == retries + 1)
                             .map(|a| a.started_at);
+                        s.set_last_retry(at, s.last_delay_ms());
                     }
                     s.retry_count = *retries;
                     s.reason = reason.as_deref().map(Box::from);
@@ -404,7 +407,7 @@ impl StateSink {
                 if let Some(s) = m.specs.get_mut(spec.as_str()) {
                     s.status = Status::Pending;
                     s.retry_count = 0;
-                    s.last_delay_ms = None;
+                    s.set_last_retry(s.last_retry_at(), None);
                     s.reason = None;
                 }
                 urgent = true;
@@ -437,7 +440,7 @@ impl StateSink {
                     }));
                     // A new iteration is a new retry cycle.
                     s.retry_count = 0;
-                    s.last_delay_ms = None;
+                    s.set_last_retry(s.last_retry_at(), None);
                 }
                 // Urgent: a runner killed now must resume this iteration, not redo
                 // the one before.
@@ -797,8 +800,7 @@ pub fn initial_state(
             s.retry_count = plan.initial_retries[i];
             if s.retry_count == 0 {
                 // A new cycle: an earlier cycle's retries say nothing about this one.
-                s.last_retry_at = None;
-                s.last_delay_ms = None;
+                s.set_last_retry(None, None);
             }
             // A loop continues where it was, or starts afresh.
             s.iteration = plan.loops.get(i).cloned().flatten();
