@@ -61,13 +61,10 @@ pub struct SpecState {
     /// Retries in the current cycle (a manual restart or a changed definition resets it).
     pub retry_count: u32,
     pub max_retries: u32,
-    /// When the last retry was scheduled and the delay before it (see the accessors),
-    /// boxed together: most specs are never retried, and a run holds one `SpecState`
-    /// per spec (112 → 96 bytes).
-    last_retry: Option<Box<LastRetry>>,
-    /// Why the spec ended as it did (failed, skipped, stopped). Boxed text, like the
-    /// attempt's.
-    pub reason: Option<Box<str>>,
+    /// When the last retry was scheduled, the delay before it and why the spec ended
+    /// as it did (see the accessors), boxed together: most specs have none of them,
+    /// and a run holds one `SpecState` per spec (112 → 80 bytes).
+    more: Option<Box<SpecMore>>,
     /// Hash of command, cwd, env and dependencies: a change means "run again".
     pub definition_hash: DefinitionHash,
     /// The live attempt's process, while one runs. (Boxed, like `iteration`: most
@@ -77,11 +74,29 @@ pub struct SpecState {
     pub iteration: Option<Box<IterationState>>,
 }
 
-/// See `SpecState::last_retry`.
-#[derive(Clone, Copy, Debug, PartialEq)]
-struct LastRetry {
-    at: Option<DateTime<Utc>>,
-    delay_ms: Option<u64>,
+/// See `SpecState::more`.
+#[derive(Clone, Debug, PartialEq)]
+struct SpecMore {
+    last_retry_at: Option<DateTime<Utc>>,
+    last_delay_ms: Option<u64>,
+    reason: Option<Box<str>>,
+}
+
+impl SpecMore {
+    /// `None` when there is nothing: no allocation.
+    fn boxed(
+        last_retry_at: Option<DateTime<Utc>>,
+        last_delay_ms: Option<u64>,
+        reason: Option<Box<str>>,
+    ) -> Option<Box<SpecMore>> {
+        (last_retry_at.is_some() || last_delay_ms.is_some() || reason.is_some()).then(|| {
+            Box::new(SpecMore {
+                last_retry_at,
+                last_delay_ms,
+                reason,
+            })
+        })
+    }
 }
 
 /// A spec's state as the state file holds it (read; named as the state in errors).
@@ -107,19 +122,16 @@ struct SpecStateOnDisk {
 
 impl From<SpecStateOnDisk> for SpecState {
     fn from(s: SpecStateOnDisk) -> SpecState {
-        let mut state = SpecState {
+        SpecState {
             status: s.status,
             attempts: s.attempts,
             retry_count: s.retry_count,
             max_retries: s.max_retries,
-            last_retry: None,
-            reason: s.reason,
+            more: SpecMore::boxed(s.last_retry_at, s.last_delay_ms, s.reason),
             definition_hash: s.definition_hash,
             running: s.running,
             iteration: s.iteration,
-        };
-        state.set_last_retry(s.last_retry_at, s.last_delay_ms);
-        state
+        }
     }
 }
 
@@ -133,7 +145,7 @@ struct SpecStateToDisk<'a> {
     max_retries: u32,
     last_retry_at: Option<DateTime<Utc>>,
     last_delay_ms: Option<u64>,
-    reason: &'a Option<Box<str>>,
+    reason: Option<&'a str>,
     definition_hash: &'a DefinitionHash,
     running: &'a Option<Box<RunningProcess>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -149,7 +161,7 @@ impl Serialize for SpecState {
             max_retries: self.max_retries,
             last_retry_at: self.last_retry_at(),
             last_delay_ms: self.last_delay_ms(),
-            reason: &self.reason,
+            reason: self.reason(),
             definition_hash: &self.definition_hash,
             running: &self.running,
             iteration: &self.iteration,
@@ -184,8 +196,7 @@ impl SpecState {
             attempts: Vec::new(),
             retry_count: 0,
             max_retries,
-            last_retry: None,
-            reason: None,
+            more: None,
             definition_hash,
             running: None,
             iteration: None,
@@ -194,18 +205,29 @@ impl SpecState {
 
     /// When the last retry was scheduled.
     pub fn last_retry_at(&self) -> Option<DateTime<Utc>> {
-        self.last_retry.as_ref().and_then(|r| r.at)
+        self.more.as_ref().and_then(|m| m.last_retry_at)
     }
 
     /// The delay before the last scheduled retry, for decorrelated jitter on resume.
     pub fn last_delay_ms(&self) -> Option<u64> {
-        self.last_retry.as_ref().and_then(|r| r.delay_ms)
+        self.more.as_ref().and_then(|m| m.last_delay_ms)
     }
 
-    /// Sets both; nothing is kept (no allocation) when both are `None`.
+    /// Sets both (the reason stays).
     pub fn set_last_retry(&mut self, at: Option<DateTime<Utc>>, delay_ms: Option<u64>) {
-        self.last_retry =
-            (at.is_some() || delay_ms.is_some()).then(|| Box::new(LastRetry { at, delay_ms }));
+        let reason = self.more.take().and_then(|m| m.reason);
+        self.more = SpecMore::boxed(at, delay_ms, reason);
+    }
+
+    /// Why the spec ended as it did (failed, skipped, stopped).
+    pub fn reason(&self) -> Option<&str> {
+        self.more.as_ref().and_then(|m| m.reason.as_deref())
+    }
+
+    /// Sets the reason (the last retry stays).
+    pub fn set_reason(&mut self, reason: Option<&str>) {
+        let (at, delay_ms) = (self.last_retry_at(), self.last_delay_ms());
+        self.more = SpecMore::boxed(at, delay_ms, reason.map(Box::from));
     }
 
     /// The highest log number used so far.
@@ -661,14 +683,21 @@ mod tests {
         )
         .unwrap();
         assert_eq!((old.last_retry_at(), old.last_delay_ms()), (None, None));
-        assert!(old.last_retry.is_none() && old.attempts.is_empty());
+        assert!(old.more.is_none() && old.attempts.is_empty());
         let mut s: SpecState = serde_json::from_str(texts[1]).unwrap();
         assert_eq!(s.last_delay_ms(), Some(1500));
         s.set_last_retry(s.last_retry_at(), None);
         assert!(s.last_retry_at().is_some() && s.last_delay_ms().is_none());
+        s.set_reason(Some("why"));
         s.set_last_retry(None, None);
-        assert!(s.last_retry.is_none());
-        assert!(std::mem::size_of::<SpecState>() <= 96);
+        assert_eq!(s.reason(), Some("why"));
+        s.set_reason(None);
+        assert!(s.more.is_none());
+        let mut t: SpecState = serde_json::from_str(texts[2]).unwrap();
+        assert_eq!(t.reason(), Some("gave up"));
+        t.set_last_retry(None, Some(5));
+        assert_eq!((t.reason(), t.last_delay_ms()), (Some("gave up"), Some(5)));
+        assert!(std::mem::size_of::<SpecState>() <= 80);
     }
 
     #[test]

@@ -399,7 +399,7 @@ impl StateSink {
                         s.set_last_retry(at, s.last_delay_ms());
                     }
                     s.retry_count = *retries;
-                    s.reason = reason.as_deref().map(Box::from);
+                    s.set_reason(reason.as_deref());
                     s.running = None;
                 }
             }
@@ -408,7 +408,7 @@ impl StateSink {
                     s.status = Status::Pending;
                     s.retry_count = 0;
                     s.set_last_retry(s.last_retry_at(), None);
-                    s.reason = None;
+                    s.set_reason(None);
                 }
                 urgent = true;
             }
@@ -794,7 +794,7 @@ pub fn initial_state(
         s.running = None;
         if plan.to_run[i] {
             s.status = Status::Pending;
-            s.reason = None;
+            s.set_reason(None);
             s.definition_hash = hash;
             s.max_retries = max;
             s.retry_count = plan.initial_retries[i];
@@ -806,7 +806,7 @@ pub fn initial_state(
             s.iteration = plan.loops.get(i).cloned().flatten();
         } else if matches!(s.status, Status::Running | Status::Backoff) {
             s.status = Status::Stopped;
-            s.reason = Some("interrupted: the runner itself stopped".into());
+            s.set_reason(Some("interrupted: the runner itself stopped"));
         }
         specs.push((spec.name.clone(), s));
     }
@@ -818,7 +818,7 @@ pub fn initial_state(
                 let mut s = s.clone();
                 if matches!(s.status, Status::Running | Status::Backoff) {
                     s.status = Status::Stopped;
-                    s.reason = Some("interrupted: the runner itself stopped".into());
+                    s.set_reason(Some("interrupted: the runner itself stopped"));
                 }
                 s.running = None;
                 specs.push((name.clone(), s));
@@ -865,7 +865,7 @@ mod tests {
         let mut initial = StateFile::new("run-1");
         for (i, name) in ["a", "b", "c", "d"].into_iter().enumerate() {
             let mut s = SpecState::new(format!("hash-{name}").as_str().into(), 2);
-            s.reason = Some("é \"quoted\" \n line".repeat(i).into());
+            s.set_reason(Some(&"é \"quoted\" \n line".repeat(i)));
             initial.specs.insert(name.into(), s);
         }
         let (flushed_tx, flushed) = crossbeam_channel::unbounded();
@@ -877,7 +877,7 @@ mod tests {
         let (_, first) = on_disk(dir.path());
         assert_eq!(first.specs.len(), 4);
         assert_eq!(
-            first.specs["c"].reason.as_deref(),
+            first.specs["c"].reason(),
             Some("é \"quoted\" \n line".repeat(2).as_str())
         );
 
@@ -890,7 +890,7 @@ mod tests {
                 let _ = flushed.recv();
             }
             let (text, file) = on_disk(dir.path());
-            assert_eq!(file.specs[spec].reason.as_deref(), Some(reason), "{text}");
+            assert_eq!(file.specs[spec].reason(), Some(reason), "{text}");
             assert_eq!(file.specs[spec].status, Status::Failed);
             // Byte for byte what serializing every spec anew gives.
             let model = sink.view().read(Clone::clone);
@@ -921,6 +921,6 @@ mod tests {
         let (_, last) = on_disk(dir.path());
         assert_eq!(last.specs["d"].status, Status::Pending);
         assert_eq!(last.specs["d"].definition_hash, "hash-d");
-        assert_eq!(last.specs["b"].reason.as_deref(), Some("first"));
+        assert_eq!(last.specs["b"].reason(), Some("first"));
     }
 }
