@@ -350,12 +350,7 @@ fn show_status(view: &StatusView, seen: Seen, json: bool) -> u8 {
     let loops: Vec<(&String, &crate::state::model::IterationState)> = specs
         .iter()
         .filter_map(|(name, _)| {
-            let it = state
-                .as_ref()?
-                .specs
-                .get(name.as_str())?
-                .iteration
-                .as_deref()?;
+            let it = state.as_ref()?.specs.get(name.as_str())?.iteration()?;
             Some((name, it))
         })
         .collect();

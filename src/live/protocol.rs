@@ -156,7 +156,7 @@ pub fn live(s: &SpecState, now: DateTime<Utc>) -> Live {
     let started_at = last.filter(|_| running).map(|a| a.started_at);
     let ended = s.attempts.iter().rev().find(|a| a.ended_at.is_some());
     Live {
-        pid: s.running.as_ref().map(|r| r.pid).filter(|_| running),
+        pid: s.running().map(|r| r.pid).filter(|_| running),
         started_at,
         elapsed_ms: started_at.map(|t| (now - t).num_milliseconds().max(0) as u64),
         next_retry_at: match (s.status, s.last_retry_at(), s.last_delay_ms()) {
@@ -289,7 +289,7 @@ mod tests {
         let t0: DateTime<Utc> = "2026-01-01T00:00:00Z".parse().unwrap();
         let mut s = SpecState::new("h".into(), 3);
         s.status = Status::Running;
-        s.running = Some(Box::new(RunningProcess {
+        s.set_running(Some(RunningProcess {
             job_id: None,
             pid: 42,
             pgid: 42,
@@ -310,7 +310,7 @@ mod tests {
         s.attempts[0].ended_at = Some(t0 + chrono::Duration::seconds(6));
         s.attempts[0].exit_code = Some(1);
         s.status = Status::Backoff;
-        s.running = None;
+        s.set_running(None);
         s.retry_count = 1;
         s.set_last_retry(Some(t0 + chrono::Duration::seconds(6)), Some(8000));
         let l = live(&s, t0 + chrono::Duration::seconds(7));

@@ -61,41 +61,31 @@ pub struct SpecState {
     /// Retries in the current cycle (a manual restart or a changed definition resets it).
     pub retry_count: u32,
     pub max_retries: u32,
-    /// When the last retry was scheduled, the delay before it and why the spec ended
-    /// as it did (see the accessors), boxed together: most specs have none of them,
-    /// and a run holds one `SpecState` per spec (112 → 80 bytes).
-    more: Option<Box<SpecMore>>,
     /// Hash of command, cwd, env and dependencies: a change means "run again".
     pub definition_hash: DefinitionHash,
-    /// The live attempt's process, while one runs. (Boxed, like `iteration`: most
-    /// specs have neither most of the time, and a run holds one `SpecState` per spec.)
-    pub running: Option<Box<RunningProcess>>,
-    /// For an iterating spec: where its loop is.
-    pub iteration: Option<Box<IterationState>>,
+    /// The last retry, the reason, the live process and the loop (see the accessors),
+    /// boxed together: most specs have none of them most of the time, and a run holds
+    /// one `SpecState` per spec (112 → 64 bytes).
+    more: Option<Box<SpecMore>>,
 }
 
 /// See `SpecState::more`.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 struct SpecMore {
     last_retry_at: Option<DateTime<Utc>>,
     last_delay_ms: Option<u64>,
     reason: Option<Box<str>>,
+    running: Option<RunningProcess>,
+    iteration: Option<Box<IterationState>>,
 }
 
 impl SpecMore {
-    /// `None` when there is nothing: no allocation.
-    fn boxed(
-        last_retry_at: Option<DateTime<Utc>>,
-        last_delay_ms: Option<u64>,
-        reason: Option<Box<str>>,
-    ) -> Option<Box<SpecMore>> {
-        (last_retry_at.is_some() || last_delay_ms.is_some() || reason.is_some()).then(|| {
-            Box::new(SpecMore {
-                last_retry_at,
-                last_delay_ms,
-                reason,
-            })
-        })
+    fn is_empty(&self) -> bool {
+        self.last_retry_at.is_none()
+            && self.last_delay_ms.is_none()
+            && self.reason.is_none()
+            && self.running.is_none()
+            && self.iteration.is_none()
     }
 }
 
@@ -115,22 +105,27 @@ struct SpecStateOnDisk {
     reason: Option<Box<str>>,
     definition_hash: DefinitionHash,
     #[serde(default)]
-    running: Option<Box<RunningProcess>>,
+    running: Option<RunningProcess>,
     #[serde(default)]
     iteration: Option<Box<IterationState>>,
 }
 
 impl From<SpecStateOnDisk> for SpecState {
     fn from(s: SpecStateOnDisk) -> SpecState {
+        let more = SpecMore {
+            last_retry_at: s.last_retry_at,
+            last_delay_ms: s.last_delay_ms,
+            reason: s.reason,
+            running: s.running,
+            iteration: s.iteration,
+        };
         SpecState {
             status: s.status,
             attempts: s.attempts,
             retry_count: s.retry_count,
             max_retries: s.max_retries,
-            more: SpecMore::boxed(s.last_retry_at, s.last_delay_ms, s.reason),
             definition_hash: s.definition_hash,
-            running: s.running,
-            iteration: s.iteration,
+            more: (!more.is_empty()).then(|| Box::new(more)),
         }
     }
 }
@@ -147,9 +142,9 @@ struct SpecStateToDisk<'a> {
     last_delay_ms: Option<u64>,
     reason: Option<&'a str>,
     definition_hash: &'a DefinitionHash,
-    running: &'a Option<Box<RunningProcess>>,
+    running: Option<&'a RunningProcess>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    iteration: &'a Option<Box<IterationState>>,
+    iteration: Option<&'a IterationState>,
 }
 
 impl Serialize for SpecState {
@@ -163,8 +158,8 @@ impl Serialize for SpecState {
             last_delay_ms: self.last_delay_ms(),
             reason: self.reason(),
             definition_hash: &self.definition_hash,
-            running: &self.running,
-            iteration: &self.iteration,
+            running: self.running(),
+            iteration: self.iteration(),
         }
         .serialize(s)
     }
@@ -196,10 +191,27 @@ impl SpecState {
             attempts: Vec::new(),
             retry_count: 0,
             max_retries,
-            more: None,
             definition_hash,
-            running: None,
-            iteration: None,
+            more: None,
+        }
+    }
+
+    /// Changes what `more` holds; no box is kept (none allocated) when it holds nothing.
+    fn change(&mut self, f: impl FnOnce(&mut SpecMore)) {
+        match self.more.as_deref_mut() {
+            Some(more) => {
+                f(more);
+                if more.is_empty() {
+                    self.more = None;
+                }
+            }
+            None => {
+                let mut more = SpecMore::default();
+                f(&mut more);
+                if !more.is_empty() {
+                    self.more = Some(Box::new(more));
+                }
+            }
         }
     }
 
@@ -213,10 +225,12 @@ impl SpecState {
         self.more.as_ref().and_then(|m| m.last_delay_ms)
     }
 
-    /// Sets both (the reason stays).
+    /// Sets both.
     pub fn set_last_retry(&mut self, at: Option<DateTime<Utc>>, delay_ms: Option<u64>) {
-        let reason = self.more.take().and_then(|m| m.reason);
-        self.more = SpecMore::boxed(at, delay_ms, reason);
+        self.change(|m| {
+            m.last_retry_at = at;
+            m.last_delay_ms = delay_ms;
+        });
     }
 
     /// Why the spec ended as it did (failed, skipped, stopped).
@@ -224,10 +238,30 @@ impl SpecState {
         self.more.as_ref().and_then(|m| m.reason.as_deref())
     }
 
-    /// Sets the reason (the last retry stays).
     pub fn set_reason(&mut self, reason: Option<&str>) {
-        let (at, delay_ms) = (self.last_retry_at(), self.last_delay_ms());
-        self.more = SpecMore::boxed(at, delay_ms, reason.map(Box::from));
+        self.change(|m| m.reason = reason.map(Box::from));
+    }
+
+    /// The live attempt's process, while one runs.
+    pub fn running(&self) -> Option<&RunningProcess> {
+        self.more.as_ref().and_then(|m| m.running.as_ref())
+    }
+
+    pub fn set_running(&mut self, running: Option<RunningProcess>) {
+        self.change(|m| m.running = running);
+    }
+
+    /// For an iterating spec: where its loop is.
+    pub fn iteration(&self) -> Option<&IterationState> {
+        self.more.as_ref().and_then(|m| m.iteration.as_deref())
+    }
+
+    pub fn iteration_mut(&mut self) -> Option<&mut IterationState> {
+        self.more.as_mut().and_then(|m| m.iteration.as_deref_mut())
+    }
+
+    pub fn set_iteration(&mut self, iteration: Option<Box<IterationState>>) {
+        self.change(|m| m.iteration = iteration);
     }
 
     /// The highest log number used so far.
@@ -697,7 +731,18 @@ mod tests {
         assert_eq!(t.reason(), Some("gave up"));
         t.set_last_retry(None, Some(5));
         assert_eq!((t.reason(), t.last_delay_ms()), (Some("gave up"), Some(5)));
-        assert!(std::mem::size_of::<SpecState>() <= 80);
+        // The process and the loop are kept with the rest, and each goes alone.
+        assert_eq!(t.running().map(|r| r.pid), Some(4));
+        assert_eq!(t.iteration().map(|i| i.iteration), Some(2));
+        t.set_running(None);
+        t.set_last_retry(None, None);
+        t.set_reason(None);
+        assert_eq!(t.iteration().map(|i| i.iteration), Some(2));
+        t.iteration_mut().unwrap().iteration = 3;
+        assert_eq!(t.iteration().map(|i| i.iteration), Some(3));
+        t.set_iteration(None);
+        assert!(t.more.is_none());
+        assert!(std::mem::size_of::<SpecState>() <= 64);
     }
 
     #[test]

@@ -159,7 +159,7 @@ pub fn plan(
         let prev = previous.and_then(|f| f.specs.get(&spec.name));
         if let Some(s) = prev {
             plan.next_log[i] = s.last_log_number() + 1;
-            if let Some(&proc) = s.running.as_deref() {
+            if let Some(&proc) = s.running() {
                 match proc.job_id {
                     Some(id) => plan.jobs_left.push((i, id, s.last_log_number())),
                     None => plan.abandoned.push((spec.name.to_string(), proc)),
@@ -196,7 +196,7 @@ pub fn plan(
         if let (Why::Unfinished(_), Some(s)) = (&plan.why[i], prev)
             && spec.iterates()
         {
-            plan.loops[i] = s.iteration.clone();
+            plan.loops[i] = s.iteration().cloned().map(Box::new);
         }
         // Interrupted work continues its cycle; a spec that ended (failed, skipped)
         // starts a new one. (A count beyond a since-lowered limit starts a new cycle
@@ -421,7 +421,7 @@ command = \"docs\"
         let loops = |status: Status, hash: Option<&str>| {
             let mut f = state(&p, &[("work", status, 0, 1)]);
             let s = f.specs.get_mut("work").expect("spec");
-            s.iteration = Some(Box::new(where_it_was.clone()));
+            s.set_iteration(Some(Box::new(where_it_was.clone())));
             if let Some(h) = hash {
                 s.definition_hash = h.into();
             }

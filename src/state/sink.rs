@@ -285,14 +285,12 @@ impl StateSink {
                     s.status = Status::Running;
                     // A manual restart starts a new cycle: its count shows at once.
                     s.retry_count = *retry;
-                    s.running = started.map(|st| {
-                        Box::new(RunningProcess {
-                            pid: st.pid,
-                            pgid: st.pgid,
-                            start_time: st.start_time,
-                            job_id: st.job.map(|j| j.id),
-                        })
-                    });
+                    s.set_running(started.map(|st| RunningProcess {
+                        pid: st.pid,
+                        pgid: st.pgid,
+                        start_time: st.start_time,
+                        job_id: st.job.map(|j| j.id),
+                    }));
                     // Bounded history: a spec retried every night for months must not
                     // make every state write carry all of it.
                     if s.attempts.len() >= super::model::MAX_ATTEMPT_HISTORY {
@@ -330,7 +328,7 @@ impl StateSink {
                     .map(|(key, _)| LogPath::new(log, key, *log_number, &mut m.log_roots));
                 if let (Some(s), Some(made)) = (m.specs.get_mut(spec.as_str()), made) {
                     s.status = Status::Running;
-                    s.running = Some(Box::new(RunningProcess {
+                    s.set_running(Some(RunningProcess {
                         pid: 0,
                         pgid: 0,
                         start_time: None,
@@ -357,7 +355,7 @@ impl StateSink {
                 ..
             } => {
                 if let Some(s) = m.specs.get_mut(spec.as_str()) {
-                    s.running = None;
+                    s.set_running(None);
                     if let Some(a) = s.attempts.iter_mut().rev().find(|a| a.log.path() == *log) {
                         a.ended_at = Some(event.ts);
                         a.exit_code = *exit_code;
@@ -400,7 +398,7 @@ impl StateSink {
                     }
                     s.retry_count = *retries;
                     s.set_reason(reason.as_deref());
-                    s.running = None;
+                    s.set_running(None);
                 }
             }
             EventKind::SpecRestarted { spec, .. } => {
@@ -425,7 +423,7 @@ impl StateSink {
                 start_tasks_done,
             } => {
                 if let Some(s) = m.specs.get_mut(spec.as_str()) {
-                    s.iteration = Some(Box::new(super::model::IterationState {
+                    s.set_iteration(Some(Box::new(super::model::IterationState {
                         iteration: *iteration,
                         max_iterations: *max_iterations,
                         no_progress_streak: *no_progress_streak,
@@ -437,7 +435,7 @@ impl StateSink {
                         ),
                         start_head: head.clone(),
                         start_tasks_done: *start_tasks_done,
-                    }));
+                    })));
                     // A new iteration is a new retry cycle.
                     s.retry_count = 0;
                     s.set_last_retry(s.last_retry_at(), None);
@@ -456,7 +454,7 @@ impl StateSink {
                 ..
             } => {
                 if let Some(s) = m.specs.get_mut(spec.as_str())
-                    && let Some(it) = s.iteration.as_mut()
+                    && let Some(it) = s.iteration_mut()
                 {
                     it.no_progress_streak = *no_progress_streak;
                     it.tasks = counts(
@@ -791,7 +789,7 @@ pub fn initial_state(
             a.ended_at = Some(Utc::now());
             a.set_reason("interrupted: the runner itself stopped (not counted as a retry)");
         }
-        s.running = None;
+        s.set_running(None);
         if plan.to_run[i] {
             s.status = Status::Pending;
             s.set_reason(None);
@@ -803,7 +801,7 @@ pub fn initial_state(
                 s.set_last_retry(None, None);
             }
             // A loop continues where it was, or starts afresh.
-            s.iteration = plan.loops.get(i).cloned().flatten();
+            s.set_iteration(plan.loops.get(i).cloned().flatten());
         } else if matches!(s.status, Status::Running | Status::Backoff) {
             s.status = Status::Stopped;
             s.set_reason(Some("interrupted: the runner itself stopped"));
@@ -820,7 +818,7 @@ pub fn initial_state(
                     s.status = Status::Stopped;
                     s.set_reason(Some("interrupted: the runner itself stopped"));
                 }
-                s.running = None;
+                s.set_running(None);
                 specs.push((name.clone(), s));
             }
         }
