@@ -3,7 +3,7 @@
 //! Nothing here reads files or the environment; `load` and `validate` build these.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -135,8 +135,9 @@ pub struct Spec {
     /// that run the same script in different folders or with different variables).
     pub command: Arc<CommandLine>,
     /// Absolute (resolved against the pipeline file's folder). Shared by the specs
-    /// that run in the same folder (most of them): one copy, not one per spec.
-    pub cwd: Arc<Path>,
+    /// that run in the same folder (most of them): one copy, not one per spec. (An
+    /// `Arc<PathBuf>`: 8 bytes a spec less than an `Arc<Path>`.)
+    pub cwd: Arc<PathBuf>,
     /// Shared by the specs that set none (most of them): 16 bytes a spec less than
     /// the map itself.
     pub env: Arc<BTreeMap<String, String>>,

@@ -219,7 +219,7 @@ pub fn validate(layers: &Layers) -> Result<Pipeline, Vec<Problem>> {
     let mut specs = Vec::with_capacity(spec_tables.len());
     let no_env: Arc<BTreeMap<String, String>> = Arc::default();
     // Each distinct working folder once, shared by the specs that run in it.
-    let mut folders: BTreeMap<std::path::PathBuf, Arc<Path>> = BTreeMap::new();
+    let mut folders: BTreeMap<std::path::PathBuf, Arc<std::path::PathBuf>> = BTreeMap::new();
     // Each distinct command once, likewise.
     let mut commands: std::collections::HashSet<Arc<CommandLine>> =
         std::collections::HashSet::new();
@@ -352,7 +352,7 @@ pub fn validate(layers: &Layers) -> Result<Pipeline, Vec<Problem>> {
         let cwd = match folders.get(&cwd) {
             Some(shared) => shared.clone(),
             None => {
-                let shared: Arc<Path> = Arc::from(cwd.as_path());
+                let shared = Arc::new(cwd.clone());
                 folders.insert(cwd, shared.clone());
                 shared
             }
