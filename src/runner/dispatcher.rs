@@ -15,7 +15,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 use super::inbox::{Inbox, Wake};
-use super::pool::{Job, JobKind, JobResult, Pool};
+use super::pool::{self, Job, JobKind, JobResult, Pool};
 use super::signal::SignalEvent;
 use crate::config::policy::Pipeline;
 use crate::events::{Event, EventKind, EventSink, Status, Tail};
@@ -246,6 +246,22 @@ struct Dispatcher<'p> {
     steer: steer::SteerState,
     /// `conclude`'s work list, empty between calls (kept for its allocation).
     conclude_work: Vec<(usize, Status, Option<String>, Tail)>,
+    /// Attempts handed to the pool that no worker may have started yet, oldest first.
+    queued: Vec<Queued>,
+}
+
+/// An attempt handed to the pool ahead of a free worker (see [`Dispatcher::dispatch`]),
+/// and what its dispatch changed, to undo if it is withdrawn before it starts.
+struct Queued {
+    spec: usize,
+    claim: pool::Claim,
+    /// It came from `due` (else from `ready`).
+    from_due: bool,
+    // What the dispatch changed, as it was before.
+    retry_pending: bool,
+    status: Status,
+    first_start: Option<Instant>,
+    reattach: Option<super::pool::Reattach>,
 }
 
 impl<'p> Dispatcher<'p> {
@@ -336,6 +352,7 @@ impl<'p> Dispatcher<'p> {
             interrupted: false,
             steer: steer::SteerState::new(opts.steering, n),
             conclude_work: Vec::new(),
+            queued: Vec::new(),
         }
     }
 
@@ -397,6 +414,9 @@ impl<'p> Dispatcher<'p> {
 
     /// A worker's news of a job.
     fn on_result(&mut self, result: JobResult, sink: &mut dyn EventSink) {
+        if let JobResult::Started { .. } = result {
+            self.prune_taken();
+        }
         match result {
             JobResult::Started {
                 spec,
@@ -500,6 +520,8 @@ impl<'p> Dispatcher<'p> {
             }
             return;
         }
+        // What was handed out ahead and has not started does not start now.
+        self.withdraw(|_| true);
         self.stopping = true;
         for s in &self.specs {
             if let Some(c) = &s.control {
@@ -631,28 +653,60 @@ impl<'p> Dispatcher<'p> {
                 self.hooks.push((i, control));
             }
         }
-        // Hooks take worker threads too: attempts never queue behind them.
-        while self.running + self.hooks.len() < self.p.run.jobs
+        // Hooks take worker threads too: attempts never queue behind them. Up to one
+        // attempt per worker is handed out ahead, so that a worker that ends one starts
+        // the next at once, without waiting for this thread to wake (which left a CPU
+        // idle ~15 % of a run of short attempts: docs/PERFORMANCE.md). Such an attempt
+        // is nobody's until a worker takes it: a stop or `fail_fast` withdraws it.
+        let jobs = self.p.run.jobs;
+        self.prune_taken();
+        // What was handed out ahead and has not started goes back: behind a due retry
+        // (which goes first), or when a worker is free (after a failure, a worker
+        // takes nothing ahead: it waits for a job from here).
+        let free = self.running - self.queued.len() + self.hooks.len() < jobs;
+        if !self.queued.is_empty() && (free || !self.due.is_empty()) {
+            self.withdraw(|_| true);
+        }
+        while self.running + self.hooks.len() < 2 * jobs
             && !self.stopping
             && !self.fail_fast_tripped
         {
+            let ahead = self.running + self.hooks.len() >= jobs;
             // Due retries first: a flaky spec must not wait behind every spec that has
             // not started yet.
-            let i = if let Some(i) = self.due.pop_front() {
+            let (i, from_due) = match (self.due.front(), self.ready.front()) {
+                (Some(&i), _) => (i, true),
+                (None, Some(&i)) => (i, false),
+                (None, None) => break,
+            };
+            // Only a spec's first attempt goes ahead: a retry's `max_total` is checked
+            // when it really starts, and an iterating spec's dispatch may start a
+            // check instead.
+            if ahead && (from_due || self.specs[i].looping.is_some()) {
+                break;
+            }
+            if from_due {
+                self.due.pop_front();
                 if self.past_max_total(i, sink) {
                     continue;
                 }
-                i
-            } else if let Some(i) = self.ready.pop_front() {
-                i
             } else {
-                break;
-            };
+                self.ready.pop_front();
+            }
             if !self.loop_step(i, pool, sink) {
                 continue;
             }
             let spec = &self.p.specs[i];
             let s = &mut self.specs[i];
+            let mut queued = ahead.then(|| Queued {
+                spec: i,
+                claim: std::sync::Arc::new(std::sync::atomic::AtomicU8::new(pool::QUEUED)),
+                from_due,
+                retry_pending: s.retry_pending,
+                status: s.status,
+                first_start: s.first_start,
+                reattach: None,
+            });
             s.retry_pending = false;
             s.attempts += 1;
             s.status = Status::Running;
@@ -680,7 +734,14 @@ impl<'p> Dispatcher<'p> {
             }
             self.running += 1;
             tracing::debug!(spec = %spec.name, attempt = s.retry_count + 1, "starting attempt");
-            pool.submit(Job {
+            let reattach = self.reattach.get_mut(i).and_then(Option::take);
+            let claim = queued.as_mut().map(|q| {
+                q.reattach = reattach;
+                q.claim.clone()
+            });
+            let ahead_job = queued.is_some();
+            self.queued.extend(queued);
+            let job = Job {
                 live: self.live_output,
                 kind: JobKind::Attempt,
                 spec: i,
@@ -696,11 +757,75 @@ impl<'p> Dispatcher<'p> {
                 terminate_grace: spec.policy.terminate_grace,
                 control: rx,
                 backend: spec.policy.backend,
-                reattach: self.reattach.get_mut(i).and_then(Option::take),
-            });
+                reattach,
+                claim,
+            };
+            if ahead_job {
+                pool.submit_ahead(job);
+            } else {
+                pool.submit(job);
+            }
         }
         for &i in &self.due {
             self.specs[i].waited_for_slot = true;
+        }
+    }
+
+    /// Forgets the attempts handed out ahead that a worker took: they run, and cannot
+    /// be withdrawn any more. Their spec's first start is then, not when it was handed
+    /// out.
+    fn prune_taken(&mut self) {
+        let specs = &mut self.specs;
+        self.queued.retain(|q| {
+            let taken = q.claim.load(std::sync::atomic::Ordering::Acquire) != pool::QUEUED;
+            if taken && q.first_start.is_none() {
+                specs[q.spec].first_start = Some(Instant::now());
+            }
+            !taken
+        });
+    }
+
+    /// Takes back the attempts handed out ahead that no worker has started, of the
+    /// specs `which` selects: each is undone as if never dispatched, back at the
+    /// front of the queue it came from. Started ones are left to run.
+    fn withdraw(&mut self, which: impl Fn(usize) -> bool) {
+        let mut i = self.queued.len();
+        while i > 0 {
+            i -= 1;
+            let q = &self.queued[i];
+            if !which(q.spec) {
+                continue;
+            }
+            let won = q
+                .claim
+                .compare_exchange(
+                    pool::QUEUED,
+                    pool::WITHDRAWN,
+                    std::sync::atomic::Ordering::AcqRel,
+                    std::sync::atomic::Ordering::Acquire,
+                )
+                .is_ok();
+            if !won {
+                continue;
+            }
+            let q = self.queued.remove(i);
+            let s = &mut self.specs[q.spec];
+            s.attempts -= 1;
+            s.status = q.status;
+            s.retry_pending = q.retry_pending;
+            s.first_start = q.first_start;
+            s.control = None;
+            self.running -= 1;
+            if let Some(r) = q.reattach
+                && let Some(slot) = self.reattach.get_mut(q.spec)
+            {
+                *slot = Some(r);
+            }
+            if q.from_due {
+                self.due.push_front(q.spec);
+            } else {
+                self.ready.push_front(q.spec);
+            }
         }
     }
 
@@ -773,6 +898,7 @@ impl<'p> Dispatcher<'p> {
             control,
             backend: crate::config::policy::BackendKind::Local,
             reattach: None,
+            claim: None,
         }
     }
 
@@ -1271,6 +1397,8 @@ impl<'p> Dispatcher<'p> {
             }
             if status == Status::Failed && self.p.run.fail_fast && !self.fail_fast_tripped {
                 self.fail_fast_tripped = true;
+                // Nothing new starts, including what was handed out ahead.
+                self.withdraw(|_| true);
                 // Nothing new starts: queued specs are skipped, and specs waiting to
                 // retry (in backoff, waiting for the disk, or for a free slot) fail
                 // now rather than idling out their delay.

@@ -7,6 +7,7 @@ use std::ffi::OsString;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -74,6 +75,27 @@ pub struct Job {
     /// A job a killed runner left running for this attempt: watched again to its
     /// end, with the log it already writes.
     pub reattach: Option<Reattach>,
+    /// Who has the job, for an attempt the dispatcher may still take back: the first
+    /// of a worker (starting it) and the dispatcher (withdrawing it) to change it
+    /// from [`QUEUED`] wins. `None`: the job cannot be withdrawn (hooks).
+    pub claim: Option<Claim>,
+}
+
+/// A job's claim (see [`Job::claim`]).
+pub type Claim = Arc<AtomicU8>;
+/// Handed to the pool, nobody's yet.
+pub const QUEUED: u8 = 0;
+/// A worker took it: it runs.
+pub const TAKEN: u8 = 1;
+/// The dispatcher took it back: it never runs, and nobody reports on it.
+pub const WITHDRAWN: u8 = 2;
+
+/// Takes `claim` for a worker: whether the job may run.
+fn take(claim: Option<&Claim>) -> bool {
+    claim.is_none_or(|c| {
+        c.compare_exchange(QUEUED, TAKEN, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    })
 }
 
 /// A job left running by a killed runner, and the attempt it runs.
@@ -113,6 +135,11 @@ pub enum JobResult {
 
 pub struct Pool {
     jobs: Option<Sender<Job>>,
+    /// Attempts handed out ahead of a free worker: a worker takes one only right
+    /// after an attempt of its own succeeded, when nothing the dispatcher has yet to
+    /// decide about that attempt can keep the next from starting (a failure may mean
+    /// `fail_fast`, an abort or a retry that goes first).
+    ahead: Option<Sender<Job>>,
     /// The dispatcher's inbox, where results go.
     results: InboxTx,
     backend: std::sync::Arc<dyn super::backend::Backend>,
@@ -127,22 +154,38 @@ impl Pool {
         results: InboxTx,
     ) -> Pool {
         let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded::<Job>();
+        let (ahead_tx, ahead_rx) = crossbeam_channel::unbounded::<Job>();
         let workers = (0..threads)
             .map(|n| {
                 let jobs = jobs_rx.clone();
+                let ahead = ahead_rx.clone();
                 let results = results.clone();
                 let backend = backend.clone();
                 std::thread::Builder::new()
                     .name(format!("worker-{n}"))
                     .spawn(move || {
-                        for job in jobs {
+                        let mut succeeded = false;
+                        loop {
+                            let job = match succeeded.then(|| ahead.try_recv().ok()).flatten() {
+                                Some(job) => job,
+                                None => match jobs.recv() {
+                                    Ok(job) => job,
+                                    Err(_) => break,
+                                },
+                            };
+                            if !take(job.claim.as_ref()) {
+                                // Withdrawn: the next one ahead may still be there.
+                                continue;
+                            }
                             let (spec, attempt, kind) = (job.spec, job.attempt, job.kind);
                             let log = job.log_dir.clone();
                             // A bug must not leave the dispatcher waiting forever for
                             // this job: report it as a failed attempt and go on.
                             let run =
                                 std::panic::AssertUnwindSafe(|| run_job(job, &*backend, &results));
-                            if std::panic::catch_unwind(run).is_err() {
+                            let ran = std::panic::catch_unwind(run);
+                            succeeded = matches!(ran, Ok(true));
+                            if ran.is_err() {
                                 let end = AttemptEnd {
                                     cause: EndCause::SpawnFailed(
                                         "internal error: the worker running it panicked".into(),
@@ -177,6 +220,7 @@ impl Pool {
             .collect();
         Pool {
             jobs: Some(jobs_tx),
+            ahead: Some(ahead_tx),
             results,
             backend,
             workers,
@@ -187,7 +231,9 @@ impl Pool {
         if self.workers.is_empty() {
             // Not a single worker thread could be started: run the job here, slowly
             // but surely, rather than queue it for nobody.
-            run_job(job, &*self.backend, &self.results);
+            if take(job.claim.as_ref()) {
+                run_job(job, &*self.backend, &self.results);
+            }
             return;
         }
         if let Some(tx) = &self.jobs {
@@ -195,11 +241,23 @@ impl Pool {
             let _ = tx.send(job);
         }
     }
+
+    /// Hands out an attempt ahead of a free worker (see [`Pool::ahead`]); it should
+    /// carry a claim, so that the dispatcher can take it back.
+    pub fn submit_ahead(&self, job: Job) {
+        match &self.ahead {
+            Some(tx) if !self.workers.is_empty() => {
+                let _ = tx.send(job);
+            }
+            _ => self.submit(job),
+        }
+    }
 }
 
 impl Drop for Pool {
     fn drop(&mut self) {
         self.jobs = None;
+        self.ahead = None;
         for w in self.workers.drain(..) {
             let _ = w.join();
         }
@@ -249,7 +307,8 @@ fn make_log_dir(dir: &std::path::Path) -> Result<LogDir, PoolError> {
     }
 }
 
-fn run_job(job: Job, backend: &dyn super::backend::Backend, results: &InboxTx) {
+/// Runs a job and reports on it; returns whether it was an attempt that succeeded.
+fn run_job(job: Job, backend: &dyn super::backend::Backend, results: &InboxTx) -> bool {
     let live: SharedLive = Arc::new(LiveOutput::default());
     let mut n = job.first_log_number.max(1);
     let prepared = make_log_dir(&job.log_dir);
@@ -314,6 +373,8 @@ fn run_job(job: Job, backend: &dyn super::backend::Backend, results: &InboxTx) {
             end
         }
     };
+    let succeeded =
+        job.kind == JobKind::Attempt && end.cause == EndCause::Exited && end.exit_code == Some(0);
     results.job(match job.kind {
         JobKind::Attempt => JobResult::Finished {
             spec: job.spec,
@@ -329,4 +390,5 @@ fn run_job(job: Job, backend: &dyn super::backend::Backend, results: &InboxTx) {
             end,
         },
     });
+    succeeded
 }

@@ -109,6 +109,9 @@ impl Dispatcher<'_> {
     }
 
     fn stop_specs(&mut self, specs: &[usize], sink: &mut dyn EventSink) -> String {
+        // An attempt handed out ahead that has not started never starts: the spec is
+        // stopped as one that had not started.
+        self.withdraw(|i| specs.contains(&i));
         let mut said = Vec::new();
         for &i in specs {
             let name = self.p.specs[i].name.clone();
@@ -212,6 +215,8 @@ impl Dispatcher<'_> {
                     .into(),
             );
         }
+        // One handed out ahead that has not started is simply not started yet.
+        self.withdraw(|i| specs.contains(&i));
         let mut said = Vec::new();
         if with_deps {
             let first = self.to_restart_first(specs);
