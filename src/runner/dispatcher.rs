@@ -660,11 +660,15 @@ impl<'p> Dispatcher<'p> {
         // is nobody's until a worker takes it: a stop or `fail_fast` withdraws it.
         let jobs = self.p.run.jobs;
         self.prune_taken();
-        // What was handed out ahead and has not started goes back: behind a due retry
-        // (which goes first), or when a worker is free (after a failure, a worker
-        // takes nothing ahead: it waits for a job from here).
+        // What was handed out ahead and has not started goes back when a worker is free
+        // (after a failure, a worker takes nothing ahead: it waits for a job from here)
+        // and while a retry is scheduled: nothing goes ahead then, since a worker does
+        // not ask before it takes what was handed out ahead, and the retry, once due,
+        // goes first.
+        let may_go_ahead =
+            self.timers.is_empty() && self.awaiting_flush.is_empty() && self.due.is_empty();
         let free = self.running - self.queued.len() + self.hooks.len() < jobs;
-        if !self.queued.is_empty() && (free || !self.due.is_empty()) {
+        if !self.queued.is_empty() && (free || !may_go_ahead) {
             self.withdraw(|_| true);
         }
         while self.running + self.hooks.len() < 2 * jobs
@@ -682,7 +686,7 @@ impl<'p> Dispatcher<'p> {
             // Only a spec's first attempt goes ahead: a retry's `max_total` is checked
             // when it really starts, and an iterating spec's dispatch may start a
             // check instead.
-            if ahead && (from_due || self.specs[i].looping.is_some()) {
+            if ahead && (!may_go_ahead || from_due || self.specs[i].looping.is_some()) {
                 break;
             }
             if from_due {
