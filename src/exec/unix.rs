@@ -786,12 +786,13 @@ mod tests {
     fn a_children_list_longer_than_a_page_is_read_whole() {
         use std::io::{BufRead, BufReader};
         use std::os::unix::process::CommandExt;
-        // A shell with 900 children: its list (about 4.5 KB of pids) comes a page at a
-        // time, and the first read is short of 4096 bytes without being the end.
+        // A shell with 2,000 children: its list (at least 8 KB of pids, even on a
+        // fresh machine whose pids are short: 900 were 3,953 bytes there) comes a page
+        // at a time, and the first read is short of 4096 bytes without being the end.
         let mut sh = std::process::Command::new("sh")
             .args([
                 "-c",
-                "i=0; while [ $i -lt 900 ]; do sleep 60 & i=$((i+1)); done; echo ready; wait",
+                "i=0; while [ $i -lt 2000 ]; do sleep 60 & i=$((i+1)); done; echo ready; wait",
             ])
             .stdout(std::process::Stdio::piped())
             .process_group(0)
@@ -814,7 +815,7 @@ mod tests {
                 list.split(u8::is_ascii_whitespace)
                     .filter(|p| !p.is_empty())
                     .count(),
-                900
+                2000
             );
         }
     }
