@@ -617,59 +617,38 @@ fn check(ret: libc::c_int) -> io::Result<()> {
     }
 }
 
-/// An initialized `posix_spawnattr_t`, destroyed on drop. It borrows the place it was
-/// initialized in: POSIX does not promise that the object may move.
-struct SpawnAttr<'a>(&'a mut std::mem::MaybeUninit<libc::posix_spawnattr_t>);
-
-impl<'a> SpawnAttr<'a> {
-    #[allow(unsafe_code)]
-    fn init(place: &'a mut std::mem::MaybeUninit<libc::posix_spawnattr_t>) -> io::Result<Self> {
-        // SAFETY: `init` writes a valid object into the place; it is only used (and
-        // destroyed) once that succeeded.
-        check(unsafe { libc::posix_spawnattr_init(place.as_mut_ptr()) })?;
-        Ok(SpawnAttr(place))
-    }
-
-    fn as_ptr(&mut self) -> *mut libc::posix_spawnattr_t {
-        self.0.as_mut_ptr()
-    }
+/// A glibc spawn object (`posix_spawnattr_t`, `posix_spawn_file_actions_t`)
+/// initialized in its place and destroyed on drop (which frees what glibc allocated
+/// for it). It borrows that place: POSIX does not promise that the object may move.
+struct SpawnObject<'a, T> {
+    place: &'a mut std::mem::MaybeUninit<T>,
+    destroy: unsafe extern "C" fn(*mut T) -> libc::c_int,
 }
 
-impl Drop for SpawnAttr<'_> {
-    #[allow(unsafe_code)]
-    fn drop(&mut self) {
-        // SAFETY: initialized by `init`, destroyed once, here.
-        unsafe {
-            libc::posix_spawnattr_destroy(self.as_ptr());
-        }
-    }
-}
-
-/// An initialized `posix_spawn_file_actions_t`, destroyed on drop (which frees the
-/// list of actions glibc allocated). Borrows its place, as [`SpawnAttr`] does.
-struct FileActions<'a>(&'a mut std::mem::MaybeUninit<libc::posix_spawn_file_actions_t>);
-
-impl<'a> FileActions<'a> {
+impl<'a, T> SpawnObject<'a, T> {
     #[allow(unsafe_code)]
     fn init(
-        place: &'a mut std::mem::MaybeUninit<libc::posix_spawn_file_actions_t>,
+        place: &'a mut std::mem::MaybeUninit<T>,
+        init: unsafe extern "C" fn(*mut T) -> libc::c_int,
+        destroy: unsafe extern "C" fn(*mut T) -> libc::c_int,
     ) -> io::Result<Self> {
-        // SAFETY: as for `SpawnAttr::init`.
-        check(unsafe { libc::posix_spawn_file_actions_init(place.as_mut_ptr()) })?;
-        Ok(FileActions(place))
+        // SAFETY: `init` (glibc's, for this type) writes a valid object into the
+        // place; it is only used (and destroyed) once that succeeded.
+        check(unsafe { init(place.as_mut_ptr()) })?;
+        Ok(SpawnObject { place, destroy })
     }
 
-    fn as_ptr(&mut self) -> *mut libc::posix_spawn_file_actions_t {
-        self.0.as_mut_ptr()
+    fn as_ptr(&mut self) -> *mut T {
+        self.place.as_mut_ptr()
     }
 }
 
-impl Drop for FileActions<'_> {
+impl<T> Drop for SpawnObject<'_, T> {
     #[allow(unsafe_code)]
     fn drop(&mut self) {
-        // SAFETY: initialized by `init`, destroyed once, here.
+        // SAFETY: initialized by `init`, destroyed once, here, by its own destroy.
         unsafe {
-            libc::posix_spawn_file_actions_destroy(self.as_ptr());
+            (self.destroy)(self.place.as_mut_ptr());
         }
     }
 }
@@ -704,9 +683,17 @@ pub(crate) fn spawn_in_new_group(req: &SpawnRequest<'_>) -> io::Result<u32> {
         .chain([ptr::null_mut()])
         .collect();
     let mut attr_place = MaybeUninit::uninit();
-    let mut attr = SpawnAttr::init(&mut attr_place)?;
+    let mut attr = SpawnObject::init(
+        &mut attr_place,
+        libc::posix_spawnattr_init,
+        libc::posix_spawnattr_destroy,
+    )?;
     let mut actions_place = MaybeUninit::uninit();
-    let mut actions = FileActions::init(&mut actions_place)?;
+    let mut actions = SpawnObject::init(
+        &mut actions_place,
+        libc::posix_spawn_file_actions_init,
+        libc::posix_spawn_file_actions_destroy,
+    )?;
     // SAFETY: `attr` and `actions` are initialized objects (their wrappers exist only
     // then); the signal sets are initialized by `sigemptyset` before use; every
     // pointer handed to glibc points into `req`, `argv` or `envp`, which outlive the
