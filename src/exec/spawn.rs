@@ -175,12 +175,10 @@ fn c_string(bytes: &[u8]) -> io::Result<CString> {
 /// child as it is (the child's `dup2` onto its stdin drops close-on-exec there), rather
 /// than a duplicate made and closed on every spawn (two system calls per attempt).
 fn null_input() -> io::Result<BorrowedFd<'static>> {
-    static NULL: std::sync::OnceLock<Option<std::fs::File>> = std::sync::OnceLock::new();
-    match NULL.get_or_init(|| std::fs::File::open("/dev/null").ok()) {
-        Some(null) => Ok(null.as_fd()),
-        None => Err(std::fs::File::open("/dev/null").err().unwrap_or_else(|| {
-            io::Error::new(io::ErrorKind::NotFound, "/dev/null could not be opened")
-        })),
+    static NULL: std::sync::OnceLock<io::Result<std::fs::File>> = std::sync::OnceLock::new();
+    match NULL.get_or_init(|| std::fs::File::open("/dev/null")) {
+        Ok(null) => Ok(null.as_fd()),
+        Err(e) => Err(io::Error::new(e.kind(), format!("/dev/null: {e}"))),
     }
 }
 

@@ -250,13 +250,12 @@ struct Dispatcher<'p> {
     queued: Vec<Queued>,
 }
 
-/// An attempt handed to the pool ahead of a free worker (see [`Dispatcher::dispatch`]),
-/// and what its dispatch changed, to undo if it is withdrawn before it starts.
+/// An attempt handed to the pool ahead of a free worker (see [`Dispatcher::dispatch`]):
+/// always a spec's first, from `ready`, and what its dispatch changed, to undo if it is
+/// withdrawn before it starts.
 struct Queued {
     spec: usize,
     claim: pool::Claim,
-    /// It came from `due` (else from `ready`).
-    from_due: bool,
     // What the dispatch changed, as it was before.
     retry_pending: bool,
     status: Status,
@@ -705,7 +704,6 @@ impl<'p> Dispatcher<'p> {
             let mut queued = ahead.then(|| Queued {
                 spec: i,
                 claim: std::sync::Arc::new(std::sync::atomic::AtomicU8::new(pool::QUEUED)),
-                from_due,
                 retry_pending: s.retry_pending,
                 status: s.status,
                 first_start: s.first_start,
@@ -791,7 +789,7 @@ impl<'p> Dispatcher<'p> {
 
     /// Takes back the attempts handed out ahead that no worker has started, of the
     /// specs `which` selects: each is undone as if never dispatched, back at the
-    /// front of the queue it came from. Started ones are left to run.
+    /// front of `ready`, in its place. Started ones are left to run.
     fn withdraw(&mut self, which: impl Fn(usize) -> bool) {
         let mut i = self.queued.len();
         while i > 0 {
@@ -825,11 +823,7 @@ impl<'p> Dispatcher<'p> {
             {
                 *slot = Some(r);
             }
-            if q.from_due {
-                self.due.push_front(q.spec);
-            } else {
-                self.ready.push_front(q.spec);
-            }
+            self.ready.push_front(q.spec);
         }
     }
 
