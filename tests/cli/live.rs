@@ -299,6 +299,42 @@ command = 'while [ ! -f go ]; do sleep 0.05; done'
     );
 }
 
+/// With one slot, the next spec is handed to the workers ahead of the running one's
+/// end; `stop` of that spec from a second process takes it back: it never starts (no
+/// process, no log), it ends stopped as a spec that had not started, and the run goes on.
+#[test]
+fn stop_of_the_spec_next_in_line_keeps_it_from_starting() {
+    let t = Test::with_pipeline(
+        r#"
+jobs = 1
+[specs.first]
+command = 'touch started; while [ ! -f go ]; do sleep 0.05; done'
+[specs.second]
+command = 'touch ran'
+"#,
+    );
+    let mut bg = apply(&t);
+    wait_until(Duration::from_secs(60), "first never started", || {
+        t.path().join("started").exists().then_some(())
+    });
+    run_in(&t, &["stop", "second"])
+        .code(0)
+        .stderr_has("stopped `second`");
+    t.write("go", "");
+    bg.wait_exit(Duration::from_secs(60));
+    let ev = bg.rest();
+    assert!(!t.path().join("ran").exists(), "second never ran");
+    assert!(of(&ev, "attempt_started", Some("second")).is_empty());
+    assert_eq!(
+        of(&ev, "spec_finished", Some("second"))[0]["status"],
+        "stopped"
+    );
+    assert_eq!(
+        of(&ev, "spec_finished", Some("first"))[0]["status"],
+        "succeeded"
+    );
+}
+
 #[test]
 fn two_subscribers_each_see_every_event_once_after_their_snapshot() {
     let toml = behind_gate(
