@@ -280,9 +280,24 @@ def w6():
         f"ratio {per_retry / per_first:.2f}"))
 
 
+def link_order_coverage():
+    """How much of build/link-order.txt the binary has (see build.rs): names go stale
+    when the code or the compiler changes, and the code of a run spreads out again."""
+    order = os.path.join(REPO, "build", "link-order.txt")
+    try:
+        wanted = set(open(order).read().split())
+        nm = subprocess.run(["nm", "--defined-only", BIN], capture_output=True, text=True).stdout
+    except OSError:
+        return "link order: not checked"
+    have = {line.split()[-1] for line in nm.splitlines() if line.strip()}
+    found = len(wanted & have)
+    note = "" if found >= 0.9 * len(wanted) else "; stale: run bench/link-order.sh"
+    return f"link order: {found} of {len(wanted)} functions found{note}"
+
+
 def main():
     print(f"spec-runner benchmark — {datetime.now().isoformat(timespec='seconds')}, {os.cpu_count()} CPUs, "
-          f"{ROUNDS} rounds, work dir {WORK}")
+          f"{ROUNDS} rounds, work dir {WORK}; {link_order_coverage()}")
     try:
         for w in WANTED:
             print(f"{w}…", file=sys.stderr)
