@@ -43,7 +43,7 @@ def tool(name):
 
 
 def workloads(binary, scratch):
-    """The runs the layout is for: `apply` of many quick specs (the benchmark's W1),
+    """The runs the layout is for: `apply` of 10,000 quick specs (the benchmark's W1),
     `apply` with retries, failures and plain output, `plan`, `validate`, `status`."""
     many = os.path.join(scratch, "many")
     retry = os.path.join(scratch, "retry")
@@ -53,7 +53,7 @@ def workloads(binary, scratch):
         os.makedirs(d)
     with open(os.path.join(many, "p.toml"), "w") as f:
         f.write("jobs = 2\n")
-        for i in range(2000):
+        for i in range(10000):
             f.write(f'[specs.s{i:05}]\ncommand = ["true"]\n')
     with open(os.path.join(retry, "p.toml"), "w") as f:
         f.write("jobs = 2\nretry_max_retries = 2\nretry_backoff_seconds = 0.01\n"
@@ -143,8 +143,26 @@ def candidates(binary, pages):
     for addr, size, name in symbols(binary):
         i = bisect.bisect_left(starts, addr + size) - 1
         if i >= 0 and merged[i][1] > addr:
-            hit.append(name)
+            hit.append((addr, size, name))
     return hit
+
+
+_segments = {}
+
+
+def file_offset(binary, vaddr):
+    """The file offset of a virtual address of the binary (None outside its segments)."""
+    if binary not in _segments:
+        segs = []
+        for line in sh(["readelf", "-lW", binary], capture_output=True, text=True).stdout.splitlines():
+            f = line.split()
+            if f and f[0] == "LOAD":
+                segs.append((int(f[1], 16), int(f[2], 16), int(f[4], 16)))
+        _segments[binary] = segs
+    for off, va, size in _segments[binary]:
+        if va <= vaddr < va + size:
+            return off + vaddr - va
+    return None
 
 
 def profile(scratch):
@@ -188,7 +206,19 @@ def main():
     known, ran = profile(scratch)
     pages = touched_pages(binary, scratch)
     hit = candidates(binary, pages)
-    keep = [s for s in hit if unhashed(s) in ran or unhashed(s) not in known]
+    keep = {name for _, _, name in hit if unhashed(name) in ran or unhashed(name) not in known}
+    # A page touched where the profile saw nothing run (a path its runs did not take,
+    # or code no symbol covers): all of the page's functions, rather than leave a page
+    # that maps 64 KiB around it on its own.
+    for p in pages:
+        lo, hi = p * 4096, p * 4096 + 4096
+        on_page = [name for addr, size, name in hit
+                   if file_offset(binary, addr) is not None
+                   and file_offset(binary, addr) < hi and file_offset(binary, addr) + size > lo]
+        if on_page and not any(name in keep for name in on_page):
+            keep.update(on_page)
+    keep = [name for _, _, name in hit if name in keep]
+    hit = [name for _, _, name in hit]
     sizes = {name: size for _, size, name in symbols(binary)}
     os.makedirs(os.path.dirname(out_file), exist_ok=True)
     with open(out_file, "w") as f:

@@ -303,12 +303,12 @@ impl Dispatcher<'_> {
         let s = &mut self.specs[i];
         s.retry_pending = false;
         s.waited_for_slot = false;
-        s.last_failure = None;
+        s.set_last_failure(None);
         s.retry_count = 0;
         s.carried = 0;
         s.attempts = 0;
         s.first_start = None;
-        s.previous_delay = None;
+        s.set_previous_delay(None);
         s.had_failure = false;
         s.status = Status::Pending;
         // An iterating spec's loop starts afresh too.
@@ -318,8 +318,8 @@ impl Dispatcher<'_> {
         let waits = self.p.specs[i]
             .depends_on
             .iter()
-            .filter(|&&d| self.selected[d] && !self.met(d))
-            .count();
+            .filter(|&&d| self.selected[d] && !self.met(d));
+        let waits = super::count(waits);
         self.specs[i].deps_left = waits;
         self.needs_version[i] = 0;
         sink.event(&Event::now(EventKind::SpecRestarted {
@@ -344,20 +344,17 @@ impl Dispatcher<'_> {
                 }
                 match self.specs[j].status {
                     Status::Skipped => {
-                        let waits = self.p.specs[j]
-                            .depends_on
-                            .iter()
-                            .filter(|&&d| {
-                                self.selected[d] && self.specs[d].status != Status::Succeeded
-                            })
-                            .count();
+                        let waits = self.p.specs[j].depends_on.iter().filter(|&&d| {
+                            self.selected[d] && self.specs[d].status != Status::Succeeded
+                        });
+                        let waits = super::count(waits);
                         let s = &mut self.specs[j];
                         s.status = Status::Pending;
                         s.attempts = 0;
                         s.retry_count = 0;
                         s.carried = 0;
                         s.first_start = None;
-                        s.previous_delay = None;
+                        s.set_previous_delay(None);
                         s.deps_left = waits;
                         s.reset_loop();
                         sink.event(&Event::now(EventKind::SpecRestarted {
