@@ -280,8 +280,8 @@ impl Serialize for SpecJson<'_> {
         m.serialize_entry("cwd", &show_path(&p.dir, &s.cwd))?;
         m.serialize_entry("env", &EnvJson(s))?;
         m.serialize_entry("depends_on", &Names(p, &s.depends_on))?;
-        m.serialize_entry("tasks", &s.tasks.as_ref().map(|t| show_path(&p.dir, t)))?;
-        m.serialize_entry("until", &s.until.as_deref().map(command_json))?;
+        m.serialize_entry("tasks", &s.tasks().map(|t| show_path(&p.dir, t)))?;
+        m.serialize_entry("until", &s.until().map(command_json))?;
         m.serialize_entry("policy", &PolicyJson(p, s))?;
         m.serialize_entry("origins", &OriginsJson(p, s))?;
         let schedule = retry::schedule(&s.policy.retry);
@@ -523,7 +523,7 @@ pub fn write_plan_text(p: &Pipeline, view: &View, part: &mut dyn FnMut(&str)) {
         }
         // Loop keys come only from the pipeline file.
         let file = show_path(&p.dir, &p.file);
-        if let Some(t) = &spec.tasks {
+        if let Some(t) = spec.tasks() {
             let _ = writeln!(
                 out,
                 "  tasks = {} ({file}: specs.{}.tasks)",
@@ -531,7 +531,7 @@ pub fn write_plan_text(p: &Pipeline, view: &View, part: &mut dyn FnMut(&str)) {
                 spec.name
             );
         }
-        if let Some(u) = &spec.until {
+        if let Some(u) = spec.until() {
             let _ = writeln!(
                 out,
                 "  until = {} ({file}: specs.{}.until)",

@@ -144,11 +144,9 @@ pub struct Spec {
     /// Indices into `Pipeline::specs`. (A boxed slice: 8 bytes less than a `Vec` in
     /// every spec.)
     pub depends_on: Box<[usize]>,
-    /// `tasks`, absolute (resolved against `cwd`): the spec iterates until none is open.
-    /// (Boxed, like `until`: most specs have neither, and a run holds every spec.)
-    pub tasks: Option<Box<PathBuf>>,
-    /// `until`: the spec iterates until this command exits 0 (run in `cwd`).
-    pub until: Option<Box<CommandLine>>,
+    /// `tasks` and `until`, boxed together: most specs have neither, and a run holds
+    /// every spec (8 bytes a spec less than a box each). `None` when neither is set.
+    pub iterate: Option<Box<Iterate>>,
     /// Shared with `Pipeline::global` (and so with every other such spec) when the
     /// spec sets no policy key of its own: one copy for thousands of specs.
     pub policy: Arc<Policy>,
@@ -157,11 +155,30 @@ pub struct Spec {
     pub origins: Arc<Origins>,
 }
 
+/// What makes a spec iterate (see [`Spec::iterate`]); at least one is set.
+#[derive(Clone, Debug)]
+pub struct Iterate {
+    /// `tasks`, absolute (resolved against `cwd`): the spec iterates until none is open.
+    pub tasks: Option<PathBuf>,
+    /// `until`: the spec iterates until this command exits 0 (run in `cwd`).
+    pub until: Option<CommandLine>,
+}
+
 impl Spec {
     /// Whether the spec iterates (has `tasks` or `until`): one successful attempt
     /// cycle is one iteration, not the end.
     pub fn iterates(&self) -> bool {
-        self.tasks.is_some() || self.until.is_some()
+        self.iterate.is_some()
+    }
+
+    /// `tasks`, absolute.
+    pub fn tasks(&self) -> Option<&PathBuf> {
+        self.iterate.as_ref()?.tasks.as_ref()
+    }
+
+    /// `until`.
+    pub fn until(&self) -> Option<&CommandLine> {
+        self.iterate.as_ref()?.until.as_ref()
     }
 }
 

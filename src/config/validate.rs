@@ -11,7 +11,7 @@ use regex::bytes::Regex;
 
 use super::diag::{PathSeg, Problem, did_you_mean, path, show_value};
 use super::load::{LayerKind, Layers, Target, TomlIndex, known_root_keys};
-use super::policy::{CommandLine, Origins, Pipeline, Policy, RunPolicy, Spec};
+use super::policy::{CommandLine, Iterate, Origins, Pipeline, Policy, RunPolicy, Spec};
 use super::raw::{
     LEGACY_KEYS, RULE_KEYS, RawCommand, RawPolicy, RawRetryRule, RawRunPolicy, SPEC_KEYS,
 };
@@ -394,8 +394,8 @@ pub fn validate(layers: &Layers) -> Result<Pipeline, Vec<Problem>> {
                 Arc::new(parts.env)
             },
             depends_on: depends_on.into_boxed_slice(),
-            tasks: tasks.map(Box::new),
-            until: until.map(Box::new),
+            iterate: (tasks.is_some() || until.is_some())
+                .then(|| Box::new(Iterate { tasks, until })),
             policy,
             origins,
         });

@@ -1137,7 +1137,7 @@ impl<'p> Dispatcher<'p> {
                 if let Some(lr) = self.specs[i].looping.as_mut() {
                     lr.tasks = now.tasks;
                 }
-                if self.p.specs[i].until.is_some() && iterate::needs_until(now.tasks) {
+                if self.p.specs[i].until().is_some() && iterate::needs_until(now.tasks) {
                     self.start_until(i, Check::Before(now), pool);
                     return false;
                 }
@@ -1198,7 +1198,7 @@ impl<'p> Dispatcher<'p> {
     /// Runs spec `i`'s `until` command on the pool (it takes a slot like an attempt).
     fn start_until(&mut self, i: usize, check: Check, pool: &Pool) {
         let spec = &self.p.specs[i];
-        let Some(command) = spec.until.clone() else {
+        let Some(command) = spec.until().cloned() else {
             return;
         };
         let s = &mut self.specs[i];
@@ -1221,7 +1221,7 @@ impl<'p> Dispatcher<'p> {
             .map(|(k, v)| (k.into(), v.into()))
             .chain(env)
             .collect();
-        pool.submit(self.helper_job(i, JobKind::Until, attempt, *command, &spec.cwd, env, rx));
+        pool.submit(self.helper_job(i, JobKind::Until, attempt, command, &spec.cwd, env, rx));
     }
 
     /// Spec `i`'s `until` command ended: 0 means the work is done (as far as `until`
@@ -1286,7 +1286,8 @@ impl<'p> Dispatcher<'p> {
                 return;
             }
         };
-        if self.p.specs[i].until.is_some() && iterate::needs_until(after.tasks) && !self.stopping {
+        if self.p.specs[i].until().is_some() && iterate::needs_until(after.tasks) && !self.stopping
+        {
             let s = &mut self.specs[i];
             s.status = Status::Pending;
             if let Some(lr) = s.looping.as_mut() {

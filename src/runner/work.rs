@@ -30,7 +30,7 @@ pub enum WorkError {
 
 /// The spec's work as it is now; `Err` names the tasks file that cannot be used.
 pub fn snapshot(spec: &Spec, shown: &dyn Fn(&Path) -> String) -> Result<Snapshot, WorkError> {
-    let tasks = match &spec.tasks {
+    let tasks = match spec.tasks() {
         Some(path) => Some(read_tasks(path, shown)?),
         None => None,
     };

@@ -577,11 +577,11 @@ pub fn definition_hash(p: &Pipeline, spec: &Spec) -> DefinitionHash {
     }
     // What makes a spec iterate is part of what it runs; only when present, so that
     // the hashes of other specs stay as earlier versions wrote them.
-    if let Some(t) = &spec.tasks {
+    if let Some(t) = spec.tasks() {
         h.field(b"tasks");
         h.field(t.as_os_str().as_encoded_bytes());
     }
-    match spec.until.as_deref() {
+    match spec.until() {
         Some(CommandLine::Shell(s)) => {
             h.field(b"until-sh");
             h.field(s.as_bytes());
