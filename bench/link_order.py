@@ -42,15 +42,12 @@ def tool(name):
     return path
 
 
-def workloads(binary, scratch):
-    """The runs the layout is for: `apply` of 10,000 quick specs (the benchmark's W1),
-    `apply` with retries, failures and plain output, `plan`, `validate`, `status`."""
+def prepare(scratch):
+    """The pipelines the workloads run: 10,000 quick specs, and a few that retry and fail."""
     many = os.path.join(scratch, "many")
     retry = os.path.join(scratch, "retry")
     for d in (many, retry):
-        if os.path.exists(d):
-            shutil.rmtree(d)
-        os.makedirs(d)
+        os.makedirs(d, exist_ok=True)
     with open(os.path.join(many, "p.toml"), "w") as f:
         f.write("jobs = 2\n")
         for i in range(10000):
@@ -61,14 +58,31 @@ def workloads(binary, scratch):
                 '[specs.flaky]\ncommand = "test -e marker || { touch marker; echo first; exit 3; }"\n'
                 '[specs.broken]\ncommand = "echo no >&2; exit 1"\n'
                 '[specs.after]\ncommand = ["true"]\ndepends_on = ["ok"]\n')
-    runs = [
-        (many, [binary, "-f", "p.toml", "apply", "-q", "--progress", "none"]),
-        (many, [binary, "-f", "p.toml", "status"]),
-        (many, [binary, "-f", "p.toml", "plan"]),
-        (retry, [binary, "-f", "p.toml", "validate"]),
-        (retry, [binary, "-f", "p.toml", "apply"]),
-        (retry, [binary, "-f", "p.toml", "status"]),
-    ]
+
+
+def workloads(binary, scratch, group):
+    """The runs the layout is for. Group "apply": `apply` of 10,000 quick specs (the
+    benchmark's W1), whose code goes first; group "rest": `status`, `plan`, `validate`,
+    and `apply` with retries, failures and plain output, whose code goes after it."""
+    many = os.path.join(scratch, "many")
+    retry = os.path.join(scratch, "retry")
+    for d in (many, retry):
+        for state in (os.path.join(d, ".spec-runner"), os.path.join(d, "marker")):
+            if group == "apply" and os.path.lexists(state):
+                subprocess.run(["rm", "-rf", state], check=True)
+    # Three runs of the big `apply`: some paths depend on timing (a worker finding its
+    # next job taken, a blocking receive), and one run may miss a page another needs.
+    big = [binary, "-f", "p.toml", "apply", "-q", "--progress", "none"]
+    runs = {
+        "apply": [(many, big), (many, big + ["--fresh"]), (many, big + ["--fresh"])],
+        "rest": [
+            (many, [binary, "-f", "p.toml", "status"]),
+            (many, [binary, "-f", "p.toml", "plan"]),
+            (retry, [binary, "-f", "p.toml", "validate"]),
+            (retry, [binary, "-f", "p.toml", "apply"]),
+            (retry, [binary, "-f", "p.toml", "status"]),
+        ],
+    }[group]
     for cwd, cmd in runs:
         subprocess.run(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                        stdin=subprocess.DEVNULL)
@@ -84,18 +98,27 @@ def readahead_file(path):
 
 
 def touched_pages(binary, scratch):
+    """The binary's pages loaded by group "apply", and by both groups."""
     ra = readahead_file(binary)
     old = open(ra).read().strip()
     fd = os.open(binary, os.O_RDONLY)
     os.fsync(fd)
     os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    seen = []
     try:
         with open(ra, "w") as f:
             f.write("0")
-        workloads(binary, scratch)
+        for group in ("apply", "rest"):
+            workloads(binary, scratch, group)
+            seen.append(resident(fd))
     finally:
         with open(ra, "w") as f:
             f.write(old)
+    return seen
+
+
+def resident(fd):
+    """The pages of the file open as `fd` that are in the page cache (`mincore`)."""
     size = os.fstat(fd).st_size
     m = mmap.mmap(fd, size, access=mmap.ACCESS_COPY)
     n = (size + 4095) // 4096
@@ -166,27 +189,31 @@ def file_offset(binary, vaddr):
 
 
 def profile(scratch):
+    """Per group: the functions the instrumented build knows, and those that ran."""
     pgo = os.path.join(work, "pgo")
     raw = os.path.join(work, "raw")
     shutil.rmtree(raw, ignore_errors=True)
     env = dict(os.environ, RUSTFLAGS=f"-Cprofile-generate={raw}", SPEC_RUNNER_LINK_ORDER="0")
     sh(["cargo", "build", "--release", "--locked", "--quiet", "--target-dir", pgo], cwd=repo, env=env)
-    os.environ["LLVM_PROFILE_FILE"] = os.path.join(raw, "%p.profraw")
-    workloads(os.path.join(pgo, "release", "spec-runner"), scratch)
-    del os.environ["LLVM_PROFILE_FILE"]
-    merged = os.path.join(work, "merged.profdata")
     profdata = tool("llvm-profdata")
-    sh([profdata, "merge", "-o", merged] + [os.path.join(raw, f) for f in os.listdir(raw)])
-    text = sh([profdata, "show", "--all-functions", "--counts", merged],
-              capture_output=True, text=True).stdout
-    known, ran, name = set(), set(), None
-    for line in text.splitlines():
-        if line.startswith("  ") and not line.startswith("   ") and line.endswith(":"):
-            name = unhashed(line.strip()[:-1].split(";")[-1])
-            known.add(name)
-        elif name and line.strip().startswith("Block counts:"):
-            if re.search(r"[1-9]", line.split(":", 1)[1]):
-                ran.add(name)
+    known, ran = set(), {}
+    for group in ("apply", "rest"):
+        os.environ["LLVM_PROFILE_FILE"] = os.path.join(raw, group, "%p.profraw")
+        workloads(os.path.join(pgo, "release", "spec-runner"), scratch, group)
+        del os.environ["LLVM_PROFILE_FILE"]
+        merged = os.path.join(work, f"{group}.profdata")
+        files = os.path.join(raw, group)
+        sh([profdata, "merge", "-o", merged] + [os.path.join(files, f) for f in os.listdir(files)])
+        text = sh([profdata, "show", "--all-functions", "--counts", merged],
+                  capture_output=True, text=True).stdout
+        ran[group], name = set(), None
+        for line in text.splitlines():
+            if line.startswith("  ") and not line.startswith("   ") and line.endswith(":"):
+                name = unhashed(line.strip()[:-1].split(";")[-1])
+                known.add(name)
+            elif name and line.strip().startswith("Block counts:"):
+                if re.search(r"[1-9]", line.split(":", 1)[1]):
+                    ran[group].add(name)
     return known, ran
 
 
@@ -195,38 +222,56 @@ def unhashed(symbol):
     return re.sub(r"17h[0-9a-f]{16}E$", "", symbol)
 
 
+def chosen(binary, hit, pages, known, ran):
+    """The functions on `pages` that ran, or that the profile does not know (std); and
+    every function of a touched page where the profile saw none of them run (a path
+    its runs did not take, or code no symbol covers), rather than leave that page to
+    map 64 KiB around it on its own."""
+    touched = set(pages)
+
+    def pages_of(addr, size):
+        off = file_offset(binary, addr)
+        return set() if off is None else set(range(off // 4096, (off + size - 1) // 4096 + 1))
+
+    on = {name: pages_of(addr, size) & touched for addr, size, name in hit}
+    keep = {name for name, ps in on.items() if ps and (unhashed(name) in ran or unhashed(name) not in known)}
+    by_page = {}
+    for name, ps in on.items():
+        for p in ps:
+            by_page.setdefault(p, []).append(name)
+    for names in by_page.values():
+        if not any(name in keep for name in names):
+            keep.update(names)
+    return keep
+
+
 def main():
     if os.geteuid() != 0:
         sys.exit("bench/link-order.sh needs root (readahead and the page cache)")
     os.makedirs(work, exist_ok=True)
     scratch = tempfile.mkdtemp(dir=work)
+    prepare(scratch)
     sh(["cargo", "build", "--release", "--locked", "--quiet"], cwd=repo)
     binary = os.path.join(work, "spec-runner")
     shutil.copy(release, binary)
     known, ran = profile(scratch)
-    pages = touched_pages(binary, scratch)
-    hit = candidates(binary, pages)
-    keep = {name for _, _, name in hit if unhashed(name) in ran or unhashed(name) not in known}
-    # A page touched where the profile saw nothing run (a path its runs did not take,
-    # or code no symbol covers): all of the page's functions, rather than leave a page
-    # that maps 64 KiB around it on its own.
-    for p in pages:
-        lo, hi = p * 4096, p * 4096 + 4096
-        on_page = [name for addr, size, name in hit
-                   if file_offset(binary, addr) is not None
-                   and file_offset(binary, addr) < hi and file_offset(binary, addr) + size > lo]
-        if on_page and not any(name in keep for name in on_page):
-            keep.update(on_page)
-    keep = [name for _, _, name in hit if name in keep]
-    hit = [name for _, _, name in hit]
+    pages_apply, pages_all = touched_pages(binary, scratch)
+    hit = candidates(binary, pages_all)
+    first = chosen(binary, hit, pages_apply, known, ran["apply"])
+    every = chosen(binary, hit, pages_all, known, ran["apply"] | ran["rest"]) | first
+    # `apply`'s code first, then what only the other commands run: a big run maps the
+    # first stretch only.
+    order = [name for _, _, name in hit if name in first]
+    order += [name for _, _, name in hit if name in every and name not in first]
     sizes = {name: size for _, size, name in symbols(binary)}
     os.makedirs(os.path.dirname(out_file), exist_ok=True)
     with open(out_file, "w") as f:
-        f.write("\n".join(keep) + "\n")
-    print(f"{len(pages)} pages touched; {len(hit)} functions on them "
-          f"({sum(sizes[s] for s in hit) // 1024} KiB); kept {len(keep)} "
-          f"({sum(sizes[s] for s in keep) // 1024} KiB) in {os.path.relpath(out_file, repo)}; "
-          f"rebuild to use it")
+        f.write("\n".join(order) + "\n")
+    kib = lambda names: sum(sizes[n] for n in names) // 1024
+    print(f"{len(pages_apply)} pages touched by apply, {len(pages_all)} by all; {len(hit)} functions "
+          f"on them ({kib(n for _, _, n in hit)} KiB); kept {len(first)} for apply ({kib(first)} KiB), "
+          f"{len(order) - len(first)} more for the rest ({kib(order) - kib(first)} KiB) in "
+          f"{os.path.relpath(out_file, repo)}; rebuild to use it")
     shutil.rmtree(scratch, ignore_errors=True)
 
 
