@@ -2,11 +2,11 @@
 //!
 //! The kernel maps a program's code into its memory 64 KiB around each page that is
 //! touched ("fault-around"), so a run that touches scattered functions across the
-//! 4 MB of code has most of it in its resident set (3.4 MiB of the 11.6 MiB peak of
+//! 4 MB of code has most of it in its resident set (3.3 MiB of the ~11.5 MiB peak of
 //! `apply` at 10,000 specs). `build/link-order.txt` lists the functions a run
 //! executes (made by `bench/link-order.sh` from a profile and a page trace); the
-//! linker places them first, together, and the same run then maps ~1.3 MiB of code
-//! (docs/PERFORMANCE.md, "Code pages").
+//! linker places them first, together, and the same run then maps ~2 MiB of code
+//! (docs/PERFORMANCE.md, "Memory: the code a run maps").
 //!
 //! The list is a hint: a name not found (renamed code, another compiler version) only
 //! loses its place, never fails the build. It is given only to a linker known to take

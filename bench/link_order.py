@@ -70,11 +70,11 @@ def workloads(binary, scratch, group):
         for state in (os.path.join(d, ".spec-runner"), os.path.join(d, "marker")):
             if group == "apply" and os.path.lexists(state):
                 subprocess.run(["rm", "-rf", state], check=True)
-    # Three runs of the big `apply`: some paths depend on timing (a worker finding its
+    # Six runs of the big `apply`: some paths depend on timing (a worker finding its
     # next job taken, a blocking receive), and one run may miss a page another needs.
     big = [binary, "-f", "p.toml", "apply", "-q", "--progress", "none"]
     runs = {
-        "apply": [(many, big), (many, big + ["--fresh"]), (many, big + ["--fresh"])],
+        "apply": [(many, big)] + [(many, big + ["--fresh"])] * 5,
         "rest": [
             (many, [binary, "-f", "p.toml", "status"]),
             (many, [binary, "-f", "p.toml", "plan"]),
