@@ -3,7 +3,7 @@
 //! Nothing here reads files or the environment; `load` and `validate` build these.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -172,8 +172,8 @@ impl Spec {
     }
 
     /// `tasks`, absolute.
-    pub fn tasks(&self) -> Option<&PathBuf> {
-        self.iterate.as_ref()?.tasks.as_ref()
+    pub fn tasks(&self) -> Option<&Path> {
+        self.iterate.as_ref()?.tasks.as_deref()
     }
 
     /// `until`.

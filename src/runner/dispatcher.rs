@@ -99,6 +99,12 @@ struct Retrying {
     last_failure: Option<(String, Tail)>,
 }
 
+impl Retrying {
+    fn is_empty(&self) -> bool {
+        self.previous_delay.is_none() && self.last_failure.is_none()
+    }
+}
+
 impl SpecRun {
     fn previous_delay(&self) -> Option<Duration> {
         self.retrying.as_ref().and_then(|r| r.previous_delay)
@@ -109,28 +115,30 @@ impl SpecRun {
     }
 
     fn set_previous_delay(&mut self, delay: Option<Duration>) {
-        if delay.is_some() || self.retrying.is_some() {
-            self.retrying
-                .get_or_insert_with(Box::default)
-                .previous_delay = delay;
-            self.drop_empty_retrying();
-        }
+        self.change_retrying(|r| r.previous_delay = delay);
     }
 
     fn set_last_failure(&mut self, failure: Option<(String, Tail)>) {
-        if failure.is_some() || self.retrying.is_some() {
-            self.retrying.get_or_insert_with(Box::default).last_failure = failure;
-            self.drop_empty_retrying();
-        }
+        self.change_retrying(|r| r.last_failure = failure);
     }
 
-    fn drop_empty_retrying(&mut self) {
-        if self
-            .retrying
-            .as_ref()
-            .is_some_and(|r| r.previous_delay.is_none() && r.last_failure.is_none())
-        {
-            self.retrying = None;
+    /// Changes what `retrying` holds; no box is kept (none allocated) when it holds
+    /// nothing, as `SpecState::change` does with a spec state's rare fields.
+    fn change_retrying(&mut self, f: impl FnOnce(&mut Retrying)) {
+        match self.retrying.as_deref_mut() {
+            Some(r) => {
+                f(r);
+                if r.is_empty() {
+                    self.retrying = None;
+                }
+            }
+            None => {
+                let mut r = Retrying::default();
+                f(&mut r);
+                if !r.is_empty() {
+                    self.retrying = Some(Box::new(r));
+                }
+            }
         }
     }
 
@@ -324,12 +332,7 @@ impl<'p> Dispatcher<'p> {
                     .copied()
                     .flatten()
                     .map(|age| Instant::now().checked_sub(age).unwrap_or_else(Instant::now)),
-                retrying: opts.previous_delay.get(i).copied().flatten().map(|delay| {
-                    Box::new(Retrying {
-                        previous_delay: Some(delay),
-                        last_failure: None,
-                    })
-                }),
+                retrying: None,
                 control: None,
                 next_log: opts.next_log.get(i).copied().unwrap_or(1).max(1),
                 last_log: None,
@@ -360,6 +363,8 @@ impl<'p> Dispatcher<'p> {
                     })
                 }),
             });
+            // A resumed cycle's backoff goes on from its last delay.
+            specs[i].set_previous_delay(opts.previous_delay.get(i).copied().flatten());
         }
         // A retry carried over from a killed runner is a due retry: it goes before specs
         // that have not started, as it would have in the run that scheduled it.
@@ -750,7 +755,7 @@ impl<'p> Dispatcher<'p> {
             let s = &mut self.specs[i];
             let mut queued = ahead.then(|| Queued {
                 spec: i,
-                claim: std::sync::Arc::new(std::sync::atomic::AtomicU8::new(pool::QUEUED)),
+                claim: pool::new_claim(),
                 retry_pending: s.retry_pending,
                 status: s.status,
                 first_start: s.first_start,
@@ -826,7 +831,8 @@ impl<'p> Dispatcher<'p> {
     fn prune_taken(&mut self) {
         let specs = &mut self.specs;
         self.queued.retain(|q| {
-            let taken = q.claim.load(std::sync::atomic::Ordering::Acquire) != pool::QUEUED;
+            // Only a worker settles a claim still in `queued` (withdrawal removes it).
+            let taken = pool::is_settled(&q.claim);
             if taken && q.first_start.is_none() {
                 specs[q.spec].first_start = Some(Instant::now());
             }
@@ -845,16 +851,7 @@ impl<'p> Dispatcher<'p> {
             if !which(q.spec) {
                 continue;
             }
-            let won = q
-                .claim
-                .compare_exchange(
-                    pool::QUEUED,
-                    pool::WITHDRAWN,
-                    std::sync::atomic::Ordering::AcqRel,
-                    std::sync::atomic::Ordering::Acquire,
-                )
-                .is_ok();
-            if !won {
+            if !pool::withdraw(&q.claim) {
                 continue;
             }
             let q = self.queued.remove(i);

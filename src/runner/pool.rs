@@ -81,21 +81,41 @@ pub struct Job {
     pub claim: Option<Claim>,
 }
 
-/// A job's claim (see [`Job::claim`]).
+/// A job's claim (see [`Job::claim`]): [`QUEUED`], then [`TAKEN`] or [`WITHDRAWN`].
 pub type Claim = Arc<AtomicU8>;
 /// Handed to the pool, nobody's yet.
-pub const QUEUED: u8 = 0;
+const QUEUED: u8 = 0;
 /// A worker took it: it runs.
-pub const TAKEN: u8 = 1;
+const TAKEN: u8 = 1;
 /// The dispatcher took it back: it never runs, and nobody reports on it.
-pub const WITHDRAWN: u8 = 2;
+const WITHDRAWN: u8 = 2;
+
+/// A claim for a job about to be handed out: nobody's yet.
+pub fn new_claim() -> Claim {
+    Arc::new(AtomicU8::new(QUEUED))
+}
 
 /// Takes `claim` for a worker: whether the job may run.
 fn take(claim: Option<&Claim>) -> bool {
-    claim.is_none_or(|c| {
-        c.compare_exchange(QUEUED, TAKEN, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-    })
+    claim.is_none_or(|c| settle(c, TAKEN))
+}
+
+/// Takes `claim` back for the dispatcher: whether the job will never run (`false`: a
+/// worker has it).
+pub fn withdraw(claim: &Claim) -> bool {
+    settle(claim, WITHDRAWN)
+}
+
+/// Whether a worker or the dispatcher has settled `claim` already.
+pub fn is_settled(claim: &Claim) -> bool {
+    claim.load(Ordering::Acquire) != QUEUED
+}
+
+/// Moves `claim` from [`QUEUED`] to `to`: the first to try wins.
+fn settle(claim: &Claim, to: u8) -> bool {
+    claim
+        .compare_exchange(QUEUED, to, Ordering::AcqRel, Ordering::Acquire)
+        .is_ok()
 }
 
 /// A job left running by a killed runner, and the attempt it runs.
