@@ -460,3 +460,19 @@ fn fail_fast_does_not_count_a_retry_it_cancelled() {
     assert_eq!(o.retries_of("b"), Some(0), "the cancelled retry never ran");
     assert_eq!(o.run_retries(), Some(0));
 }
+
+/// With one slot, the next spec is handed to the worker ahead while the first runs;
+/// the first's failure trips `fail_fast`, which takes that spec back: it never starts,
+/// and it ends skipped like any spec that had not started.
+#[test]
+fn fail_fast_takes_back_the_spec_handed_out_ahead() {
+    let o = run(
+        "jobs = 1\nfail_fast = true\nretry_max_retries = 0\n[specs.a]\ncommand = \"fail\"\n[specs.b]\ncommand = \"ok\"\n",
+        None,
+    );
+    assert_eq!(o.code, 1);
+    assert_eq!(o.status("a").unwrap().0, Status::Failed);
+    assert_eq!(o.status("b").unwrap().0, Status::Skipped);
+    assert!(!o.started().iter().any(|s| s.starts_with("b#")));
+    assert_eq!(o.finished_count("b"), 1);
+}
