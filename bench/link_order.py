@@ -139,17 +139,27 @@ def symbols(binary):
     return sorted(out)
 
 
+_segments = {}
+
+
+def segments(binary):
+    """The binary's loaded segments: (file offset, virtual address, size in the file)."""
+    if binary not in _segments:
+        segs = []
+        for line in sh(["readelf", "-lW", binary], capture_output=True, text=True).stdout.splitlines():
+            f = line.split()
+            if f and f[0] == "LOAD":
+                segs.append((int(f[1], 16), int(f[2], 16), int(f[4], 16)))
+        _segments[binary] = segs
+    return _segments[binary]
+
+
 def candidates(binary, pages):
     """Symbols overlapping a touched page, in address order."""
-    segs = []
-    for line in sh(["readelf", "-lW", binary], capture_output=True, text=True).stdout.splitlines():
-        f = line.split()
-        if f and f[0] == "LOAD":
-            segs.append((int(f[1], 16), int(f[2], 16), int(f[4], 16)))
     spans = []
     for p in pages:
         lo, hi = p * 4096, p * 4096 + 4096
-        for off, va, size in segs:
+        for off, va, size in segments(binary):
             a, b = max(lo, off), min(hi, off + size)
             if a < b:
                 spans.append((va + a - off, va + b - off))
@@ -170,19 +180,9 @@ def candidates(binary, pages):
     return hit
 
 
-_segments = {}
-
-
 def file_offset(binary, vaddr):
     """The file offset of a virtual address of the binary (None outside its segments)."""
-    if binary not in _segments:
-        segs = []
-        for line in sh(["readelf", "-lW", binary], capture_output=True, text=True).stdout.splitlines():
-            f = line.split()
-            if f and f[0] == "LOAD":
-                segs.append((int(f[1], 16), int(f[2], 16), int(f[4], 16)))
-        _segments[binary] = segs
-    for off, va, size in _segments[binary]:
+    for off, va, size in segments(binary):
         if va <= vaddr < va + size:
             return off + vaddr - va
     return None
